@@ -1,0 +1,184 @@
+//! The guard at the top of the chain.
+//!
+//! Requests arrive here already validated by `protocol::request` (range,
+//! flags, read-only). The guard turns what the client asked for into what the
+//! handle can do: it emulates FUA with a flush, WRITE_ZEROES with writes and
+//! CACHE with reads, and reports "all data" when the handle has no extents.
+
+use std::sync::Arc;
+
+use super::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Result, Zero};
+
+/// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
+static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Largest chunk read at a time when emulating CACHE.
+const CACHE_CHUNK: usize = 1 << 20;
+
+/// One connection's open export.
+pub struct Export {
+    handle: Arc<dyn Handle>,
+    caps: Caps,
+    size: u64,
+    block_size: Option<super::BlockSize>,
+}
+
+impl Export {
+    /// Wrap a freshly opened handle. With `readonly`, every write capability
+    /// is dropped whatever the handle says.
+    pub async fn new(handle: Arc<dyn Handle>, readonly: bool) -> Result<Export> {
+        let size = handle.size().await?;
+        let mut caps = handle.caps().await?;
+        if readonly || !caps.write {
+            caps.write = false;
+            caps.trim = false;
+            caps.zero = Zero::None;
+            caps.fast_zero = false;
+            caps.fua = Fua::None;
+        }
+        if caps.zero == Zero::None {
+            caps.fast_zero = false;
+        }
+        if !caps.flush && caps.fua == Fua::Emulate {
+            caps.fua = Fua::None;
+        }
+        let block_size = handle.block_size().await?;
+        Ok(Export {
+            handle,
+            caps,
+            size,
+            block_size,
+        })
+    }
+
+    /// Effective capabilities.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Block size constraints.
+    pub fn block_size(&self) -> Option<super::BlockSize> {
+        self.block_size
+    }
+
+    /// Description for NBD_INFO_DESCRIPTION.
+    pub fn description(&self) -> Option<String> {
+        self.handle.description()
+    }
+
+    /// Split `flags.fua` into what to pass down and whether to flush after.
+    fn fua(&self, flags: Flags) -> (Flags, bool) {
+        match (flags.fua, self.caps.fua) {
+            (true, Fua::Native) => (flags, false),
+            (true, _) => (
+                Flags {
+                    fua: false,
+                    ..flags
+                },
+                true,
+            ),
+            (false, _) => (flags, false),
+        }
+    }
+
+    async fn flush_after(&self, needed: bool) -> Result<()> {
+        if needed {
+            self.handle.flush(Flags::default()).await?;
+        }
+        Ok(())
+    }
+
+    /// READ.
+    pub async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        self.handle.pread(buf, offset, flags).await
+    }
+
+    /// WRITE.
+    pub async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        let (flags, flush) = self.fua(flags);
+        self.handle.pwrite(buf, offset, flags).await?;
+        self.flush_after(flush).await
+    }
+
+    /// FLUSH.
+    pub async fn flush(&self) -> Result<()> {
+        self.handle.flush(Flags::default()).await
+    }
+
+    /// TRIM.
+    pub async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        let (flags, flush) = self.fua(flags);
+        self.handle.trim(count, offset, flags).await?;
+        self.flush_after(flush).await
+    }
+
+    /// WRITE_ZEROES, emulated with writes when the handle cannot zero.
+    pub async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        let (flags, flush) = self.fua(flags);
+        if self.caps.zero == Zero::Native {
+            match self.handle.zero(count, offset, flags).await {
+                Err(e) if e.errno == Errno::NotSup && !flags.fast_zero => {}
+                other => {
+                    other?;
+                    return self.flush_after(flush).await;
+                }
+            }
+        }
+        if flags.fast_zero {
+            return Err(Error::new(Errno::NotSup, "fast zero is not possible"));
+        }
+        let wflags = Flags {
+            fua: false,
+            ..Flags::default()
+        };
+        let mut done = 0u64;
+        while done < u64::from(count) {
+            let n = (u64::from(count) - done).min(ZEROES.len() as u64) as usize;
+            self.handle
+                .pwrite(&ZEROES[..n], offset + done, wflags)
+                .await?;
+            done += n as u64;
+        }
+        self.flush_after(flush).await
+    }
+
+    /// BLOCK_STATUS for `base:allocation`.
+    pub async fn extents(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
+        let mut ext = Extents::new(offset, u64::from(count));
+        if self.caps.extents {
+            let flags = Flags {
+                req_one,
+                ..Flags::default()
+            };
+            self.handle.extents(count, offset, flags, &mut ext).await?;
+            ext.check()?;
+        } else {
+            ext.add(offset, u64::from(count), 0);
+        }
+        Ok(ext)
+    }
+
+    /// CACHE, emulated with reads when the handle has no cache of its own.
+    pub async fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        match self.caps.cache {
+            Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
+            _ => {
+                let mut buf = vec![0u8; (count as usize).min(CACHE_CHUNK)];
+                let mut done = 0u64;
+                while done < u64::from(count) {
+                    let n = (u64::from(count) - done).min(buf.len() as u64) as usize;
+                    self.handle
+                        .pread(&mut buf[..n], offset + done, Flags::default())
+                        .await?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+}

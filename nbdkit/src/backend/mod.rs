@@ -1,0 +1,226 @@
+//! The contract between the server and whatever serves the data.
+//!
+//! - A [`Plugin`] is built once at start-up from its typed parameters. For
+//!   every connection it [`Plugin::open`]s a [`Handle`].
+//! - A [`Handle`] answers the data calls. Every method but `size`, `caps` and
+//!   `pread` has a default that says "not supported", so a plugin writes only
+//!   what it does.
+//! - [`Caps`] is what a handle can do, fetched once per connection. Filters
+//!   (which are handles wrapping handles) edit it rather than overriding a
+//!   dozen `can_*` methods.
+//! - [`Export`] is the guard at the top of the chain: it emulates what the
+//!   handle lacks (FUA by flush, zero by writes, cache by reads, extents as
+//!   "all data"), so plugins stay small.
+
+mod export;
+mod extents;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use crate::error::{Errno, Error, Result};
+pub use export::Export;
+pub use extents::{Extent, Extents};
+
+/// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
+/// The server enforces it; the strictest model in the chain wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ThreadModel {
+    /// One connection at a time.
+    SerializeConnections,
+    /// One request at a time across all connections.
+    SerializeAllRequests,
+    /// One request at a time per connection.
+    SerializeRequests,
+    /// Anything goes.
+    Parallel,
+}
+
+impl ThreadModel {
+    /// The name used by `--dump-plugin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadModel::SerializeConnections => "serialize_connections",
+            ThreadModel::SerializeAllRequests => "serialize_all_requests",
+            ThreadModel::SerializeRequests => "serialize_requests",
+            ThreadModel::Parallel => "parallel",
+        }
+    }
+}
+
+/// How FUA is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fua {
+    /// Not available: the export does not advertise FUA.
+    None,
+    /// The guard flushes after the write.
+    Emulate,
+    /// The handle honours [`Flags::fua`] itself.
+    Native,
+}
+
+/// How WRITE_ZEROES is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zero {
+    /// Not advertised.
+    None,
+    /// The guard writes zeroes with `pwrite`.
+    Emulate,
+    /// The handle's `zero` is called (and may still return ENOTSUP, in which
+    /// case the guard falls back to writing zeroes unless FAST_ZERO was set).
+    Native,
+}
+
+/// How CACHE is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Not advertised.
+    None,
+    /// The guard reads the range and discards the data.
+    Emulate,
+    /// The handle's `cache` is called.
+    Native,
+}
+
+/// What a handle can do. Fetched once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub write: bool,
+    pub flush: bool,
+    pub fua: Fua,
+    pub trim: bool,
+    pub zero: Zero,
+    pub fast_zero: bool,
+    pub cache: Cache,
+    pub extents: bool,
+    pub multi_conn: bool,
+    pub rotational: bool,
+}
+
+impl Caps {
+    /// A read-only handle that can do nothing but read.
+    pub const READ_ONLY: Caps = Caps {
+        write: false,
+        flush: false,
+        fua: Fua::None,
+        trim: false,
+        zero: Zero::None,
+        fast_zero: false,
+        cache: Cache::None,
+        extents: false,
+        multi_conn: false,
+        rotational: false,
+    };
+}
+
+/// Flags on a data call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// Force unit access: the data is on stable storage when the call returns.
+    pub fua: bool,
+    /// `zero` may punch a hole (the client did not send NO_HOLE).
+    pub may_trim: bool,
+    /// `zero` must fail with ENOTSUP rather than be slow.
+    pub fast_zero: bool,
+    /// `extents` may stop after the first extent.
+    pub req_one: bool,
+}
+
+/// Block size constraints: minimum, preferred, maximum.
+pub type BlockSize = (u32, u32, u32);
+
+/// One entry of an export list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEntry {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// A plugin, built once at start-up.
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// The concurrency this plugin tolerates.
+    fn thread_model(&self) -> ThreadModel {
+        ThreadModel::Parallel
+    }
+
+    /// Open a connection's handle on export `export_name` (already resolved:
+    /// "" has been replaced by [`Plugin::default_export`]).
+    async fn open(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Handle>>;
+
+    /// The exports to list. By default, just the default export.
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        Ok(vec![ExportEntry {
+            name: self.default_export(readonly).await?,
+            description: None,
+        }])
+    }
+
+    /// The canonical name of the export a client gets when it asks for "".
+    async fn default_export(&self, _readonly: bool) -> Result<String> {
+        Ok(String::new())
+    }
+}
+
+/// A connection's view of an export. Offsets and counts are already checked
+/// against the size; flags only contain what [`Caps`] allows.
+#[async_trait]
+pub trait Handle: Send + Sync {
+    /// Size in bytes.
+    async fn size(&self) -> Result<u64>;
+
+    /// What this handle can do.
+    async fn caps(&self) -> Result<Caps>;
+
+    /// Block size constraints, if any.
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        Ok(None)
+    }
+
+    /// A description for NBD_INFO_DESCRIPTION.
+    fn description(&self) -> Option<String> {
+        None
+    }
+
+    /// Fill all of `buf` from `offset`.
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()>;
+
+    /// Write all of `buf` at `offset`.
+    async fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: Flags) -> Result<()> {
+        Err(Error::new(Errno::Perm, "write is not supported"))
+    }
+
+    /// Make previous writes durable.
+    async fn flush(&self, _flags: Flags) -> Result<()> {
+        Err(Error::new(Errno::Inval, "flush is not supported"))
+    }
+
+    /// Discard a range (advisory: reads may return old data or zeroes).
+    async fn trim(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+        Err(Error::new(Errno::Inval, "trim is not supported"))
+    }
+
+    /// Make a range read as zeroes. ENOTSUP lets the guard fall back to
+    /// writing zeroes.
+    async fn zero(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+        Err(Error::new(Errno::NotSup, "zero is not supported"))
+    }
+
+    /// Describe allocation from `offset`: add at least one extent to `ext`.
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        _flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        ext.add(offset, u64::from(count), 0);
+        Ok(())
+    }
+
+    /// Prefetch a range.
+    async fn cache(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+        Ok(())
+    }
+}

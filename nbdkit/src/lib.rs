@@ -1,0 +1,32 @@
+//! nbdkit in Rust: a Network Block Device server, command-line compatible
+//! with C nbdkit.
+//!
+//! A request's path is a straight line through these modules:
+//! [`server`] reads bytes -> [`protocol::request`] decodes and validates ->
+//! [`backend::Export`] (the guard) -> the plugin's [`backend::Handle`] ->
+//! [`protocol::reply`] -> socket.
+//!
+//! - [`cli`]: argv -> [`cli::Config`].
+//! - [`lifecycle`]: start-up, background mode, `--run`, `--exit-with-parent`,
+//!   signals.
+//! - [`server`]: listeners and one task per connection.
+//! - [`protocol`]: the NBD wire and nothing else.
+//! - [`backend`]: the [`Plugin`] and [`Handle`] contract and the guard.
+//! - [`plugins`]: one module per plugin.
+//! - [`params`], [`size`], [`uri`], [`error`], [`log`]: small shared pieces.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod lifecycle;
+pub mod log;
+pub mod params;
+pub mod plugins;
+pub mod protocol;
+pub mod server;
+pub mod size;
+pub mod sparse;
+pub mod uri;
+
+pub use backend::{Handle, Plugin};
+pub use error::{Errno, Error, StartError};

@@ -1,0 +1,302 @@
+//! Start-up and every reason to stop, in one room.
+//!
+//! [`run`] goes: print-and-exit actions; build the plugin (bad parameters
+//! fail here, before anything listens); bind; drop privileges; fork into
+//! the background unless told not to; then, inside the runtime, install
+//! signal handlers, announce readiness (pidfile, `--print-uri`, the forking
+//! parent), start `--run`, and wait for the first reason to stop: a signal,
+//! the parent's death, the command's end, or (`-s`) the client's. All of
+//! them become one shutdown value passed down to the server.
+
+mod captive;
+mod daemon;
+mod info;
+mod listen;
+mod parent;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{Action, Config, Listen};
+use crate::error::StartError;
+use crate::params::Params;
+use crate::protocol::handshake::Settings;
+use crate::server::{self, stdio::FdStream, Listener, Server, Shutdown};
+use crate::{backend::Plugin, log};
+pub use info::{COMPAT_VERSION, VERSION_EXTRA};
+
+/// Run nbdkit as configured; the returned code is the process's exit status.
+pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
+    // Record the parent before anything else, to narrow the window in
+    // which it could die unseen.
+    let parent = if cfg.exit_with_parent && cfg.action == Action::Serve {
+        match parent::Parent::watch() {
+            Some(p) => Some(p),
+            None => return Ok(ExitCode::SUCCESS), // already orphaned
+        }
+    } else {
+        None
+    };
+    if cfg.action != Action::Serve {
+        print!("{}", info::text(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let info = cfg.plugin.expect("checked by cli");
+    let plugin = (info.build)(Params::new(info.name, cfg.params.clone()))?;
+    log::init(cfg.log, cfg.verbose);
+    if cfg.swap {
+        // SAFETY: mlockall has no memory-safety preconditions.
+        if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+            return Err(StartError(format!(
+                "--swap: mlockall: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+
+    let listening = listen::bind(&cfg)?;
+    drop_privileges(&cfg)?;
+
+    let ready = if cfg.stays_in_foreground() {
+        daemon::Ready::none()
+    } else {
+        match daemon::fork_into_background(cfg.verbose)? {
+            daemon::Side::Parent(code) => {
+                if code == 0 && cfg.print_uri {
+                    if let Some(u) = &listening.uri {
+                        println!("{u}");
+                    }
+                }
+                listening.disown();
+                return Ok(ExitCode::from(code));
+            }
+            daemon::Side::Child(r) => r,
+        }
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nbdkit")
+        .build()
+        .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
+    let code = rt.block_on(serve(
+        &cfg,
+        plugin,
+        info.thread_model,
+        &listening,
+        parent,
+        ready,
+    ));
+    // Don't wait for idle blocking threads; everything that mattered is done.
+    rt.shutdown_background();
+    drop(listening);
+    code.map(ExitCode::from)
+}
+
+fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
+    use nix::unistd::{setgid, setgroups, setuid, Group, User};
+    if let Some(g) = &cfg.group {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => nix::unistd::Gid::from_raw(n),
+            Err(_) => {
+                Group::from_name(g)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| StartError(format!("-g: unknown group '{g}'")))?
+                    .gid
+            }
+        };
+        let _ = setgroups(&[gid]);
+        setgid(gid).map_err(|e| StartError(format!("setgid: {e}")))?;
+    }
+    if let Some(u) = &cfg.user {
+        let uid = match u.parse::<u32>() {
+            Ok(n) => nix::unistd::Uid::from_raw(n),
+            Err(_) => {
+                User::from_name(u)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| StartError(format!("-u: unknown user '{u}'")))?
+                    .uid
+            }
+        };
+        setuid(uid).map_err(|e| StartError(format!("setuid: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Why the server stops.
+enum Stop {
+    /// A signal or the parent's death: exit 0.
+    Quit,
+    /// The `--run` command ended with this status.
+    Command(u8),
+}
+
+async fn serve(
+    cfg: &Config,
+    plugin: Arc<dyn Plugin>,
+    thread_model: crate::backend::ThreadModel,
+    listening: &listen::Listening,
+    parent: Option<parent::Parent>,
+    mut ready: daemon::Ready,
+) -> Result<u8, StartError> {
+    let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
+    let mut sigint = sig(SignalKind::interrupt())?;
+    let mut sigterm = sig(SignalKind::terminate())?;
+    let mut sigquit = sig(SignalKind::quit())?;
+    let mut sighup = sig(SignalKind::hangup())?;
+
+    let (stop_tx, shutdown) = Shutdown::new();
+    let settings = Settings {
+        oldstyle: cfg.oldstyle,
+        no_sr: cfg.no_sr,
+        handshake_mask: cfg.mask_handshake,
+        no_meta_contexts: cfg.no_meta_contexts,
+    };
+    let srv = Arc::new(Server::new(
+        plugin,
+        cfg.plugin.expect("checked").name,
+        settings,
+        cfg.readonly,
+        cfg.export_name.clone(),
+        cfg.threads,
+        thread_model,
+    ));
+
+    let mut server_task = if cfg.listen == Listen::Stdin {
+        let (r, w) = stdin_stdout()?;
+        tokio::spawn(server::serve_one(Box::new(r), Box::new(w), srv, shutdown))
+    } else {
+        let mut ls = Vec::new();
+        for b in &listening.sockets {
+            ls.push(to_tokio(b)?);
+        }
+        tokio::spawn(server::run(ls, srv, shutdown))
+    };
+
+    // Ready: announce it, in every way asked for.
+    if let Some(p) = &cfg.pidfile {
+        daemon::write_pidfile(p)?;
+    }
+    ready.signal();
+    if cfg.print_uri && cfg.stays_in_foreground() {
+        if let Some(u) = &listening.uri {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{u}");
+            let _ = out.flush();
+        }
+    }
+    let mut child = match &cfg.run {
+        None => None,
+        Some(cmd) => {
+            let vars = captive::Vars {
+                uri: listening.uri.as_deref().unwrap_or(""),
+                export_name: &cfg.export_name,
+                port: listening.port,
+                unix: listening.unix.as_deref(),
+                tls: 0,
+            };
+            Some(
+                captive::spawn(cmd, &vars)
+                    .map_err(|e| StartError(format!("--run: /bin/sh: {e}")))?,
+            )
+        }
+    };
+
+    let parent_gone = async {
+        match parent {
+            Some(p) => p.exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(parent_gone);
+    let mut server_done = false;
+    let stop = loop {
+        let child_exit = async {
+            match child.as_mut() {
+                Some(c) => c.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+            _ = sigquit.recv() => {}
+            _ = sighup.recv() => {}
+            _ = &mut parent_gone => {
+                log::debug("parent process exited: shutting down");
+                if child.is_none() {
+                    break Stop::Quit;
+                }
+            }
+            st = child_exit => {
+                break match st {
+                    Ok(st) => Stop::Command(captive::exit_code(st)),
+                    Err(e) => {
+                        log::error(&format!("--run: wait: {e}"));
+                        Stop::Command(1)
+                    }
+                };
+            }
+            _ = &mut server_task, if !server_done => {
+                server_done = true;
+                if child.is_none() {
+                    break Stop::Quit;
+                }
+                continue;
+            }
+        }
+        // A signal (or the parent's death with --run): the command goes
+        // first; its status becomes ours once it has exited.
+        match &child {
+            Some(c) => captive::terminate(c),
+            None => break Stop::Quit,
+        }
+    };
+    let _ = stop_tx.send(true);
+    if !server_done {
+        let _ = server_task.await;
+    }
+    Ok(match stop {
+        Stop::Quit => 0,
+        Stop::Command(c) => c,
+    })
+}
+
+fn to_tokio(b: &listen::Bound) -> Result<Listener, StartError> {
+    let err = |e: std::io::Error| StartError(format!("listen: {e}"));
+    Ok(match b {
+        listen::Bound::Tcp(t) => {
+            let t = t.try_clone().map_err(err)?;
+            t.set_nonblocking(true).map_err(err)?;
+            Listener::Tcp(tokio::net::TcpListener::from_std(t).map_err(err)?)
+        }
+        listen::Bound::Unix(u) => {
+            let u = u.try_clone().map_err(err)?;
+            u.set_nonblocking(true).map_err(err)?;
+            Listener::Unix(tokio::net::UnixListener::from_std(u).map_err(err)?)
+        }
+    })
+}
+
+fn stdin_stdout() -> Result<(FdStream, FdStream), StartError> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<OwnedFd, StartError> {
+        fd.try_clone_to_owned()
+            .map_err(|e| StartError(format!("-s: {e}")))
+    };
+    let r = dup(std::io::stdin().as_fd())?;
+    let w = dup(std::io::stdout().as_fd())?;
+    let wrap = |fd| {
+        FdStream::new(fd).map_err(|e| {
+            StartError(format!(
+                "-s: stdin and stdout must be a socket or pipe: {e}"
+            ))
+        })
+    };
+    Ok((wrap(r)?, wrap(w)?))
+}

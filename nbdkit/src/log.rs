@@ -1,0 +1,60 @@
+//! The server's log: `nbdkit: error: ...` lines on stderr, to syslog, or
+//! nowhere (`--log`). Debug lines only with `-v`.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use crate::cli::LogTo;
+
+struct Settings {
+    to: LogTo,
+    verbose: bool,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Choose where messages go. Called once at start-up; before that,
+/// messages go to stderr.
+pub fn init(to: LogTo, verbose: bool) {
+    if to == LogTo::Syslog {
+        // SAFETY: the identity string is 'static and NUL-terminated.
+        unsafe { libc::openlog(c"nbdkit".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    }
+    let _ = SETTINGS.set(Settings { to, verbose });
+}
+
+/// Whether debug messages are wanted (so callers can skip formatting them).
+pub fn verbose() -> bool {
+    SETTINGS.get().is_some_and(|s| s.verbose)
+}
+
+fn emit(level: &str, prio: libc::c_int, msg: &str) {
+    let to = SETTINGS.get().map_or(LogTo::Stderr, |s| s.to);
+    match to {
+        LogTo::Null => {}
+        LogTo::Stderr => {
+            // One write per line, so lines from different tasks don't mix.
+            let line = format!("nbdkit: {level}: {msg}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+        LogTo::Syslog => {
+            let text = format!("{level}: {msg}").replace('\0', " ");
+            if let Ok(c) = std::ffi::CString::new(text) {
+                // SAFETY: "%s" with one valid C string.
+                unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+            }
+        }
+    }
+}
+
+/// Log an error.
+pub fn error(msg: &str) {
+    emit("error", libc::LOG_ERR, msg);
+}
+
+/// Log a debug message (only with `-v`).
+pub fn debug(msg: &str) {
+    if verbose() {
+        emit("debug", libc::LOG_DEBUG, msg);
+    }
+}

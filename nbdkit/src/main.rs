@@ -1,0 +1,17 @@
+//! The `nbdkit` binary: parse, run, report.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match nbdkit::cli::parse(&args).and_then(nbdkit::lifecycle::run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nbdkit: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! `null`: a disk that reads as zeroes and discards writes.
+//!
+//! - `size=SIZE` (magic key; default 0): the disk size.
+//!
+//! Every write, trim and zero succeeds and changes nothing; the whole disk is
+//! one hole. Useful to measure the protocol path with no storage behind it.
+//!
+//! Example: `nbdkit -U - null 1G --run 'nbdcopy "$uri" null:'`
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::PluginInfo;
+use crate::backend::{Cache, Caps, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero};
+use crate::error::StartError;
+use crate::params::Params;
+
+pub static INFO: PluginInfo = PluginInfo {
+    name: "null",
+    description: "a disk that reads as zeroes and discards writes",
+    config_help: "[size=]<SIZE>               Size of the backing disk (default 0)",
+    magic_config_key: Some("size"),
+    thread_model: ThreadModel::Parallel,
+    build,
+    dump: &[],
+};
+
+fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let size = p.take_size("size")?.unwrap_or(0);
+    p.finish()?;
+    Ok(Arc::new(Null(Arc::new(Disk(size)))))
+}
+
+struct Null(Arc<Disk>);
+struct Disk(u64);
+
+#[async_trait]
+impl Plugin for Null {
+    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[async_trait]
+impl Handle for Disk {
+    async fn size(&self) -> Result<u64> {
+        Ok(self.0)
+    }
+
+    async fn caps(&self) -> Result<Caps> {
+        Ok(Caps {
+            write: true,
+            flush: true,
+            fua: Fua::Native,
+            trim: true,
+            zero: Zero::Native,
+            fast_zero: true,
+            cache: Cache::Native,
+            extents: true,
+            multi_conn: true,
+            rotational: false,
+        })
+    }
+
+    async fn pread(&self, buf: &mut [u8], _offset: u64, _f: Flags) -> Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+
+    async fn pwrite(&self, _buf: &[u8], _offset: u64, _f: Flags) -> Result<()> {
+        Ok(())
+    }
+
+    async fn flush(&self, _f: Flags) -> Result<()> {
+        Ok(())
+    }
+
+    async fn trim(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+        Ok(())
+    }
+
+    async fn zero(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+        Ok(())
+    }
+
+    async fn extents(&self, _count: u32, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
+        ext.add(0, self.0, 3);
+        Ok(())
+    }
+
+    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,697 @@
+//! The handshake: oldstyle, and fixed newstyle with its option haggling.
+//!
+//! This module speaks the wire and knows nothing of plugins: what an export
+//! is, and whether it can be opened, is asked of the caller through the
+//! [`Exports`] trait. Every length the client sends is checked before
+//! anything is allocated for it.
+
+use std::future::Future;
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::consts::*;
+use super::request::Negotiated;
+
+/// What the caller tells the handshake about one export.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportInfo {
+    /// Canonical name (the default export's real name when the client sent "").
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Transmission flags (HAS_FLAGS is added by the handshake).
+    pub eflags: u16,
+    /// Minimum, preferred and maximum block size, if the export has them.
+    pub block_size: Option<(u32, u32, u32)>,
+    /// Human-readable description, if any.
+    pub description: Option<String>,
+}
+
+/// One entry of an export list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// The caller's side of the handshake.
+pub trait Exports {
+    /// The exports to list for NBD_OPT_LIST.
+    fn list(&mut self) -> impl Future<Output = Result<Vec<ListEntry>, String>> + Send;
+    /// Open an export. With `keep`, it stays open for the transmission phase
+    /// (GO, EXPORT_NAME); without, it is only being described (INFO) and is
+    /// closed again before this returns.
+    fn open(
+        &mut self,
+        name: &str,
+        keep: bool,
+    ) -> impl Future<Output = Result<ExportInfo, String>> + Send;
+}
+
+/// How the server was configured, as far as the handshake cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Use the oldstyle protocol (`-o`).
+    pub oldstyle: bool,
+    /// Refuse structured replies (`--no-sr`).
+    pub no_sr: bool,
+    /// Global handshake flags to advertise (`--mask-handshake`).
+    pub handshake_mask: u16,
+    /// Refuse meta contexts, so no block status (`--no-meta-contexts`).
+    pub no_meta_contexts: bool,
+}
+
+/// The result of a successful handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What requests are validated against.
+    pub negotiated: Negotiated,
+    /// The export name the client asked for.
+    pub export_name: String,
+}
+
+/// Why a handshake ended without a transmission phase.
+#[derive(Debug)]
+pub enum Failure {
+    /// The socket failed or closed.
+    Io(io::Error),
+    /// The client sent NBD_OPT_ABORT.
+    Abort,
+    /// The client broke the protocol, or asked for something we cannot give
+    /// and the protocol has no error reply for it.
+    Protocol(String),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Io(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "handshake: {e}"),
+            Failure::Abort => f.write_str("client sent NBD_OPT_ABORT"),
+            Failure::Protocol(m) => write!(f, "handshake: {m}"),
+        }
+    }
+}
+
+/// Id of `base:allocation` when it is selected.
+const BASE_ALLOCATION_ID: u32 = 1;
+
+/// Run the handshake on a connection.
+pub async fn negotiate<R, W, E>(
+    r: &mut R,
+    w: &mut W,
+    exports: &mut E,
+    settings: &Settings,
+    oldstyle_export: &str,
+) -> Result<Outcome, Failure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    E: Exports,
+{
+    if settings.oldstyle {
+        return oldstyle(w, exports, oldstyle_export).await;
+    }
+    let gflags = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & settings.handshake_mask;
+    let mut hello = [0u8; 18];
+    hello[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
+    hello[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
+    hello[16..18].copy_from_slice(&gflags.to_be_bytes());
+    w.write_all(&hello).await?;
+    w.flush().await?;
+
+    let cflags = r.read_u32().await?;
+    let allowed = u32::from(gflags) & (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    if cflags & !allowed != 0 {
+        return Err(Failure::Protocol(format!(
+            "client sent unknown or unadvertised flags {cflags:#x}"
+        )));
+    }
+    let no_zeroes = cflags & FLAG_C_NO_ZEROES != 0;
+
+    let mut st = State {
+        structured: false,
+        base_allocation: false,
+        out: Vec::with_capacity(256),
+    };
+    for _ in 0..MAX_OPTIONS {
+        let mut h = [0u8; 16];
+        r.read_exact(&mut h).await?;
+        let magic = u64::from_be_bytes(h[0..8].try_into().unwrap());
+        if magic != IHAVEOPT {
+            return Err(Failure::Protocol(format!("bad option magic {magic:#x}")));
+        }
+        let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+        let len = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        if len > MAX_OPTION_LENGTH {
+            if opt == OPT_EXPORT_NAME {
+                return Err(Failure::Protocol(format!(
+                    "export name too long ({len} bytes)"
+                )));
+            }
+            skip(r, u64::from(len)).await?;
+            st.reply(opt, REP_ERR_TOO_BIG, b"option too long");
+            st.send(w).await?;
+            continue;
+        }
+        let mut data = vec![0u8; len as usize];
+        r.read_exact(&mut data).await?;
+
+        match opt {
+            OPT_EXPORT_NAME => {
+                let name = string(&data).map_err(Failure::Protocol)?;
+                let info = exports.open(&name, true).await.map_err(Failure::Protocol)?;
+                let eflags = st.eflags(&info);
+                st.out.extend_from_slice(&info.size.to_be_bytes());
+                st.out.extend_from_slice(&eflags.to_be_bytes());
+                if !no_zeroes {
+                    st.out.extend_from_slice(&[0u8; 124]);
+                }
+                st.send(w).await?;
+                return Ok(st.outcome(&info, name));
+            }
+            OPT_ABORT => {
+                st.reply(opt, REP_ACK, b"");
+                // The client may already have gone: that is not an error.
+                let _ = st.send(w).await;
+                return Err(Failure::Abort);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    st.reply(
+                        opt,
+                        REP_ERR_INVALID,
+                        b"NBD_OPT_LIST: option has unexpected data",
+                    );
+                } else {
+                    match exports.list().await {
+                        Ok(list) => {
+                            for e in list {
+                                let mut p = Vec::with_capacity(4 + e.name.len());
+                                p.extend_from_slice(&(e.name.len() as u32).to_be_bytes());
+                                p.extend_from_slice(e.name.as_bytes());
+                                if let Some(d) = &e.description {
+                                    p.extend_from_slice(d.as_bytes());
+                                }
+                                st.reply(opt, REP_SERVER, &p);
+                            }
+                            st.reply(opt, REP_ACK, b"");
+                        }
+                        Err(m) => st.reply(opt, REP_ERR_PLATFORM, m.as_bytes()),
+                    }
+                }
+            }
+            OPT_STARTTLS => {
+                // As C nbdkit does when TLS is off: a policy refusal.
+                st.reply(opt, REP_ERR_POLICY, b"TLS is not supported by this server");
+            }
+            OPT_INFO | OPT_GO => {
+                let (name, requests) = match info_request(&data) {
+                    Ok(x) => x,
+                    Err(m) => {
+                        st.reply(opt, REP_ERR_INVALID, m.as_bytes());
+                        st.send(w).await?;
+                        continue;
+                    }
+                };
+                match exports.open(&name, opt == OPT_GO).await {
+                    Err(m) => st.reply(opt, REP_ERR_UNKNOWN, m.as_bytes()),
+                    Ok(info) => {
+                        st.info_replies(opt, &info, &requests);
+                        st.reply(opt, REP_ACK, b"");
+                        if opt == OPT_GO {
+                            st.send(w).await?;
+                            return Ok(st.outcome(&info, name));
+                        }
+                    }
+                }
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    st.reply(
+                        opt,
+                        REP_ERR_INVALID,
+                        b"NBD_OPT_STRUCTURED_REPLY: option has unexpected data",
+                    );
+                } else if settings.no_sr {
+                    st.reply(
+                        opt,
+                        REP_ERR_UNSUP,
+                        b"structured replies are disabled (--no-sr)",
+                    );
+                } else {
+                    st.structured = true;
+                    st.reply(opt, REP_ACK, b"");
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let set = opt == OPT_SET_META_CONTEXT;
+                // Listing is harmless without structured replies; selecting is not.
+                if settings.no_meta_contexts {
+                    st.reply(
+                        opt,
+                        REP_ERR_UNSUP,
+                        b"meta contexts are disabled (--no-meta-contexts)",
+                    );
+                } else if set && !st.structured {
+                    st.reply(
+                        opt,
+                        REP_ERR_INVALID,
+                        b"structured replies have not been negotiated",
+                    );
+                } else {
+                    match meta_queries(&data) {
+                        Err(m) => st.reply(opt, REP_ERR_INVALID, m.as_bytes()),
+                        Ok(queries) => {
+                            // LIST with no queries lists everything; SET with
+                            // none selects nothing. "base:" matches our one
+                            // context only when listing.
+                            let hit = if queries.is_empty() {
+                                !set
+                            } else {
+                                queries
+                                    .iter()
+                                    .any(|q| q == CONTEXT_BASE_ALLOCATION || (!set && q == "base:"))
+                            };
+                            if set {
+                                st.base_allocation = hit;
+                            }
+                            if hit {
+                                let id = if set { BASE_ALLOCATION_ID } else { 0 };
+                                let mut p = id.to_be_bytes().to_vec();
+                                p.extend_from_slice(CONTEXT_BASE_ALLOCATION.as_bytes());
+                                st.reply(opt, REP_META_CONTEXT, &p);
+                            }
+                            st.reply(opt, REP_ACK, b"");
+                        }
+                    }
+                }
+            }
+            _ => st.reply(opt, REP_ERR_UNSUP, b"option not supported"),
+        }
+        st.send(w).await?;
+    }
+    Err(Failure::Protocol(format!(
+        "too many options (more than {MAX_OPTIONS})"
+    )))
+}
+
+struct State {
+    structured: bool,
+    base_allocation: bool,
+    /// Replies are collected here and sent with one write per option.
+    out: Vec<u8>,
+}
+
+impl State {
+    fn reply(&mut self, opt: u32, typ: u32, data: &[u8]) {
+        self.out.extend_from_slice(&REP_MAGIC.to_be_bytes());
+        self.out.extend_from_slice(&opt.to_be_bytes());
+        self.out.extend_from_slice(&typ.to_be_bytes());
+        self.out
+            .extend_from_slice(&(data.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(data);
+    }
+
+    fn info_replies(&mut self, opt: u32, info: &ExportInfo, requests: &[u16]) {
+        let mut p = Vec::with_capacity(12);
+        p.extend_from_slice(&INFO_EXPORT.to_be_bytes());
+        p.extend_from_slice(&info.size.to_be_bytes());
+        p.extend_from_slice(&self.eflags(info).to_be_bytes());
+        self.reply(opt, REP_INFO, &p);
+        for &req in requests {
+            match req {
+                INFO_NAME => {
+                    let mut p = INFO_NAME.to_be_bytes().to_vec();
+                    p.extend_from_slice(info.name.as_bytes());
+                    self.reply(opt, REP_INFO, &p);
+                }
+                INFO_DESCRIPTION => {
+                    if let Some(d) = &info.description {
+                        let mut p = INFO_DESCRIPTION.to_be_bytes().to_vec();
+                        p.extend_from_slice(d.as_bytes());
+                        self.reply(opt, REP_INFO, &p);
+                    }
+                }
+                INFO_BLOCK_SIZE => {
+                    if let Some((min, pref, max)) = info.block_size {
+                        let mut p = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+                        for v in [min, pref, max] {
+                            p.extend_from_slice(&v.to_be_bytes());
+                        }
+                        self.reply(opt, REP_INFO, &p);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn send<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(&self.out).await?;
+        w.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Transmission flags: DF comes with structured replies.
+    fn eflags(&self, info: &ExportInfo) -> u16 {
+        let mut eflags = info.eflags | FLAG_HAS_FLAGS;
+        if self.structured {
+            eflags |= FLAG_SEND_DF;
+        }
+        eflags
+    }
+
+    fn outcome(&self, info: &ExportInfo, export_name: String) -> Outcome {
+        Outcome {
+            negotiated: Negotiated {
+                size: info.size,
+                eflags: self.eflags(info),
+                structured: self.structured,
+                base_allocation: (self.structured && self.base_allocation)
+                    .then_some(BASE_ALLOCATION_ID),
+            },
+            export_name,
+        }
+    }
+}
+
+async fn oldstyle<W, E>(w: &mut W, exports: &mut E, name: &str) -> Result<Outcome, Failure>
+where
+    W: AsyncWrite + Unpin,
+    E: Exports,
+{
+    let info = exports.open(name, true).await.map_err(Failure::Protocol)?;
+    let eflags = info.eflags | FLAG_HAS_FLAGS;
+    let mut b = vec![0u8; 8 + 8 + 8 + 4 + 124];
+    b[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
+    b[8..16].copy_from_slice(&OLD_MAGIC.to_be_bytes());
+    b[16..24].copy_from_slice(&info.size.to_be_bytes());
+    b[24..28].copy_from_slice(&u32::from(eflags).to_be_bytes());
+    w.write_all(&b).await?;
+    w.flush().await?;
+    Ok(Outcome {
+        negotiated: Negotiated {
+            size: info.size,
+            eflags,
+            structured: false,
+            base_allocation: None,
+        },
+        export_name: name.to_string(),
+    })
+}
+
+/// Discard `n` bytes from the client without buffering them.
+pub async fn skip<R: AsyncRead + Unpin>(r: &mut R, n: u64) -> io::Result<()> {
+    let copied = tokio::io::copy(&mut r.take(n), &mut tokio::io::sink()).await?;
+    if copied < n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn string(b: &[u8]) -> Result<String, String> {
+    if b.len() > MAX_STRING {
+        return Err(format!("string too long ({} bytes)", b.len()));
+    }
+    if b.contains(&0) {
+        return Err("string contains a NUL byte".into());
+    }
+    String::from_utf8(b.to_vec()).map_err(|_| "string is not valid UTF-8".to_string())
+}
+
+/// A cursor over an option's payload; every read is bounds-checked.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("option payload is truncated".into());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        string(self.take(n)?)
+    }
+}
+
+/// Payload of INFO and GO: name, then a list of NBD_INFO_* requests.
+fn info_request(data: &[u8]) -> Result<(String, Vec<u16>), String> {
+    let mut c = Cursor(data);
+    let name = c.string()?;
+    let n = c.u16()? as usize;
+    let mut reqs = Vec::with_capacity(n.min(16));
+    for _ in 0..n {
+        reqs.push(c.u16()?);
+    }
+    if !c.0.is_empty() {
+        return Err("option payload has trailing bytes".into());
+    }
+    Ok((name, reqs))
+}
+
+/// Payload of LIST_META_CONTEXT and SET_META_CONTEXT: name, then queries.
+fn meta_queries(data: &[u8]) -> Result<Vec<String>, String> {
+    let mut c = Cursor(data);
+    let _export = c.string()?;
+    let n = c.u32()? as usize;
+    let mut qs = Vec::with_capacity(n.min(16));
+    for _ in 0..n {
+        qs.push(c.string()?);
+    }
+    if !c.0.is_empty() {
+        return Err("option payload has trailing bytes".into());
+    }
+    Ok(qs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    struct One;
+    impl Exports for One {
+        async fn list(&mut self) -> Result<Vec<ListEntry>, String> {
+            Ok(vec![ListEntry {
+                name: "a".into(),
+                description: Some("disk".into()),
+            }])
+        }
+        async fn open(&mut self, name: &str, _keep: bool) -> Result<ExportInfo, String> {
+            if name == "missing" {
+                return Err("no such export".into());
+            }
+            Ok(ExportInfo {
+                name: if name.is_empty() {
+                    "a".into()
+                } else {
+                    name.into()
+                },
+                size: 1 << 20,
+                eflags: FLAG_SEND_FLUSH,
+                block_size: None,
+                description: Some("disk".into()),
+            })
+        }
+    }
+
+    const SETTINGS: Settings = Settings {
+        oldstyle: false,
+        no_sr: false,
+        handshake_mask: 0xffff,
+        no_meta_contexts: false,
+    };
+
+    /// Run the server side on one end of a duplex pipe.
+    fn server(
+        settings: Settings,
+    ) -> (
+        DuplexStream,
+        tokio::task::JoinHandle<Result<Outcome, Failure>>,
+    ) {
+        let (client, srv) = duplex(1 << 16);
+        let h = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(srv);
+            negotiate(&mut r, &mut w, &mut One, &settings, "").await
+        });
+        (client, h)
+    }
+
+    async fn opt(c: &mut DuplexStream, opt: u32, data: &[u8]) {
+        c.write_u64(IHAVEOPT).await.unwrap();
+        c.write_u32(opt).await.unwrap();
+        c.write_u32(data.len() as u32).await.unwrap();
+        c.write_all(data).await.unwrap();
+    }
+
+    async fn reply(c: &mut DuplexStream) -> (u32, u32, Vec<u8>) {
+        assert_eq!(c.read_u64().await.unwrap(), REP_MAGIC);
+        let o = c.read_u32().await.unwrap();
+        let t = c.read_u32().await.unwrap();
+        let mut d = vec![0; c.read_u32().await.unwrap() as usize];
+        c.read_exact(&mut d).await.unwrap();
+        (o, t, d)
+    }
+
+    async fn hello(c: &mut DuplexStream, flags: u32) {
+        assert_eq!(c.read_u64().await.unwrap(), NBDMAGIC);
+        assert_eq!(c.read_u64().await.unwrap(), IHAVEOPT);
+        assert_eq!(
+            c.read_u16().await.unwrap(),
+            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
+        );
+        c.write_u32(flags).await.unwrap();
+    }
+
+    fn go_payload(name: &str, infos: &[u16]) -> Vec<u8> {
+        let mut p = (name.len() as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+        for i in infos {
+            p.extend_from_slice(&i.to_be_bytes());
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn go_with_structured_replies() {
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        opt(&mut c, 99, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_UNSUP);
+        opt(&mut c, OPT_STRUCTURED_REPLY, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        let mut q = 0u32.to_be_bytes().to_vec();
+        q.extend_from_slice(&1u32.to_be_bytes());
+        q.extend_from_slice(&15u32.to_be_bytes());
+        q.extend_from_slice(b"base:allocation");
+        opt(&mut c, OPT_SET_META_CONTEXT, &q).await;
+        let (_, t, d) = reply(&mut c).await;
+        assert_eq!(t, REP_META_CONTEXT);
+        assert_eq!(&d[4..], b"base:allocation");
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        opt(&mut c, OPT_GO, &go_payload("missing", &[])).await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_UNKNOWN);
+        opt(&mut c, OPT_GO, &go_payload("", &[INFO_NAME])).await;
+        let (_, t, d) = reply(&mut c).await;
+        assert_eq!(t, REP_INFO);
+        assert_eq!(u64::from_be_bytes(d[2..10].try_into().unwrap()), 1 << 20);
+        let (_, _, d) = reply(&mut c).await;
+        assert_eq!(&d[..], &[0, 1, b'a']);
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        let out = h.await.unwrap().unwrap();
+        assert!(out.negotiated.structured);
+        assert_eq!(out.negotiated.base_allocation, Some(1));
+        assert_ne!(out.negotiated.eflags & FLAG_SEND_DF, 0);
+    }
+
+    #[tokio::test]
+    async fn export_name_with_zeroes() {
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        opt(&mut c, OPT_EXPORT_NAME, b"x").await;
+        assert_eq!(c.read_u64().await.unwrap(), 1 << 20);
+        assert_eq!(
+            c.read_u16().await.unwrap(),
+            FLAG_SEND_FLUSH | FLAG_HAS_FLAGS
+        );
+        let mut z = [1u8; 124];
+        c.read_exact(&mut z).await.unwrap();
+        assert_eq!(z, [0u8; 124]);
+        assert_eq!(h.await.unwrap().unwrap().export_name, "x");
+    }
+
+    #[tokio::test]
+    async fn list_and_bad_payloads() {
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        opt(&mut c, OPT_LIST, b"").await;
+        let (_, t, d) = reply(&mut c).await;
+        assert_eq!(t, REP_SERVER);
+        assert_eq!(&d[..], b"\0\0\0\x01adisk");
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        // Meta context before structured replies; truncated GO; name length lies.
+        opt(&mut c, OPT_SET_META_CONTEXT, &[0; 8]).await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_INVALID);
+        opt(&mut c, OPT_GO, &[0, 0, 0]).await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_INVALID);
+        opt(&mut c, OPT_INFO, &[0xff, 0xff, 0xff, 0xff, 0, 0]).await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_INVALID);
+        opt(&mut c, OPT_STARTTLS, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_POLICY);
+        // An oversized option is skipped without being stored.
+        c.write_u64(IHAVEOPT).await.unwrap();
+        c.write_u32(OPT_INFO).await.unwrap();
+        c.write_u32(MAX_OPTION_LENGTH + 1).await.unwrap();
+        c.write_all(&vec![0u8; MAX_OPTION_LENGTH as usize + 1])
+            .await
+            .unwrap();
+        assert_eq!(reply(&mut c).await.1, REP_ERR_TOO_BIG);
+        opt(&mut c, OPT_ABORT, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        assert!(matches!(h.await.unwrap(), Err(Failure::Abort)));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncation() {
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, 0x8000_0000).await;
+        assert!(matches!(h.await.unwrap(), Err(Failure::Protocol(_))));
+
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        c.write_all(b"GARBAGE GARBAGE GARBAGE").await.unwrap();
+        assert!(matches!(h.await.unwrap(), Err(Failure::Protocol(_))));
+
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        c.write_u64(IHAVEOPT).await.unwrap();
+        drop(c);
+        assert!(matches!(h.await.unwrap(), Err(Failure::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn oldstyle_and_no_sr() {
+        let s = Settings {
+            oldstyle: true,
+            ..SETTINGS
+        };
+        let (mut c, h) = server(s);
+        assert_eq!(c.read_u64().await.unwrap(), NBDMAGIC);
+        assert_eq!(c.read_u64().await.unwrap(), OLD_MAGIC);
+        assert_eq!(c.read_u64().await.unwrap(), 1 << 20);
+        assert_eq!(
+            c.read_u32().await.unwrap(),
+            u32::from(FLAG_SEND_FLUSH | FLAG_HAS_FLAGS)
+        );
+        let mut z = [1u8; 124];
+        c.read_exact(&mut z).await.unwrap();
+        assert!(h.await.unwrap().is_ok());
+
+        let s = Settings {
+            no_sr: true,
+            ..SETTINGS
+        };
+        let (mut c, _h) = server(s);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        opt(&mut c, OPT_STRUCTURED_REPLY, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_UNSUP);
+    }
+}

@@ -1,0 +1,377 @@
+//! One client, from handshake to close.
+//!
+//! The connection task reads requests in order and validates them; each
+//! valid request then runs in its own task, so replies go out in whatever
+//! order the backend finishes them. A semaphore bounds the requests in
+//! flight (`-t`, or 1 under the serializing thread models), and a
+//! server-wide budget bounds payload memory.
+//!
+//! Shutdown: in-flight requests finish; requests that arrive afterwards get
+//! ESHUTDOWN; a client still connected after [`GRACE`] is disconnected.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::pool::Pool;
+use super::{eflags, Server, Shutdown, BUDGET_UNIT, GRACE};
+use crate::backend::{Errno, Error, Export, Flags};
+use crate::log;
+use crate::protocol::consts::*;
+use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
+use crate::protocol::request::{self, Command, Negotiated, Request};
+use crate::protocol::{errno, reply};
+
+/// The handshake's view of the plugin: opens exports, keeps the one chosen.
+struct Opener<'a> {
+    server: &'a Server,
+    export: Option<Export>,
+}
+
+impl Exports for Opener<'_> {
+    async fn list(&mut self) -> Result<Vec<ListEntry>, String> {
+        let list = self
+            .server
+            .plugin
+            .list_exports(self.server.readonly)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list
+            .into_iter()
+            .map(|e| ListEntry {
+                name: e.name,
+                description: e.description,
+            })
+            .collect())
+    }
+
+    async fn open(&mut self, name: &str, keep: bool) -> Result<ExportInfo, String> {
+        let srv = self.server;
+        let name = if name.is_empty() {
+            srv.plugin
+                .default_export(srv.readonly)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            name.to_string()
+        };
+        let opened = async {
+            let h = srv.plugin.open(srv.readonly, &name).await?;
+            Export::new(h, srv.readonly).await
+        };
+        let export = opened.await.map_err(|e| {
+            let m = format!("{}: open export '{name}': {e}", srv.plugin_name);
+            log::error(&m);
+            m
+        })?;
+        let info = ExportInfo {
+            name,
+            size: export.size(),
+            eflags: eflags(export.caps(), srv.thread_model),
+            block_size: export.block_size(),
+            description: export.description(),
+        };
+        if keep {
+            self.export = Some(export);
+        }
+        Ok(info)
+    }
+}
+
+/// Serve a client until it leaves, breaks the protocol, or shutdown ends it.
+pub async fn serve<R, W>(r: R, w: W, server: Arc<Server>, mut shutdown: Shutdown)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let _serial = match server.thread_model {
+        crate::backend::ThreadModel::SerializeConnections => tokio::select! {
+            p = server.serial_connections.acquire() => Some(p),
+            _ = shutdown.wait() => return,
+        },
+        _ => None,
+    };
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut w = w;
+    let mut opener = Opener {
+        server: &server,
+        export: None,
+    };
+    let outcome = tokio::select! {
+        o = handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name) => o,
+        _ = shutdown.wait() => return,
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(handshake::Failure::Io(e)) => {
+            log::debug(&format!(
+                "client closed the connection during the handshake: {e}"
+            ));
+            return;
+        }
+        Err(e) => {
+            log::debug(&e.to_string());
+            return;
+        }
+    };
+    let Some(export) = opener.export.take() else {
+        return;
+    };
+    log::debug(&format!(
+        "transmission: export '{}' size {} flags {:#x}",
+        outcome.export_name, outcome.negotiated.size, outcome.negotiated.eflags
+    ));
+    let conn = Arc::new(Conn {
+        export,
+        neg: outcome.negotiated,
+        writer: Mutex::new(Box::new(w)),
+        pool: Pool::new(server.inflight()),
+        server: server.clone(),
+    });
+    transmission(r, conn, server.clone(), shutdown).await;
+}
+
+/// What the request tasks of one connection share.
+struct Conn {
+    export: Export,
+    neg: Negotiated,
+    writer: Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    pool: Pool,
+    server: Arc<Server>,
+}
+
+/// A request read off the wire, ready to run.
+struct Incoming {
+    req: Request,
+    /// WRITE payload.
+    payload: Vec<u8>,
+    /// Why the request is refused, if it is.
+    invalid: Option<Error>,
+    /// Share of the payload budget, held until the reply is sent.
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+async fn transmission<R>(
+    mut r: BufReader<R>,
+    conn: Arc<Conn>,
+    server: Arc<Server>,
+    mut shutdown: Shutdown,
+) where
+    R: AsyncRead + Send + Unpin + 'static,
+{
+    let slots = Arc::new(Semaphore::new(server.inflight()));
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let next = next_request(&mut r, &conn, &slots);
+        tokio::pin!(next);
+        // Poll the same future across shutdown, so a half-read request is
+        // never lost; only the grace deadline abandons it.
+        let got = loop {
+            tokio::select! {
+                got = &mut next => break Some(got),
+                _ = shutdown.wait(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + GRACE);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    log::debug("shutdown: grace period over, closing the connection");
+                    break None;
+                }
+            }
+        };
+        let Some(got) = got else { break };
+        let (slot, mut inc) = match got {
+            Ok(Some(x)) => x,
+            Ok(None) => break, // NBD_CMD_DISC or a clean EOF
+            Err(e) => {
+                log::debug(&format!("connection: {e}"));
+                break;
+            }
+        };
+        if shutdown.started() && inc.invalid.is_none() {
+            inc.invalid = Some(Error::new(Errno::Shutdown, "server is shutting down"));
+        }
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            run_request(&conn, inc).await;
+            drop(slot);
+        });
+    }
+    // Let in-flight requests finish and send their replies; if shutdown is
+    // under way, only within the grace period.
+    let all = slots.acquire_many(server.inflight() as u32);
+    let waited = match deadline {
+        Some(d) => tokio::time::timeout_at(d + GRACE, all).await.is_ok(),
+        None => tokio::select! {
+            _ = all => true,
+            _ = async { shutdown.wait().await; tokio::time::sleep(GRACE * 2).await } => false,
+        },
+    };
+    if !waited {
+        log::debug("connection: requests still in flight at close");
+    }
+    let mut w = conn.writer.lock().await;
+    let _ = w.shutdown().await;
+}
+
+/// Read the next request: wait for a free slot, read the header, validate
+/// it, read (or skip) the payload. `Ok(None)` means the client is done.
+async fn next_request<R>(
+    r: &mut BufReader<R>,
+    conn: &Conn,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<Option<(OwnedSemaphorePermit, Incoming)>>
+where
+    R: AsyncRead + Send + Unpin,
+{
+    let slot = slots.clone().acquire_owned().await.expect("never closed");
+    let mut hdr = [0u8; REQUEST_SIZE];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let req = request::decode(&hdr).map_err(|m| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("invalid request: 'magic' field is incorrect ({:#x})", m.0),
+        )
+    })?;
+    if req.cmd == Command::Disc {
+        log::debug("client sent NBD_CMD_DISC, closing connection");
+        return Ok(None);
+    }
+    let invalid = request::validate(&req, &conn.neg).err();
+    let mut inc = Incoming {
+        req,
+        payload: Vec::new(),
+        invalid,
+        budget: None,
+    };
+    if req.cmd == Command::Write {
+        if inc.invalid.is_some() {
+            // Skip the payload without storing it; the connection goes on.
+            handshake::skip(r, u64::from(req.len)).await?;
+        } else {
+            let units = (req.len as usize).div_ceil(BUDGET_UNIT) as u32;
+            let budget = conn.server.budget.clone();
+            inc.budget = Some(
+                budget
+                    .acquire_many_owned(units)
+                    .await
+                    .expect("never closed"),
+            );
+            inc.payload = conn.pool.get(req.len as usize);
+            r.read_exact(&mut inc.payload).await?;
+        }
+    }
+    Ok(Some((slot, inc)))
+}
+
+fn flags_of(req: &Request) -> Flags {
+    Flags {
+        fua: req.flags.fua(),
+        may_trim: !req.flags.no_hole(),
+        fast_zero: req.flags.fast_zero(),
+        req_one: req.flags.req_one(),
+    }
+}
+
+/// Run one request and send its reply.
+async fn run_request(conn: &Conn, inc: Incoming) {
+    let Incoming {
+        req,
+        payload,
+        invalid,
+        budget,
+    } = inc;
+    let structured = conn.neg.structured;
+    let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
+    let reply: Vec<u8> = match invalid {
+        Some(e) => {
+            log::debug(&format!("sending error reply: {e}"));
+            let (n, m) = wire_err(&e);
+            reply::status(structured, req.cookie, Some((n, &m)))
+        }
+        None => {
+            let _serial = match conn.server.thread_model {
+                crate::backend::ThreadModel::SerializeAllRequests => {
+                    Some(conn.server.serial_requests.lock().await)
+                }
+                _ => None,
+            };
+            execute(conn, &req, &payload).await.unwrap_or_else(|e| {
+                log::error(&format!("{}: {}", req.cmd.name(), e));
+                let (n, m) = wire_err(&e);
+                reply::status(structured, req.cookie, Some((n, &m)))
+            })
+        }
+    };
+    if !payload.is_empty() {
+        conn.pool.put(payload);
+    }
+    drop(budget);
+    {
+        let mut w = conn.writer.lock().await;
+        if let Err(e) = w.write_all(&reply).await {
+            log::debug(&format!("write reply: {e}"));
+        }
+    }
+    conn.pool.put(reply);
+}
+
+async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let ex = &conn.export;
+    let structured = conn.neg.structured;
+    let flags = flags_of(req);
+    let ok = || reply::status(structured, req.cookie, None);
+    Ok(match req.cmd {
+        Command::Read => {
+            let h = reply::read_header_len(structured);
+            let mut buf = conn.pool.get(h + req.len as usize);
+            if let Err(e) = ex.pread(&mut buf[h..], req.offset, flags).await {
+                conn.pool.put(buf);
+                return Err(e);
+            }
+            reply::fill_read_header(&mut buf, structured, req.cookie, req.offset);
+            buf
+        }
+        Command::Write => {
+            ex.pwrite(payload, req.offset, flags).await?;
+            ok()
+        }
+        Command::Flush => {
+            ex.flush().await?;
+            ok()
+        }
+        Command::Trim => {
+            ex.trim(req.len, req.offset, flags).await?;
+            ok()
+        }
+        Command::WriteZeroes => {
+            ex.zero(req.len, req.offset, flags).await?;
+            ok()
+        }
+        Command::Cache => {
+            ex.cache(req.len, req.offset).await?;
+            ok()
+        }
+        Command::BlockStatus => {
+            let ext = ex.extents(req.len, req.offset, flags.req_one).await?;
+            let mut pairs: Vec<(u32, u32)> = ext
+                .list()
+                .iter()
+                .map(|e| (e.length as u32, e.flags & (STATE_HOLE | STATE_ZERO)))
+                .collect();
+            if flags.req_one {
+                pairs.truncate(1);
+            }
+            let id = conn.neg.base_allocation.unwrap_or(0);
+            reply::block_status(req.cookie, id, &pairs)
+        }
+        Command::Disc | Command::Unknown(_) => {
+            return Err(Error::new(Errno::Inval, "unexpected command"))
+        }
+    })
+}

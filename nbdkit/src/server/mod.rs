@@ -1,0 +1,212 @@
+//! Listeners and connections.
+//!
+//! [`run`] accepts on every listener until shutdown, giving each client its
+//! own task ([`connection::serve`]); then it waits for those tasks, which
+//! finish their in-flight requests and give idle clients a short grace
+//! period before closing.
+
+mod connection;
+mod pool;
+pub mod stdio;
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch, Mutex, Semaphore};
+
+use crate::backend::{Cache, Caps, Fua, Plugin, ThreadModel, Zero};
+use crate::protocol::consts::*;
+use crate::protocol::handshake::Settings;
+
+/// Grace period a connected client gets to leave once shutdown starts.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bytes of request payload the whole server holds at once. A request
+/// waits for its share before its buffer is allocated, so no number of
+/// clients can make the server allocate without bound.
+const PAYLOAD_BUDGET: usize = 1 << 30;
+/// Unit of the payload budget.
+const BUDGET_UNIT: usize = 64 * 1024;
+
+/// Shutdown, passed down as a value: `true` once the server must stop.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown switch and its first receiver.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown has started (at once if it already has).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|&stop| stop).await;
+    }
+
+    /// Whether shutdown has started.
+    pub fn started(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// What every connection shares.
+pub struct Server {
+    pub plugin: Arc<dyn Plugin>,
+    pub plugin_name: &'static str,
+    pub settings: Settings,
+    pub readonly: bool,
+    /// Export served to oldstyle clients (`-e`).
+    pub export_name: String,
+    /// Requests in flight per connection (`-t`).
+    pub threads: usize,
+    pub thread_model: ThreadModel,
+    /// Held for a whole connection under `serialize_connections`.
+    serial_connections: Semaphore,
+    /// Held around each request under `serialize_all_requests`.
+    serial_requests: Mutex<()>,
+    budget: Arc<Semaphore>,
+}
+
+impl Server {
+    /// Shared state for one server.
+    pub fn new(
+        plugin: Arc<dyn Plugin>,
+        plugin_name: &'static str,
+        settings: Settings,
+        readonly: bool,
+        export_name: String,
+        threads: usize,
+        thread_model: ThreadModel,
+    ) -> Server {
+        Server {
+            plugin,
+            plugin_name,
+            settings,
+            readonly,
+            export_name,
+            threads,
+            thread_model,
+            serial_connections: Semaphore::new(1),
+            serial_requests: Mutex::new(()),
+            budget: Arc::new(Semaphore::new(PAYLOAD_BUDGET / BUDGET_UNIT)),
+        }
+    }
+
+    /// Requests one connection may have in flight under the thread model.
+    fn inflight(&self) -> usize {
+        match self.thread_model {
+            ThreadModel::Parallel => self.threads.max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// Transmission flags for what an export can do.
+pub fn eflags(caps: &Caps, model: ThreadModel) -> u16 {
+    let mut f = 0;
+    if !caps.write {
+        f |= FLAG_READ_ONLY;
+    }
+    if caps.flush {
+        f |= FLAG_SEND_FLUSH;
+    }
+    if caps.fua != Fua::None {
+        f |= FLAG_SEND_FUA;
+    }
+    if caps.rotational {
+        f |= FLAG_ROTATIONAL;
+    }
+    if caps.trim {
+        f |= FLAG_SEND_TRIM;
+    }
+    if caps.zero != Zero::None {
+        f |= FLAG_SEND_WRITE_ZEROES;
+        if caps.fast_zero {
+            f |= FLAG_SEND_FAST_ZERO;
+        }
+    }
+    // Multi-conn promises consistency across connections, which only holds
+    // when connections may actually run side by side.
+    if caps.multi_conn && model > ThreadModel::SerializeConnections {
+        f |= FLAG_CAN_MULTI_CONN;
+    }
+    if caps.cache != Cache::None {
+        f |= FLAG_SEND_CACHE;
+    }
+    f
+}
+
+/// A socket we accept on.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Accept on every listener until shutdown, then wait for every connection
+/// to finish.
+pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdown) {
+    // Every connection task holds a clone of `done_tx`; when all are gone,
+    // `done_rx` yields None and every connection has finished.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accepters = Vec::new();
+    for l in listeners {
+        let server = server.clone();
+        let mut shutdown = shutdown.clone();
+        let done_tx = done_tx.clone();
+        accepters.push(tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = accept(&l) => a,
+                    _ = shutdown.wait() => break,
+                };
+                match accepted {
+                    Ok((r, w, peer)) => {
+                        crate::log::debug(&format!("accepted connection from {peer}"));
+                        let server = server.clone();
+                        let shutdown = shutdown.clone();
+                        let done = done_tx.clone();
+                        tokio::spawn(async move {
+                            connection::serve(r, w, server, shutdown).await;
+                            drop(done);
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: log, pause briefly, go on.
+                        crate::log::error(&format!("accept: {e}"));
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(done_tx);
+    for a in accepters {
+        let _ = a.await;
+    }
+    let _ = done_rx.recv().await;
+}
+
+type BoxRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, String)> {
+    Ok(match l {
+        Listener::Tcp(t) => {
+            let (s, peer) = t.accept().await?;
+            let _ = s.set_nodelay(true);
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w), peer.to_string())
+        }
+        Listener::Unix(u) => {
+            let (s, _) = u.accept().await?;
+            let (r, w) = s.into_split();
+            (Box::new(r), Box::new(w), "unix socket".to_string())
+        }
+    })
+}
+
+/// Serve one client on already-connected streams (`-s`).
+pub async fn serve_one(r: BoxRead, w: BoxWrite, server: Arc<Server>, shutdown: Shutdown) {
+    connection::serve(r, w, server, shutdown).await;
+}

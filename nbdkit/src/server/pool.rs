@@ -1,0 +1,53 @@
+//! Reusable request and reply buffers, per connection.
+//!
+//! A connection with N requests in flight needs at most N buffers, and
+//! clients tend to use one request size, so keeping the buffers saves an
+//! allocation (and for large ones, page faults) per request.
+
+use std::sync::Mutex;
+
+/// Buffers above this size are not kept.
+const MAX_KEPT: usize = 8 << 20;
+
+pub struct Pool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Pool {
+    /// A pool keeping at most `keep` buffers.
+    pub fn new(keep: usize) -> Pool {
+        Pool {
+            bufs: Mutex::new(Vec::with_capacity(keep)),
+            keep,
+        }
+    }
+
+    /// A buffer of exactly `len` bytes. Its contents are unspecified: the
+    /// caller overwrites all of it.
+    pub fn get(&self, len: usize) -> Vec<u8> {
+        let found = {
+            let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+            let i = bufs.iter().position(|b| b.capacity() >= len);
+            i.map(|i| bufs.swap_remove(i))
+        };
+        let mut b = found.unwrap_or_default();
+        if b.len() >= len {
+            b.truncate(len);
+        } else {
+            b.resize(len, 0);
+        }
+        b
+    }
+
+    /// Give a buffer back.
+    pub fn put(&self, b: Vec<u8>) {
+        if b.capacity() > MAX_KEPT {
+            return;
+        }
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        if bufs.len() < self.keep {
+            bufs.push(b);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A sparse, thread-safe byte array: the storage of the memory plugin.
+//!
+//! Pages of [`PAGE`] bytes are allocated on first write. They are spread over
+//! [`SHARDS`] independently locked maps, so parallel requests on different
+//! pages rarely meet on a lock; reads take a shared lock. A page that becomes
+//! all zeroes through zero or trim is freed, so holes come back.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::RwLock;
+
+/// Page size in bytes.
+pub const PAGE: usize = 32 * 1024;
+const PAGE_SHIFT: u32 = PAGE.trailing_zeros();
+const SHARDS: usize = 64;
+
+/// Page numbers are already well spread: hash them with one multiply.
+#[derive(Default)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type Shard = RwLock<HashMap<u64, Box<[u8]>, BuildHasherDefault<PageHasher>>>;
+
+/// The array.
+pub struct Sparse {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Sparse {
+    fn default() -> Self {
+        Sparse::new()
+    }
+}
+
+/// Split `[offset, offset+len)` into per-page pieces:
+/// (page number, offset in page, length, offset in the caller's buffer).
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let pos = offset + done as u64;
+        let page = pos >> PAGE_SHIFT;
+        let in_page = (pos & (PAGE as u64 - 1)) as usize;
+        let n = (PAGE - in_page).min(len - done);
+        let item = (page, in_page, n, done);
+        done += n;
+        Some(item)
+    })
+}
+
+impl Sparse {
+    /// An empty (all zero) array.
+    pub fn new() -> Sparse {
+        Sparse {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    fn shard(&self, page: u64) -> (&Shard, u64) {
+        (&self.shards[page as usize % SHARDS], page / SHARDS as u64)
+    }
+
+    /// Read into `buf` from `offset`.
+    pub fn read(&self, buf: &mut [u8], offset: u64) {
+        for (page, at, n, b) in pieces(offset, buf.len()) {
+            let (shard, key) = self.shard(page);
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            match map.get(&key) {
+                Some(p) => buf[b..b + n].copy_from_slice(&p[at..at + n]),
+                None => buf[b..b + n].fill(0),
+            }
+        }
+    }
+
+    /// Write `buf` at `offset`, allocating pages as needed.
+    pub fn write(&self, buf: &[u8], offset: u64) {
+        for (page, at, n, b) in pieces(offset, buf.len()) {
+            let (shard, key) = self.shard(page);
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            let p = map
+                .entry(key)
+                .or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
+            p[at..at + n].copy_from_slice(&buf[b..b + n]);
+        }
+    }
+
+    /// Make `[offset, offset+len)` read as zeroes, freeing pages that end up
+    /// all zero.
+    pub fn zero(&self, len: u64, offset: u64) {
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let page = pos >> PAGE_SHIFT;
+            let at = (pos & (PAGE as u64 - 1)) as usize;
+            let n = ((PAGE - at) as u64).min(end - pos) as usize;
+            let (shard, key) = self.shard(page);
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            if n == PAGE {
+                map.remove(&key);
+            } else if let Some(p) = map.get_mut(&key) {
+                p[at..at + n].fill(0);
+                if p.iter().all(|&b| b == 0) {
+                    map.remove(&key);
+                }
+            }
+            pos += n as u64;
+        }
+    }
+
+    /// Whether the page holding `offset` is allocated.
+    pub fn allocated(&self, offset: u64) -> bool {
+        let (shard, key) = self.shard(offset >> PAGE_SHIFT);
+        shard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+    }
+
+    /// Call `f(offset, length, allocated)` for runs of pages covering
+    /// `[offset, offset+len)`, in order, until `f` returns false.
+    pub fn runs(&self, len: u64, offset: u64, mut f: impl FnMut(u64, u64, bool) -> bool) {
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let page_end = ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
+            let n = page_end.min(end) - pos;
+            if !f(pos, n, self.allocated(pos)) {
+                return;
+            }
+            pos += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_write_zero() {
+        let s = Sparse::new();
+        let mut buf = vec![1u8; PAGE * 3];
+        s.read(&mut buf, 12345);
+        assert!(buf.iter().all(|&b| b == 0));
+        let data: Vec<u8> = (0..PAGE * 2 + 100).map(|i| i as u8).collect();
+        s.write(&data, PAGE as u64 - 50);
+        let mut back = vec![0u8; data.len()];
+        s.read(&mut back, PAGE as u64 - 50);
+        assert_eq!(back, data);
+        assert!(s.allocated(0));
+        assert!(s.allocated(PAGE as u64));
+        s.zero(PAGE as u64, PAGE as u64);
+        assert!(!s.allocated(PAGE as u64), "whole page freed");
+        s.zero(50, PAGE as u64 - 50);
+        assert!(!s.allocated(0), "page freed once all zero");
+        let mut runs = vec![];
+        s.runs(PAGE as u64 * 4, 0, |o, l, a| {
+            runs.push((o, l, a));
+            true
+        });
+        assert_eq!(runs.len(), 4);
+        let alloc: Vec<bool> = runs.iter().map(|r| r.2).collect();
+        assert_eq!(alloc, [false, false, true, true]);
+    }
+}

@@ -1,0 +1,18 @@
+//! The integration suite of the `nbdkit` binary: one test binary, one
+//! module per thing tested.
+
+/// Shared helpers: running the binary, a raw NBD client, external tools.
+mod util;
+
+/// `--run`: variables, exit statuses, cleanup.
+mod captive;
+/// Command-line parsing, informational options, bad input.
+mod cli;
+/// `--exit-with-parent`.
+mod exit_with_parent;
+/// Real clients: qemu-img, nbdinfo, nbdcopy, nbdsh; compared with C nbdkit.
+mod interop;
+/// Background mode, pidfiles, `--print-uri`, signals, `-s`.
+mod lifecycle;
+/// The wire protocol through a raw client, hostile clients included.
+mod protocol;

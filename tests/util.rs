@@ -1,0 +1,410 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nbdkit"))
+}
+
+/// `assert_cmd` command for the binary under test.
+pub fn nbdkit() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(bin());
+    c.timeout(Duration::from_secs(60));
+    c
+}
+
+/// The C nbdkit, if installed.
+pub fn c_nbdkit() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/nbdkit");
+    p.exists().then_some(p)
+}
+
+/// A PATH with /usr/bin first, so Debian's python3 (which has the nbd
+/// module that nbdsh needs) wins.
+pub fn path_env() -> String {
+    format!(
+        "/usr/bin:/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Whether an external tool is there. Under CI=true a missing tool fails
+/// the test instead of skipping it.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .env("PATH", path_env())
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required under CI=true but is not installed");
+        }
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Wait until `f` holds, up to `limit`. Polls a condition that has no event
+/// to wait on (another process's death).
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// A server started in the foreground with `--print-uri`; ready once its
+/// URI line has been read. Stopped with SIGTERM on drop.
+pub struct Server {
+    pub child: Child,
+    pub uri: String,
+    pub socket: Option<PathBuf>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// `nbdkit -f -U DIR/sock --print-uri ARGS...`.
+    pub fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sock");
+        let mut c = Command::new(bin());
+        c.arg("-f")
+            .arg("-U")
+            .arg(&sock)
+            .arg("--print-uri")
+            .args(args);
+        let mut s = Self::spawn(c, dir);
+        s.socket = Some(sock);
+        s
+    }
+
+    /// Start any command line that prints the URI on stdout when ready.
+    pub fn spawn(mut c: Command, dir: tempfile::TempDir) -> Server {
+        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = c.spawn().expect("spawn nbdkit");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.is_empty(), "server did not print its URI");
+        Server {
+            child,
+            uri: line.trim().to_string(),
+            socket: None,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Connect to the Unix socket.
+    pub fn connect(&self) -> UnixStream {
+        UnixStream::connect(self.socket.as_ref().unwrap()).unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send a signal.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Run a shell command line with a PATH that finds Debian's tools.
+pub fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("PATH", path_env())
+        .output()
+        .unwrap()
+}
+
+/// Read a whole file as a string (or "" if absent).
+pub fn slurp(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+// ---------------------------------------------------------------- raw client
+
+pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+pub const REP_MAGIC: u64 = 0x0003_e889_0455_65a9;
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const SIMPLE_MAGIC: u32 = 0x6744_6698;
+pub const STRUCTURED_MAGIC: u32 = 0x668e_33ef;
+
+pub const OPT_EXPORT_NAME: u32 = 1;
+pub const OPT_ABORT: u32 = 2;
+pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
+pub const OPT_INFO: u32 = 6;
+pub const OPT_GO: u32 = 7;
+pub const OPT_STRUCTURED_REPLY: u32 = 8;
+pub const OPT_SET_META_CONTEXT: u32 = 10;
+pub const REP_ACK: u32 = 1;
+pub const REP_INFO: u32 = 3;
+pub const REP_META_CONTEXT: u32 = 4;
+pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
+pub const REP_ERR_POLICY: u32 = 0x8000_0002;
+pub const REP_ERR_INVALID: u32 = 0x8000_0003;
+pub const REP_ERR_TOO_BIG: u32 = 0x8000_0009;
+
+pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
+pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
+pub const CMD_TRIM: u16 = 4;
+pub const CMD_CACHE: u16 = 5;
+pub const CMD_WRITE_ZEROES: u16 = 6;
+pub const CMD_BLOCK_STATUS: u16 = 7;
+pub const FLAG_FUA: u16 = 1;
+pub const FLAG_REQ_ONE: u16 = 8;
+pub const FLAG_FAST_ZERO: u16 = 16;
+
+pub const EPERM: u32 = 1;
+pub const EIO: u32 = 5;
+pub const ENOMEM: u32 = 12;
+pub const EINVAL: u32 = 22;
+pub const ENOSPC: u32 = 28;
+pub const ESHUTDOWN: u32 = 108;
+
+/// A deliberately low-level client: every byte is explicit, so tests can
+/// also send what a real client never would.
+pub struct Raw {
+    pub s: UnixStream,
+    pub structured: bool,
+}
+
+/// A reply: error value and payload (read data, or block status pairs).
+#[derive(Debug)]
+pub struct Reply {
+    pub cookie: u64,
+    pub error: u32,
+    pub data: Vec<u8>,
+}
+
+impl Raw {
+    pub fn new(s: UnixStream) -> Raw {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Raw {
+            s,
+            structured: false,
+        }
+    }
+
+    pub fn u16(&mut self) -> u16 {
+        let mut b = [0; 2];
+        self.s.read_exact(&mut b).unwrap();
+        u16::from_be_bytes(b)
+    }
+    pub fn u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.s.read_exact(&mut b).unwrap();
+        u32::from_be_bytes(b)
+    }
+    pub fn u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.s.read_exact(&mut b).unwrap();
+        u64::from_be_bytes(b)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut b = vec![0; n];
+        self.s.read_exact(&mut b).unwrap();
+        b
+    }
+    pub fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    /// Read the greeting and send client flags (FIXED_NEWSTYLE|NO_ZEROES).
+    pub fn hello(&mut self) {
+        assert_eq!(self.u64(), NBDMAGIC);
+        assert_eq!(self.u64(), IHAVEOPT);
+        assert_eq!(self.u16(), 3);
+        self.send(&3u32.to_be_bytes());
+    }
+
+    pub fn option(&mut self, opt: u32, data: &[u8]) {
+        let mut b = IHAVEOPT.to_be_bytes().to_vec();
+        b.extend_from_slice(&opt.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        self.send(&b);
+    }
+
+    /// One option reply: (type, data).
+    pub fn opt_reply(&mut self, opt: u32) -> (u32, Vec<u8>) {
+        assert_eq!(self.u64(), REP_MAGIC);
+        assert_eq!(self.u32(), opt);
+        let t = self.u32();
+        let n = self.u32() as usize;
+        (t, self.bytes(n))
+    }
+
+    /// Negotiate structured replies and base:allocation, then GO on `name`.
+    /// Returns (size, transmission flags).
+    pub fn go(&mut self, name: &str, structured: bool) -> (u64, u16) {
+        if structured {
+            self.option(OPT_STRUCTURED_REPLY, b"");
+            assert_eq!(self.opt_reply(OPT_STRUCTURED_REPLY).0, REP_ACK);
+            let mut q = 0u32.to_be_bytes().to_vec();
+            q.extend_from_slice(&1u32.to_be_bytes());
+            q.extend_from_slice(&15u32.to_be_bytes());
+            q.extend_from_slice(b"base:allocation");
+            self.option(OPT_SET_META_CONTEXT, &q);
+            assert_eq!(self.opt_reply(OPT_SET_META_CONTEXT).0, REP_META_CONTEXT);
+            assert_eq!(self.opt_reply(OPT_SET_META_CONTEXT).0, REP_ACK);
+            self.structured = true;
+        }
+        let mut p = (name.len() as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&0u16.to_be_bytes());
+        self.option(OPT_GO, &p);
+        let (t, d) = self.opt_reply(OPT_GO);
+        assert_eq!(
+            t,
+            REP_INFO,
+            "GO failed: {t:#x} {:?}",
+            String::from_utf8_lossy(&d)
+        );
+        let size = u64::from_be_bytes(d[2..10].try_into().unwrap());
+        let flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
+        assert_eq!(self.opt_reply(OPT_GO).0, REP_ACK);
+        (size, flags)
+    }
+
+    /// Connect, handshake, GO on the default export.
+    pub fn open(s: UnixStream, structured: bool) -> (Raw, u64, u16) {
+        let mut r = Raw::new(s);
+        r.hello();
+        let (size, flags) = r.go("", structured);
+        (r, size, flags)
+    }
+
+    pub fn request(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) {
+        let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&flags.to_be_bytes());
+        b.extend_from_slice(&cmd.to_be_bytes());
+        b.extend_from_slice(&cookie.to_be_bytes());
+        b.extend_from_slice(&offset.to_be_bytes());
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(data);
+        self.send(&b);
+    }
+
+    /// Read one reply. For simple replies to reads, pass the read length.
+    pub fn reply(&mut self, read_len: usize) -> Reply {
+        let magic = self.u32();
+        if magic == SIMPLE_MAGIC {
+            let error = self.u32();
+            let cookie = self.u64();
+            let data = if error == 0 {
+                self.bytes(read_len)
+            } else {
+                vec![]
+            };
+            return Reply {
+                cookie,
+                error,
+                data,
+            };
+        }
+        assert_eq!(magic, STRUCTURED_MAGIC);
+        let flags = self.u16();
+        assert_eq!(flags & 1, 1, "we expect one chunk per reply");
+        let typ = self.u16();
+        let cookie = self.u64();
+        let len = self.u32() as usize;
+        let body = self.bytes(len);
+        match typ {
+            0 => Reply {
+                cookie,
+                error: 0,
+                data: vec![],
+            },
+            1 => Reply {
+                cookie,
+                error: 0,
+                data: body[8..].to_vec(),
+            },
+            5 => Reply {
+                cookie,
+                error: 0,
+                data: body[4..].to_vec(),
+            },
+            0x8001 | 0x8002 => Reply {
+                cookie,
+                error: u32::from_be_bytes(body[0..4].try_into().unwrap()),
+                data: vec![],
+            },
+            t => panic!("unexpected chunk type {t}"),
+        }
+    }
+
+    /// Request and wait for its reply.
+    pub fn call(&mut self, cmd: u16, flags: u16, offset: u64, len: u32, data: &[u8]) -> Reply {
+        self.request(cmd, flags, 1, offset, len, data);
+        let read_len = if cmd == CMD_READ { len as usize } else { 0 };
+        self.reply(read_len)
+    }
+}
+
+/// The pattern plugin's bytes for `[offset, offset+len)`.
+pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|p| (p & !7).to_be_bytes()[(p % 8) as usize])
+        .collect()
+}
