@@ -1,1 +1,166 @@
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use predicates::prelude::*;
+
 use crate::util::*;
+
+#[test]
+fn variables_on_a_private_unix_socket() {
+    let out = nbdkit()
+        .args(["-U", "-", "-e", "my exp", "memory", "1M", "--run"])
+        .arg(r#"printf '%s\n' "$uri" "$nbd" "$exportname" "[$port]" "$unixsocket" "$tls"; test -S "$unixsocket" && echo socket-exists"#)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l: Vec<&str> = text.lines().collect();
+    let sock = l[4];
+    assert!(sock.starts_with("/") && sock.ends_with("/socket"), "{sock}");
+    assert_eq!(l[0], format!("nbd+unix:///my%20exp?socket={sock}"));
+    assert_eq!(l[1], l[0]);
+    assert_eq!(l[2], "my exp");
+    assert_eq!(l[3], "[]");
+    assert_eq!(l[5], "0");
+    assert_eq!(l[6], "socket-exists");
+    // The socket and its private directory are gone afterwards.
+    assert!(!Path::new(sock).exists());
+    assert!(!Path::new(sock).parent().unwrap().exists());
+}
+
+#[test]
+fn private_directory_is_private() {
+    nbdkit()
+        .args(["-U", "-", "null", "--run", r#"stat -c %a "$(dirname "$unixsocket")""#])
+        .assert()
+        .success()
+        .stdout("700\n");
+}
+
+#[test]
+fn variables_are_not_exported() {
+    nbdkit()
+        .args(["-U", "-", "null", "--run", r#"sh -c 'echo "[$uri][$port]"'"#])
+        .assert()
+        .success()
+        .stdout("[][]\n");
+}
+
+#[test]
+fn variables_on_tcp() {
+    let out = nbdkit()
+        .args(["-p", "0", "-i", "127.0.0.1", "-e", "a/b", "memory", "1M", "--run"])
+        .arg(r#"echo "$port"; echo "$uri"; echo "[$unixsocket]""#)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l: Vec<&str> = text.lines().collect();
+    let port: u16 = l[0].parse().unwrap();
+    assert_ne!(port, 0, "-p 0 shows the bound port");
+    assert_eq!(l[1], format!("nbd://127.0.0.1:{port}/a/b"));
+    assert_eq!(l[2], "[]");
+}
+
+#[test]
+fn the_server_is_listening_when_the_command_runs() {
+    // Connect from the command itself through bash's /dev/tcp is not
+    // portable; use our own binary's absence of races instead: the command
+    // connects with a tiny python-free client: nbdinfo if present, else a
+    // raw socket test through `test -S`.
+    if !have("nbdinfo") {
+        return;
+    }
+    let out = Command::new(bin())
+        .args(["-U", "-", "memory", "1M", "--run", r#"nbdinfo --size "$uri""#])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1048576\n");
+}
+
+#[rstest::rstest]
+#[case("true", 0)]
+#[case("false", 1)]
+#[case("exit 42", 42)]
+#[case("kill -9 $$", 137)]
+#[case("kill -TERM $$", 143)]
+fn exit_status_is_the_commands(#[case] cmd: &str, #[case] code: i32) {
+    nbdkit()
+        .args(["-U", "-", "null", "--run", cmd])
+        .assert()
+        .code(code);
+}
+
+#[test]
+fn killed_command_is_reported() {
+    nbdkit()
+        .args(["-U", "-", "null", "--run", "kill -9 $$"])
+        .assert()
+        .code(137)
+        .stderr(predicate::str::contains("killed by signal 9"));
+}
+
+#[test]
+fn command_uses_nbdkits_stdin_and_stdout() {
+    nbdkit()
+        .args(["-U", "-", "null", "--run", "cat; echo done"])
+        .write_stdin("hello\n")
+        .assert()
+        .success()
+        .stdout("hello\ndone\n");
+}
+
+#[test]
+fn unix_socket_we_created_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s");
+    nbdkit()
+        .arg("-U")
+        .arg(&sock)
+        .args(["null", "--run", r#"test -S "$unixsocket""#])
+        .assert()
+        .success();
+    assert!(!sock.exists());
+}
+
+/// Start `nbdkit --run CMD` where CMD records its pid in `pidfile` and then
+/// execs a long sleep. Returns (nbdkit child, command pid).
+fn start_sleeping(dir: &Path) -> (std::process::Child, i32) {
+    let pidfile = dir.join("cmd.pid");
+    let child = Command::new(bin())
+        .args(["-U", "-", "null", "--run"])
+        .arg(format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60", pidfile.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || pidfile.exists()));
+    let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
+    (child, pid)
+}
+
+#[test]
+fn sigkill_on_nbdkit_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, cmd) = start_sleeping(dir.path());
+    assert!(alive(cmd));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server was in the killed process; the command gets SIGTERM.
+    assert!(wait_until(Duration::from_secs(5), || !alive(cmd)), "command {cmd} survived");
+}
+
+#[rstest::rstest]
+#[case(libc::SIGTERM)]
+#[case(libc::SIGINT)]
+fn signal_to_nbdkit_stops_the_command(#[case] sig: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, cmd) = start_sleeping(dir.path());
+    signal(child.id() as i32, sig);
+    let st = child.wait().unwrap();
+    // The command (sleep) was terminated: its status is ours.
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM));
+    assert!(!alive(cmd));
+}

@@ -1,1 +1,176 @@
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use crate::util::*;
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn background_mode_returns_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let pidfile = dir.path().join("pid");
+    let out = nbdkit()
+        .arg("-U")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pidfile)
+        .args(["--print-uri", "memory", "1M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("nbd+unix:///?socket={}\n", sock.display())
+    );
+    // Ready means: a client connects now, and the pidfile names the server.
+    let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
+    assert!(alive(pid));
+    let (mut c, size, _) = Raw::open(UnixStream::connect(&sock).unwrap(), false);
+    assert_eq!(size, 1 << 20);
+    c.call(CMD_WRITE, 0, 0, 3, b"abc");
+    assert_eq!(c.call(CMD_READ, 0, 0, 3, b"").data, b"abc");
+    drop(c);
+    signal(pid, libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert!(!sock.exists(), "socket removed at exit");
+}
+
+#[test]
+fn background_failure_is_reported() {
+    // A pidfile that cannot be written: the child fails after the fork, and
+    // the parent reports failure instead of claiming success.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let out = nbdkit()
+        .arg("-U")
+        .arg(&sock)
+        .args(["-P", "/nonexistent/dir/pid", "-v", "memory", "1M"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir/pid"));
+}
+
+#[test]
+fn pidfile_fifo_is_a_readiness_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let mut child = Command::new(bin())
+        .arg("-f")
+        .arg("-U")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&fifo)
+        .args(["memory", "1M"])
+        .spawn()
+        .unwrap();
+    // Opening the FIFO blocks until the server writes it, in place.
+    let pid: i32 = slurp(&fifo).trim().parse().unwrap();
+    assert_eq!(pid, child.id() as i32);
+    UnixStream::connect(&sock).expect("connectable once the pidfile is written");
+    signal(pid, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn print_uri_with_kernel_chosen_port() {
+    let mut c = Command::new(bin());
+    c.args(["-f", "-p", "0", "-i", "127.0.0.1", "--print-uri", "memory", "1M"]);
+    let srv = Server::spawn(c, tempfile::tempdir().unwrap());
+    let port: u16 = srv
+        .uri
+        .strip_prefix("nbd://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{}", srv.uri))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert!(srv.stop().success());
+}
+
+#[test]
+fn default_tcp_listens_on_ipv4_and_ipv6() {
+    let mut c = Command::new(bin());
+    c.args(["-f", "-p", "0", "--print-uri", "null"]);
+    let srv = Server::spawn(c, tempfile::tempdir().unwrap());
+    let port: u16 = srv.uri.rsplit(':').next().unwrap().parse().unwrap();
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        std::net::TcpStream::connect(("::1", port)).unwrap();
+    }
+    assert!(srv.stop().success());
+}
+
+#[rstest::rstest]
+#[case(libc::SIGTERM)]
+#[case(libc::SIGINT)]
+#[case(libc::SIGQUIT)]
+#[case(libc::SIGHUP)]
+fn signals_exit_cleanly(#[case] sig: i32) {
+    let srv = Server::start(&["memory", "1M"]);
+    let sock = srv.socket.clone().unwrap();
+    let _c = Raw::open(srv.connect(), true);
+    let start = Instant::now();
+    let mut srv = srv;
+    signal(srv.pid(), sig);
+    let st = srv.child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    // An idle client gets a grace period, not forever.
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn private_socket_is_removed_after_a_signal() {
+    let mut c = Command::new(bin());
+    c.args(["-f", "-U", "-", "--print-uri", "memory", "1M"]);
+    let srv = Server::spawn(c, tempfile::tempdir().unwrap());
+    let sock = srv.uri.split("socket=").nth(1).unwrap().to_string();
+    assert!(Path::new(&sock).exists());
+    assert!(srv.stop().success());
+    assert!(!Path::new(&sock).exists());
+    assert!(!Path::new(&sock).parent().unwrap().exists());
+}
+
+#[test]
+fn single_client_on_stdin() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let theirs2 = theirs.try_clone().unwrap();
+    let mut child = Command::new(bin())
+        .args(["-s", "memory", "1M"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs2)))
+        .spawn()
+        .unwrap();
+    let mut c = Raw::new(ours);
+    c.hello();
+    let (size, _) = c.go("", true);
+    assert_eq!(size, 1 << 20);
+    c.call(CMD_WRITE, 0, 4096, 5, b"hello");
+    assert_eq!(c.call(CMD_READ, 0, 4096, 5, b"").data, b"hello");
+    c.request(CMD_DISC, 0, 9, 0, 0, b"");
+    drop(c);
+    // The client left: the server exits.
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn startup_is_fast() {
+    // Not a benchmark: a guard against something slow creeping into
+    // start-up (the bench compares properly).
+    let start = Instant::now();
+    for _ in 0..10 {
+        nbdkit().args(["-U", "-", "memory", "1M", "--run", "true"]).assert().success();
+    }
+    let each = start.elapsed() / 10;
+    assert!(each < Duration::from_millis(500), "{each:?} per start");
+}

@@ -77,8 +77,10 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
             l.unix = Some(abs);
         }
         Listen::UnixPrivate => {
+            use std::os::unix::fs::PermissionsExt;
             let dir = tempfile::Builder::new()
                 .prefix("nbdkit")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| {
                     StartError(format!("-U -: cannot create a temporary directory: {e}"))
