@@ -32,7 +32,13 @@ fn variables_on_a_private_unix_socket() {
 #[test]
 fn private_directory_is_private() {
     nbdkit()
-        .args(["-U", "-", "null", "--run", r#"stat -c %a "$(dirname "$unixsocket")""#])
+        .args([
+            "-U",
+            "-",
+            "null",
+            "--run",
+            r#"stat -c %a "$(dirname "$unixsocket")""#,
+        ])
         .assert()
         .success()
         .stdout("700\n");
@@ -41,7 +47,13 @@ fn private_directory_is_private() {
 #[test]
 fn variables_are_not_exported() {
     nbdkit()
-        .args(["-U", "-", "null", "--run", r#"sh -c 'echo "[$uri][$port]"'"#])
+        .args([
+            "-U",
+            "-",
+            "null",
+            "--run",
+            r#"sh -c 'echo "[$uri][$port]"'"#,
+        ])
         .assert()
         .success()
         .stdout("[][]\n");
@@ -50,7 +62,17 @@ fn variables_are_not_exported() {
 #[test]
 fn variables_on_tcp() {
     let out = nbdkit()
-        .args(["-p", "0", "-i", "127.0.0.1", "-e", "a/b", "memory", "1M", "--run"])
+        .args([
+            "-p",
+            "0",
+            "-i",
+            "127.0.0.1",
+            "-e",
+            "a/b",
+            "memory",
+            "1M",
+            "--run",
+        ])
         .arg(r#"echo "$port"; echo "$uri"; echo "[$unixsocket]""#)
         .output()
         .unwrap();
@@ -73,11 +95,22 @@ fn the_server_is_listening_when_the_command_runs() {
         return;
     }
     let out = Command::new(bin())
-        .args(["-U", "-", "memory", "1M", "--run", r#"nbdinfo --size "$uri""#])
+        .args([
+            "-U",
+            "-",
+            "memory",
+            "1M",
+            "--run",
+            r#"nbdinfo --size "$uri""#,
+        ])
         .env("PATH", path_env())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1048576\n");
 }
 
@@ -132,7 +165,10 @@ fn start_sleeping(dir: &Path) -> (std::process::Child, i32) {
     let pidfile = dir.join("cmd.pid");
     let child = Command::new(bin())
         .args(["-U", "-", "null", "--run"])
-        .arg(format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60", pidfile.display()))
+        .arg(format!(
+            "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60",
+            pidfile.display()
+        ))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -149,7 +185,10 @@ fn sigkill_on_nbdkit_leaves_nothing_running() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The server was in the killed process; the command gets SIGTERM.
-    assert!(wait_until(Duration::from_secs(5), || !alive(cmd)), "command {cmd} survived");
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(cmd)),
+        "command {cmd} survived"
+    );
 }
 
 #[rstest::rstest]

@@ -51,7 +51,10 @@ fn dump_config() {
 
 #[test]
 fn dump_plugin() {
-    for args in [&["memory", "--dump-plugin"][..], &["--dump-plugin", "memory"][..]] {
+    for args in [
+        &["memory", "--dump-plugin"][..],
+        &["--dump-plugin", "memory"][..],
+    ] {
         nbdkit()
             .args(args)
             .assert()
@@ -119,7 +122,17 @@ fn bad_command_lines(#[case] args: &[&str], #[case] msg: &str) {
 fn options_may_follow_the_plugin() {
     // getopt-style permutation, `--opt value`, bundled short options.
     nbdkit()
-        .args(["-U", "-", "memory", "1M", "-fr", "--run", "echo ok", "--exportname", "e"])
+        .args([
+            "-U",
+            "-",
+            "memory",
+            "1M",
+            "-fr",
+            "--run",
+            "echo ok",
+            "--exportname",
+            "e",
+        ])
         .assert()
         .success()
         .stdout("ok\n");

@@ -84,7 +84,16 @@ fn pidfile_fifo_is_a_readiness_signal() {
 #[test]
 fn print_uri_with_kernel_chosen_port() {
     let mut c = Command::new(bin());
-    c.args(["-f", "-p", "0", "-i", "127.0.0.1", "--print-uri", "memory", "1M"]);
+    c.args([
+        "-f",
+        "-p",
+        "0",
+        "-i",
+        "127.0.0.1",
+        "--print-uri",
+        "memory",
+        "1M",
+    ]);
     let srv = Server::spawn(c, tempfile::tempdir().unwrap());
     let port: u16 = srv
         .uri
@@ -169,7 +178,10 @@ fn startup_is_fast() {
     // start-up (the bench compares properly).
     let start = Instant::now();
     for _ in 0..10 {
-        nbdkit().args(["-U", "-", "memory", "1M", "--run", "true"]).assert().success();
+        nbdkit()
+            .args(["-U", "-", "memory", "1M", "--run", "true"])
+            .assert()
+            .success();
     }
     let each = start.elapsed() / 10;
     assert!(each < Duration::from_millis(500), "{each:?} per start");

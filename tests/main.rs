@@ -14,5 +14,7 @@ mod exit_with_parent;
 mod interop;
 /// Background mode, pidfiles, `--print-uri`, signals, `-s`.
 mod lifecycle;
+/// Plugins, one file each.
+mod plugins;
 /// The wire protocol through a raw client, hostile clients included.
 mod protocol;

@@ -82,11 +82,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .thread_name("nbdkit")
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
+    let mut listening = listening;
     let code = rt.block_on(serve(
         &cfg,
         plugin,
         info.thread_model,
-        &listening,
+        &mut listening,
         parent,
         ready,
     ));
@@ -140,7 +141,7 @@ async fn serve(
     cfg: &Config,
     plugin: Arc<dyn Plugin>,
     thread_model: crate::backend::ThreadModel,
-    listening: &listen::Listening,
+    listening: &mut listen::Listening,
     parent: Option<parent::Parent>,
     mut ready: daemon::Ready,
 ) -> Result<u8, StartError> {
@@ -171,8 +172,10 @@ async fn serve(
         let (r, w) = stdin_stdout()?;
         tokio::spawn(server::serve_one(Box::new(r), Box::new(w), srv, shutdown))
     } else {
+        // The listeners move into the server, which closes them as soon as
+        // shutdown starts: late clients are refused, not left queued.
         let mut ls = Vec::new();
-        for b in &listening.sockets {
+        for b in listening.sockets.drain(..) {
             ls.push(to_tokio(b)?);
         }
         tokio::spawn(server::run(ls, srv, shutdown))
@@ -268,16 +271,14 @@ async fn serve(
     })
 }
 
-fn to_tokio(b: &listen::Bound) -> Result<Listener, StartError> {
+fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {
     let err = |e: std::io::Error| StartError(format!("listen: {e}"));
     Ok(match b {
         listen::Bound::Tcp(t) => {
-            let t = t.try_clone().map_err(err)?;
             t.set_nonblocking(true).map_err(err)?;
             Listener::Tcp(tokio::net::TcpListener::from_std(t).map_err(err)?)
         }
         listen::Bound::Unix(u) => {
-            let u = u.try_clone().map_err(err)?;
             u.set_nonblocking(true).map_err(err)?;
             Listener::Unix(tokio::net::UnixListener::from_std(u).map_err(err)?)
         }

@@ -6,6 +6,7 @@ use crate::backend::{Plugin, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod file;
 pub mod memory;
 pub mod null;
 pub mod pattern;
@@ -37,7 +38,7 @@ impl std::fmt::Debug for PluginInfo {
 }
 
 /// Every plugin, in the order `--help` lists them.
-pub static PLUGINS: &[&PluginInfo] = &[&memory::INFO, &null::INFO, &pattern::INFO];
+pub static PLUGINS: &[&PluginInfo] = &[&file::INFO, &memory::INFO, &null::INFO, &pattern::INFO];
 
 /// Find a plugin by name.
 pub fn lookup(name: &str) -> Option<&'static PluginInfo> {

@@ -1,0 +1,5 @@
+//! One file per plugin (memory, null and pattern are exercised throughout
+//! the protocol and interop tests).
+
+/// The file plugin.
+mod file;
