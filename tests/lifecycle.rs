@@ -186,3 +186,32 @@ fn startup_is_fast() {
     let each = start.elapsed() / 10;
     assert!(each < Duration::from_millis(500), "{each:?} per start");
 }
+
+#[test]
+fn user_and_group_switch_keeps_cleanup_working() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: -u/-g need root");
+        return;
+    }
+    let out = nbdkit()
+        .args([
+            "-u", "nobody", "-g", "nogroup", "-U", "-", "memory", "1M", "--run",
+        ])
+        .arg(r#"stat -c %U /proc/$PPID; echo "$unixsocket""#)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l: Vec<&str> = text.lines().collect();
+    assert_eq!(l[0], "nobody", "the server runs as the new user");
+    assert!(!Path::new(l[1]).exists(), "socket removed");
+    assert!(
+        !Path::new(l[1]).parent().unwrap().exists(),
+        "private directory removed"
+    );
+}

@@ -46,6 +46,15 @@ impl Drop for Listening {
 }
 
 impl Listening {
+    /// The socket and directory we created and must remove at exit.
+    pub fn owned_paths(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = self.cleanup.iter().map(|p| p.as_path()).collect();
+        if let Some(d) = &self._private_dir {
+            v.push(d.path());
+        }
+        v
+    }
+
     /// Forget the cleanup duties: used by the parent after a fork, whose
     /// child now owns the sockets.
     pub fn disown(mut self) {

@@ -58,7 +58,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     }
 
     let listening = listen::bind(&cfg)?;
-    drop_privileges(&cfg)?;
+    drop_privileges(&cfg, &listening)?;
 
     let ready = if cfg.stays_in_foreground() {
         daemon::Ready::none()
@@ -97,11 +97,18 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     code.map(ExitCode::from)
 }
 
-fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
-    use nix::unistd::{setgid, setgroups, setuid, Group, User};
-    if let Some(g) = &cfg.group {
-        let gid = match g.parse::<u32>() {
-            Ok(n) => nix::unistd::Gid::from_raw(n),
+/// `-g` and `-u`, after binding. The sockets we created (and the private
+/// directory of `-U -`) are handed to the new owner first, so that the
+/// server can still remove them at exit.
+fn drop_privileges(cfg: &Config, listening: &listen::Listening) -> Result<(), StartError> {
+    use nix::unistd::{chown, setgid, setgroups, setuid, Gid, Group, Uid, User};
+    if cfg.group.is_none() && cfg.user.is_none() {
+        return Ok(());
+    }
+    let gid = match &cfg.group {
+        None => None,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => Gid::from_raw(n),
             Err(_) => {
                 Group::from_name(g)
                     .ok()
@@ -109,13 +116,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
                     .ok_or_else(|| StartError(format!("-g: unknown group '{g}'")))?
                     .gid
             }
-        };
-        let _ = setgroups(&[gid]);
-        setgid(gid).map_err(|e| StartError(format!("setgid: {e}")))?;
-    }
-    if let Some(u) = &cfg.user {
-        let uid = match u.parse::<u32>() {
-            Ok(n) => nix::unistd::Uid::from_raw(n),
+        }),
+    };
+    let uid = match &cfg.user {
+        None => None,
+        Some(u) => Some(match u.parse::<u32>() {
+            Ok(n) => Uid::from_raw(n),
             Err(_) => {
                 User::from_name(u)
                     .ok()
@@ -123,7 +129,16 @@ fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
                     .ok_or_else(|| StartError(format!("-u: unknown user '{u}'")))?
                     .uid
             }
-        };
+        }),
+    };
+    for p in listening.owned_paths() {
+        chown(p, uid, gid).map_err(|e| StartError(format!("chown {}: {e}", p.display())))?;
+    }
+    if let Some(gid) = gid {
+        let _ = setgroups(&[gid]);
+        setgid(gid).map_err(|e| StartError(format!("setgid: {e}")))?;
+    }
+    if let Some(uid) = uid {
         setuid(uid).map_err(|e| StartError(format!("setuid: {e}")))?;
     }
     Ok(())
