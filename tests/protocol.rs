@@ -920,3 +920,47 @@ fn request_after_sigterm_gets_eshutdown() {
     assert!(st.success(), "exit status {st:?}");
     assert!(!sock.exists());
 }
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn pipelined_huge_reads_do_not_grow_memory_without_bound() {
+    // Three clients each queue 16 reads of 64 MiB (3 GiB in all) before
+    // reading any reply. The server's data budget (1 GiB) must hold its
+    // memory well below what the clients asked for.
+    let srv = Server::start(&["null", "1G"]);
+    const LEN: u32 = 64 << 20;
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (mut c, _, _) = Raw::open(srv.connect(), false);
+            for i in 0..16u64 {
+                c.request(CMD_READ, 0, i, i * u64::from(LEN) % (1 << 30), LEN, b"");
+            }
+            c
+        })
+        .collect();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                for _ in 0..16 {
+                    let r = c.reply(LEN as usize);
+                    assert_eq!(r.error, 0);
+                    assert_eq!(r.data.len(), LEN as usize);
+                    assert!(r.data.iter().step_by(4096).all(|&b| b == 0));
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let peak = peak_rss(srv.pid());
+    assert!(peak < 2 << 30, "server peak RSS {} MiB", peak >> 20);
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::PluginInfo;
+use super::{PluginInfo, Shared};
 use crate::backend::{Cache, Caps, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero};
 use crate::error::StartError;
 use crate::params::Params;
@@ -38,29 +38,15 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
     }
     p.finish()?;
-    Ok(Arc::new(Memory {
-        disk: Arc::new(Disk {
-            size,
-            data: Sparse::new(),
-        }),
-    }))
+    Ok(Arc::new(Shared(Arc::new(Disk {
+        size,
+        data: Sparse::new(),
+    }))))
 }
 
 struct Disk {
     size: u64,
     data: Sparse,
-}
-
-struct Memory {
-    disk: Arc<Disk>,
-}
-
-#[async_trait]
-impl Plugin for Memory {
-    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
-        // Every connection sees the same disk.
-        Ok(self.disk.clone())
-    }
 }
 
 #[async_trait]

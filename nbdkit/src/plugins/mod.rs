@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Plugin, ThreadModel};
+use async_trait::async_trait;
+
+use crate::backend::{Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -34,6 +36,16 @@ impl std::fmt::Debug for PluginInfo {
         f.debug_struct("PluginInfo")
             .field("name", &self.name)
             .finish()
+    }
+}
+
+/// A plugin whose connections all share one handle: the disk itself.
+pub struct Shared(pub Arc<dyn Handle>);
+
+#[async_trait]
+impl Plugin for Shared {
+    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+        Ok(self.0.clone())
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::PluginInfo;
+use super::{PluginInfo, Shared};
 use crate::backend::{Cache, Caps, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero};
 use crate::error::StartError;
 use crate::params::Params;
@@ -29,18 +29,10 @@ pub static INFO: PluginInfo = PluginInfo {
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let size = p.take_size("size")?.unwrap_or(0);
     p.finish()?;
-    Ok(Arc::new(Null(Arc::new(Disk(size)))))
+    Ok(Arc::new(Shared(Arc::new(Disk(size)))))
 }
 
-struct Null(Arc<Disk>);
 struct Disk(u64);
-
-#[async_trait]
-impl Plugin for Null {
-    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
-        Ok(self.0.clone())
-    }
-}
 
 #[async_trait]
 impl Handle for Disk {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::PluginInfo;
+use super::{PluginInfo, Shared};
 use crate::backend::{Cache, Caps, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
@@ -30,18 +30,10 @@ pub static INFO: PluginInfo = PluginInfo {
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let size = p.take_size("size")?.unwrap_or(0);
     p.finish()?;
-    Ok(Arc::new(Pattern(Arc::new(Disk(size)))))
+    Ok(Arc::new(Shared(Arc::new(Disk(size)))))
 }
 
-struct Pattern(Arc<Disk>);
 struct Disk(u64);
-
-#[async_trait]
-impl Plugin for Pattern {
-    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
-        Ok(self.0.clone())
-    }
-}
 
 /// Fill `buf` with the pattern as seen from `offset`.
 pub fn fill(buf: &mut [u8], offset: u64) {

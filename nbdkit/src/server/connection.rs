@@ -4,7 +4,7 @@
 //! valid request then runs in its own task, so replies go out in whatever
 //! order the backend finishes them. A semaphore bounds the requests in
 //! flight (`-t`, or 1 under the serializing thread models), and a
-//! server-wide budget bounds payload memory.
+//! server-wide budget bounds the memory that READ and WRITE data use.
 //!
 //! Shutdown: in-flight requests finish; requests that arrive afterwards get
 //! ESHUTDOWN; a client still connected after [`GRACE`] is disconnected.
@@ -149,7 +149,8 @@ struct Incoming {
     payload: Vec<u8>,
     /// Why the request is refused, if it is.
     invalid: Option<Error>,
-    /// Share of the payload budget, held until the reply is sent.
+    /// Share of the data budget (READ and WRITE), held until the reply is
+    /// sent.
     budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -249,19 +250,19 @@ where
         invalid,
         budget: None,
     };
+    // Reads and writes carry data: each waits for its share of the
+    // server-wide budget before its buffer exists.
+    if inc.invalid.is_none() && matches!(req.cmd, Command::Read | Command::Write) {
+        let units = (req.len as usize).div_ceil(BUDGET_UNIT) as u32;
+        let budget = conn.server.budget.clone();
+        let permit = budget.acquire_many_owned(units).await;
+        inc.budget = Some(permit.expect("never closed"));
+    }
     if req.cmd == Command::Write {
         if inc.invalid.is_some() {
             // Skip the payload without storing it; the connection goes on.
             handshake::skip(r, u64::from(req.len)).await?;
         } else {
-            let units = (req.len as usize).div_ceil(BUDGET_UNIT) as u32;
-            let budget = conn.server.budget.clone();
-            inc.budget = Some(
-                budget
-                    .acquire_many_owned(units)
-                    .await
-                    .expect("never closed"),
-            );
             inc.payload = conn.pool.get(req.len as usize);
             r.read_exact(&mut inc.payload).await?;
         }
@@ -311,7 +312,6 @@ async fn run_request(conn: &Conn, inc: Incoming) {
     if !payload.is_empty() {
         conn.pool.put(payload);
     }
-    drop(budget);
     {
         let mut w = conn.writer.lock().await;
         if let Err(e) = w.write_all(&reply).await {
@@ -319,6 +319,7 @@ async fn run_request(conn: &Conn, inc: Incoming) {
         }
     }
     conn.pool.put(reply);
+    drop(budget);
 }
 
 async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {
