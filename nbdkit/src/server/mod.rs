@@ -210,3 +210,112 @@ async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, String)> {
 pub async fn serve_one(r: BoxRead, w: BoxWrite, server: Arc<Server>, shutdown: Shutdown) {
     connection::serve(r, w, server, shutdown).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::backend::{Flags, Handle, Result};
+    use crate::protocol::request::{self, CmdFlags, Command, Request};
+
+    /// A handle that records how many reads run at once.
+    #[derive(Default)]
+    struct Probe {
+        active: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Handle for Probe {
+        async fn size(&self) -> Result<u64> {
+            Ok(1 << 20)
+        }
+        async fn caps(&self) -> Result<Caps> {
+            Ok(Caps::READ_ONLY)
+        }
+        async fn pread(&self, buf: &mut [u8], _offset: u64, _f: Flags) -> Result<()> {
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            buf.fill(0);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    struct ProbePlugin(Arc<Probe>, ThreadModel);
+
+    #[async_trait]
+    impl Plugin for ProbePlugin {
+        fn thread_model(&self) -> ThreadModel {
+            self.1
+        }
+        async fn open(&self, _ro: bool, _name: &str) -> Result<Arc<dyn crate::Handle>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    /// Two oldstyle clients each pipeline 8 reads; return the most reads the
+    /// plugin saw at once.
+    async fn max_concurrency(model: ThreadModel) -> usize {
+        let probe = Arc::new(Probe::default());
+        let settings = Settings {
+            oldstyle: true,
+            no_sr: false,
+            handshake_mask: u16::MAX,
+            no_meta_contexts: false,
+        };
+        let plugin = Arc::new(ProbePlugin(probe.clone(), model));
+        let srv = Arc::new(Server::new(
+            plugin,
+            "probe",
+            settings,
+            false,
+            String::new(),
+            16,
+            model,
+        ));
+        let (_stop, shutdown) = Shutdown::new();
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let (mut c, s) = tokio::io::duplex(1 << 20);
+            let (r, w) = tokio::io::split(s);
+            tokio::spawn(connection::serve(r, w, srv.clone(), shutdown.clone()));
+            clients.push(tokio::spawn(async move {
+                let mut hello = [0u8; 152];
+                c.read_exact(&mut hello).await.unwrap();
+                for cookie in 0..8 {
+                    let req = Request {
+                        flags: CmdFlags(0),
+                        cmd: Command::Read,
+                        cookie,
+                        offset: 0,
+                        len: 512,
+                    };
+                    c.write_all(&request::encode(&req)).await.unwrap();
+                }
+                for _ in 0..8 {
+                    let mut reply = [0u8; 16 + 512];
+                    c.read_exact(&mut reply).await.unwrap();
+                    assert_eq!(&reply[4..8], &[0, 0, 0, 0], "no error");
+                }
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        probe.max.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thread_models_limit_concurrency() {
+        assert_eq!(max_concurrency(ThreadModel::SerializeConnections).await, 1);
+        assert_eq!(max_concurrency(ThreadModel::SerializeAllRequests).await, 1);
+        assert_eq!(max_concurrency(ThreadModel::SerializeRequests).await, 2);
+        assert!(max_concurrency(ThreadModel::Parallel).await > 2);
+    }
+}
