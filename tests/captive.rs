@@ -87,10 +87,7 @@ fn variables_on_tcp() {
 
 #[test]
 fn the_server_is_listening_when_the_command_runs() {
-    // Connect from the command itself through bash's /dev/tcp is not
-    // portable; use our own binary's absence of races instead: the command
-    // connects with a tiny python-free client: nbdinfo if present, else a
-    // raw socket test through `test -S`.
+    // The command's first act is to connect: it must find a server.
     if !have("nbdinfo") {
         return;
     }

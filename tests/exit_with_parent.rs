@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ fn start(extra: &[&str]) -> Parent {
     let socket = dir.path().join("sock");
     let pidfile = dir.path().join("pid");
     let fifo = dir.path().join("ready");
-    nix_mkfifo(&fifo);
+    mkfifo(&fifo);
     let mut args = vec!["-f".to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     let sh = Command::new("sh")
@@ -47,12 +47,6 @@ fn start(extra: &[&str]) -> Parent {
         socket,
         _dir: dir,
     }
-}
-
-fn nix_mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 fn gone_within_a_second(p: &Parent) {

@@ -5,12 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 #[test]
 fn background_mode_returns_when_ready() {
     let dir = tempfile::tempdir().unwrap();

@@ -160,6 +160,13 @@ pub fn sh(cmd: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Make a FIFO (a pidfile that is also a readiness signal).
+pub fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
 /// Read a whole file as a string (or "" if absent).
 pub fn slurp(p: &Path) -> String {
     let mut s = String::new();
