@@ -1,4 +1,131 @@
-//! `nbdkit-test`: throwaway NBD disks for tests.
+//! `nbdkit-test`: throwaway NBD disks for `#[test]`s, served by nbdkit.
 //!
-//! Not implemented yet: this crate is reserved for `CaptiveDisk` (see the
-//! project issue "The nbdkit-test crate"). It has no public API today.
+//! Add the crate as a dev-dependency and start a disk in one line:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use nbdkit_test::CaptiveDisk;
+//!
+//! let disk = CaptiveDisk::new(["memory", "size=1M"])?;
+//! // Hand disk.uri(), disk.socket() or disk.port() to the code under test…
+//! assert!(disk.uri().starts_with("nbd+unix:///?socket="));
+//! // …and check what it did with the crate's small blocking client.
+//! let mut nbd = disk.connect()?;
+//! assert_eq!(nbd.size(), 1 << 20);
+//! assert_eq!(nbd.read(0, 512)?, vec![0; 512]);
+//! # Ok(()) }
+//! ```
+//!
+//! Everything else is set on a [`Builder`]: parameters, filters, read-only,
+//! export name, TCP instead of a Unix socket, environment, start timeout and
+//! the binary to run.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let disk = nbdkit_test::CaptiveDisk::builder("pattern")
+//!     .arg("size=64K")
+//!     .tcp()
+//!     .start()?;
+//! let port = disk.port().unwrap();
+//! assert_eq!(disk.uri(), format!("nbd://127.0.0.1:{port}"));
+//! // The pattern plugin stores each 8-byte offset, big-endian.
+//! assert_eq!(disk.connect()?.read(8, 8)?, 8u64.to_be_bytes());
+//! # Ok(()) }
+//! ```
+//!
+//! # What the guard promises
+//!
+//! * **Ready means ready.** [`Builder::start`] returns once the server
+//!   accepts connections. It waits on a real event, never a sleep: the URI
+//!   that `--print-uri` writes to a pipe (or, for nbdkit older than 1.34, the
+//!   pidfile written to a pipe), together with the child's exit and a
+//!   deadline. If the server fails, the [`Error`] says why and carries the
+//!   command line and the server's stderr.
+//! * **Nothing leaks on drop.** Dropping a [`CaptiveDisk`] sends SIGTERM,
+//!   waits a few seconds at most, then sends SIGKILL; the child is reaped and
+//!   the socket and its directory are gone when `drop` returns.
+//! * **Nothing leaks on a crash.** Each server runs with
+//!   `--exit-with-parent` and a private socket (`-U -`, which the server
+//!   itself removes), and is forked with `PR_SET_PDEATHSIG(SIGTERM)` armed
+//!   before exec. If the test process dies without running its drops (an
+//!   abort, `std::process::exit`, SIGKILL), every server it started exits and
+//!   cleans up after itself.
+//! * **Shared disks work.** Servers are forked from one thread that lives as
+//!   long as the process, so a disk made by a `static` or an rstest `#[once]`
+//!   fixture survives the test thread that created it. Such values are never
+//!   dropped; their cleanup is the crash path above, at process exit.
+//! * **The test's output stays clean.** The server's stderr goes to an
+//!   unlinked temporary file, never to the test's own stderr (which would
+//!   hang libtest and trip nextest's leak check). Read it with
+//!   [`CaptiveDisk::log`]; its tail appears in errors, in `Debug`, and on
+//!   stderr when a guard is dropped during a panic.
+//!
+//! # Which nbdkit runs
+//!
+//! First match wins: [`Builder::binary`]; the `NBDKIT_TEST_BIN` environment
+//! variable; `CARGO_BIN_EXE_nbdkit` in the environment; an `nbdkit` in the
+//! cargo target directory of the running test, then in this crate's
+//! workspace `target/{debug,release}`; `nbdkit` on `PATH`. From a crate that
+//! builds an `nbdkit` binary, pass `.binary(env!("CARGO_BIN_EXE_nbdkit"))`.
+//!
+//! C nbdkit works too, since the command line is the same. With C nbdkit
+//! older than 1.34 (no `--print-uri`) the socket lives in a directory this
+//! crate creates; the server still removes the socket when the test process
+//! dies, but the empty directory stays behind.
+//!
+//! # With rstest
+//!
+//! A fixture per test, a disk shared by every test of the binary, and one
+//! test run over several plugins:
+//!
+//! ```no_run
+//! use nbdkit_test::CaptiveDisk;
+//! use rstest::{fixture, rstest};
+//!
+//! #[fixture]
+//! fn disk() -> CaptiveDisk {
+//!     CaptiveDisk::new(["memory", "size=1M"]).expect("nbdkit starts")
+//! }
+//!
+//! // Started once, by whichever test needs it first; never dropped, so it
+//! // is stopped by the parent-death path when the test binary exits.
+//! #[fixture]
+//! #[once]
+//! fn shared() -> CaptiveDisk {
+//!     CaptiveDisk::new(["pattern", "size=1M"]).expect("nbdkit starts")
+//! }
+//!
+//! #[rstest]
+//! fn writes_stick(disk: CaptiveDisk) {
+//!     let mut nbd = disk.connect().unwrap();
+//!     nbd.write(0, b"abc").unwrap();
+//!     assert_eq!(nbd.read(0, 3).unwrap(), b"abc");
+//! }
+//!
+//! #[rstest]
+//! fn pattern_is_shared(shared: &CaptiveDisk) {
+//!     assert_eq!(shared.connect().unwrap().read(8, 8).unwrap(), 8u64.to_be_bytes());
+//! }
+//!
+//! #[rstest]
+//! fn every_plugin_has_a_size(#[values("memory", "null", "pattern")] plugin: &str) {
+//!     let disk = CaptiveDisk::new([plugin, "size=4K"]).unwrap();
+//!     assert_eq!(disk.connect().unwrap().size(), 4096);
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! These exact tests run in this crate's own test suite
+//! (`tests/rstest_fixtures.rs`).
+
+mod binary;
+pub mod client;
+mod disk;
+mod error;
+mod spawn;
+mod uri;
+
+pub use binary::ENV_BIN;
+pub use client::Client;
+pub use disk::{Builder, CaptiveDisk, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT};
+pub use error::{Error, ErrorKind};

@@ -197,6 +197,13 @@ async fn serve(
     };
 
     // Ready: announce it, in every way asked for.
+    if log::verbose() {
+        let plugin = cfg.plugin.map_or("nbdkit", |p| p.name);
+        match &listening.uri {
+            Some(u) => log::debug(&format!("{plugin}: serving {u}")),
+            None => log::debug(&format!("{plugin}: serving on stdin/stdout")),
+        }
+    }
     if let Some(p) = &cfg.pidfile {
         daemon::write_pidfile(p)?;
     }

@@ -1,0 +1,1400 @@
+//! A small, blocking NBD client for tests.
+//!
+//! [`Client`] speaks just enough of the NBD protocol to exercise a server
+//! from a test: it negotiates an export (fixed newstyle with `NBD_OPT_GO`,
+//! falling back to `NBD_OPT_EXPORT_NAME`, or oldstyle if that is what the
+//! server speaks), asks for structured replies and the `base:allocation`
+//! meta context, and then reads, writes, flushes, trims, zeroes, caches and
+//! queries block status.
+//!
+//! It is deliberately simple: it uses only blocking `std` sockets, and has
+//! exactly one request in flight at a time (send a request, read its whole
+//! reply, return). It does not do TLS. It is strict about what the server
+//! sends: any violation of the protocol is reported as an
+//! [`io::ErrorKind::InvalidData`] error with a precise message, and after
+//! such an error (or an I/O error in the middle of a request) the client
+//! refuses further requests, since the stream can no longer be trusted.
+//! Errors reported by the server are returned as
+//! [`io::Error::from_raw_os_error`] with the matching errno, so tests can
+//! check `err.raw_os_error() == Some(libc::EIO)`.
+//!
+//! It depends only on the protocol, not on the server crate, so it carries
+//! its own wire constants below, named as in the NBD specification.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::uri::{self, Target};
+
+// ---------------------------------------------------------------------------
+// Wire constants, named as in the NBD protocol specification.
+// ---------------------------------------------------------------------------
+
+/// `NBDMAGIC`, the first 8 bytes the server sends.
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+/// `IHAVEOPT`: newstyle negotiation; also prefixes every option request.
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+/// `cliserv_magic`: oldstyle negotiation.
+const NBD_OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
+/// Magic at the start of every option reply.
+const NBD_REP_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const NBD_REQUEST_MAGIC: u32 = 0x2560_9513;
+const NBD_SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const NBD_STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+
+// Handshake flags (server) and client flags.
+const NBD_FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
+const NBD_FLAG_NO_ZEROES: u16 = 1 << 1;
+const NBD_FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
+const NBD_FLAG_C_NO_ZEROES: u32 = 1 << 1;
+
+// Options.
+const NBD_OPT_EXPORT_NAME: u32 = 1;
+const NBD_OPT_ABORT: u32 = 2;
+const NBD_OPT_GO: u32 = 7;
+const NBD_OPT_STRUCTURED_REPLY: u32 = 8;
+const NBD_OPT_SET_META_CONTEXT: u32 = 10;
+
+// Option reply types.
+const NBD_REP_ACK: u32 = 1;
+const NBD_REP_INFO: u32 = 3;
+const NBD_REP_META_CONTEXT: u32 = 4;
+const NBD_REP_FLAG_ERROR: u32 = 1 << 31;
+const NBD_REP_ERR_UNSUP: u32 = NBD_REP_FLAG_ERROR | 1;
+const NBD_REP_ERR_POLICY: u32 = NBD_REP_FLAG_ERROR | 2;
+const NBD_REP_ERR_INVALID: u32 = NBD_REP_FLAG_ERROR | 3;
+const NBD_REP_ERR_PLATFORM: u32 = NBD_REP_FLAG_ERROR | 4;
+const NBD_REP_ERR_TLS_REQD: u32 = NBD_REP_FLAG_ERROR | 5;
+const NBD_REP_ERR_UNKNOWN: u32 = NBD_REP_FLAG_ERROR | 6;
+const NBD_REP_ERR_SHUTDOWN: u32 = NBD_REP_FLAG_ERROR | 7;
+const NBD_REP_ERR_BLOCK_SIZE_REQD: u32 = NBD_REP_FLAG_ERROR | 8;
+const NBD_REP_ERR_TOO_BIG: u32 = NBD_REP_FLAG_ERROR | 9;
+const NBD_REP_ERR_EXT_HEADER_REQD: u32 = NBD_REP_FLAG_ERROR | 10;
+
+// NBD_REP_INFO types.
+const NBD_INFO_EXPORT: u16 = 0;
+const NBD_INFO_DESCRIPTION: u16 = 2;
+const NBD_INFO_BLOCK_SIZE: u16 = 3;
+
+// Transmission flags.
+const NBD_FLAG_READ_ONLY: u16 = 1 << 1;
+const NBD_FLAG_SEND_FLUSH: u16 = 1 << 2;
+const NBD_FLAG_SEND_FUA: u16 = 1 << 3;
+const NBD_FLAG_ROTATIONAL: u16 = 1 << 4;
+const NBD_FLAG_SEND_TRIM: u16 = 1 << 5;
+const NBD_FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
+const NBD_FLAG_SEND_DF: u16 = 1 << 7;
+const NBD_FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+const NBD_FLAG_SEND_CACHE: u16 = 1 << 10;
+const NBD_FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
+
+// Commands.
+const NBD_CMD_READ: u16 = 0;
+const NBD_CMD_WRITE: u16 = 1;
+const NBD_CMD_DISC: u16 = 2;
+const NBD_CMD_FLUSH: u16 = 3;
+const NBD_CMD_TRIM: u16 = 4;
+const NBD_CMD_CACHE: u16 = 5;
+const NBD_CMD_WRITE_ZEROES: u16 = 6;
+const NBD_CMD_BLOCK_STATUS: u16 = 7;
+
+// Command flags.
+const NBD_CMD_FLAG_FUA: u16 = 1 << 0;
+const NBD_CMD_FLAG_NO_HOLE: u16 = 1 << 1;
+const NBD_CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
+
+// Structured replies.
+const NBD_REPLY_FLAG_DONE: u16 = 1 << 0;
+const NBD_REPLY_TYPE_NONE: u16 = 0;
+const NBD_REPLY_TYPE_OFFSET_DATA: u16 = 1;
+const NBD_REPLY_TYPE_OFFSET_HOLE: u16 = 2;
+const NBD_REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+/// Bit set in every error chunk type.
+const NBD_REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
+const NBD_REPLY_TYPE_ERROR: u16 = NBD_REPLY_TYPE_ERROR_BIT | 1;
+const NBD_REPLY_TYPE_ERROR_OFFSET: u16 = NBD_REPLY_TYPE_ERROR_BIT | 2;
+
+// base:allocation status flags.
+const NBD_STATE_HOLE: u32 = 1 << 0;
+const NBD_STATE_ZERO: u32 = 1 << 1;
+
+// Error values on the wire.
+const NBD_EPERM: u32 = 1;
+const NBD_EIO: u32 = 5;
+const NBD_ENOMEM: u32 = 12;
+const NBD_EINVAL: u32 = 22;
+const NBD_ENOSPC: u32 = 28;
+const NBD_EOVERFLOW: u32 = 75;
+const NBD_ENOTSUP: u32 = 95;
+const NBD_ESHUTDOWN: u32 = 108;
+
+/// The meta context whose extents [`Client::block_status`] reports.
+const BASE_ALLOCATION: &str = "base:allocation";
+
+// ---------------------------------------------------------------------------
+// Limits of this client.
+// ---------------------------------------------------------------------------
+
+/// Largest option reply payload accepted during the handshake.
+const MAX_OPTION_REPLY: u32 = 64 * 1024;
+/// Largest structured reply payload accepted for chunks other than data
+/// and block status (those are bounded by the request instead).
+const MAX_CHUNK_PAYLOAD: u32 = 64 * 1024;
+/// Largest length put in one request; longer operations are split.
+const MAX_REQUEST: u64 = 32 * 1024 * 1024;
+/// How long [`Client::disconnect`] waits for the server to close.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Public types.
+// ---------------------------------------------------------------------------
+
+/// What the server told us about the export during the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// The export name the client asked for.
+    pub name: String,
+    /// Size of the export in bytes.
+    pub size: u64,
+    /// NBD transmission flags exactly as sent by the server.
+    pub flags: u16,
+    /// Block size constraints, if the server sent `NBD_INFO_BLOCK_SIZE`.
+    pub block_size: Option<BlockSize>,
+    /// Description, if the server sent `NBD_INFO_DESCRIPTION`.
+    pub description: Option<String>,
+}
+
+impl ExportInfo {
+    fn flag(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// `NBD_FLAG_READ_ONLY`: the export refuses writes.
+    pub fn read_only(&self) -> bool {
+        self.flag(NBD_FLAG_READ_ONLY)
+    }
+
+    /// `NBD_FLAG_SEND_FLUSH`: the server accepts `NBD_CMD_FLUSH`.
+    pub fn can_flush(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_FLUSH)
+    }
+
+    /// `NBD_FLAG_SEND_FUA`: the server honours `NBD_CMD_FLAG_FUA`.
+    pub fn can_fua(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_FUA)
+    }
+
+    /// `NBD_FLAG_SEND_TRIM`: the server accepts `NBD_CMD_TRIM`.
+    pub fn can_trim(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_TRIM)
+    }
+
+    /// `NBD_FLAG_SEND_WRITE_ZEROES`: the server accepts
+    /// `NBD_CMD_WRITE_ZEROES`.
+    pub fn can_zero(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_WRITE_ZEROES)
+    }
+
+    /// `NBD_FLAG_SEND_FAST_ZERO`: the server accepts
+    /// `NBD_CMD_FLAG_FAST_ZERO`.
+    pub fn can_fast_zero(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_FAST_ZERO)
+    }
+
+    /// `NBD_FLAG_SEND_CACHE`: the server accepts `NBD_CMD_CACHE`.
+    pub fn can_cache(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_CACHE)
+    }
+
+    /// `NBD_FLAG_CAN_MULTI_CONN`: connections to this export are
+    /// consistent with each other.
+    pub fn can_multi_conn(&self) -> bool {
+        self.flag(NBD_FLAG_CAN_MULTI_CONN)
+    }
+
+    /// `NBD_FLAG_ROTATIONAL`: the export behaves like a rotating disk.
+    pub fn is_rotational(&self) -> bool {
+        self.flag(NBD_FLAG_ROTATIONAL)
+    }
+
+    /// `NBD_FLAG_SEND_DF`: the server accepts `NBD_CMD_FLAG_DF` on reads.
+    pub fn can_df(&self) -> bool {
+        self.flag(NBD_FLAG_SEND_DF)
+    }
+}
+
+/// Block size constraints from `NBD_INFO_BLOCK_SIZE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSize {
+    /// Minimum block size (alignment of offsets and lengths).
+    pub minimum: u32,
+    /// Preferred block size.
+    pub preferred: u32,
+    /// Maximum size of a read or write payload.
+    pub maximum: u32,
+}
+
+/// One `base:allocation` extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Offset of the extent in the export (computed by the client).
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// `NBD_STATE_*` flags.
+    pub flags: u32,
+}
+
+impl Extent {
+    /// `NBD_STATE_HOLE`: the extent is not allocated.
+    pub fn is_hole(&self) -> bool {
+        self.flags & NBD_STATE_HOLE != 0
+    }
+
+    /// `NBD_STATE_ZERO`: the extent reads as zeroes.
+    pub fn is_zero(&self) -> bool {
+        self.flags & NBD_STATE_ZERO != 0
+    }
+}
+
+/// Flags for [`Client::zero_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZeroFlags {
+    /// `NBD_CMD_FLAG_NO_HOLE`: the server must not punch a hole.
+    pub no_hole: bool,
+    /// `NBD_CMD_FLAG_FAST_ZERO`: fail rather than zero slowly.
+    pub fast: bool,
+    /// `NBD_CMD_FLAG_FUA`: persist before replying.
+    pub fua: bool,
+}
+
+/// A blocking NBD client connection with one request in flight at a time.
+///
+/// Dropping it sends `NBD_CMD_DISC` (best effort); [`Client::disconnect`]
+/// does the same and also waits for the server to close the connection.
+#[derive(Debug)]
+pub struct Client {
+    stream: Stream,
+    info: ExportInfo,
+    structured: bool,
+    base_allocation: Option<u32>,
+    next_cookie: u64,
+    /// Set after a protocol violation or an I/O error part-way through a
+    /// request: the stream is out of step and no request may be sent.
+    broken: bool,
+    /// Set once `NBD_CMD_DISC` has been sent.
+    closed: bool,
+}
+
+impl Client {
+    /// Connect to a Unix socket and negotiate `export`.
+    pub fn connect_unix(path: impl AsRef<Path>, export: &str) -> io::Result<Client> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display()))
+        })?;
+        Client::negotiate(Stream::Unix(stream), export)
+    }
+
+    /// Connect over TCP and negotiate `export`.
+    pub fn connect_tcp(addr: impl ToSocketAddrs, export: &str) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Client::negotiate(Stream::Tcp(stream), export)
+    }
+
+    /// Connect to an NBD URI: `nbd://host[:port][/export]` (default port
+    /// 10809) or `nbd+unix:///[export]?socket=PATH`, with percent-decoding
+    /// of the export name and socket path. Other schemes (`nbds`,
+    /// `nbds+unix`, vsock) fail with [`io::ErrorKind::Unsupported`].
+    pub fn connect_uri(uri: &str) -> io::Result<Client> {
+        match uri::parse(uri)? {
+            Target::Tcp { host, port, export } => {
+                Client::connect_tcp((host.as_str(), port), &export)
+            }
+            Target::Unix { socket, export } => Client::connect_unix(&socket, &export),
+        }
+    }
+
+    fn negotiate(mut stream: Stream, export: &str) -> io::Result<Client> {
+        let n = handshake(&mut stream, export)?;
+        Ok(Client {
+            stream,
+            info: n.info,
+            structured: n.structured,
+            base_allocation: n.base_allocation,
+            next_cookie: 1,
+            broken: false,
+            closed: false,
+        })
+    }
+
+    /// What the server said about the export.
+    pub fn info(&self) -> &ExportInfo {
+        &self.info
+    }
+
+    /// Size of the export in bytes.
+    pub fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    /// Read `len` bytes at `offset` (split into several requests if long).
+    pub fn read(&mut self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Read `buf.len()` bytes at `offset` into `buf`.
+    pub fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let max = self.max_io();
+        let mut done = 0;
+        while done < buf.len() {
+            let n = (buf.len() - done).min(max);
+            let off = chunk_offset(offset, done)?;
+            let piece = &mut buf[done..done + n];
+            self.transact(NBD_CMD_READ, 0, off, n as u32, &[], Sink::Read(piece))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_flags(offset, data, 0)
+    }
+
+    /// Write `data` at `offset` with `NBD_CMD_FLAG_FUA`.
+    pub fn write_fua(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_flags(offset, data, NBD_CMD_FLAG_FUA)
+    }
+
+    fn write_flags(&mut self, offset: u64, data: &[u8], flags: u16) -> io::Result<()> {
+        let max = self.max_io();
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min(max);
+            let off = chunk_offset(offset, done)?;
+            let piece = &data[done..done + n];
+            self.transact(NBD_CMD_WRITE, flags, off, n as u32, piece, Sink::None)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// `NBD_CMD_FLUSH`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.transact(NBD_CMD_FLUSH, 0, 0, 0, &[], Sink::None)
+    }
+
+    /// `NBD_CMD_TRIM` of `len` bytes at `offset`.
+    pub fn trim(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.ranged(NBD_CMD_TRIM, 0, offset, len, MAX_REQUEST)
+    }
+
+    /// `NBD_CMD_WRITE_ZEROES`; the server may punch a hole.
+    pub fn zero(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        self.zero_with(offset, len, ZeroFlags::default())
+    }
+
+    /// Write zeroes with explicit flags.
+    pub fn zero_with(&mut self, offset: u64, len: u64, flags: ZeroFlags) -> io::Result<()> {
+        let mut f = 0;
+        if flags.no_hole {
+            f |= NBD_CMD_FLAG_NO_HOLE;
+        }
+        if flags.fast {
+            f |= NBD_CMD_FLAG_FAST_ZERO;
+        }
+        if flags.fua {
+            f |= NBD_CMD_FLAG_FUA;
+        }
+        self.ranged(NBD_CMD_WRITE_ZEROES, f, offset, len, MAX_REQUEST)
+    }
+
+    /// `NBD_CMD_CACHE` of `len` bytes at `offset`.
+    pub fn cache(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let max = self.max_io() as u64;
+        self.ranged(NBD_CMD_CACHE, 0, offset, len, max)
+    }
+
+    /// `base:allocation` extents covering [offset, offset+len) as the server
+    /// reports them: they may stop short of `offset + len` (the caller may
+    /// loop), and the last may extend beyond it. Offsets are filled in by
+    /// the client. Fails with [`io::ErrorKind::Unsupported`] if the server
+    /// did not agree to `base:allocation`. A `len` too long for one request
+    /// is shortened.
+    pub fn block_status(&mut self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        if self.base_allocation.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the server did not agree to the base:allocation meta context",
+            ));
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        // The longest request length that keeps the server's alignment.
+        let align = u64::from(self.info.block_size.map_or(1, |b| b.minimum.max(1)));
+        let cap = u64::from(u32::MAX) / align * align;
+        let n = len.min(cap) as u32;
+        let mut out = Vec::new();
+        self.transact(
+            NBD_CMD_BLOCK_STATUS,
+            0,
+            offset,
+            n,
+            &[],
+            Sink::Status(&mut out),
+        )?;
+        Ok(out)
+    }
+
+    /// Convenience: loops [`Client::block_status`] until [offset,
+    /// offset+len) is covered, returning adjacent extents clipped to that
+    /// range, with neighbours of equal flags merged.
+    pub fn extents(&mut self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let end = offset.checked_add(len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "offset + length overflows")
+        })?;
+        let mut out: Vec<Extent> = Vec::new();
+        let mut cur = offset;
+        while cur < end {
+            let got = self.block_status(cur, end - cur)?;
+            if got.is_empty() {
+                return Err(invalid("block status returned no extents"));
+            }
+            for e in got {
+                if e.offset >= end {
+                    break;
+                }
+                let length = e.length.min(end - e.offset);
+                cur = e.offset + length;
+                match out.last_mut() {
+                    Some(last)
+                        if last.offset + last.length == e.offset && last.flags == e.flags =>
+                    {
+                        last.length += length;
+                    }
+                    _ => out.push(Extent { length, ..e }),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Send `NBD_CMD_DISC`, then wait (briefly) for the server to close the
+    /// connection.
+    pub fn disconnect(mut self) -> io::Result<()> {
+        if self.broken {
+            // The stream is out of step; just close it.
+            self.closed = true;
+            return Ok(());
+        }
+        self.closed = true;
+        self.send_request(0, NBD_CMD_DISC, 0, 0, &[])?;
+        let _ = self.stream.shutdown(Shutdown::Write);
+        // Wait for the server to close its end, so that when we return the
+        // server has seen the disconnect. Bounded in time and bytes.
+        let _ = self.stream.set_read_timeout(Some(DISCONNECT_WAIT));
+        let mut scratch = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 1024 * 1024 {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Largest payload of one read/write/cache request.
+    fn max_io(&self) -> usize {
+        let mut max = MAX_REQUEST;
+        if let Some(bs) = self.info.block_size {
+            if bs.maximum > 0 {
+                max = max.min(u64::from(bs.maximum));
+            }
+        }
+        max as usize
+    }
+
+    /// A command with no payload over [offset, offset+len), split into
+    /// requests of at most `max` bytes.
+    fn ranged(&mut self, cmd: u16, flags: u16, offset: u64, len: u64, max: u64) -> io::Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(max);
+            let off = offset.checked_add(done).ok_or_else(overflow)?;
+            self.transact(cmd, flags, off, n as u32, &[], Sink::None)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Send one request and read its whole reply.
+    fn transact(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+        sink: Sink<'_>,
+    ) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the NBD connection is unusable after an earlier protocol or I/O error",
+            ));
+        }
+        let result = self
+            .send_request(flags, cmd, offset, len, data)
+            .and_then(|cookie| self.recv_reply(cookie, cmd, offset, len, sink));
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(errno)) => Err(nbd_error(errno)),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn send_request(
+        &mut self,
+        flags: u16,
+        cmd: u16,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) -> io::Result<u64> {
+        let cookie = self.next_cookie;
+        self.next_cookie = self.next_cookie.wrapping_add(1);
+        let mut hdr = Vec::with_capacity(28);
+        hdr.extend_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
+        hdr.extend_from_slice(&flags.to_be_bytes());
+        hdr.extend_from_slice(&cmd.to_be_bytes());
+        hdr.extend_from_slice(&cookie.to_be_bytes());
+        hdr.extend_from_slice(&offset.to_be_bytes());
+        hdr.extend_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&hdr)?;
+        if !data.is_empty() {
+            self.stream.write_all(data)?;
+        }
+        self.stream.flush()?;
+        Ok(cookie)
+    }
+
+    /// Read the reply to the request `cookie`. `Ok(Some(errno))` is an
+    /// error reported by the server (the stream is still in step); `Err` is
+    /// an I/O error or a protocol violation.
+    fn recv_reply(
+        &mut self,
+        cookie: u64,
+        cmd: u16,
+        offset: u64,
+        len: u32,
+        sink: Sink<'_>,
+    ) -> io::Result<Option<u32>> {
+        let name = cmd_name(cmd);
+        self.recv_reply_inner(cookie, cmd, offset, len, sink)
+            .map_err(|e| eof_context(e, &format!("waiting for the reply to {name}")))
+    }
+
+    fn recv_reply_inner(
+        &mut self,
+        cookie: u64,
+        cmd: u16,
+        offset: u64,
+        len: u32,
+        mut sink: Sink<'_>,
+    ) -> io::Result<Option<u32>> {
+        let name = cmd_name(cmd);
+        let s = &mut self.stream;
+        let mut error: Option<u32> = None;
+        let mut chunks = 0u32;
+        // Parts of a read request covered by data or hole chunks, relative
+        // to `offset`, as [start, end).
+        let mut covered: Vec<(u64, u64)> = Vec::new();
+        let mut got_status = false;
+        loop {
+            let magic = read_u32(s)?;
+            if magic == NBD_SIMPLE_REPLY_MAGIC {
+                let err = read_u32(s)?;
+                check_cookie(read_u64(s)?, cookie)?;
+                if chunks > 0 {
+                    return Err(invalid(format!(
+                        "simple reply in the middle of a structured reply to {name}"
+                    )));
+                }
+                if self.structured && cmd == NBD_CMD_READ {
+                    return Err(invalid(
+                        "simple reply to NBD_CMD_READ although structured replies were negotiated",
+                    ));
+                }
+                if err != 0 {
+                    return Ok(Some(err));
+                }
+                match &mut sink {
+                    Sink::Read(buf) => s.read_exact(buf)?,
+                    Sink::Status(_) => return Err(invalid(
+                        "successful simple reply to NBD_CMD_BLOCK_STATUS (no block status chunk)",
+                    )),
+                    Sink::None => {}
+                }
+                return Ok(None);
+            }
+            if magic != NBD_STRUCTURED_REPLY_MAGIC {
+                return Err(invalid(format!(
+                    "bad reply magic 0x{magic:08x} in reply to {name}"
+                )));
+            }
+            if !self.structured {
+                return Err(invalid(format!(
+                    "structured reply chunk to {name} although structured replies were not negotiated"
+                )));
+            }
+            let flags = read_u16(s)?;
+            let typ = read_u16(s)?;
+            check_cookie(read_u64(s)?, cookie)?;
+            let plen = read_u32(s)?;
+            chunks += 1;
+            let done = flags & NBD_REPLY_FLAG_DONE != 0;
+            let tname = chunk_name(typ);
+            let tname = tname.as_str();
+            let wrong_cmd = || invalid(format!("{tname} chunk in reply to {name}"));
+            match typ {
+                NBD_REPLY_TYPE_NONE => {
+                    if plen != 0 {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be 0)"
+                        )));
+                    }
+                    if !done {
+                        return Err(invalid(format!(
+                            "{tname} chunk without NBD_REPLY_FLAG_DONE"
+                        )));
+                    }
+                }
+                NBD_REPLY_TYPE_OFFSET_DATA => {
+                    let Sink::Read(buf) = &mut sink else {
+                        return Err(wrong_cmd());
+                    };
+                    if plen < 9 {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be at least 9)"
+                        )));
+                    }
+                    let off = read_u64(s)?;
+                    let dlen = u64::from(plen - 8);
+                    let rel = check_range(tname, off, dlen, offset, len)?;
+                    s.read_exact(&mut buf[rel as usize..(rel + dlen) as usize])?;
+                    covered.push((rel, rel + dlen));
+                }
+                NBD_REPLY_TYPE_OFFSET_HOLE => {
+                    let Sink::Read(buf) = &mut sink else {
+                        return Err(wrong_cmd());
+                    };
+                    if plen != 12 {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be 12)"
+                        )));
+                    }
+                    let off = read_u64(s)?;
+                    let hlen = u64::from(read_u32(s)?);
+                    if hlen == 0 {
+                        return Err(invalid(format!("{tname} chunk with hole size 0")));
+                    }
+                    let rel = check_range(tname, off, hlen, offset, len)?;
+                    buf[rel as usize..(rel + hlen) as usize].fill(0);
+                    covered.push((rel, rel + hlen));
+                }
+                NBD_REPLY_TYPE_BLOCK_STATUS => {
+                    let Sink::Status(out) = &mut sink else {
+                        return Err(wrong_cmd());
+                    };
+                    if plen < 12 || (plen - 4) % 8 != 0 {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be 4 + a positive multiple of 8)"
+                        )));
+                    }
+                    let ctx = read_u32(s)?;
+                    if Some(ctx) != self.base_allocation {
+                        // Some other context: not ours to interpret.
+                        discard(s, u64::from(plen - 4))?;
+                    } else {
+                        if got_status {
+                            return Err(invalid(format!(
+                                "second {tname} chunk for base:allocation in one reply"
+                            )));
+                        }
+                        got_status = true;
+                        // Descriptors are read one at a time, so memory use
+                        // is proportional to what the server actually sends,
+                        // and only the last may go past the requested length.
+                        let mut sum = 0u64;
+                        for _ in 0..(plen - 4) / 8 {
+                            if sum >= u64::from(len) {
+                                return Err(invalid(format!(
+                                    "block status extents continue after reaching the requested length {len} (only the final extent may exceed it)"
+                                )));
+                            }
+                            let elen = u64::from(read_u32(s)?);
+                            let eflags = read_u32(s)?;
+                            if elen == 0 {
+                                return Err(invalid("block status extent of length 0"));
+                            }
+                            let eoff = offset.checked_add(sum).ok_or_else(|| {
+                                invalid("block status extents extend beyond 2^64")
+                            })?;
+                            out.push(Extent {
+                                offset: eoff,
+                                length: elen,
+                                flags: eflags,
+                            });
+                            sum += elen;
+                        }
+                    }
+                }
+                t if t & NBD_REPLY_TYPE_ERROR_BIT != 0 => {
+                    if !(6..=MAX_CHUNK_PAYLOAD).contains(&plen) {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be 6 to {MAX_CHUNK_PAYLOAD})"
+                        )));
+                    }
+                    let mut p = vec![0u8; plen as usize];
+                    s.read_exact(&mut p)?;
+                    let err = be_u32(&p, 0)?;
+                    let mlen = usize::from(be_u16(&p, 4)?);
+                    let expected = match t {
+                        NBD_REPLY_TYPE_ERROR => Some(6 + mlen),
+                        NBD_REPLY_TYPE_ERROR_OFFSET => Some(6 + mlen + 8),
+                        _ => None,
+                    };
+                    match expected {
+                        Some(want) if want != p.len() => {
+                            return Err(invalid(format!(
+                                "{tname} chunk with payload length {plen} but message length {mlen} (expected payload length {want})"
+                            )));
+                        }
+                        None if 6 + mlen > p.len() => {
+                            return Err(invalid(format!(
+                                "{tname} chunk with payload length {plen} too short for its message length {mlen}"
+                            )));
+                        }
+                        _ => {}
+                    }
+                    if t == NBD_REPLY_TYPE_ERROR_OFFSET {
+                        let eoff = be_u64(&p, 6 + mlen)?;
+                        check_range(tname, eoff, 1, offset, len)?;
+                    }
+                    if err == 0 {
+                        return Err(invalid(format!("{tname} chunk with error value 0")));
+                    }
+                    // The message text is dropped: the errno is what
+                    // callers check.
+                    error.get_or_insert(err);
+                }
+                t => {
+                    return Err(invalid(format!(
+                        "unknown structured reply chunk type {t} in reply to {name}"
+                    )));
+                }
+            }
+            if done {
+                break;
+            }
+        }
+
+        // Data and hole chunks must not overlap.
+        covered.sort_unstable();
+        let mut end = 0;
+        let mut total = 0;
+        for &(start, stop) in &covered {
+            if start < end {
+                return Err(invalid(format!(
+                    "overlapping data/hole chunks in reply to {name} at offset {}",
+                    offset.wrapping_add(start)
+                )));
+            }
+            end = stop;
+            total += stop - start;
+        }
+        if let Some(err) = error {
+            return Ok(Some(err));
+        }
+        match sink {
+            Sink::Read(_) if total != u64::from(len) => Err(invalid(format!(
+                "successful reply to {name} of {len} bytes at offset {offset} covered only {total} bytes"
+            ))),
+            Sink::Status(_) if !got_status => Err(invalid(format!(
+                "successful reply to {name} without a base:allocation block status chunk"
+            ))),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if !self.closed && !self.broken {
+            self.closed = true;
+            let _ = self.send_request(0, NBD_CMD_DISC, 0, 0, &[]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Transport.
+// ---------------------------------------------------------------------------
+
+/// The socket under a [`Client`].
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// Where the payload of a reply goes.
+enum Sink<'a> {
+    /// The command has no reply payload.
+    None,
+    /// `NBD_CMD_READ`: the data for exactly the requested range.
+    Read(&'a mut [u8]),
+    /// `NBD_CMD_BLOCK_STATUS`: base:allocation extents.
+    Status(&'a mut Vec<Extent>),
+}
+
+// ---------------------------------------------------------------------------
+// Handshake.
+// ---------------------------------------------------------------------------
+
+/// The outcome of the handshake.
+struct Negotiated {
+    info: ExportInfo,
+    structured: bool,
+    base_allocation: Option<u32>,
+}
+
+fn handshake(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
+    handshake_inner(s, export).map_err(|e| eof_context(e, "negotiating with the server"))
+}
+
+fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
+    let magic = read_u64(s)?;
+    if magic != NBDMAGIC {
+        return Err(invalid(format!(
+            "not an NBD server: greeting starts with 0x{magic:016x}, not NBDMAGIC"
+        )));
+    }
+    match read_u64(s)? {
+        IHAVEOPT => newstyle(s, export),
+        NBD_OLDSTYLE_MAGIC => {
+            let size = read_u64(s)?;
+            let flags = read_u32(s)?;
+            discard(s, 124)?;
+            Ok(Negotiated {
+                info: ExportInfo {
+                    name: export.to_owned(),
+                    size,
+                    // Transmission flags are the low 16 bits.
+                    flags: flags as u16,
+                    block_size: None,
+                    description: None,
+                },
+                structured: false,
+                base_allocation: None,
+            })
+        }
+        m => Err(invalid(format!(
+            "unknown handshake magic 0x{m:016x} after NBDMAGIC"
+        ))),
+    }
+}
+
+fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
+    let gflags = read_u16(s)?;
+    let mut cflags = 0u32;
+    if gflags & NBD_FLAG_FIXED_NEWSTYLE != 0 {
+        cflags |= NBD_FLAG_C_FIXED_NEWSTYLE;
+    }
+    if gflags & NBD_FLAG_NO_ZEROES != 0 {
+        cflags |= NBD_FLAG_C_NO_ZEROES;
+    }
+    s.write_all(&cflags.to_be_bytes())?;
+    let no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES != 0;
+    if gflags & NBD_FLAG_FIXED_NEWSTYLE == 0 {
+        return export_name(s, export, no_zeroes, false, None);
+    }
+
+    // Structured replies: an error just means simple replies.
+    send_option(s, NBD_OPT_STRUCTURED_REPLY, &[])?;
+    let (typ, data) = read_option_reply(s, NBD_OPT_STRUCTURED_REPLY)?;
+    let structured = match typ {
+        NBD_REP_ACK if data.is_empty() => true,
+        t if t & NBD_REP_FLAG_ERROR != 0 => false,
+        t => return Err(unexpected_reply(NBD_OPT_STRUCTURED_REPLY, t, data.len())),
+    };
+
+    let base_allocation = if structured {
+        set_meta_context(s, export)?
+    } else {
+        None
+    };
+
+    go(s, export, no_zeroes, structured, base_allocation)
+}
+
+/// `NBD_OPT_SET_META_CONTEXT` for `base:allocation`; returns its context
+/// id, or `None` if the server declined.
+fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
+    let mut payload = Vec::new();
+    put_string32(&mut payload, export)?;
+    payload.extend_from_slice(&1u32.to_be_bytes());
+    put_string32(&mut payload, BASE_ALLOCATION)?;
+    send_option(s, NBD_OPT_SET_META_CONTEXT, &payload)?;
+    let mut id = None;
+    loop {
+        let (typ, data) = read_option_reply(s, NBD_OPT_SET_META_CONTEXT)?;
+        match typ {
+            NBD_REP_META_CONTEXT => {
+                let ctx = be_u32(&data, 0)?;
+                let ctx_name = &data[4..];
+                if ctx_name != BASE_ALLOCATION.as_bytes() {
+                    return Err(invalid(format!(
+                        "server selected meta context {:?}, which was not asked for",
+                        String::from_utf8_lossy(ctx_name)
+                    )));
+                }
+                if id.is_some() {
+                    return Err(invalid("server selected base:allocation twice"));
+                }
+                id = Some(ctx);
+            }
+            NBD_REP_ACK if data.is_empty() => return Ok(id),
+            t if t & NBD_REP_FLAG_ERROR != 0 => return Ok(None),
+            t => return Err(unexpected_reply(NBD_OPT_SET_META_CONTEXT, t, data.len())),
+        }
+    }
+}
+
+/// `NBD_OPT_GO`, falling back to `NBD_OPT_EXPORT_NAME` if unsupported.
+fn go(
+    s: &mut Stream,
+    export: &str,
+    no_zeroes: bool,
+    structured: bool,
+    base_allocation: Option<u32>,
+) -> io::Result<Negotiated> {
+    let mut payload = Vec::new();
+    put_string32(&mut payload, export)?;
+    payload.extend_from_slice(&2u16.to_be_bytes());
+    payload.extend_from_slice(&NBD_INFO_BLOCK_SIZE.to_be_bytes());
+    payload.extend_from_slice(&NBD_INFO_DESCRIPTION.to_be_bytes());
+    send_option(s, NBD_OPT_GO, &payload)?;
+
+    let mut size_flags = None;
+    let mut block_size = None;
+    let mut description = None;
+    loop {
+        let (typ, data) = read_option_reply(s, NBD_OPT_GO)?;
+        match typ {
+            NBD_REP_INFO => {
+                let info = be_u16(&data, 0)?;
+                let want_len = match info {
+                    NBD_INFO_EXPORT => Some(12),
+                    NBD_INFO_BLOCK_SIZE => Some(14),
+                    _ => None,
+                };
+                if let Some(want) = want_len {
+                    if data.len() != want {
+                        return Err(invalid(format!(
+                            "NBD_REP_INFO of type {info} with length {} (must be {want})",
+                            data.len()
+                        )));
+                    }
+                }
+                match info {
+                    NBD_INFO_EXPORT => {
+                        size_flags = Some((be_u64(&data, 2)?, be_u16(&data, 10)?));
+                    }
+                    NBD_INFO_BLOCK_SIZE => {
+                        block_size = Some(BlockSize {
+                            minimum: be_u32(&data, 2)?,
+                            preferred: be_u32(&data, 6)?,
+                            maximum: be_u32(&data, 10)?,
+                        });
+                    }
+                    NBD_INFO_DESCRIPTION => {
+                        let text = String::from_utf8(data[2..].to_vec())
+                            .map_err(|_| invalid("NBD_INFO_DESCRIPTION is not valid UTF-8"))?;
+                        description = Some(text);
+                    }
+                    // Unknown information types must be ignored.
+                    _ => {}
+                }
+            }
+            NBD_REP_ACK if data.is_empty() => {
+                let (size, flags) = size_flags.ok_or_else(|| {
+                    invalid("NBD_OPT_GO succeeded without sending NBD_INFO_EXPORT")
+                })?;
+                return Ok(Negotiated {
+                    info: ExportInfo {
+                        name: export.to_owned(),
+                        size,
+                        flags,
+                        block_size,
+                        description,
+                    },
+                    structured,
+                    base_allocation,
+                });
+            }
+            NBD_REP_ERR_UNSUP => {
+                return export_name(s, export, no_zeroes, structured, base_allocation)
+            }
+            t if t & NBD_REP_FLAG_ERROR != 0 => {
+                // Be polite: a soft disconnect. The reply does not matter.
+                let _ = send_option(s, NBD_OPT_ABORT, &[]);
+                let kind = match t {
+                    NBD_REP_ERR_UNKNOWN => io::ErrorKind::NotFound,
+                    NBD_REP_ERR_POLICY | NBD_REP_ERR_TLS_REQD => io::ErrorKind::PermissionDenied,
+                    _ => io::ErrorKind::Other,
+                };
+                let mut msg = format!("server refused export {export:?}: {}", rep_name(t));
+                if !data.is_empty() {
+                    msg.push_str(": ");
+                    msg.push_str(&String::from_utf8_lossy(&data));
+                }
+                return Err(io::Error::new(kind, msg));
+            }
+            t => return Err(unexpected_reply(NBD_OPT_GO, t, data.len())),
+        }
+    }
+}
+
+/// `NBD_OPT_EXPORT_NAME`: the server either answers with the export's size
+/// and flags or closes the connection.
+fn export_name(
+    s: &mut Stream,
+    export: &str,
+    no_zeroes: bool,
+    structured: bool,
+    base_allocation: Option<u32>,
+) -> io::Result<Negotiated> {
+    send_option(s, NBD_OPT_EXPORT_NAME, export.as_bytes())?;
+    let size = read_u64(s).map_err(|e| {
+        eof_context(
+            e,
+            &format!(
+                "waiting for the reply to NBD_OPT_EXPORT_NAME (the server may have refused export {export:?})"
+            ),
+        )
+    })?;
+    let flags = read_u16(s)?;
+    if !no_zeroes {
+        discard(s, 124)?;
+    }
+    Ok(Negotiated {
+        info: ExportInfo {
+            name: export.to_owned(),
+            size,
+            flags,
+            block_size: None,
+            description: None,
+        },
+        structured,
+        base_allocation,
+    })
+}
+
+fn send_option(s: &mut Stream, opt: u32, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option data too long"))?;
+    let mut buf = Vec::with_capacity(16 + data.len());
+    buf.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    buf.extend_from_slice(&opt.to_be_bytes());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(data);
+    s.write_all(&buf)?;
+    s.flush()
+}
+
+/// Read one option reply to `opt`: (reply type, payload).
+fn read_option_reply(s: &mut Stream, opt: u32) -> io::Result<(u32, Vec<u8>)> {
+    let magic = read_u64(s)?;
+    if magic != NBD_REP_MAGIC {
+        return Err(invalid(format!(
+            "bad option reply magic 0x{magic:016x} in reply to {}",
+            opt_name(opt)
+        )));
+    }
+    let ropt = read_u32(s)?;
+    if ropt != opt {
+        return Err(invalid(format!(
+            "option reply for option {ropt} while waiting for the reply to {}",
+            opt_name(opt)
+        )));
+    }
+    let typ = read_u32(s)?;
+    let len = read_u32(s)?;
+    if len > MAX_OPTION_REPLY {
+        return Err(invalid(format!(
+            "option reply to {} with payload length {len} (this client accepts at most {MAX_OPTION_REPLY})",
+            opt_name(opt)
+        )));
+    }
+    let mut data = vec![0u8; len as usize];
+    s.read_exact(&mut data)?;
+    Ok((typ, data))
+}
+
+/// Append a string preceded by its 32-bit length.
+fn put_string32(buf: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    let len = u32::try_from(s.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string too long"))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn unexpected_reply(opt: u32, typ: u32, len: usize) -> io::Error {
+    invalid(format!(
+        "unexpected reply {} (payload length {len}) to {}",
+        rep_name(typ),
+        opt_name(opt)
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+// ---------------------------------------------------------------------------
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn overflow() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "offset + length overflows")
+}
+
+/// Offset of the chunk starting `done` bytes into an operation at `offset`.
+fn chunk_offset(offset: u64, done: usize) -> io::Result<u64> {
+    offset.checked_add(done as u64).ok_or_else(overflow)
+}
+
+/// Give an "unexpected end of file" error a message saying what we were
+/// doing; other errors pass through unchanged.
+fn eof_context(e: io::Error, what: &str) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof && e.get_ref().is_none() {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("server closed the connection while {what}"),
+        )
+    } else {
+        e
+    }
+}
+
+fn check_cookie(got: u64, want: u64) -> io::Result<()> {
+    if got != want {
+        return Err(invalid(format!(
+            "reply cookie 0x{got:x} does not match the request's cookie 0x{want:x}"
+        )));
+    }
+    Ok(())
+}
+
+/// Check that [off, off+n) lies within the request [req_off, req_off+req_len)
+/// and return `off - req_off`.
+fn check_range(what: &str, off: u64, n: u64, req_off: u64, req_len: u32) -> io::Result<u64> {
+    match off.checked_sub(req_off) {
+        Some(rel) if rel.checked_add(n).is_some_and(|end| end <= u64::from(req_len)) => Ok(rel),
+        _ => Err(invalid(format!(
+            "{what} chunk covers {n} bytes at offset {off}, outside the request ({req_len} bytes at offset {req_off})"
+        ))),
+    }
+}
+
+/// Map an NBD error value to an `io::Error` with the host's errno.
+fn nbd_error(err: u32) -> io::Error {
+    let errno = match err {
+        NBD_EPERM => libc::EPERM,
+        NBD_EIO => libc::EIO,
+        NBD_ENOMEM => libc::ENOMEM,
+        NBD_EINVAL => libc::EINVAL,
+        NBD_ENOSPC => libc::ENOSPC,
+        NBD_EOVERFLOW => libc::EOVERFLOW,
+        NBD_ENOTSUP => libc::ENOTSUP,
+        NBD_ESHUTDOWN => libc::ESHUTDOWN,
+        _ => libc::EINVAL,
+    };
+    io::Error::from_raw_os_error(errno)
+}
+
+fn read_array<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn read_u16(r: &mut impl Read) -> io::Result<u16> {
+    read_array(r).map(u16::from_be_bytes)
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    read_array(r).map(u32::from_be_bytes)
+}
+
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    read_array(r).map(u64::from_be_bytes)
+}
+
+/// Read and throw away exactly `n` bytes.
+fn discard(r: &mut impl Read, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut (&mut *r).take(n), &mut io::sink())?;
+    if copied != n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn be_bytes<const N: usize>(b: &[u8], at: usize) -> io::Result<[u8; N]> {
+    b.get(at..at + N)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| invalid(format!("payload of {} bytes is too short", b.len())))
+}
+
+fn be_u16(b: &[u8], at: usize) -> io::Result<u16> {
+    be_bytes(b, at).map(u16::from_be_bytes)
+}
+
+fn be_u32(b: &[u8], at: usize) -> io::Result<u32> {
+    be_bytes(b, at).map(u32::from_be_bytes)
+}
+
+fn be_u64(b: &[u8], at: usize) -> io::Result<u64> {
+    be_bytes(b, at).map(u64::from_be_bytes)
+}
+
+fn cmd_name(cmd: u16) -> &'static str {
+    match cmd {
+        NBD_CMD_READ => "NBD_CMD_READ",
+        NBD_CMD_WRITE => "NBD_CMD_WRITE",
+        NBD_CMD_DISC => "NBD_CMD_DISC",
+        NBD_CMD_FLUSH => "NBD_CMD_FLUSH",
+        NBD_CMD_TRIM => "NBD_CMD_TRIM",
+        NBD_CMD_CACHE => "NBD_CMD_CACHE",
+        NBD_CMD_WRITE_ZEROES => "NBD_CMD_WRITE_ZEROES",
+        NBD_CMD_BLOCK_STATUS => "NBD_CMD_BLOCK_STATUS",
+        _ => "an unknown command",
+    }
+}
+
+fn chunk_name(typ: u16) -> String {
+    match typ {
+        NBD_REPLY_TYPE_NONE => "NBD_REPLY_TYPE_NONE".into(),
+        NBD_REPLY_TYPE_OFFSET_DATA => "NBD_REPLY_TYPE_OFFSET_DATA".into(),
+        NBD_REPLY_TYPE_OFFSET_HOLE => "NBD_REPLY_TYPE_OFFSET_HOLE".into(),
+        NBD_REPLY_TYPE_BLOCK_STATUS => "NBD_REPLY_TYPE_BLOCK_STATUS".into(),
+        NBD_REPLY_TYPE_ERROR => "NBD_REPLY_TYPE_ERROR".into(),
+        NBD_REPLY_TYPE_ERROR_OFFSET => "NBD_REPLY_TYPE_ERROR_OFFSET".into(),
+        t => format!("reply type {t}"),
+    }
+}
+
+fn opt_name(opt: u32) -> &'static str {
+    match opt {
+        NBD_OPT_EXPORT_NAME => "NBD_OPT_EXPORT_NAME",
+        NBD_OPT_ABORT => "NBD_OPT_ABORT",
+        NBD_OPT_GO => "NBD_OPT_GO",
+        NBD_OPT_STRUCTURED_REPLY => "NBD_OPT_STRUCTURED_REPLY",
+        NBD_OPT_SET_META_CONTEXT => "NBD_OPT_SET_META_CONTEXT",
+        _ => "an unknown option",
+    }
+}
+
+fn rep_name(typ: u32) -> String {
+    let name = match typ {
+        NBD_REP_ACK => "NBD_REP_ACK",
+        NBD_REP_INFO => "NBD_REP_INFO",
+        NBD_REP_META_CONTEXT => "NBD_REP_META_CONTEXT",
+        NBD_REP_ERR_UNSUP => "NBD_REP_ERR_UNSUP",
+        NBD_REP_ERR_POLICY => "NBD_REP_ERR_POLICY",
+        NBD_REP_ERR_INVALID => "NBD_REP_ERR_INVALID",
+        NBD_REP_ERR_PLATFORM => "NBD_REP_ERR_PLATFORM",
+        NBD_REP_ERR_TLS_REQD => "NBD_REP_ERR_TLS_REQD",
+        NBD_REP_ERR_UNKNOWN => "NBD_REP_ERR_UNKNOWN",
+        NBD_REP_ERR_SHUTDOWN => "NBD_REP_ERR_SHUTDOWN",
+        NBD_REP_ERR_BLOCK_SIZE_REQD => "NBD_REP_ERR_BLOCK_SIZE_REQD",
+        NBD_REP_ERR_TOO_BIG => "NBD_REP_ERR_TOO_BIG",
+        NBD_REP_ERR_EXT_HEADER_REQD => "NBD_REP_ERR_EXT_HEADER_REQD",
+        t if t & NBD_REP_FLAG_ERROR != 0 => return format!("error reply 0x{t:08x}"),
+        t => return format!("reply type {t}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(nbd_error(NBD_EIO).raw_os_error(), Some(libc::EIO));
+        assert_eq!(nbd_error(NBD_ENOSPC).raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(
+            nbd_error(NBD_ESHUTDOWN).raw_os_error(),
+            Some(libc::ESHUTDOWN)
+        );
+        assert_eq!(nbd_error(9999).raw_os_error(), Some(libc::EINVAL));
+    }
+}

@@ -1,0 +1,633 @@
+//! [`CaptiveDisk`], the guard around one running server, and its
+//! [`Builder`].
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary;
+use crate::client::Client;
+use crate::error::{Error, ErrorKind};
+use crate::spawn::{self, Ready};
+use crate::uri;
+
+/// How long [`Builder::start`] waits for the server unless told otherwise.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a dropped guard waits after SIGTERM before it sends SIGKILL,
+/// unless told otherwise.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much of the server's stderr errors and `Debug` show.
+const TAIL_LINES: usize = 20;
+
+/// Everything a test may set before the server starts.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use nbdkit_test::CaptiveDisk;
+///
+/// let disk = CaptiveDisk::builder("memory")
+///     .arg("size=1M")
+///     .export_name("scratch")
+///     .readonly()
+///     .start()?;
+/// assert!(disk.uri().starts_with("nbd+unix:///scratch?socket="));
+/// assert!(disk.connect()?.info().read_only());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "a Builder does nothing until .start() is called"]
+pub struct Builder {
+    plugin: OsString,
+    args: Vec<OsString>,
+    filters: Vec<OsString>,
+    server_args: Vec<OsString>,
+    readonly: bool,
+    export_name: String,
+    tcp: bool,
+    verbose: bool,
+    env: Vec<(OsString, OsString)>,
+    timeout: Duration,
+    stop_timeout: Duration,
+    binary: Option<PathBuf>,
+}
+
+impl Builder {
+    /// A disk served by `plugin` (a name like `memory`, or a path).
+    pub fn new(plugin: impl AsRef<OsStr>) -> Builder {
+        Builder {
+            plugin: plugin.as_ref().to_owned(),
+            args: Vec::new(),
+            filters: Vec::new(),
+            server_args: Vec::new(),
+            readonly: false,
+            export_name: String::new(),
+            tcp: false,
+            verbose: false,
+            env: Vec::new(),
+            timeout: DEFAULT_START_TIMEOUT,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            binary: None,
+        }
+    }
+
+    /// One plugin or filter parameter, e.g. `"size=1M"` or a magic
+    /// parameter such as `"1M"`.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Builder {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Several parameters.
+    pub fn args<I, S>(mut self, args: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Add `--filter=NAME`. The first filter added is the one closest to
+    /// the client, as on the command line.
+    pub fn filter(mut self, name: impl AsRef<OsStr>) -> Builder {
+        self.filters.push(name.as_ref().to_owned());
+        self
+    }
+
+    /// Serve the export read-only (`-r`).
+    pub fn readonly(mut self) -> Builder {
+        self.readonly = true;
+        self
+    }
+
+    /// The export name (`-e`); it also goes into the URI.
+    pub fn export_name(mut self, name: impl Into<String>) -> Builder {
+        self.export_name = name.into();
+        self
+    }
+
+    /// Listen on TCP, on 127.0.0.1 and a port the kernel picks, instead of
+    /// a private Unix socket.
+    pub fn tcp(mut self) -> Builder {
+        self.tcp = true;
+        self
+    }
+
+    /// Run the server with `-v`: its debug messages go to [`CaptiveDisk::log`].
+    pub fn verbose(mut self) -> Builder {
+        self.verbose = true;
+        self
+    }
+
+    /// An extra server option placed before the plugin name, e.g.
+    /// `"--no-sr"` or `"--threads=4"`.
+    pub fn server_arg(mut self, arg: impl AsRef<OsStr>) -> Builder {
+        self.server_args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Set an environment variable for the server.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Builder {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// How long to wait for the server to be ready (default 30 s). Only a
+    /// server that fails to start ever takes this long.
+    pub fn start_timeout(mut self, limit: Duration) -> Builder {
+        self.timeout = limit;
+        self
+    }
+
+    /// How long dropping the guard waits after SIGTERM before it sends
+    /// SIGKILL (default 5 s). A server with no clients exits in
+    /// milliseconds; only a stuck one takes this long.
+    pub fn stop_timeout(mut self, limit: Duration) -> Builder {
+        self.stop_timeout = limit;
+        self
+    }
+
+    /// Run this binary instead of searching for one (see the crate docs for
+    /// the search order). From a crate that builds `nbdkit` itself:
+    /// `.binary(env!("CARGO_BIN_EXE_nbdkit"))`.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Start the server and return once it accepts connections.
+    pub fn start(self) -> Result<CaptiveDisk, Error> {
+        let bin = binary::find(self.binary.as_deref())?;
+        let print_uri = binary::has_print_uri(&bin, &self.env);
+        Launch::new(self, bin, print_uri).and_then(Launch::run)
+    }
+}
+
+/// How the server tells us it is ready, and where it listens.
+enum Mode {
+    /// `-U -` or `-i 127.0.0.1 -p 0` with `--print-uri`: the URI on stdout
+    /// is both the readiness signal and the address.
+    PrintUri,
+    /// Older nbdkit (C 1.32): a socket in a directory of ours, and the
+    /// pidfile written to a pipe as the readiness signal.
+    PidfileUnix {
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+    },
+    /// Older nbdkit on TCP: a listening socket we bound ourselves, passed
+    /// by socket activation, so the port is known without a race.
+    PidfileTcp { port: u16 },
+}
+
+struct Launch {
+    cmd: Command,
+    display: String,
+    mode: Mode,
+    keep: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>,
+    ready_read: Option<OwnedFd>,
+    // Held until the child has them.
+    ready_write: Option<OwnedFd>,
+    listener: Option<TcpListener>,
+    stderr: File,
+    export_name: String,
+    timeout: Duration,
+    stop_timeout: Duration,
+}
+
+impl Launch {
+    fn new(b: Builder, bin: PathBuf, print_uri: bool) -> Result<Launch, Error> {
+        let mut opts: Vec<OsString> = vec!["-f".into(), "--exit-with-parent".into()];
+        let mut keep = Vec::new();
+        let (mut ready_read, mut ready_write, mut listener) = (None, None, None);
+        let mode = if print_uri {
+            if b.tcp {
+                opts.extend(["-i", "127.0.0.1", "-p", "0"].map(OsString::from));
+            } else {
+                opts.extend(["-U", "-"].map(OsString::from));
+            }
+            opts.push("--print-uri".into());
+            Mode::PrintUri
+        } else {
+            let (r, w) = spawn::pipe().map_err(|e| Error::io("cannot create a pipe", e))?;
+            let mode = if b.tcp {
+                let l = TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| Error::io("cannot bind 127.0.0.1:0", e))?;
+                let port = l
+                    .local_addr()
+                    .map_err(|e| Error::io("cannot read the bound port", e))?
+                    .port();
+                keep.push((l.as_raw_fd(), 3));
+                keep.push((w.as_raw_fd(), 4));
+                opts.extend(["-P", "/dev/fd/4"].map(OsString::from));
+                listener = Some(l);
+                Mode::PidfileTcp { port }
+            } else {
+                let dir = tempfile::Builder::new()
+                    .prefix("nbdkit-test-")
+                    .tempdir()
+                    .map_err(|e| Error::io("cannot create a socket directory", e))?;
+                let socket = dir.path().join("socket");
+                opts.push("-U".into());
+                opts.push(socket.clone().into());
+                keep.push((w.as_raw_fd(), 3));
+                opts.extend(["-P", "/dev/fd/3"].map(OsString::from));
+                Mode::PidfileUnix { dir, socket }
+            };
+            ready_read = Some(r);
+            ready_write = Some(w);
+            mode
+        };
+        if b.readonly {
+            opts.push("-r".into());
+        }
+        if !b.export_name.is_empty() {
+            opts.push("-e".into());
+            opts.push(b.export_name.clone().into());
+        }
+        if b.verbose {
+            opts.push("-v".into());
+        }
+        opts.extend(b.server_args);
+        for f in &b.filters {
+            let mut o = OsString::from("--filter=");
+            o.push(f);
+            opts.push(o);
+        }
+        opts.push(b.plugin);
+        opts.extend(b.args);
+
+        let stderr = tempfile::tempfile()
+            .map_err(|e| Error::io("cannot create a file for the server's stderr", e))?;
+        let clone = |f: &File| {
+            f.try_clone()
+                .map_err(|e| Error::io("cannot duplicate the stderr file", e))
+        };
+        let mut display =
+            quote_words(std::iter::once(bin.as_os_str()).chain(opts.iter().map(|o| o.as_os_str())));
+        let mut cmd = if matches!(mode, Mode::PidfileTcp { .. }) {
+            // LISTEN_PID must be the server's own pid, known only after
+            // fork: let a shell learn it and exec the server in place.
+            display = format!("LISTEN_FDS=1 LISTEN_PID=<pid> {display}");
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(&bin)
+                .args(&opts)
+                .env("LISTEN_FDS", "1");
+            c
+        } else {
+            let mut c = Command::new(&bin);
+            c.args(&opts)
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID");
+            c
+        };
+        cmd.envs(b.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stderr(clone(&stderr)?);
+        if matches!(mode, Mode::PrintUri) {
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(clone(&stderr)?);
+        }
+        if !b.env.is_empty() {
+            let vars = quote_words(
+                b.env
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut kv = k.clone();
+                        kv.push("=");
+                        kv.push(v);
+                        kv
+                    })
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|s| s.as_os_str()),
+            );
+            display = format!("{vars} {display}");
+        }
+        Ok(Launch {
+            cmd,
+            display,
+            mode,
+            keep,
+            ready_read,
+            ready_write,
+            listener,
+            stderr,
+            export_name: b.export_name,
+            timeout: b.timeout,
+            stop_timeout: b.stop_timeout,
+        })
+    }
+
+    fn run(mut self) -> Result<CaptiveDisk, Error> {
+        let deadline = Instant::now() + self.timeout;
+        let display = self.display.clone();
+        let mut child = spawn::spawn(self.cmd, std::mem::take(&mut self.keep)).map_err(|e| {
+            Error::new(ErrorKind::Spawn, "cannot run nbdkit")
+                .with_source(e)
+                .with_command(display.clone())
+        })?;
+        // The child has its copies now; ours would hide its exit from
+        // the readiness pipe.
+        drop(self.ready_write.take());
+        drop(self.listener.take());
+        let pidfd = spawn::pidfd(child.id());
+        let stdout: Option<OwnedFd> = child.stdout.take().map(OwnedFd::from);
+        let ready_fd = match (&stdout, &self.ready_read) {
+            (Some(s), _) => s,
+            (None, Some(r)) => r,
+            (None, None) => unreachable!("every mode has a readiness pipe"),
+        };
+        let mut disk = CaptiveDisk {
+            child,
+            pidfd,
+            uri: String::new(),
+            socket: None,
+            port: None,
+            export_name: self.export_name,
+            command: self.display,
+            stderr: self.stderr,
+            _stdout: None,
+            dir: None,
+            private_dir: None,
+            stop_timeout: self.stop_timeout,
+            stopped: None,
+        };
+        let line = match spawn::first_line(ready_fd, disk.pidfd.as_ref(), deadline) {
+            Ready::Line(l) => l,
+            Ready::Exited => {
+                let status = disk.stop();
+                let msg = match status {
+                    Some(s) => format!("nbdkit exited before it was ready ({s})"),
+                    None => "nbdkit closed its output before it was ready".to_string(),
+                };
+                let kind = status.map_or(ErrorKind::Io, ErrorKind::Exited);
+                return Err(disk.error(kind, msg));
+            }
+            Ready::Timeout => {
+                disk.stop();
+                let msg = format!("nbdkit was not ready within {:?}", self.timeout);
+                return Err(disk.error(ErrorKind::Timeout, msg));
+            }
+        };
+        match self.mode {
+            Mode::PrintUri => {
+                disk._stdout = stdout;
+                match uri::parse(&line) {
+                    Ok(uri::Target::Unix { socket, .. }) => {
+                        disk.private_dir = socket.parent().map(Path::to_path_buf);
+                        disk.socket = Some(socket);
+                    }
+                    Ok(uri::Target::Tcp { port, .. }) => disk.port = Some(port),
+                    Err(_) => {
+                        disk.stop();
+                        let msg = format!("nbdkit printed {line:?}, which is not an NBD URI");
+                        return Err(disk.error(ErrorKind::Io, msg));
+                    }
+                }
+                disk.uri = line;
+            }
+            Mode::PidfileUnix { dir, socket } => {
+                disk.uri = uri::unix(&socket, &disk.export_name);
+                disk.socket = Some(socket);
+                disk.dir = Some(dir);
+            }
+            Mode::PidfileTcp { port } => {
+                disk.uri = uri::tcp(port, &disk.export_name);
+                disk.port = Some(port);
+            }
+        }
+        Ok(disk)
+    }
+}
+
+/// A running nbdkit serving one throwaway disk, shut down when dropped.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use nbdkit_test::CaptiveDisk;
+///
+/// let disk = CaptiveDisk::new(["memory", "size=1M"])?;
+/// let mut nbd = disk.connect()?;
+/// nbd.write(4096, b"hello")?;
+/// assert_eq!(nbd.read(4096, 5)?, b"hello");
+///
+/// let socket = disk.socket().unwrap().to_path_buf();
+/// drop(nbd);
+/// drop(disk); // SIGTERM, wait, reap: the socket and its directory are gone
+/// assert!(!socket.exists());
+/// # Ok(()) }
+/// ```
+#[must_use = "the server stops as soon as the CaptiveDisk is dropped"]
+pub struct CaptiveDisk {
+    child: Child,
+    pidfd: Option<OwnedFd>,
+    uri: String,
+    socket: Option<PathBuf>,
+    port: Option<u16>,
+    export_name: String,
+    command: String,
+    stderr: File,
+    // The read end of the server's stdout, kept open so that a stray write
+    // by the server never fails with EPIPE.
+    _stdout: Option<OwnedFd>,
+    // The socket directory, when we made it (older nbdkit).
+    dir: Option<tempfile::TempDir>,
+    // The server's own `-U -` directory, removed by us only if the server
+    // had to be killed.
+    private_dir: Option<PathBuf>,
+    stop_timeout: Duration,
+    stopped: Option<ExitStatus>,
+}
+
+impl CaptiveDisk {
+    /// Start a disk from a plugin and its parameters, e.g.
+    /// `["memory", "size=1M"]`. The first item is the plugin.
+    pub fn new<I, S>(args: I) -> Result<CaptiveDisk, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut it = args.into_iter();
+        let plugin = it.next().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Spawn,
+                "CaptiveDisk::new needs at least a plugin name",
+            )
+        })?;
+        Builder::new(plugin).args(it).start()
+    }
+
+    /// A [`Builder`] for a disk served by `plugin`.
+    pub fn builder(plugin: impl AsRef<OsStr>) -> Builder {
+        Builder::new(plugin)
+    }
+
+    /// The NBD URI: `nbd+unix:///EXPORT?socket=PATH`, or
+    /// `nbd://127.0.0.1:PORT[/EXPORT]` on TCP.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The Unix socket path (None on TCP).
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    /// The TCP port (None on a Unix socket).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The export name asked for (empty for the default export).
+    pub fn export_name(&self) -> &str {
+        &self.export_name
+    }
+
+    /// The server command line, shell-quoted.
+    pub fn command_line(&self) -> &str {
+        &self.command
+    }
+
+    /// Everything the server wrote to stderr (and, for servers without
+    /// `--print-uri`, stdout) so far.
+    pub fn log(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = 0u64;
+        while let Ok(n) = self.stderr.read_at(&mut buf, off) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            off += n as u64;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Open a connection with the crate's small blocking client.
+    pub fn connect(&self) -> io::Result<Client> {
+        match (&self.socket, self.port) {
+            (Some(s), _) => Client::connect_unix(s, &self.export_name),
+            (None, Some(p)) => Client::connect_tcp(("127.0.0.1", p), &self.export_name),
+            (None, None) => Client::connect_uri(&self.uri),
+        }
+    }
+
+    /// Stop the server now (SIGTERM, then SIGKILL after a few seconds) and
+    /// return how it exited. Dropping the guard does the same.
+    pub fn shutdown(mut self) -> io::Result<ExitStatus> {
+        self.stop()
+            .ok_or_else(|| io::Error::other("the server could not be reaped"))
+    }
+
+    /// Stop, reap and clean up; idempotent.
+    fn stop(&mut self) -> Option<ExitStatus> {
+        if self.stopped.is_none() {
+            let mut status = self.child.try_wait().ok().flatten();
+            if status.is_none() {
+                // SAFETY: the child is not reaped yet, so the pid is ours.
+                unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+                if !spawn::wait_exit(&mut self.child, self.pidfd.as_ref(), self.stop_timeout) {
+                    let _ = self.child.kill();
+                }
+                status = self.child.wait().ok();
+            }
+            self.stopped = status;
+            // A server that exits on its own removes its socket; one that
+            // had to be killed cannot.
+            if let Some(s) = &self.socket {
+                let _ = std::fs::remove_file(s);
+            }
+            if let Some(d) = self.private_dir.take() {
+                let _ = std::fs::remove_dir(d);
+            }
+            self.dir.take();
+            self.pidfd.take();
+        }
+        self.stopped
+    }
+
+    fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        let mut t = lines[start..].join("\n");
+        if t.len() > 8192 {
+            let cut = t.len() - 8192;
+            let cut = (cut..t.len())
+                .find(|&i| t.is_char_boundary(i))
+                .unwrap_or(t.len());
+            t = t.split_off(cut);
+        }
+        t
+    }
+
+    fn error(&self, kind: ErrorKind, msg: String) -> Error {
+        Error::new(kind, msg)
+            .with_command(self.command.clone())
+            .with_stderr(self.tail())
+    }
+}
+
+impl fmt::Debug for CaptiveDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptiveDisk")
+            .field("pid", &self.child.id())
+            .field("uri", &self.uri)
+            .field("command", &self.command)
+            .field("stderr", &self.tail())
+            .finish()
+    }
+}
+
+impl Drop for CaptiveDisk {
+    fn drop(&mut self) {
+        let status = self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "nbdkit-test: server {} ({}) stopped ({}); its stderr ends:\n{}",
+                self.child.id(),
+                self.uri,
+                status.map_or_else(|| "not reaped".to_string(), |s| s.to_string()),
+                self.tail()
+            );
+        }
+    }
+}
+
+/// Shell-quote words for display.
+fn quote_words<'a>(words: impl Iterator<Item = &'a OsStr>) -> String {
+    words
+        .map(|w| {
+            let s = w.to_string_lossy();
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=./:,+@%".contains(&b))
+            {
+                s.into_owned()
+            } else {
+                format!("'{}'", s.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,10 @@
+//! The nbdkit-test crate's own tests: one binary, one module per promise.
+
+mod binary; // which nbdkit runs, and C nbdkit as the backend
+mod client; // the blocking client against a real server
+mod crash; // the test process dies without dropping: servers still go
+mod guard; // start, accessors, errors, Debug, drop
+mod many; // 200 guards across parallel tests
+mod rstest_fixtures; // the crate docs' rstest examples, run for real
+mod shared; // a disk shared by tests outlives the thread that made it
+mod util;
