@@ -14,6 +14,16 @@ pub fn bin() -> PathBuf {
 }
 
 /// `assert_cmd` command for the binary under test.
+/// A throwaway disk on the binary under test, through our own nbdkit-test
+/// crate: `args` are the plugin and its parameters.
+pub fn disk(args: &[&str]) -> nbdkit_test::CaptiveDisk {
+    nbdkit_test::CaptiveDisk::builder(args[0])
+        .args(&args[1..])
+        .binary(bin())
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn nbdkit() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(bin());
     c.timeout(Duration::from_secs(60));

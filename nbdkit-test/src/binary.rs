@@ -114,7 +114,8 @@ fn target_candidates() -> Vec<PathBuf> {
         roots.push(PathBuf::from(t));
     }
     // This crate's own workspace, as it was when it was compiled.
-    roots.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    roots.push(manifest.parent().unwrap_or(manifest).join("target"));
     for root in roots {
         for profile in ["debug", "release"] {
             let p = root.join(profile).join("nbdkit");

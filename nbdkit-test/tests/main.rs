@@ -3,6 +3,7 @@
 mod binary; // which nbdkit runs, and C nbdkit as the backend
 mod client; // the blocking client against a real server
 mod crash; // the test process dies without dropping: servers still go
+mod external; // a crate outside the workspace uses us with plain `cargo test`
 mod guard; // start, accessors, errors, Debug, drop
 mod many; // 200 guards across parallel tests
 mod rstest_fixtures; // the crate docs' rstest examples, run for real

@@ -14,12 +14,12 @@ fn image(len: u64) -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn reads_and_writes_reach_the_file() {
     let (_d, img) = image(1 << 20);
-    let srv = Server::start(&["file", img.to_str().unwrap()]);
-    let (mut c, size, _) = Raw::open(srv.connect(), true);
-    assert_eq!(size, 1 << 20);
-    assert_eq!(c.call(CMD_READ, 0, 100_000, 10, b"").data, b"0123456789");
-    assert_eq!(c.call(CMD_WRITE, FLAG_FUA, 4096, 5, b"hello").error, 0);
-    assert_eq!(c.call(CMD_FLUSH, 0, 0, 0, b"").error, 0);
+    let disk = disk(&["file", img.to_str().unwrap()]);
+    let mut c = disk.connect().unwrap();
+    assert_eq!(c.size(), 1 << 20);
+    assert_eq!(c.read(100_000, 10).unwrap(), b"0123456789");
+    c.write_fua(4096, b"hello").unwrap();
+    c.flush().unwrap();
     let mut back = [0u8; 5];
     std::fs::File::open(&img)
         .unwrap()
@@ -27,38 +27,33 @@ fn reads_and_writes_reach_the_file() {
         .unwrap();
     assert_eq!(&back, b"hello");
     // Zero and trim read back as zeroes, in the file too.
-    assert_eq!(c.call(CMD_WRITE_ZEROES, 0, 100_000, 4, b"").error, 0);
-    assert_eq!(c.call(CMD_TRIM, 0, 4096, 5, b"").error, 0);
-    assert_eq!(
-        c.call(CMD_READ, 0, 100_000, 10, b"").data,
-        b"\x00\x00\x00\x00456789"
-    );
-    assert_eq!(c.call(CMD_READ, 0, 4096, 5, b"").data, [0u8; 5]);
+    c.zero(100_000, 4).unwrap();
+    c.trim(4096, 5).unwrap();
+    assert_eq!(c.read(100_000, 10).unwrap(), b"\x00\x00\x00\x00456789");
+    assert_eq!(c.read(4096, 5).unwrap(), [0u8; 5]);
     // Past the end.
-    assert_eq!(c.call(CMD_READ, 0, 1 << 20, 1, b"").error, EINVAL);
-    assert_eq!(c.call(CMD_WRITE, 0, (1 << 20) - 1, 2, b"xy").error, ENOSPC);
+    let e = c.read(1 << 20, 1).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let e = c.write((1 << 20) - 1, b"xy").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
 }
 
 #[test]
 fn extents_show_holes() {
     let (_d, img) = image(1 << 20);
-    let srv = Server::start(&["file", &format!("file={}", img.display())]);
-    let (mut c, _, _) = Raw::open(srv.connect(), true);
-    let r = c.call(CMD_BLOCK_STATUS, 0, 0, 1 << 20, b"");
-    assert_eq!(r.error, 0);
-    let pairs: Vec<(u32, u32)> = r
-        .data
-        .chunks(8)
-        .map(|p| {
-            (
-                u32::from_be_bytes(p[0..4].try_into().unwrap()),
-                u32::from_be_bytes(p[4..8].try_into().unwrap()),
-            )
-        })
-        .collect();
-    assert_eq!(pairs.iter().map(|p| u64::from(p.0)).sum::<u64>(), 1 << 20);
-    assert_eq!(pairs[0].1, 3, "starts with a hole: {pairs:?}");
-    assert!(pairs.iter().any(|p| p.1 == 0), "has data: {pairs:?}");
+    let disk = disk(&["file", &format!("file={}", img.display())]);
+    let ext = disk.connect().unwrap().extents(0, 1 << 20).unwrap();
+    assert_eq!(ext.iter().map(|e| e.length).sum::<u64>(), 1 << 20);
+    assert!(
+        ext[0].is_hole() && ext[0].is_zero(),
+        "starts with a hole: {ext:?}"
+    );
+    // The data written at 100000 is in an allocated extent.
+    let at = ext
+        .iter()
+        .find(|e| e.offset <= 100_000 && 100_000 < e.offset + e.length)
+        .unwrap();
+    assert!(!at.is_hole() && !at.is_zero(), "{ext:?}");
 }
 
 #[test]
