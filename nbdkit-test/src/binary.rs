@@ -13,11 +13,14 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::error::{Error, ErrorKind};
+use crate::spawn;
 
 /// The environment variable naming the binary to run.
 pub const ENV_BIN: &str = "NBDKIT_TEST_BIN";
@@ -133,30 +136,49 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Does this binary have `--print-uri` (ours, and C nbdkit from 1.34)?
-/// Asked once per binary per process, from its `--help`.
-pub(crate) fn has_print_uri(bin: &Path, env: &[(OsString, OsString)]) -> bool {
+/// Asked once per binary per process, from its `--help`; a probe that
+/// fails is reported, not remembered.
+pub(crate) fn has_print_uri(
+    bin: &Path,
+    env: &[(OsString, OsString)],
+    deadline: Instant,
+) -> Result<bool, Error> {
     static CACHE: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
-    if let Some(&v) = CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .get(bin)
-    {
-        return v;
+    let cached = |f: &dyn Fn(&mut HashMap<PathBuf, bool>) -> Option<bool>| {
+        f(CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new))
+    };
+    if let Some(v) = cached(&|m| m.get(bin).copied()) {
+        return Ok(v);
     }
-    let out = Command::new(bin)
-        .arg("--help")
+    let shown = format!("{} --help", bin.display());
+    let mut cmd = Command::new(bin);
+    cmd.arg("--help")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let v = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--print-uri"));
-    CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .insert(bin.to_path_buf(), v);
-    v
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = spawn::spawn_retrying(&mut cmd)
+        .map_err(|e| Error::new(ErrorKind::Spawn, format!("cannot run {shown}")).with_source(e))?;
+    let out = child.stdout.take().map(OwnedFd::from);
+    let text = out.and_then(|o| spawn::read_all(&o, deadline));
+    let Some(text) = text else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Error::new(
+            ErrorKind::Timeout,
+            format!("{shown} did not finish before the start timeout"),
+        ));
+    };
+    let _ = child.wait();
+    let v = String::from_utf8_lossy(&text).contains("--print-uri");
+    cached(&|m| {
+        m.insert(bin.to_path_buf(), v);
+        None
+    });
+    Ok(v)
 }
 
 #[cfg(test)]

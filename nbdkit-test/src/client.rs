@@ -271,6 +271,10 @@ pub struct ZeroFlags {
     pub fua: bool,
 }
 
+/// How long a socket read or write may block by default: generous, so only
+/// a server that has stopped answering reaches it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A blocking NBD client connection with one request in flight at a time.
 ///
 /// Dropping it sends `NBD_CMD_DISC` (best effort); [`Client::disconnect`]
@@ -320,6 +324,8 @@ impl Client {
     }
 
     fn negotiate(mut stream: Stream, export: &str) -> io::Result<Client> {
+        // A stalled server fails the test instead of hanging it.
+        stream.set_timeouts(Some(DEFAULT_TIMEOUT))?;
         let n = handshake(&mut stream, export)?;
         Ok(Client {
             stream,
@@ -330,6 +336,14 @@ impl Client {
             broken: false,
             closed: false,
         })
+    }
+
+    /// How long any one read or write on the socket may block before it
+    /// fails with `WouldBlock`/`TimedOut` (default [`DEFAULT_TIMEOUT`];
+    /// `None` waits forever). After such a timeout the connection is
+    /// unusable, as after any I/O error in the middle of a request.
+    pub fn set_timeout(&mut self, limit: Option<Duration>) -> io::Result<()> {
+        self.stream.set_timeouts(limit)
     }
 
     /// What the server said about the export.
@@ -874,6 +888,14 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t),
             Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)?;
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
         }
     }
 }

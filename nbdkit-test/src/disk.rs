@@ -168,9 +168,10 @@ impl Builder {
 
     /// Start the server and return once it accepts connections.
     pub fn start(self) -> Result<CaptiveDisk, Error> {
+        let deadline = Instant::now() + self.timeout;
         let bin = binary::find(self.binary.as_deref())?;
-        let print_uri = binary::has_print_uri(&bin, &self.env);
-        Launch::new(self, bin, print_uri).and_then(Launch::run)
+        let print_uri = binary::has_print_uri(&bin, &self.env, deadline)?;
+        Launch::new(self, bin, print_uri)?.run(deadline)
     }
 }
 
@@ -194,14 +195,13 @@ struct Launch {
     cmd: Command,
     display: String,
     mode: Mode,
-    keep: Vec<(std::os::fd::RawFd, std::os::fd::RawFd)>,
-    ready_read: Option<OwnedFd>,
-    // Held until the child has them.
-    ready_write: Option<OwnedFd>,
-    listener: Option<TcpListener>,
+    /// Descriptors the child inherits under their own numbers.
+    keep: Vec<std::os::fd::RawFd>,
+    /// The pidfile pipe, older nbdkit only: (read end, write end). Our
+    /// write end is closed as soon as the child has its copy.
+    pidfile: Option<(OwnedFd, OwnedFd)>,
     stderr: File,
     export_name: String,
-    timeout: Duration,
     stop_timeout: Duration,
 }
 
@@ -209,7 +209,8 @@ impl Launch {
     fn new(b: Builder, bin: PathBuf, print_uri: bool) -> Result<Launch, Error> {
         let mut opts: Vec<OsString> = vec!["-f".into(), "--exit-with-parent".into()];
         let mut keep = Vec::new();
-        let (mut ready_read, mut ready_write, mut listener) = (None, None, None);
+        let mut pidfile = None;
+        let mut listener: Option<TcpListener> = None;
         let mode = if print_uri {
             if b.tcp {
                 opts.extend(["-i", "127.0.0.1", "-p", "0"].map(OsString::from));
@@ -220,16 +221,18 @@ impl Launch {
             Mode::PrintUri
         } else {
             let (r, w) = spawn::pipe().map_err(|e| Error::io("cannot create a pipe", e))?;
-            let mode = if b.tcp {
+            let w = spawn::dup_high(&w).map_err(|e| Error::io("cannot create a pipe", e))?;
+            keep.push(w.as_raw_fd());
+            opts.push("-P".into());
+            opts.push(format!("/dev/fd/{}", w.as_raw_fd()).into());
+            pidfile = Some((r, w));
+            if b.tcp {
                 let l = TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| Error::io("cannot bind 127.0.0.1:0", e))?;
                 let port = l
                     .local_addr()
                     .map_err(|e| Error::io("cannot read the bound port", e))?
                     .port();
-                keep.push((l.as_raw_fd(), 3));
-                keep.push((w.as_raw_fd(), 4));
-                opts.extend(["-P", "/dev/fd/4"].map(OsString::from));
                 listener = Some(l);
                 Mode::PidfileTcp { port }
             } else {
@@ -240,13 +243,8 @@ impl Launch {
                 let socket = dir.path().join("socket");
                 opts.push("-U".into());
                 opts.push(socket.clone().into());
-                keep.push((w.as_raw_fd(), 3));
-                opts.extend(["-P", "/dev/fd/3"].map(OsString::from));
                 Mode::PidfileUnix { dir, socket }
-            };
-            ready_read = Some(r);
-            ready_write = Some(w);
-            mode
+            }
         };
         if b.readonly {
             opts.push("-r".into());
@@ -275,26 +273,31 @@ impl Launch {
         };
         let mut display =
             quote_words(std::iter::once(bin.as_os_str()).chain(opts.iter().map(|o| o.as_os_str())));
-        let mut cmd = if matches!(mode, Mode::PidfileTcp { .. }) {
-            // LISTEN_PID must be the server's own pid, known only after
-            // fork: let a shell learn it and exec the server in place.
-            display = format!("LISTEN_FDS=1 LISTEN_PID=<pid> {display}");
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c")
-                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
-                .arg(&bin)
-                .args(&opts)
-                .env("LISTEN_FDS", "1");
-            c
-        } else {
-            let mut c = Command::new(&bin);
-            c.args(&opts)
-                .env_remove("LISTEN_FDS")
-                .env_remove("LISTEN_PID");
-            c
+        let mut cmd = match listener {
+            Some(l) => {
+                // LISTEN_PID must be the server's own pid, known only after
+                // fork: a shell learns it, moves the socket from its stdin
+                // to fd 3 and execs the server in place.
+                display = format!("LISTEN_FDS=1 LISTEN_PID=<pid> {display} 3<listener");
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\" 3<&0 </dev/null")
+                    .arg(&bin)
+                    .args(&opts)
+                    .env("LISTEN_FDS", "1")
+                    .stdin(Stdio::from(OwnedFd::from(l)));
+                c
+            }
+            None => {
+                let mut c = Command::new(&bin);
+                c.args(&opts)
+                    .env_remove("LISTEN_FDS")
+                    .env_remove("LISTEN_PID")
+                    .stdin(Stdio::null());
+                c
+            }
         };
         cmd.envs(b.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
             .stderr(clone(&stderr)?);
         if matches!(mode, Mode::PrintUri) {
             cmd.stdout(Stdio::piped());
@@ -302,90 +305,107 @@ impl Launch {
             cmd.stdout(clone(&stderr)?);
         }
         if !b.env.is_empty() {
-            let vars = quote_words(
-                b.env
-                    .iter()
-                    .map(|(k, v)| {
-                        let mut kv = k.clone();
-                        kv.push("=");
-                        kv.push(v);
-                        kv
-                    })
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|s| s.as_os_str()),
+            let vars: Vec<OsString> = b
+                .env
+                .iter()
+                .map(|(k, v)| {
+                    let mut kv = k.clone();
+                    kv.push("=");
+                    kv.push(v);
+                    kv
+                })
+                .collect();
+            display = format!(
+                "{} {display}",
+                quote_words(vars.iter().map(|s| s.as_os_str()))
             );
-            display = format!("{vars} {display}");
         }
         Ok(Launch {
             cmd,
             display,
             mode,
             keep,
-            ready_read,
-            ready_write,
-            listener,
+            pidfile,
             stderr,
             export_name: b.export_name,
-            timeout: b.timeout,
             stop_timeout: b.stop_timeout,
         })
     }
 
-    fn run(mut self) -> Result<CaptiveDisk, Error> {
-        let deadline = Instant::now() + self.timeout;
-        let display = self.display.clone();
-        let mut child = spawn::spawn(self.cmd, std::mem::take(&mut self.keep)).map_err(|e| {
+    fn run(self, deadline: Instant) -> Result<CaptiveDisk, Error> {
+        let Launch {
+            cmd,
+            display,
+            mode,
+            keep,
+            pidfile,
+            stderr,
+            export_name,
+            stop_timeout,
+        } = self;
+        let spawned = spawn::spawn(cmd, keep);
+        // The child has its copies now (the Command, and with it a
+        // socket-activation listener, was dropped by the spawner); our
+        // pidfile write end would hide the child's exit from the pipe.
+        let ready_read = pidfile.map(|(r, _w)| r);
+        let mut child = spawned.map_err(|e| {
             Error::new(ErrorKind::Spawn, "cannot run nbdkit")
                 .with_source(e)
                 .with_command(display.clone())
         })?;
-        // The child has its copies now; ours would hide its exit from
-        // the readiness pipe.
-        drop(self.ready_write.take());
-        drop(self.listener.take());
         let pidfd = spawn::pidfd(child.id());
         let stdout: Option<OwnedFd> = child.stdout.take().map(OwnedFd::from);
-        let ready_fd = match (&stdout, &self.ready_read) {
-            (Some(s), _) => s,
-            (None, Some(r)) => r,
-            (None, None) => unreachable!("every mode has a readiness pipe"),
-        };
         let mut disk = CaptiveDisk {
             child,
             pidfd,
             uri: String::new(),
             socket: None,
             port: None,
-            export_name: self.export_name,
-            command: self.display,
-            stderr: self.stderr,
-            _stdout: None,
+            export_name,
+            command: display,
+            stderr,
             dir: None,
             private_dir: None,
-            stop_timeout: self.stop_timeout,
+            stop_timeout,
+            drained: None,
             stopped: None,
         };
-        let line = match spawn::first_line(ready_fd, disk.pidfd.as_ref(), deadline) {
-            Ready::Line(l) => l,
-            Ready::Exited => {
-                let status = disk.stop();
-                let msg = match status {
-                    Some(s) => format!("nbdkit exited before it was ready ({s})"),
-                    None => "nbdkit closed its output before it was ready".to_string(),
+        let ready_fd = match (&stdout, &ready_read) {
+            (Some(s), _) => s,
+            (None, Some(r)) => r,
+            (None, None) => unreachable!("every mode has a readiness pipe"),
+        };
+        let (line, rest) = match spawn::first_line(ready_fd, disk.pidfd.as_ref(), deadline) {
+            Ready::Line(line, rest) => (line, rest),
+            Ready::Closed => {
+                // Did it exit, or only close its output? Give it a moment
+                // to be reaped before deciding which to report.
+                let exited =
+                    spawn::wait_exit(&mut disk.child, disk.pidfd.as_ref(), Duration::from_secs(1));
+                let status = if exited { disk.stop() } else { None };
+                let err = match status {
+                    Some(s) => disk.error(
+                        ErrorKind::Exited(s),
+                        format!("nbdkit exited before it was ready ({s})"),
+                    ),
+                    None => {
+                        disk.stop();
+                        disk.error(
+                            ErrorKind::Io,
+                            "nbdkit closed its output before it was ready".into(),
+                        )
+                    }
                 };
-                let kind = status.map_or(ErrorKind::Io, ErrorKind::Exited);
-                return Err(disk.error(kind, msg));
+                return Err(err);
             }
             Ready::Timeout => {
                 disk.stop();
-                let msg = format!("nbdkit was not ready within {:?}", self.timeout);
+                let msg = "nbdkit was not ready before the start timeout".to_string();
                 return Err(disk.error(ErrorKind::Timeout, msg));
             }
         };
-        match self.mode {
+        match mode {
             Mode::PrintUri => {
-                disk._stdout = stdout;
                 match uri::parse(&line) {
                     Ok(uri::Target::Unix { socket, .. }) => {
                         disk.private_dir = socket.parent().map(Path::to_path_buf);
@@ -399,6 +419,11 @@ impl Launch {
                     }
                 }
                 disk.uri = line;
+                // Anything the server writes to stdout from now on goes to
+                // the log, so that it can never fill the pipe and block.
+                if let (Some(out), Ok(log)) = (stdout, disk.stderr.try_clone()) {
+                    disk.drained = Some(std::sync::Mutex::new(spawn::drain(out, rest, log)));
+                }
             }
             Mode::PidfileUnix { dir, socket } => {
                 disk.uri = uri::unix(&socket, &disk.export_name);
@@ -441,15 +466,15 @@ pub struct CaptiveDisk {
     export_name: String,
     command: String,
     stderr: File,
-    // The read end of the server's stdout, kept open so that a stray write
-    // by the server never fails with EPIPE.
-    _stdout: Option<OwnedFd>,
     // The socket directory, when we made it (older nbdkit).
     dir: Option<tempfile::TempDir>,
-    // The server's own `-U -` directory, removed by us only if the server
-    // had to be killed.
+    // The server's own `-U -` directory, which it removes when it exits;
+    // removed by us only if the server had to be killed.
     private_dir: Option<PathBuf>,
     stop_timeout: Duration,
+    // Hears when the server's stdout has been copied to the log.
+    // (A Mutex only to keep the guard Sync, for statics and `#[once]`.)
+    drained: Option<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
     stopped: Option<ExitStatus>,
 }
 
@@ -464,7 +489,7 @@ impl CaptiveDisk {
         let mut it = args.into_iter();
         let plugin = it.next().ok_or_else(|| {
             Error::new(
-                ErrorKind::Spawn,
+                ErrorKind::Usage,
                 "CaptiveDisk::new needs at least a plugin name",
             )
         })?;
@@ -542,26 +567,40 @@ impl CaptiveDisk {
     /// Stop, reap and clean up; idempotent.
     fn stop(&mut self) -> Option<ExitStatus> {
         if self.stopped.is_none() {
-            let mut status = self.child.try_wait().ok().flatten();
-            if status.is_none() {
-                // SAFETY: the child is not reaped yet, so the pid is ours.
-                unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-                if !spawn::wait_exit(&mut self.child, self.pidfd.as_ref(), self.stop_timeout) {
-                    let _ = self.child.kill();
+            let mut killed = false;
+            match self.child.try_wait() {
+                Ok(Some(status)) => self.stopped = Some(status),
+                Ok(None) => {
+                    spawn::signal(&self.child, self.pidfd.as_ref(), libc::SIGTERM);
+                    if !spawn::wait_exit(&mut self.child, self.pidfd.as_ref(), self.stop_timeout) {
+                        spawn::signal(&self.child, self.pidfd.as_ref(), libc::SIGKILL);
+                        killed = true;
+                    }
+                    self.stopped = self.child.wait().ok();
                 }
-                status = self.child.wait().ok();
+                // Someone else reaped it (SIGCHLD ignored, or a waitpid(-1)
+                // elsewhere): it is gone, and its pid is no longer ours.
+                Err(_) => {}
             }
-            self.stopped = status;
-            // A server that exits on its own removes its socket; one that
-            // had to be killed cannot.
-            if let Some(s) = &self.socket {
-                let _ = std::fs::remove_file(s);
+            if killed {
+                // A server that exits on its own removes its socket and its
+                // `-U -` directory; one that had to be killed cannot.
+                if let Some(s) = &self.socket {
+                    let _ = std::fs::remove_file(s);
+                }
+                if let Some(d) = self.private_dir.take() {
+                    let _ = std::fs::remove_dir(d);
+                }
             }
-            if let Some(d) = self.private_dir.take() {
-                let _ = std::fs::remove_dir(d);
-            }
+            self.private_dir = None;
             self.dir.take();
             self.pidfd.take();
+            // The server is gone, so its stdout is at end of file; wait
+            // (briefly: a grandchild might still hold it) for the copy.
+            if let Some(d) = self.drained.take() {
+                let d = d.into_inner().unwrap_or_else(|e| e.into_inner());
+                let _ = d.recv_timeout(Duration::from_secs(1));
+            }
         }
         self.stopped
     }

@@ -6,9 +6,11 @@ use std::io;
 use std::process::ExitStatus;
 
 /// What went wrong while starting a disk.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
+    /// The request itself was wrong (e.g. no plugin was named).
+    Usage,
     /// No `nbdkit` binary was found; the message lists where we looked.
     BinaryNotFound,
     /// The binary could not be run (fork or exec failed).
@@ -26,7 +28,7 @@ pub enum ErrorKind {
 ///
 /// The first line of its `Display` says what happened; the following lines
 /// give the command line and the last lines the server wrote to stderr.
-#[derive(Debug)]
+/// `Debug` prints the same, so `.unwrap()` and `?` in a test show it whole.
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -106,13 +108,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
+
+/// The underlying OS error, if any, is part of the `Display` text rather
+/// than a `source()`, so error reporters do not print it twice.
+impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {

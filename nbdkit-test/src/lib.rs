@@ -16,9 +16,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Everything else is set on a [`Builder`]: parameters, filters, read-only,
-//! export name, TCP instead of a Unix socket, environment, start timeout and
-//! the binary to run.
+//! Everything else is set on a [`Builder`]: parameters, filters (which the
+//! server must have: C nbdkit's, or ours as they land), read-only, export
+//! name, TCP instead of a Unix socket, environment, start and stop timeouts
+//! and the binary to run.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +55,8 @@
 //!   long as the process, so a disk made by a `static` or an rstest `#[once]`
 //!   fixture survives the test thread that created it. Such values are never
 //!   dropped; their cleanup is the crash path above, at process exit.
+//! * **Output never blocks the server.** After the URI line, anything the
+//!   server writes to stdout is copied into its log by a small thread.
 //! * **The test's output stays clean.** The server's stderr goes to an
 //!   unlinked temporary file, never to the test's own stderr (which would
 //!   hang libtest and trip nextest's leak check). Read it with
@@ -63,10 +66,15 @@
 //! # Which nbdkit runs
 //!
 //! First match wins: [`Builder::binary`]; the `NBDKIT_TEST_BIN` environment
-//! variable; `CARGO_BIN_EXE_nbdkit` in the environment; an `nbdkit` in the
-//! cargo target directory of the running test, then in this crate's
-//! workspace `target/{debug,release}`; `nbdkit` on `PATH`. From a crate that
-//! builds an `nbdkit` binary, pass `.binary(env!("CARGO_BIN_EXE_nbdkit"))`.
+//! variable; `CARGO_BIN_EXE_nbdkit` if it is set in the environment at run
+//! time; an `nbdkit` in the cargo target directory of the running test,
+//! then in this crate's workspace `target/{debug,release}`; `nbdkit` on
+//! `PATH`. Cargo sets `CARGO_BIN_EXE_nbdkit` only at compile time, so a
+//! crate that builds an `nbdkit` binary passes
+//! `.binary(env!("CARGO_BIN_EXE_nbdkit"))`. Note that
+//! `cargo test -p nbdkit-test` alone does not rebuild `nbdkit`: run
+//! `cargo test --workspace` (or `cargo build -p nbdkit` first) so the
+//! search does not find a stale binary.
 //!
 //! C nbdkit works too, since the command line is the same. With C nbdkit
 //! older than 1.34 (no `--print-uri`) the socket lives in a directory this

@@ -24,37 +24,33 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The most descriptors [`spawn`] passes on.
-const MAX_KEEP: usize = 4;
-
 struct Job {
     cmd: Command,
     reply: mpsc::Sender<io::Result<Child>>,
 }
 
+/// The spawner thread's queue, and the process it belongs to: a process
+/// forked without exec inherits the queue but not the thread.
+static SPAWNER: Mutex<Option<(u32, mpsc::Sender<Job>)>> = Mutex::new(None);
+
 /// Run `cmd` from the spawner thread, with the parent-death guard armed.
 ///
-/// `keep` are descriptors the child must inherit: each `(fd, target)` is
-/// duplicated onto `target` in the child, without close-on-exec.
-pub(crate) fn spawn(mut cmd: Command, keep: Vec<(RawFd, RawFd)>) -> io::Result<Child> {
-    if keep.len() > MAX_KEEP {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many descriptors to pass",
-        ));
-    }
-    let parent = std::process::id() as libc::pid_t;
+/// `keep` are close-on-exec descriptors the child must inherit under their
+/// own numbers: close-on-exec is cleared on them in the child only. (The
+/// child never moves descriptors around: std keeps a close-on-exec pipe of
+/// its own in the child, which a `dup2` onto a fixed number could hit.)
+pub(crate) fn spawn(mut cmd: Command, keep: Vec<RawFd>) -> io::Result<Child> {
+    let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe calls (prctl, getppid, fcntl, dup2).
+    // makes async-signal-safe calls (prctl, getppid, fcntl).
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, &keep));
+        cmd.pre_exec(move || child_setup(parent as libc::pid_t, &keep));
     }
-    static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
     let tx = {
         let mut guard = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
         match &*guard {
-            Some(tx) => tx.clone(),
-            None => {
+            Some((pid, tx)) if *pid == parent => tx.clone(),
+            _ => {
                 let (tx, rx) = mpsc::channel::<Job>();
                 std::thread::Builder::new()
                     .name("nbdkit-test-spawner".into())
@@ -62,10 +58,10 @@ pub(crate) fn spawn(mut cmd: Command, keep: Vec<(RawFd, RawFd)>) -> io::Result<C
                         // The sender lives in a static, so this loop ends
                         // only with the process.
                         for mut job in rx {
-                            let _ = job.reply.send(job.cmd.spawn());
+                            let _ = job.reply.send(spawn_retrying(&mut job.cmd));
                         }
                     })?;
-                *guard = Some(tx.clone());
+                *guard = Some((parent, tx.clone()));
                 tx
             }
         }
@@ -78,35 +74,77 @@ pub(crate) fn spawn(mut cmd: Command, keep: Vec<(RawFd, RawFd)>) -> io::Result<C
         .map_err(|_| io::Error::other("the nbdkit-test spawner thread is gone"))?
 }
 
+/// `Command::spawn`, retried on ETXTBSY: a binary that was just written
+/// (a test's fake nbdkit) stays "busy" while any child forked by another
+/// thread still holds the writer's descriptor, until that child execs.
+pub(crate) fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::yield_now();
+                if tries > 10 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
 /// In the child, between fork and exec.
-fn child_setup(parent: libc::pid_t, keep: &[(RawFd, RawFd)]) -> io::Result<()> {
+fn child_setup(parent: libc::pid_t, keep: &[RawFd]) -> io::Result<()> {
     // SAFETY: plain syscalls on integers.
     unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+        // prctl reads its arguments as unsigned longs.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) == -1 {
             return Err(io::Error::last_os_error());
         }
         // Did the parent die before the guard was armed?
         if libc::getppid() != parent {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        // Move every kept descriptor out of the way first, so that placing
-        // one cannot overwrite another that has yet to be placed.
-        let mut high = [0; MAX_KEEP];
-        for (i, &(fd, _)) in keep.iter().enumerate() {
-            let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
-            if h == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            high[i] = h;
-        }
-        for (i, &(_, target)) in keep.iter().enumerate() {
-            // dup2 clears close-on-exec on the target.
-            if libc::dup2(high[i], target) == -1 {
+        for &fd in keep {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
         }
     }
     Ok(())
+}
+
+/// Send `sig` to our unreaped child: through its pidfd when there is one,
+/// so that a pid recycled after someone else reaped it is never hit.
+pub(crate) fn signal(child: &Child, pidfd: Option<&OwnedFd>, sig: libc::c_int) {
+    match pidfd {
+        // SAFETY: pidfd_send_signal(pidfd, sig, NULL, 0).
+        Some(p) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                p.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        },
+        // SAFETY: kill(2) on the pid of a child we have not reaped.
+        None => unsafe {
+            libc::kill(child.id() as libc::pid_t, sig);
+        },
+    }
+}
+
+/// A copy of `fd` numbered at least 10, close-on-exec. Shell redirections
+/// in the socket-activation wrapper use the low numbers.
+pub(crate) fn dup_high(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// A pidfd on our child, if the kernel has them.
@@ -130,27 +168,32 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// How waiting for the first line ended.
 pub(crate) enum Ready {
-    /// The line, without its newline.
-    Line(String),
-    /// The child exited (or closed the pipe) first.
-    Exited,
+    /// The line, without its newline, and whatever followed it.
+    Line(String, Vec<u8>),
+    /// The pipe was closed or broke, or the child exited, first.
+    Closed,
     /// The deadline passed.
     Timeout,
 }
 
-/// Wait for one line on `fd` (the server's `--print-uri` output or its
-/// pidfile), for the child's exit, or for the deadline, whichever is first.
-/// Nothing here sleeps: it is a poll on the pipe and the pidfd.
-pub(crate) fn first_line(fd: &OwnedFd, pidfd: Option<&OwnedFd>, deadline: Instant) -> Ready {
-    let mut buf = Vec::new();
+/// What one wait on a pipe (and maybe a pidfd) gave.
+enum Event {
+    /// Bytes were appended to the buffer.
+    Data,
+    /// End of file, or an error reading.
+    Eof,
+    /// The pidfd became readable: the child exited.
+    Exited,
+    Timeout,
+}
+
+/// Wait until `fd` has data (appended to `buf`, at most 64 KiB a time),
+/// reaches end of file, `pidfd` shows an exit, or `deadline` passes.
+fn wait_read(fd: &OwnedFd, pidfd: Option<&OwnedFd>, deadline: Instant, buf: &mut Vec<u8>) -> Event {
     loop {
-        if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            buf.truncate(nl);
-            return Ready::Line(String::from_utf8_lossy(&buf).into_owned());
-        }
         let now = Instant::now();
         if now >= deadline {
-            return Ready::Timeout;
+            return Event::Timeout;
         }
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut fds = [
@@ -171,38 +214,96 @@ pub(crate) fn first_line(fd: &OwnedFd, pidfd: Option<&OwnedFd>, deadline: Instan
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return Ready::Exited;
+            return Event::Eof;
         }
         if fds[0].revents != 0 {
-            let mut chunk = [0u8; 4096];
+            let mut chunk = [0u8; 64 * 1024];
             // SAFETY: reading into a local buffer of the given length.
             let r = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-            match r {
-                0 => return Ready::Exited,
-                r if r > 0 => {
-                    buf.extend_from_slice(&chunk[..r as usize]);
-                    if buf.len() > 64 * 1024 {
-                        return Ready::Exited;
-                    }
-                    continue;
-                }
-                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-                _ => return Ready::Exited,
+            if r > 0 {
+                buf.extend_from_slice(&chunk[..r as usize]);
+                return Event::Data;
             }
+            if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Event::Eof;
         }
         if fds[1].revents != 0 {
-            return Ready::Exited;
+            return Event::Exited;
         }
     }
 }
 
-/// Wait up to `limit` for the child to exit; true if it did. Uses the
-/// pidfd when there is one; otherwise polls `try_wait` (old kernels only).
+/// Wait for one line on `fd` (the server's `--print-uri` output or its
+/// pidfile), for the child's exit, or for the deadline, whichever is first.
+/// Nothing here sleeps: it is a poll on the pipe and the pidfd.
+pub(crate) fn first_line(fd: &OwnedFd, pidfd: Option<&OwnedFd>, deadline: Instant) -> Ready {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let rest = buf.split_off(nl + 1);
+            buf.truncate(nl);
+            return Ready::Line(String::from_utf8_lossy(&buf).into_owned(), rest);
+        }
+        if buf.len() > 64 * 1024 {
+            return Ready::Closed;
+        }
+        match wait_read(fd, pidfd, deadline, &mut buf) {
+            Event::Data => {}
+            Event::Eof | Event::Exited => return Ready::Closed,
+            Event::Timeout => return Ready::Timeout,
+        }
+    }
+}
+
+/// Everything on `fd` until end of file, at most 1 MiB; None if the
+/// deadline passes first.
+pub(crate) fn read_all(fd: &OwnedFd, deadline: Instant) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    loop {
+        match wait_read(fd, None, deadline, &mut buf) {
+            Event::Data if buf.len() <= 1 << 20 => {}
+            Event::Data | Event::Eof | Event::Exited => return Some(buf),
+            Event::Timeout => return None,
+        }
+    }
+}
+
+/// Copy what is left of the server's stdout into its log, on a small
+/// thread that ends when the server closes its stdout (when it exits).
+/// The receiver hears (or sees a hang-up) once everything is copied.
+pub(crate) fn drain(out: OwnedFd, already: Vec<u8>, log: std::fs::File) -> mpsc::Receiver<()> {
+    let (done, finished) = mpsc::channel();
+    let copy = move || {
+        use std::io::{Read, Write};
+        let mut log = log;
+        let _ = log.write_all(&already);
+        let mut out = std::fs::File::from(out);
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || log.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = done.send(());
+    };
+    let _ = std::thread::Builder::new()
+        .name("nbdkit-test-stdout".into())
+        .stack_size(64 * 1024)
+        .spawn(copy);
+    finished
+}
+
+/// Wait up to `limit` for the child to exit; true if it did (or if it was
+/// already reaped elsewhere). Uses the pidfd when there is one; otherwise
+/// polls `try_wait` (kernels before 5.3 only).
 pub(crate) fn wait_exit(child: &mut Child, pidfd: Option<&OwnedFd>, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) => {}
         }
         let now = Instant::now();
         if now >= deadline {

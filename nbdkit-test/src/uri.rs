@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// The NBD port when a URI gives none.
@@ -11,9 +11,10 @@ const NBD_DEFAULT_PORT: u16 = 10809;
 
 /// Percent-encode everything but unreserved characters and `/`, as nbdkit
 /// does in the URIs it prints.
-pub(crate) fn quote(s: &str) -> String {
+pub(crate) fn quote(s: impl AsRef<[u8]>) -> String {
+    let s = s.as_ref();
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+    for &b in s {
         if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'/') {
             out.push(b as char);
         } else {
@@ -28,7 +29,7 @@ pub(crate) fn unix(socket: &Path, export: &str) -> String {
     format!(
         "nbd+unix:///{}?socket={}",
         quote(export),
-        quote(&socket.to_string_lossy())
+        quote(socket.as_os_str().as_bytes())
     )
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nbdkit_test::{CaptiveDisk, ErrorKind};
 
-use crate::util::{alive, child_mode, run_child};
+use crate::util::{alive, child_mode, fake_nbdkit, fake_pid, run_child};
 
 #[test]
 fn ready_on_return_and_serves_data() {
@@ -178,50 +178,31 @@ fn filters_are_passed_on() {
 #[test]
 fn an_empty_argument_list_is_an_error_not_a_panic() {
     let err = CaptiveDisk::new(Vec::<String>::new()).unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Usage);
     assert!(err.to_string().contains("plugin"), "{err}");
-}
-
-/// A fake nbdkit: claims --print-uri, records its pid, never gets ready.
-fn fake_binary(dir: &Path, body: &str) -> std::path::PathBuf {
-    let p = dir.join("nbdkit");
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = --help ]; then echo '--print-uri'; exit 0; fi\n\
-             echo $$ > {}/pid\n{body}\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 #[test]
 fn a_server_that_never_gets_ready_times_out_and_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = fake_binary(dir.path(), "echo stuck >&2\nexec sleep 600");
+    let bin = fake_nbdkit(dir.path(), "echo stuck >&2\nexec sleep 600");
     let t = Instant::now();
     let err = CaptiveDisk::builder("memory")
         .binary(&bin)
-        .start_timeout(Duration::from_millis(300))
+        .start_timeout(Duration::from_secs(2))
         .start()
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Timeout), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(err.stderr().unwrap().contains("stuck"), "{err}");
-    let pid: u32 = std::fs::read_to_string(dir.path().join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = fake_pid(dir.path());
     assert!(!alive(pid), "the stuck server {pid} was left running");
 }
 
 #[test]
 fn drop_kills_a_server_that_ignores_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = fake_binary(
+    let bin = fake_nbdkit(
         dir.path(),
         "trap '' TERM\necho 'nbd://127.0.0.1:9'\nexec sleep 600",
     );
@@ -286,4 +267,28 @@ fn drop_during_a_panic_shows_the_servers_stderr() {
     assert!(all.contains("deliberate"), "{all}");
     assert!(all.contains("its stderr ends"), "{all}");
     assert!(all.contains("debug"), "{all}");
+}
+
+#[test]
+fn server_stdout_is_drained_into_the_log() {
+    // 300 kB on stdout after the URI: without a reader the pipe fills and
+    // the server blocks before it reaches the FIFO.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    crate::util::mkfifo(&fifo);
+    let bin = fake_nbdkit(
+        dir.path(),
+        "echo 'nbd://127.0.0.1:9'\nhead -c 300000 /dev/zero | tr '\\0' x\n\
+         echo past-the-output > \"$FIFO\"\nexec sleep 600",
+    );
+    let disk = CaptiveDisk::builder("memory")
+        .binary(&bin)
+        .env("FIFO", &fifo)
+        .start()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(std::fs::read_to_string(fifo).unwrap()));
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(got.as_deref().map(str::trim), Ok("past-the-output"));
+    disk.shutdown().unwrap();
 }

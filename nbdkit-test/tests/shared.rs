@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 
 use nbdkit_test::CaptiveDisk;
 
-use crate::util::alive;
+use std::time::Duration;
+
+use crate::util::{alive, c_nbdkit, fake_nbdkit, wait_gone};
 
 static SHARED: OnceLock<CaptiveDisk> = OnceLock::new();
 
@@ -49,4 +51,43 @@ fn many_threads_share_one_disk() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[test]
+fn the_exit_of_the_creating_thread_does_not_stop_a_server() {
+    // A fake server that ignores --exit-with-parent: only the parent-death
+    // signal could stop it, and that follows the thread that forked it.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_nbdkit(dir.path(), "echo 'nbd://127.0.0.1:9'\nexec sleep 600");
+    let disk = std::thread::spawn(move || CaptiveDisk::builder("null").binary(&bin).start())
+        .join()
+        .unwrap()
+        .unwrap();
+    // The signal would come as the thread exits, maybe just after join.
+    assert!(
+        !wait_gone(disk.pid(), Duration::from_millis(500)),
+        "the server died with the thread that created it"
+    );
+    let status = disk.shutdown().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn c_nbdkit_made_on_a_finished_thread_keeps_serving() {
+    // C nbdkit's --exit-with-parent follows the thread that forked it.
+    let Some(c) = c_nbdkit() else { return };
+    let disk = std::thread::spawn(move || {
+        CaptiveDisk::builder("memory")
+            .arg("size=1M")
+            .binary(c)
+            .start()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(!wait_gone(disk.pid(), Duration::from_millis(500)));
+    let mut nbd = disk.connect().unwrap();
+    nbd.write(0, b"still here").unwrap();
+    assert_eq!(nbd.read(0, 10).unwrap(), b"still here");
 }

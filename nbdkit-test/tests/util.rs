@@ -87,3 +87,37 @@ pub fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
 pub fn child_mode(var: &str) -> Option<String> {
     std::env::var(var).ok()
 }
+
+/// A fake nbdkit in `dir`: says it has --print-uri, records its pid in
+/// `dir/pid`, then runs `body` (shell).
+pub fn fake_nbdkit(dir: &std::path::Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("nbdkit");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --help ]; then echo '--print-uri'; exit 0; fi\n\
+             echo $$ > {}/pid\n{body}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The pid a fake nbdkit recorded.
+pub fn fake_pid(dir: &std::path::Path) -> u32 {
+    std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Make a FIFO.
+pub fn mkfifo(p: &std::path::Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}

@@ -52,7 +52,7 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<tokio::process::Chil
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
             // We may have died before the line above: then nobody would
             // send the signal.
             if nix::unistd::getppid() != me {
