@@ -71,6 +71,11 @@ impl Export {
         self.handle.description()
     }
 
+    /// See [`Handle::never_blocks`].
+    pub fn never_blocks(&self) -> bool {
+        self.handle.never_blocks()
+    }
+
     /// Split `flags.fua` into what to pass down and whether to flush after.
     fn fua(&self, flags: Flags) -> (Flags, bool) {
         match (flags.fua, self.caps.fua) {

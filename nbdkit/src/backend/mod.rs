@@ -183,6 +183,17 @@ pub trait Handle: Send + Sync {
         None
     }
 
+    /// True if no call ever blocks the thread: each either finishes at
+    /// once (memory copies, arithmetic) or awaits. The server then runs a
+    /// request on the connection's own task until it first waits, saving a
+    /// task spawn and a hop between threads per request. Anything that
+    /// makes blocking system calls (file I/O through `block_in_place`)
+    /// must leave this false, or one connection's requests would run one
+    /// at a time.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// Fill all of `buf` from `offset`.
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()>;
 

@@ -51,6 +51,10 @@ struct Disk {
 
 #[async_trait]
 impl Handle for Disk {
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     async fn size(&self) -> Result<u64> {
         Ok(self.size)
     }

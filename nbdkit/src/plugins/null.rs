@@ -36,6 +36,10 @@ struct Disk(u64);
 
 #[async_trait]
 impl Handle for Disk {
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     async fn size(&self) -> Result<u64> {
         Ok(self.0)
     }

@@ -56,6 +56,10 @@ pub fn fill(buf: &mut [u8], offset: u64) {
 
 #[async_trait]
 impl Handle for Disk {
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     async fn size(&self) -> Result<u64> {
         Ok(self.0)
     }

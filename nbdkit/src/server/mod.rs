@@ -195,16 +195,30 @@ async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, String)> {
         Listener::Tcp(t) => {
             let (s, peer) = t.accept().await?;
             let _ = s.set_nodelay(true);
+            big_send_buffer(&s);
             let (r, w) = s.into_split();
             (Box::new(r), Box::new(w), peer.to_string())
         }
         Listener::Unix(u) => {
             let (s, _) = u.accept().await?;
+            big_send_buffer(&s);
             let (r, w) = s.into_split();
             (Box::new(r), Box::new(w), "unix socket".to_string())
         }
     })
 }
+
+/// Ask for a send buffer that holds a few large READ replies (the kernel
+/// caps it at `net.core.wmem_max`). With the default (about 200 KiB) a
+/// 256 KiB reply never fits, and every reply costs a round of "socket full,
+/// wait until writable" through the event loop; a blocking server like C
+/// nbdkit instead sleeps in `send` and resumes at once.
+fn big_send_buffer(s: &impl std::os::fd::AsFd) {
+    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
+}
+
+/// What [`big_send_buffer`] asks for.
+const SEND_BUFFER: usize = 4 << 20;
 
 /// Serve one client on already-connected streams (`-s`).
 pub async fn serve_one(r: BoxRead, w: BoxWrite, server: Arc<Server>, shutdown: Shutdown) {
@@ -227,6 +241,8 @@ mod tests {
     struct Probe {
         active: AtomicUsize,
         max: AtomicUsize,
+        /// Claim never to block, so requests start on the connection task.
+        inline: bool,
     }
 
     #[async_trait]
@@ -236,6 +252,9 @@ mod tests {
         }
         async fn caps(&self) -> Result<Caps> {
             Ok(Caps::READ_ONLY)
+        }
+        fn never_blocks(&self) -> bool {
+            self.inline
         }
         async fn pread(&self, buf: &mut [u8], _offset: u64, _f: Flags) -> Result<()> {
             let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
@@ -262,7 +281,14 @@ mod tests {
     /// Two oldstyle clients each pipeline 8 reads; return the most reads the
     /// plugin saw at once.
     async fn max_concurrency(model: ThreadModel) -> usize {
-        let probe = Arc::new(Probe::default());
+        max_concurrency_of(model, false).await
+    }
+
+    async fn max_concurrency_of(model: ThreadModel, inline: bool) -> usize {
+        let probe = Arc::new(Probe {
+            inline,
+            ..Probe::default()
+        });
         let settings = Settings {
             oldstyle: true,
             no_sr: false,
@@ -317,5 +343,31 @@ mod tests {
         assert_eq!(max_concurrency(ThreadModel::SerializeAllRequests).await, 1);
         assert_eq!(max_concurrency(ThreadModel::SerializeRequests).await, 2);
         assert!(max_concurrency(ThreadModel::Parallel).await > 2);
+    }
+
+    #[test]
+    fn accepted_sockets_get_a_big_send_buffer() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        big_send_buffer(&a);
+        let got = nix::sys::socket::getsockopt(&a, nix::sys::socket::sockopt::SndBuf).unwrap();
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The kernel caps the request at wmem_max, then doubles it.
+        assert!(got >= 2 * SEND_BUFFER.min(max), "{got}");
+    }
+
+    /// A request started on the connection's task that then waits moves to
+    /// a task of its own: requests still overlap, and the serializing
+    /// models still hold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inline_requests_that_wait_still_overlap() {
+        assert!(max_concurrency_of(ThreadModel::Parallel, true).await > 2);
+        assert_eq!(
+            max_concurrency_of(ThreadModel::SerializeAllRequests, true).await,
+            1
+        );
     }
 }

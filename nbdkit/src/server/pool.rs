@@ -9,6 +9,10 @@ use std::sync::Mutex;
 /// Buffers above this size are not kept.
 const MAX_KEPT: usize = 8 << 20;
 
+/// Nor are small ones (simple replies): they are cheap to allocate, and
+/// kept they would crowd the pool and push out the data buffers.
+const MIN_KEPT: usize = 4096;
+
 pub struct Pool {
     bufs: Mutex<Vec<Vec<u8>>>,
     keep: usize,
@@ -42,12 +46,31 @@ impl Pool {
 
     /// Give a buffer back.
     pub fn put(&self, b: Vec<u8>) {
-        if b.capacity() > MAX_KEPT {
+        if b.capacity() > MAX_KEPT || b.capacity() < MIN_KEPT {
             return;
         }
         let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
         if bufs.len() < self.keep {
             bufs.push(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_data_buffers_not_small_ones() {
+        let pool = Pool::new(2);
+        let big = pool.get(8192);
+        let addr = big.as_ptr();
+        pool.put(vec![0u8; 16]); // a simple reply: not kept
+        pool.put(big);
+        // The data buffer comes back, not a fresh allocation.
+        let again = pool.get(4096);
+        assert_eq!(again.as_ptr(), addr);
+        assert_eq!(again.len(), 4096);
+        assert!(pool.bufs.lock().unwrap().is_empty());
     }
 }
