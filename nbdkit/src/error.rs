@@ -113,7 +113,17 @@ impl std::error::Error for Error {}
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
         let errno = e.raw_os_error().map(Errno::from_os).unwrap_or(Errno::Io);
-        Error::new(errno, e.to_string())
+        Error::new(errno, io_message(&e))
+    }
+}
+
+/// An I/O error as C's `%m` prints it: "No such file or directory", without
+/// Rust's " (os error 2)" suffix.
+pub fn io_message(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match (e.raw_os_error(), s.rfind(" (os error ")) {
+        (Some(_), Some(i)) => s[..i].to_string(),
+        _ => s,
     }
 }
 

@@ -1,11 +1,23 @@
-//! `file`: serve a regular file or a block device.
+//! `file`: serve a regular file or a block device, or every one of them in
+//! a directory.
 //!
-//! - `file=PATH` (required; magic key, so `nbdkit file disk.img` works).
+//! Exactly one of these chooses what is served:
+//! - `file=PATH` (magic key, so `nbdkit file disk.img` works): one file or
+//!   block device; the export name the client asks for is ignored.
+//! - `dir=DIR`: each regular file or block device directly in `DIR`
+//!   (symbolic links followed) is an export named after it; `nbdinfo
+//!   --list` shows them. The default export `""` is refused, and so is any
+//!   name containing `/`.
+//! - `fd=N`: the file already open on inherited descriptor `N` (> 2);
+//!   read-only if it was opened read-only.
+//! - `dirfd=N`: like `dir=`, for a directory open on descriptor `N`.
+//!
+//! Also:
 //! - `cache=default|none`: `none` drops written pages from the page cache
 //!   after each write (they are flushed first).
 //! - `fadvise=normal|random|sequential`: access-pattern hint for the kernel.
 //!
-//! The file is opened read-write, or read-only with `-r` or when it cannot
+//! Files are opened read-write, or read-only with `-r` or when they cannot
 //! be written. Trim punches holes, zero uses FALLOC_FL_ZERO_RANGE (or a
 //! punched hole, or plain writes when neither works), flush and FUA use
 //! fdatasync, and extents come from SEEK_DATA/SEEK_HOLE. The blocking
@@ -13,28 +25,33 @@
 //! requests, and requests on one file run in parallel. Reads first take
 //! what the page cache holds with `RWF_NOWAIT`, which cannot block.
 //!
-//! Not yet: `dir=`, `fd=` and `dirfd=` (each gives an error naming it).
-//!
 //! Example: `nbdkit -U - file disk.img --run 'qemu-img info "$uri"'`
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero,
+    Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
+    ThreadModel, Zero,
 };
-use crate::error::StartError;
+use crate::error::{io_message, StartError};
 use crate::params::Params;
 
 pub static INFO: PluginInfo = PluginInfo {
     name: "file",
     description: "a regular file or block device",
     config_help: "[file=]<FILENAME>            The filename to serve.\n\
+                  dir=<DIRNAME>                A directory of files to serve, one export each.\n\
+                  fd=<FD>                      A file descriptor to serve.\n\
+                  dirfd=<FD>                   A directory descriptor of files to serve.\n\
                   cache=default|none           Set use of the page cache.\n\
                   fadvise=normal|random|sequential  Access-pattern hint.",
     magic_config_key: Some("file"),
@@ -49,56 +66,103 @@ enum CacheMode {
     None,
 }
 
+/// What is served.
+enum Source {
+    Path(PathBuf),
+    Dir(PathBuf),
+    /// An inherited descriptor; each connection gets a `dup` of it.
+    Fd(RawFd),
+    /// An inherited directory descriptor.
+    DirFd(RawFd),
+}
+
 struct FilePlugin {
-    path: String,
+    source: Source,
     cache: CacheMode,
     fadvise: libc::c_int,
 }
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
-    for unsupported in ["dir", "fd", "dirfd"] {
-        if p.take(unsupported).is_some() {
-            return Err(StartError(format!(
-                "file: {unsupported}= is not supported yet by this nbdkit"
-            )));
+    let err = |m: String| Err(StartError(format!("file: {m}")));
+    let mut given = Vec::new();
+    for key in ["file", "dir", "fd", "dirfd"] {
+        for v in p.take_all(key) {
+            given.push((key, v));
         }
     }
-    let files = p.take_all("file");
-    let path = match files.as_slice() {
+    let (key, value) = match given.as_slice() {
         [] => {
-            return Err(StartError(
-                "file: you must supply the file=<FILENAME> parameter".into(),
-            ))
+            return err(
+                "you must supply [file=]<FILENAME>, dir=<DIRNAME>, fd=<FD> or dirfd=<FD>".into(),
+            )
         }
-        [one] => one.clone(),
-        _ => {
-            return Err(StartError(
-                "file: file parameter can only appear once".into(),
-            ))
+        [(k, v)] => (*k, v.clone()),
+        [(a, _), (b, _), ..] if a == b => {
+            return err(format!("{a} parameter can only appear once"))
         }
+        [(a, _), (b, _), ..] => return err(format!("{a}= and {b}= cannot be used together")),
     };
     let cache = match p.take("cache").as_deref() {
         None | Some("default") => CacheMode::Default,
         Some("none") => CacheMode::None,
-        Some(v) => return Err(StartError(format!("file: unknown cache mode: {v}"))),
+        Some(v) => return err(format!("unknown cache mode: {v}")),
     };
     let fadvise = match p.take("fadvise").as_deref() {
         None | Some("normal") => libc::POSIX_FADV_NORMAL,
         Some("random") => libc::POSIX_FADV_RANDOM,
         Some("sequential") => libc::POSIX_FADV_SEQUENTIAL,
-        Some(v) => return Err(StartError(format!("file: unknown fadvise mode: {v}"))),
+        Some(v) => return err(format!("unknown fadvise mode: {v}")),
     };
     p.finish()?;
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => return Err(StartError(format!("file: {path}: is a directory"))),
-        Ok(_) => {}
-        Err(e) => return Err(StartError(format!("file: {path}: {e}"))),
-    }
+    let source = match key {
+        "file" => match std::fs::metadata(&value) {
+            Ok(m) if m.is_dir() => return err(format!("{value}: is a directory (use dir=)")),
+            Ok(m) if !servable(&m.file_type()) => {
+                return err(format!("{value}: not a regular file or block device"))
+            }
+            Ok(_) => Source::Path(value.into()),
+            Err(e) => return err(format!("{value}: {}", io_message(&e))),
+        },
+        "dir" => match std::fs::metadata(&value) {
+            Ok(m) if m.is_dir() => Source::Dir(value.into()),
+            Ok(_) => return err(format!("dir={value}: not a directory")),
+            Err(e) => return err(format!("dir={value}: {}", io_message(&e))),
+        },
+        _ => {
+            let fd: RawFd = match value.parse() {
+                Ok(n) if n > 2 => n,
+                Ok(_) => {
+                    return err(format!(
+                        "{key}={value}: must be above 2 (0, 1 and 2 are nbdkit's own stdio)"
+                    ))
+                }
+                Err(_) => return err(format!("{key}={value}: not a file descriptor number")),
+            };
+            // SAFETY: fstat on an integer descriptor, into a local struct.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::fstat(fd, &mut st) } == -1 {
+                let e = std::io::Error::last_os_error();
+                return err(format!("{key}={fd}: {}", io_message(&e)));
+            }
+            let fmt = st.st_mode & libc::S_IFMT;
+            match key {
+                "fd" if fmt == libc::S_IFREG || fmt == libc::S_IFBLK => Source::Fd(fd),
+                "fd" => return err(format!("fd={fd}: not a regular file or block device")),
+                _ if fmt == libc::S_IFDIR => Source::DirFd(fd),
+                _ => return err(format!("dirfd={fd}: not a directory")),
+            }
+        }
+    };
     Ok(Arc::new(FilePlugin {
-        path,
+        source,
         cache,
         fadvise,
     }))
+}
+
+/// What this plugin serves: regular files and block devices.
+fn servable(t: &std::fs::FileType) -> bool {
+    t.is_file() || t.is_block_device()
 }
 
 struct Disk {
@@ -110,19 +174,126 @@ struct Disk {
     seekable_holes: bool,
 }
 
+/// An export name in directory mode: one entry of the directory.
+fn entry_name(export: &str) -> Result<CString> {
+    if export.is_empty() {
+        return Err(Error::new(
+            Errno::Inval,
+            "in directory mode the client must name an export (see nbdinfo --list)",
+        ));
+    }
+    if export.contains('/') {
+        return Err(Error::new(
+            Errno::Inval,
+            format!("export name {export:?} contains '/'"),
+        ));
+    }
+    CString::new(export).map_err(|_| Error::new(Errno::Inval, "NUL in export name"))
+}
+
+/// Open `name` relative to `dir` (or the working directory), read-write
+/// unless `readonly` or not permitted. Never blocks on a FIFO, and refuses
+/// anything but a regular file or block device.
+fn open_at(dir: RawFd, name: &CString, readonly: bool) -> std::io::Result<(File, bool)> {
+    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let open = |mode| {
+        // SAFETY: openat with a NUL-terminated path and plain flags.
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | mode) };
+        if fd == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: a fresh descriptor that we now own.
+            Ok(unsafe { File::from_raw_fd(fd) })
+        }
+    };
+    let rw = if readonly {
+        Err(std::io::Error::from_raw_os_error(libc::EROFS))
+    } else {
+        open(libc::O_RDWR)
+    };
+    let (file, writable) = match rw {
+        Ok(f) => (f, true),
+        Err(_) => (open(libc::O_RDONLY)?, false),
+    };
+    if !servable(&file.metadata()?.file_type()) {
+        return Err(std::io::Error::other("not a regular file or block device"));
+    }
+    // O_NONBLOCK only guarded the open.
+    // SAFETY: fcntl on our own descriptor.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+    Ok((file, writable))
+}
+
+/// The regular files and block devices in a directory, in directory order.
+fn list_dir(dir: &Path) -> std::io::Result<Vec<ExportEntry>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // Follow symbolic links, as opening them will.
+        let ok = match entry.file_type() {
+            Ok(t) if t.is_symlink() => std::fs::metadata(entry.path())
+                .map(|m| servable(&m.file_type()))
+                .unwrap_or(false),
+            Ok(t) => servable(&t),
+            Err(_) => false,
+        };
+        if ok {
+            out.push(ExportEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                description: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl FilePlugin {
+    /// Open what a connection asked for (blocking).
+    fn open_file(&self, readonly: bool, entry: Option<&CString>) -> std::io::Result<(File, bool)> {
+        match (&self.source, entry) {
+            (Source::Path(p), _) => {
+                let name = CString::new(p.as_os_str().as_bytes())?;
+                open_at(libc::AT_FDCWD, &name, readonly)
+            }
+            (Source::Dir(d), Some(name)) => {
+                let dir = std::fs::File::open(d)?;
+                open_at(dir.as_raw_fd(), name, readonly)
+            }
+            (Source::DirFd(fd), Some(name)) => open_at(*fd, name, readonly),
+            (Source::Fd(fd), _) => {
+                // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor.
+                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if dup == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: the duplicate is ours.
+                let file = unsafe { File::from_raw_fd(dup) };
+                // SAFETY: F_GETFL on our own descriptor.
+                let mode = unsafe { libc::fcntl(dup, libc::F_GETFL) } & libc::O_ACCMODE;
+                Ok((file, !readonly && mode != libc::O_RDONLY))
+            }
+            (Source::Dir(_) | Source::DirFd(_), None) => {
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Plugin for FilePlugin {
-    async fn open(&self, readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        let entry = match self.source {
+            Source::Dir(_) | Source::DirFd(_) => Some(entry_name(export)?),
+            _ => None,
+        };
+        let what = match &self.source {
+            Source::Path(p) => p.display().to_string(),
+            Source::Fd(fd) => format!("fd={fd}"),
+            _ => export.to_string(),
+        };
+        let (file, writable) = blocking(|| self.open_file(readonly, entry.as_ref()))
+            .map_err(|e| Error::new(e.errno, format!("{what}: {}", e.msg)))?;
         blocking(|| {
-            let rw = if readonly {
-                Err(std::io::Error::from_raw_os_error(libc::EROFS))
-            } else {
-                OpenOptions::new().read(true).write(true).open(&self.path)
-            };
-            let (file, writable) = match rw {
-                Ok(f) => (f, true),
-                Err(_) => (File::open(&self.path)?, false),
-            };
             let meta = file.metadata()?;
             let size = if meta.is_file() {
                 meta.len()
@@ -141,6 +312,17 @@ impl Plugin for FilePlugin {
                 seekable_holes: meta.is_file(),
             }) as Arc<dyn Handle>)
         })
+    }
+
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        match &self.source {
+            Source::Dir(d) => blocking(|| list_dir(d)),
+            Source::DirFd(fd) => blocking(|| list_dir(Path::new(&format!("/proc/self/fd/{fd}")))),
+            _ => Ok(vec![ExportEntry {
+                name: self.default_export(readonly).await?,
+                description: None,
+            }]),
+        }
     }
 }
 
