@@ -132,18 +132,53 @@ impl Sparse {
             .contains_key(&key)
     }
 
-    /// Call `f(offset, length, allocated)` for runs of pages covering
+    /// What the page holding `offset` is: unallocated, allocated but all
+    /// zero, or holding data.
+    pub fn state(&self, offset: u64) -> PageState {
+        let (shard, key) = self.shard(offset >> PAGE_SHIFT);
+        let map = shard.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            None => PageState::Hole,
+            Some(p) if p.iter().all(|&b| b == 0) => PageState::Zero,
+            Some(_) => PageState::Data,
+        }
+    }
+
+    /// Call `f(offset, length, state)` for each page's part of
     /// `[offset, offset+len)`, in order, until `f` returns false.
-    pub fn runs(&self, len: u64, offset: u64, mut f: impl FnMut(u64, u64, bool) -> bool) {
+    pub fn runs(&self, len: u64, offset: u64, mut f: impl FnMut(u64, u64, PageState) -> bool) {
         let end = offset + len;
         let mut pos = offset;
         while pos < end {
             let page_end = ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
             let n = page_end.min(end) - pos;
-            if !f(pos, n, self.allocated(pos)) {
+            if !f(pos, n, self.state(pos)) {
                 return;
             }
             pos += n;
+        }
+    }
+}
+
+/// A page as extents report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// Never written (or zeroed whole): reads as zero, no memory.
+    Hole,
+    /// Allocated, and every byte is zero.
+    Zero,
+    /// Allocated, with data.
+    Data,
+}
+
+impl PageState {
+    /// The extent flags for this state.
+    pub fn flags(self) -> u32 {
+        use crate::backend::{HOLE, ZERO};
+        match self {
+            PageState::Hole => HOLE | ZERO,
+            PageState::Zero => ZERO,
+            PageState::Data => 0,
         }
     }
 }

@@ -3,3 +3,5 @@
 
 /// The file plugin.
 mod file;
+/// The memory plugin's extents.
+mod memory;

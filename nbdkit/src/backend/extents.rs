@@ -2,12 +2,17 @@
 
 use super::{Errno, Error, Result};
 
+/// Extent flag: the range is not allocated (a hole).
+pub const HOLE: u32 = 1;
+/// Extent flag: the range reads as zeroes.
+pub const ZERO: u32 = 2;
+
 /// One run of blocks with the same `base:allocation` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
     pub offset: u64,
     pub length: u64,
-    /// `base:allocation` flags: 1 = hole, 2 = reads as zero.
+    /// `base:allocation` flags: [`HOLE`], [`ZERO`].
     pub flags: u32,
 }
 

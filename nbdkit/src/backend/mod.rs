@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 pub use crate::error::{Errno, Error, Result};
 pub use export::Export;
-pub use extents::{Extent, Extents};
+pub use extents::{Extent, Extents, HOLE, ZERO};
 
 /// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
 /// The server enforces it; the strictest model in the chain wins.

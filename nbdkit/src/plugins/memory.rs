@@ -99,11 +99,9 @@ impl Handle for Disk {
     }
 
     async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
-        self.data
-            .runs(u64::from(count), offset, |off, len, allocated| {
-                let flags = if allocated { 0 } else { 3 };
-                ext.add(off, len, flags) && !(f.req_one && ext.list().len() > 1)
-            });
+        self.data.runs(u64::from(count), offset, |off, len, state| {
+            ext.add(off, len, state.flags()) && !(f.req_one && ext.list().len() > 1)
+        });
         Ok(())
     }
 
