@@ -210,7 +210,11 @@ mod tests {
             true
         });
         assert_eq!(runs.len(), 4);
-        let alloc: Vec<bool> = runs.iter().map(|r| r.2).collect();
-        assert_eq!(alloc, [false, false, true, true]);
+        let states: Vec<PageState> = runs.iter().map(|r| r.2).collect();
+        use PageState::*;
+        assert_eq!(states, [Hole, Hole, Data, Data]);
+        // A page written with zeroes only is allocated but reads as zero.
+        s.write(&[0u8; 10], 0);
+        assert_eq!(s.state(0), Zero);
     }
 }
