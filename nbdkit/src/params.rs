@@ -42,6 +42,12 @@ impl Params {
         out
     }
 
+    /// Take everything not taken yet (for plugins whose other parameters
+    /// are free-form, like `data`'s `$VAR`s).
+    pub fn take_rest(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.items)
+    }
+
     /// Take `key`; if it was given more than once the last one wins, as in C
     /// nbdkit where each `config` call overwrites the previous one.
     pub fn take(&mut self, key: &str) -> Option<String> {

@@ -1,6 +1,8 @@
 //! One file per plugin (memory, null and pattern are exercised throughout
 //! the protocol and interop tests).
 
+/// The data plugin, compared with C nbdkit.
+mod data;
 /// The file plugin.
 mod file;
 /// The memory plugin's extents.

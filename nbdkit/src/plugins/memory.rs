@@ -2,6 +2,9 @@
 //!
 //! - `size=SIZE` (required; magic key, so `nbdkit memory 1G` works): the
 //!   disk size, up to 2^63-1 bytes. Only written pages use memory.
+//! - `allocator=sparse|malloc`: data is kept in sparse pages either way;
+//!   with `malloc` extents report the whole disk as data, as C's malloc
+//!   allocator does. `zstd` and `mlock` give an error.
 //!
 //! Supports writes, FUA, flush, trim and zero (which free pages), fast zero,
 //! extents (holes are unwritten pages), cache, and multi-conn.
@@ -30,23 +33,49 @@ pub static INFO: PluginInfo = PluginInfo {
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let size = p.require_size("size")?;
-    if let Some(a) = p.take("allocator") {
-        if a != "sparse" {
-            return Err(StartError(format!(
-                "memory: allocator={a} is not supported (only allocator=sparse)"
-            )));
-        }
-    }
+    let extents = allocator(&mut p)?;
     p.finish()?;
-    Ok(Arc::new(Shared(Arc::new(Disk {
+    Ok(Arc::new(Shared(Arc::new(Disk::new(
         size,
-        data: Sparse::new(),
-    }))))
+        Sparse::new(),
+        extents,
+    )))))
 }
 
-struct Disk {
+/// `allocator=sparse|malloc` (shared with the data plugin). Both keep the
+/// data in sparse pages here; `malloc` reports the whole disk as data in
+/// extents, as C's malloc allocator does. True for `sparse`.
+pub(crate) fn allocator(p: &mut Params) -> Result<bool, StartError> {
+    let owner = p.owner().to_string();
+    match p.take("allocator").as_deref() {
+        None | Some("sparse") => Ok(true),
+        Some("malloc") => Ok(false),
+        Some(a) if a.starts_with("malloc,") => Err(StartError(format!(
+            "{owner}: allocator={a}: mlock is not supported by this nbdkit"
+        ))),
+        Some("zstd") => Err(StartError(format!(
+            "{owner}: allocator=zstd is not supported by this nbdkit (use sparse or malloc)"
+        ))),
+        Some(a) => Err(StartError(format!("{owner}: unknown allocator \"{a}\""))),
+    }
+}
+
+/// A RAM disk: the memory plugin's, and the data plugin's once filled.
+pub(crate) struct Disk {
     size: u64,
     data: Sparse,
+    /// Report holes (allocator=sparse), or everything as data (malloc).
+    extents: bool,
+}
+
+impl Disk {
+    pub(crate) fn new(size: u64, data: Sparse, extents: bool) -> Disk {
+        Disk {
+            size,
+            data,
+            extents,
+        }
+    }
 }
 
 #[async_trait]
@@ -99,6 +128,10 @@ impl Handle for Disk {
     }
 
     async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+        if !self.extents {
+            ext.add(offset, u64::from(count), 0);
+            return Ok(());
+        }
         self.data.runs(u64::from(count), offset, |off, len, state| {
             ext.add(off, len, state.flags()) && !(f.req_one && ext.list().len() > 1)
         });

@@ -8,6 +8,7 @@ use crate::backend::{Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod data;
 pub mod file;
 pub mod memory;
 pub mod null;
@@ -50,7 +51,13 @@ impl Plugin for Shared {
 }
 
 /// Every plugin, in the order `--help` lists them.
-pub static PLUGINS: &[&PluginInfo] = &[&file::INFO, &memory::INFO, &null::INFO, &pattern::INFO];
+pub static PLUGINS: &[&PluginInfo] = &[
+    &data::INFO,
+    &file::INFO,
+    &memory::INFO,
+    &null::INFO,
+    &pattern::INFO,
+];
 
 /// Find a plugin by name.
 pub fn lookup(name: &str) -> Option<&'static PluginInfo> {
