@@ -3,6 +3,8 @@
 
 /// The data plugin, compared with C nbdkit.
 mod data;
+/// The example1 disk.
+mod example1;
 /// The file plugin.
 mod file;
 /// The memory plugin's extents.

@@ -9,6 +9,7 @@ use crate::error::StartError;
 use crate::params::Params;
 
 pub mod data;
+pub mod example1;
 pub mod file;
 pub mod memory;
 pub mod null;
@@ -53,6 +54,7 @@ impl Plugin for Shared {
 /// Every plugin, in the order `--help` lists them.
 pub static PLUGINS: &[&PluginInfo] = &[
     &data::INFO,
+    &example1::INFO,
     &file::INFO,
     &memory::INFO,
     &null::INFO,
