@@ -242,3 +242,28 @@ fn dirfd_serves_a_directory_descriptor() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2097152\n3\n");
 }
+
+#[test]
+fn flags_and_extents_match_c_nbdkit() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let Some(c) = c_nbdkit() else { return };
+    let (_d, img) = image(1 << 20);
+    for extra in ["", "-r"] {
+        let info = |nbdkit: &std::path::Path| {
+            let out = sh(&format!(
+                "{} -U - {extra} file '{}' --run 'nbdinfo \"$uri\" | grep -v uri:; nbdinfo --map \"$uri\"'",
+                nbdkit.display(),
+                img.display()
+            ));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(info(&bin()), info(&c), "{extra}");
+    }
+}

@@ -9,3 +9,5 @@ mod example1;
 mod file;
 /// The memory plugin's extents.
 mod memory;
+/// The tar plugin, against tar(1) and C's tar filter.
+mod tar;

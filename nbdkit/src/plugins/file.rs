@@ -40,7 +40,7 @@ use async_trait::async_trait;
 use super::PluginInfo;
 use crate::backend::{
     Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
-    ThreadModel, Zero,
+    ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -167,6 +167,8 @@ fn servable(t: &std::fs::FileType) -> bool {
 
 struct Disk {
     file: File,
+    /// Where the export starts in the file (non-zero for a tar member).
+    base: u64,
     size: u64,
     writable: bool,
     cache: CacheMode,
@@ -306,6 +308,7 @@ impl Plugin for FilePlugin {
             unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, self.fadvise) };
             Ok(Arc::new(Disk {
                 file,
+                base: 0,
                 size,
                 writable,
                 cache: self.cache,
@@ -324,6 +327,29 @@ impl Plugin for FilePlugin {
             }]),
         }
     }
+}
+
+/// A handle on `[base, base+size)` of the file at `path` (the tar
+/// plugin's member): everything the file plugin does, within that window.
+pub(crate) fn open_window(
+    path: &Path,
+    readonly: bool,
+    base: u64,
+    size: u64,
+) -> Result<Arc<dyn Handle>> {
+    blocking(|| {
+        let name = CString::new(path.as_os_str().as_bytes())?;
+        let (file, writable) = open_at(libc::AT_FDCWD, &name, readonly)?;
+        let seekable_holes = file.metadata()?.is_file();
+        Ok(Arc::new(Disk {
+            file,
+            base,
+            size,
+            writable,
+            cache: CacheMode::Default,
+            seekable_holes,
+        }) as Arc<dyn Handle>)
+    })
 }
 
 /// Run a blocking system call without stalling the runtime's other tasks.
@@ -413,7 +439,8 @@ impl Handle for Disk {
             fua: Fua::Native,
             trim: self.writable,
             zero: Zero::Native,
-            fast_zero: true,
+            // As C's file plugin: zeroing may be slow, so no fast zero.
+            fast_zero: false,
             cache: Cache::Native,
             extents: self.seekable_holes,
             multi_conn: true,
@@ -422,6 +449,7 @@ impl Handle for Disk {
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
+        let offset = self.base + offset;
         // What the page cache holds is copied without leaving the thread;
         // only the rest (a cache miss) goes through `block_in_place`.
         let cached = self.read_cached(buf, offset);
@@ -442,6 +470,7 @@ impl Handle for Disk {
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
+        let offset = self.base + offset;
         blocking(|| {
             self.file.write_all_at(buf, offset)?;
             self.after_write(offset, buf.len() as u64, f.fua)
@@ -453,6 +482,7 @@ impl Handle for Disk {
     }
 
     async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let offset = self.base + offset;
         blocking(|| {
             let r = self.fallocate(
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
@@ -470,6 +500,7 @@ impl Handle for Disk {
     }
 
     async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let offset = self.base + offset;
         let len = u64::from(count);
         blocking(|| {
             let mut r = self.fallocate(
@@ -494,21 +525,24 @@ impl Handle for Disk {
     }
 
     async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
-        let end = offset + u64::from(count);
+        // Positions in the file; extents are reported relative to `base`.
+        let base = self.base;
+        let (start, end) = (base + offset, base + offset + u64::from(count));
+        let file_end = base + self.size;
         blocking(|| {
-            let mut pos = offset;
+            let mut pos = start;
             while pos < end {
                 // Where does the data at or after `pos` start?
-                let data = self.seek(pos, libc::SEEK_DATA).unwrap_or(self.size);
+                let data = self.seek(pos, libc::SEEK_DATA).unwrap_or(file_end);
                 if data > pos {
-                    if !ext.add(pos, data.min(end) - pos, 3) || f.req_one {
+                    if !ext.add(pos - base, data.min(end) - pos, HOLE | ZERO) || f.req_one {
                         break;
                     }
                     pos = data;
                     continue;
                 }
-                let hole = self.seek(pos, libc::SEEK_HOLE).unwrap_or(self.size);
-                if !ext.add(pos, hole.min(end) - pos, 0) || f.req_one {
+                let hole = self.seek(pos, libc::SEEK_HOLE).unwrap_or(file_end);
+                if !ext.add(pos - base, hole.min(end) - pos, 0) || f.req_one {
                     break;
                 }
                 pos = hole;
@@ -522,7 +556,7 @@ impl Handle for Disk {
         unsafe {
             libc::posix_fadvise(
                 self.file.as_raw_fd(),
-                offset as i64,
+                (self.base + offset) as i64,
                 i64::from(count),
                 libc::POSIX_FADV_WILLNEED,
             )

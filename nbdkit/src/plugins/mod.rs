@@ -14,6 +14,7 @@ pub mod file;
 pub mod memory;
 pub mod null;
 pub mod pattern;
+pub mod tar;
 
 /// What the server knows about a plugin before building it.
 pub struct PluginInfo {
@@ -59,6 +60,7 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &memory::INFO,
     &null::INFO,
     &pattern::INFO,
+    &tar::INFO,
 ];
 
 /// Find a plugin by name.
