@@ -9,5 +9,7 @@ mod example1;
 mod file;
 /// The memory plugin's extents.
 mod memory;
+/// The sh and eval script plugins.
+mod sh;
 /// The tar plugin, against tar(1) and C's tar filter.
 mod tar;

@@ -83,10 +83,13 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
+    // The strictest of what the plugin's table entry and the plugin itself
+    // (a script may choose at start-up) allow.
+    let thread_model = info.thread_model.min(plugin.thread_model());
     let code = rt.block_on(serve(
         &cfg,
         plugin,
-        info.thread_model,
+        thread_model,
         &mut listening,
         parent,
         ready,

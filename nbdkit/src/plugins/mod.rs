@@ -9,11 +9,13 @@ use crate::error::StartError;
 use crate::params::Params;
 
 pub mod data;
+pub mod eval;
 pub mod example1;
 pub mod file;
 pub mod memory;
 pub mod null;
 pub mod pattern;
+pub mod sh;
 pub mod tar;
 
 /// What the server knows about a plugin before building it.
@@ -55,11 +57,13 @@ impl Plugin for Shared {
 /// Every plugin, in the order `--help` lists them.
 pub static PLUGINS: &[&PluginInfo] = &[
     &data::INFO,
+    &eval::INFO,
     &example1::INFO,
     &file::INFO,
     &memory::INFO,
     &null::INFO,
     &pattern::INFO,
+    &sh::INFO,
     &tar::INFO,
 ];
 

@@ -1,0 +1,149 @@
+//! `sh`: a plugin written as a script (or any executable), called once per
+//! method as nbdkit-sh-plugin(3) describes.
+//!
+//! - `script=PATH` (magic key, so `nbdkit sh ./disk.sh` works; `-` reads
+//!   the script from stdin): run as `PATH METHOD ARGS...`, with `$tmpdir`
+//!   a private directory removed when nbdkit exits.
+//! - Every other `key=value` is passed on as `PATH config KEY VALUE`.
+//!
+//! Exit status 0 is success, 2 "not implemented", 3 "false" (for `can_*`
+//! and `is_rotational`); any other status is an error, the errno being the
+//! first word on stderr (`ENOSPC Out of space`), else EIO. As in C nbdkit
+//! 1.32, statuses 4 and above are plain errors. Start-up calls: `load`,
+//! `config`, `config_complete`, `thread_model` (default, and for output it
+//! does not recognise, `serialize_all_requests`), `get_ready`. Per connection: `open`
+//! (prints the handle), `get_size`, `block_size`, the `can_*` methods
+//! (missing means false: a script must say what it can do),
+//! `is_rotational`, `export_description`, then `pread`, `pwrite` (data on
+//! stdin), `flush`, `trim`, `zero`, `extents`, `cache`, and `close`.
+//! `list_exports` and `default_export` answer the handshake. Not
+//! supported: `dump_plugin`, `magic_config_key`, `preconnect`,
+//! `after_fork` and `unload`.
+//!
+//! Example: `nbdkit -U - sh ./disk.sh --run 'nbdinfo "$uri"'`
+
+pub(crate) mod script;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::PluginInfo;
+use crate::backend::{Plugin, Result, ThreadModel};
+use crate::error::StartError;
+use crate::params::Params;
+use script::{Outcome, Program, Runner, ScriptPlugin};
+
+pub static INFO: PluginInfo = PluginInfo {
+    name: "sh",
+    description: "a plugin written as a shell script (or any executable)",
+    config_help: "script=<FILENAME>     (required) The script to run ('-' reads stdin).\n\
+                  [other arguments]     Passed to the script as: config KEY VALUE",
+    magic_config_key: Some("script"),
+    thread_model: ThreadModel::Parallel,
+    build,
+    dump: &[],
+};
+
+fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let fail = |m: String| StartError(format!("sh: {m}"));
+    let mut scripts = p.take_all("script");
+    if scripts.len() > 1 {
+        return Err(fail(
+            "script= can only be given once (the first bare value is the script)".into(),
+        ));
+    }
+    let Some(script) = scripts.pop() else {
+        return Err(fail("you must supply script=<FILENAME>".into()));
+    };
+    let tmpdir = tempfile::Builder::new()
+        .prefix("nbdkit-sh-")
+        .tempdir()
+        .map_err(|e| fail(format!("cannot create $tmpdir: {e}")))?;
+    let path = if script == "-" {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+            .map_err(|e| fail(format!("reading the script from stdin: {e}")))?;
+        let p = tmpdir.path().join("inline-script.sh");
+        write_executable(&p, &text).map_err(fail)?;
+        p
+    } else {
+        let p = PathBuf::from(&script);
+        let p = std::fs::canonicalize(&p)
+            .map_err(|e| fail(format!("{script}: {}", crate::error::io_message(&e))))?;
+        if !is_executable(&p) {
+            return Err(fail(format!("{script}: not an executable file")));
+        }
+        p
+    };
+    let runner = Runner {
+        program: Program::File(path),
+        tmpdir,
+        name: "sh",
+    };
+    let rest = p.take_rest();
+    start(runner, rest, false, "sh")
+}
+
+/// The start-up sequence both script plugins share: load (sh only),
+/// config for each parameter, config_complete, thread_model, get_ready.
+pub(crate) fn start(
+    runner: Runner,
+    config: Vec<(String, String)>,
+    infer_caps: bool,
+    name: &str,
+) -> Result<Arc<dyn Plugin>, StartError> {
+    let fail = |m: String| StartError(format!("{name}: {m}"));
+    let must = |method: &str, args: &[&str]| -> Result<Option<Vec<u8>>, StartError> {
+        match runner.call_sync(method, args) {
+            Outcome::Ok(out) => Ok(Some(out)),
+            Outcome::Missing | Outcome::False => Ok(None),
+            Outcome::Failed(e) => Err(fail(
+                e.msg.trim_start_matches(&format!("{name}: ")).to_string(),
+            )),
+        }
+    };
+    if name == "sh" {
+        must("load", &[])?;
+    }
+    for (k, v) in &config {
+        if must("config", &[k, v])?.is_none() {
+            return Err(fail(format!(
+                "unknown parameter '{k}' (the script has no config method)"
+            )));
+        }
+    }
+    must("config_complete", &[])?;
+    let thread_model = match must("thread_model", &[])? {
+        None => ThreadModel::SerializeAllRequests,
+        Some(out) => match String::from_utf8_lossy(&out).trim() {
+            "serialize_connections" => ThreadModel::SerializeConnections,
+            "serialize_all_requests" => ThreadModel::SerializeAllRequests,
+            "serialize_requests" => ThreadModel::SerializeRequests,
+            "parallel" => ThreadModel::Parallel,
+            // As C: output it does not recognise is ignored.
+            _ => ThreadModel::SerializeAllRequests,
+        },
+    };
+    must("get_ready", &[])?;
+    Ok(Arc::new(ScriptPlugin {
+        runner: Arc::new(runner),
+        thread_model,
+        infer_caps,
+    }))
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Write a script file the plugin can exec.
+pub(crate) fn write_executable(
+    p: &std::path::Path,
+    text: &[u8],
+) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}

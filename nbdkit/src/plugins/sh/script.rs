@@ -1,0 +1,646 @@
+//! Running a plugin's methods as programs: the part the `sh` and `eval`
+//! plugins share (nbdkit-sh-plugin(3)).
+//!
+//! Each method call runs `PROGRAM METHOD ARGS...` with `$tmpdir` set, and
+//! its exit status says how it went: 0 ok, 2 not implemented, 3 false,
+//! anything else an error whose errno is the first word the program wrote
+//! to stderr (`ENOSPC Out of space`; EIO if there is none). Calls made
+//! while serving run through tokio's process support, so a slow script
+//! never stalls other requests.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+
+use crate::backend::{
+    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
+    ThreadModel, Zero, HOLE, ZERO,
+};
+use crate::size::parse_size;
+
+/// What runs a method.
+pub enum Program {
+    /// One executable for every method (`sh`).
+    File(PathBuf),
+    /// One snippet file per method; methods without one run `missing`
+    /// (`eval`).
+    Snippets {
+        dir: PathBuf,
+        have: HashSet<String>,
+        missing: PathBuf,
+    },
+}
+
+/// How a call ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Exit 0, with what was printed on stdout.
+    Ok(Vec<u8>),
+    /// Exit 2.
+    Missing,
+    /// Exit 3.
+    False,
+    /// Anything else.
+    Failed(Error),
+}
+
+/// A program and the temporary directory its calls share.
+pub struct Runner {
+    pub program: Program,
+    pub tmpdir: tempfile::TempDir,
+    /// For messages: "sh" or "eval".
+    pub name: &'static str,
+}
+
+impl Runner {
+    /// Is `method` written out (eval), or might it be (sh)?
+    pub fn defines(&self, method: &str) -> bool {
+        match &self.program {
+            Program::File(_) => true,
+            Program::Snippets { have, .. } => have.contains(method),
+        }
+    }
+
+    fn argv(&self, method: &str, args: &[&str]) -> (PathBuf, Vec<OsString>) {
+        let exe = match &self.program {
+            Program::File(p) => p.clone(),
+            Program::Snippets { dir, have, missing } => {
+                if have.contains(method) {
+                    dir.join(method)
+                } else {
+                    missing.clone()
+                }
+            }
+        };
+        let mut v: Vec<OsString> = vec![method.into()];
+        v.extend(args.iter().map(OsString::from));
+        (exe, v)
+    }
+
+    /// A call at start-up (blocking is fine there).
+    pub fn call_sync(&self, method: &str, args: &[&str]) -> Outcome {
+        let (exe, argv) = self.argv(method, args);
+        let out = std::process::Command::new(&exe)
+            .args(&argv)
+            .env("tmpdir", self.tmpdir.path())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .output();
+        match out {
+            Ok(o) => self.outcome(method, o.status, o.stdout, &o.stderr),
+            Err(e) => Outcome::Failed(Error::new(
+                Errno::Io,
+                format!("{}: {method}: cannot run {}: {e}", self.name, exe.display()),
+            )),
+        }
+    }
+
+    /// A call while serving; `input` goes to the program's stdin.
+    pub async fn call(&self, method: &str, args: &[&str], input: Option<&[u8]>) -> Outcome {
+        let (exe, argv) = self.argv(method, args);
+        let spawned = tokio::process::Command::new(&exe)
+            .args(&argv)
+            .env("tmpdir", self.tmpdir.path())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::Failed(Error::new(
+                    Errno::Io,
+                    format!("{}: {method}: cannot run {}: {e}", self.name, exe.display()),
+                ))
+            }
+        };
+        // Feed stdin while the output is collected, so neither side can
+        // fill a pipe and wait for the other.
+        let stdin = child.stdin.take();
+        let feed = async move {
+            if let (Some(mut w), Some(data)) = (stdin, input) {
+                // A script that exits without reading gets EPIPE: fine.
+                let _ = w.write_all(data).await;
+            }
+        };
+        let (_, out) = tokio::join!(feed, child.wait_with_output());
+        match out {
+            Ok(o) => self.outcome(method, o.status, o.stdout, &o.stderr),
+            Err(e) => Outcome::Failed(Error::new(
+                Errno::Io,
+                format!("{}: {method}: {e}", self.name),
+            )),
+        }
+    }
+
+    fn outcome(
+        &self,
+        method: &str,
+        status: std::process::ExitStatus,
+        stdout: Vec<u8>,
+        stderr: &[u8],
+    ) -> Outcome {
+        match status.code() {
+            Some(0) => Outcome::Ok(stdout),
+            Some(2) => Outcome::Missing,
+            Some(3) => Outcome::False,
+            code => {
+                let text = String::from_utf8_lossy(stderr);
+                let text = text.trim();
+                let (errno, msg) = parse_error(text);
+                let why = match code {
+                    Some(c) => format!("exit status {c}"),
+                    None => "killed by a signal".to_string(),
+                };
+                let msg = if msg.is_empty() {
+                    format!("{}: {method}: {why}", self.name)
+                } else {
+                    format!("{}: {method}: {msg}", self.name)
+                };
+                Outcome::Failed(Error::new(errno, msg))
+            }
+        }
+    }
+}
+
+/// `ERRNO message` from a script's stderr; EIO when there is no errno name.
+fn parse_error(text: &str) -> (Errno, &str) {
+    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    match errno_number(word) {
+        Some(n) => (Errno::from_os(n), rest.trim()),
+        None => (Errno::Io, text),
+    }
+}
+
+/// The errno names scripts use, as numbers (then mapped as for any OS
+/// error).
+fn errno_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "EPERM" => libc::EPERM,
+        "ENOENT" => libc::ENOENT,
+        "EIO" => libc::EIO,
+        "ENXIO" => libc::ENXIO,
+        "EBADF" => libc::EBADF,
+        "EAGAIN" | "EWOULDBLOCK" => libc::EAGAIN,
+        "ENOMEM" => libc::ENOMEM,
+        "EACCES" => libc::EACCES,
+        "EFAULT" => libc::EFAULT,
+        "EBUSY" => libc::EBUSY,
+        "EEXIST" => libc::EEXIST,
+        "ENODEV" => libc::ENODEV,
+        "EINVAL" => libc::EINVAL,
+        "EFBIG" => libc::EFBIG,
+        "ENOSPC" => libc::ENOSPC,
+        "ESPIPE" => libc::ESPIPE,
+        "EROFS" => libc::EROFS,
+        "ERANGE" => libc::ERANGE,
+        "EDQUOT" => libc::EDQUOT,
+        "ENOTSUP" | "EOPNOTSUPP" => libc::ENOTSUP,
+        "EOVERFLOW" => libc::EOVERFLOW,
+        "ESHUTDOWN" => libc::ESHUTDOWN,
+        "ETIMEDOUT" => libc::ETIMEDOUT,
+        "ECONNRESET" => libc::ECONNRESET,
+        _ => return None,
+    })
+}
+
+/// What a boolean `can_*` method answers when it is missing.
+#[derive(Clone, Copy)]
+pub enum Absent {
+    /// False (sh: a script cannot say what it implements).
+    False,
+    /// True if this method is written out (eval).
+    IfDefined(&'static str),
+}
+
+/// A plugin whose methods are programs.
+pub struct ScriptPlugin {
+    pub runner: Arc<Runner>,
+    pub thread_model: ThreadModel,
+    /// eval: missing `can_*` follow which callbacks exist.
+    pub infer_caps: bool,
+}
+
+fn failed<T>(method: &str, o: Outcome, name: &str) -> Result<T> {
+    Err(match o {
+        Outcome::Failed(e) => e,
+        Outcome::Missing => Error::new(Errno::Io, format!("{name}: {method} is not implemented")),
+        Outcome::False => Error::new(Errno::Io, format!("{name}: {method} exited with status 3")),
+        Outcome::Ok(_) => unreachable!("not a failure"),
+    })
+}
+
+fn text(out: &[u8]) -> String {
+    let s = String::from_utf8_lossy(out);
+    s.strip_suffix('\n').unwrap_or(&s).to_string()
+}
+
+/// Export lists: `NAMES`, `INTERLEAVED` or `NAMES+DESCRIPTIONS` on the
+/// first line, else every line is a name.
+fn export_list(out: &[u8]) -> Vec<ExportEntry> {
+    let s = String::from_utf8_lossy(out);
+    let lines: Vec<&str> = s.lines().collect();
+    let entry = |n: &str, d: Option<&str>| ExportEntry {
+        name: n.to_string(),
+        description: d.map(str::to_string),
+    };
+    match lines.first().copied() {
+        Some("NAMES") => lines[1..].iter().map(|n| entry(n, None)).collect(),
+        Some("INTERLEAVED") => lines[1..]
+            .chunks(2)
+            .map(|c| entry(c[0], c.get(1).copied()))
+            .collect(),
+        Some("NAMES+DESCRIPTIONS") => {
+            let rest = &lines[1..];
+            let half = rest.len() / 2;
+            (0..half)
+                .map(|i| entry(rest[i], Some(rest[half + i])))
+                .collect()
+        }
+        _ => lines.iter().map(|n| entry(n, None)).collect(),
+    }
+}
+
+#[async_trait]
+impl Plugin for ScriptPlugin {
+    fn thread_model(&self) -> ThreadModel {
+        self.thread_model
+    }
+
+    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        let r = &self.runner;
+        let ro = if readonly { "true" } else { "false" };
+        let handle = match r.call("open", &[ro, export, "false"], None).await {
+            Outcome::Ok(out) => text(&out),
+            Outcome::Missing => String::new(),
+            o => return failed("open", o, r.name),
+        };
+        Ok(Arc::new(ScriptHandle {
+            runner: r.clone(),
+            handle,
+            infer_caps: self.infer_caps,
+            description: std::sync::OnceLock::new(),
+        }))
+    }
+
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        let r = &self.runner;
+        let ro = if readonly { "true" } else { "false" };
+        match r.call("list_exports", &[ro, "false"], None).await {
+            Outcome::Ok(out) => Ok(export_list(&out)),
+            Outcome::Missing => Ok(vec![ExportEntry {
+                name: self.default_export(readonly).await?,
+                description: None,
+            }]),
+            o => failed("list_exports", o, r.name),
+        }
+    }
+
+    async fn default_export(&self, readonly: bool) -> Result<String> {
+        let r = &self.runner;
+        let ro = if readonly { "true" } else { "false" };
+        match r.call("default_export", &[ro, "false"], None).await {
+            Outcome::Ok(out) => Ok(export_list(&out)
+                .into_iter()
+                .next()
+                .map(|e| e.name)
+                .unwrap_or_default()),
+            Outcome::Missing => Ok(String::new()),
+            o => failed("default_export", o, r.name),
+        }
+    }
+}
+
+/// One connection's handle: the string `open` printed.
+pub struct ScriptHandle {
+    runner: Arc<Runner>,
+    handle: String,
+    infer_caps: bool,
+    /// `export_description`'s answer, fetched with the caps.
+    description: std::sync::OnceLock<Option<String>>,
+}
+
+impl ScriptHandle {
+    async fn boolean(&self, method: &str, absent: Absent) -> Result<bool> {
+        match self.runner.call(method, &[&self.handle], None).await {
+            Outcome::Ok(_) => Ok(true),
+            Outcome::False => Ok(false),
+            Outcome::Missing => Ok(match absent {
+                Absent::IfDefined(cb) if self.infer_caps => self.runner.defines(cb),
+                _ => false,
+            }),
+            o => failed(method, o, self.runner.name),
+        }
+    }
+
+    /// `none`, `emulate` or `native` (0, 1, 2) from can_fua / can_cache;
+    /// when missing, `absent` if eval has the callback `cb`, else none.
+    async fn level(&self, method: &str, cb: &'static str, absent: u8) -> Result<u8> {
+        match self.runner.call(method, &[&self.handle], None).await {
+            Outcome::Ok(out) => match text(&out).trim() {
+                "none" => Ok(0),
+                "emulate" => Ok(1),
+                "native" => Ok(2),
+                other => Err(Error::new(
+                    Errno::Io,
+                    format!(
+                        "{}: {method}: expected none, emulate or native, got {other:?}",
+                        self.runner.name
+                    ),
+                )),
+            },
+            Outcome::False | Outcome::Missing => {
+                Ok(if self.infer_caps && self.runner.defines(cb) {
+                    absent
+                } else {
+                    0
+                })
+            }
+            o => failed(method, o, self.runner.name),
+        }
+    }
+
+    async fn simple(&self, method: &str, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>> {
+        let mut all = vec![self.handle.as_str()];
+        all.extend_from_slice(args);
+        match self.runner.call(method, &all, input).await {
+            Outcome::Ok(out) => Ok(out),
+            o => failed(method, o, self.runner.name),
+        }
+    }
+}
+
+fn flag_list(pairs: &[(bool, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|p| p.0)
+        .map(|p| p.1)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn size_of(out: &[u8], what: &str, name: &str) -> Result<u64> {
+    let t = text(out);
+    parse_size(t.trim()).map_err(|e| Error::new(Errno::Io, format!("{name}: {what}: {e}")))
+}
+
+#[async_trait]
+impl Handle for ScriptHandle {
+    async fn size(&self) -> Result<u64> {
+        let out = self.simple("get_size", &[], None).await?;
+        size_of(&out, "get_size", self.runner.name)
+    }
+
+    async fn caps(&self) -> Result<Caps> {
+        let write = self
+            .boolean("can_write", Absent::IfDefined("pwrite"))
+            .await?;
+        let flush = self
+            .boolean("can_flush", Absent::IfDefined("flush"))
+            .await?;
+        let trim = self.boolean("can_trim", Absent::IfDefined("trim")).await?;
+        let zero = self.boolean("can_zero", Absent::IfDefined("zero")).await?;
+        let extents = self
+            .boolean("can_extents", Absent::IfDefined("extents"))
+            .await?;
+        // Missing: a fast zero can be offered exactly when zeroing is
+        // emulated, since then it fails at once (as C nbdkit decides).
+        let fast_zero = match self
+            .runner
+            .call("can_fast_zero", &[&self.handle], None)
+            .await
+        {
+            Outcome::Ok(_) => true,
+            Outcome::False => false,
+            Outcome::Missing => !zero,
+            o => return failed("can_fast_zero", o, self.runner.name),
+        };
+        let multi_conn = self.boolean("can_multi_conn", Absent::False).await?;
+        let rotational = self.boolean("is_rotational", Absent::False).await?;
+        // Fetched here, where waiting is fine, for `description()`.
+        let description = match self.simple("export_description", &[], None).await {
+            Ok(out) => Some(text(&out)),
+            Err(_) => None,
+        };
+        let _ = self.description.set(description);
+        // eval without can_fua: emulated (a flush after the write) when it
+        // has flush; without can_cache: native when it has cache.
+        let fua = match self.level("can_fua", "flush", 1).await? {
+            0 => Fua::None,
+            1 => Fua::Emulate,
+            _ => Fua::Native,
+        };
+        let cache = match self.level("can_cache", "cache", 2).await? {
+            0 => Cache::None,
+            1 => Cache::Emulate,
+            _ => Cache::Native,
+        };
+        Ok(Caps {
+            write,
+            flush,
+            fua,
+            trim,
+            zero: if zero { Zero::Native } else { Zero::Emulate },
+            fast_zero,
+            cache,
+            extents,
+            multi_conn,
+            rotational,
+        })
+    }
+
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        match self.runner.call("block_size", &[&self.handle], None).await {
+            Outcome::Ok(out) => {
+                let t = text(&out);
+                let v: Vec<&str> = t.split_whitespace().collect();
+                let bad = || {
+                    Error::new(
+                        Errno::Io,
+                        format!(
+                            "{}: block_size: expected three sizes, got {t:?}",
+                            self.runner.name
+                        ),
+                    )
+                };
+                if v.len() != 3 {
+                    return Err(bad());
+                }
+                let n = |s: &str| {
+                    parse_size(s)
+                        .ok()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(bad)
+                };
+                Ok(Some((n(v[0])?, n(v[1])?, n(v[2])?)))
+            }
+            Outcome::Missing => Ok(None),
+            o => failed("block_size", o, self.runner.name),
+        }
+    }
+
+    fn description(&self) -> Option<String> {
+        self.description.get().cloned().flatten()
+    }
+
+    async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
+        let (count, off) = (buf.len().to_string(), offset.to_string());
+        let out = self.simple("pread", &[&count, &off], None).await?;
+        if out.len() != buf.len() {
+            return Err(Error::new(
+                Errno::Io,
+                format!(
+                    "{}: pread: the script printed {} bytes, not {}",
+                    self.runner.name,
+                    out.len(),
+                    buf.len()
+                ),
+            ));
+        }
+        buf.copy_from_slice(&out);
+        Ok(())
+    }
+
+    async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
+        let (count, off) = (buf.len().to_string(), offset.to_string());
+        let flags = flag_list(&[(f.fua, "fua")]);
+        self.simple("pwrite", &[&count, &off, &flags], Some(buf))
+            .await?;
+        Ok(())
+    }
+
+    async fn flush(&self, _f: Flags) -> Result<()> {
+        self.simple("flush", &[], None).await?;
+        Ok(())
+    }
+
+    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let (c, o) = (count.to_string(), offset.to_string());
+        let flags = flag_list(&[(f.fua, "fua")]);
+        self.simple("trim", &[&c, &o, &flags], None).await?;
+        Ok(())
+    }
+
+    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let (c, o) = (count.to_string(), offset.to_string());
+        let flags = flag_list(&[
+            (f.fua, "fua"),
+            (f.may_trim, "may_trim"),
+            (f.fast_zero, "fast"),
+        ]);
+        self.simple("zero", &[&c, &o, &flags], None).await?;
+        Ok(())
+    }
+
+    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+        let (c, o) = (count.to_string(), offset.to_string());
+        let flags = flag_list(&[(f.req_one, "req_one")]);
+        let out = self.simple("extents", &[&c, &o, &flags], None).await?;
+        let name = self.runner.name;
+        for line in String::from_utf8_lossy(&out).lines() {
+            let v: Vec<&str> = line.split_whitespace().collect();
+            if v.is_empty() {
+                continue;
+            }
+            let bad = || Error::new(Errno::Io, format!("{name}: extents: cannot parse {line:?}"));
+            if v.len() < 2 {
+                return Err(bad());
+            }
+            let off = parse_size(v[0]).map_err(|_| bad())?;
+            let len = parse_size(v[1]).map_err(|_| bad())?;
+            let mut flags = 0;
+            if let Some(t) = v.get(2) {
+                if let Ok(n) = t.parse::<u32>() {
+                    flags = n;
+                } else {
+                    for w in t.split(',') {
+                        flags |= match w {
+                            "hole" => HOLE,
+                            "zero" => ZERO,
+                            "" => 0,
+                            _ => return Err(bad()),
+                        };
+                    }
+                }
+            }
+            if !ext.add(off, len, flags) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+        let (c, o) = (count.to_string(), offset.to_string());
+        self.simple("cache", &[&c, &o], None).await?;
+        Ok(())
+    }
+}
+
+impl Drop for ScriptHandle {
+    fn drop(&mut self) {
+        // `close`, off the async runtime; its result does not matter.
+        let runner = self.runner.clone();
+        let handle = std::mem::take(&mut self.handle);
+        std::thread::spawn(move || {
+            let _ = runner.call_sync("close", &[&handle]);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_from_stderr() {
+        assert_eq!(
+            parse_error("ENOSPC Out of space"),
+            (Errno::NoSpc, "Out of space")
+        );
+        assert_eq!(parse_error("EROFS"), (Errno::Perm, ""));
+        assert_eq!(parse_error("ENOENT gone"), (Errno::Inval, "gone"));
+        assert_eq!(
+            parse_error("something broke"),
+            (Errno::Io, "something broke")
+        );
+        assert_eq!(parse_error(""), (Errno::Io, ""));
+    }
+
+    #[test]
+    fn export_lists() {
+        let names = |v: Vec<ExportEntry>| -> Vec<(String, Option<String>)> {
+            v.into_iter().map(|e| (e.name, e.description)).collect()
+        };
+        assert_eq!(
+            names(export_list(b"a\nb\n")),
+            [("a".into(), None), ("b".into(), None)]
+        );
+        assert_eq!(names(export_list(b"NAMES\na\n")), [("a".into(), None)]);
+        assert_eq!(
+            names(export_list(b"INTERLEAVED\na\nda\nb\ndb\n")),
+            [
+                ("a".into(), Some("da".into())),
+                ("b".into(), Some("db".into()))
+            ]
+        );
+        assert_eq!(
+            names(export_list(b"NAMES+DESCRIPTIONS\na\nb\nda\ndb\n")),
+            [
+                ("a".into(), Some("da".into())),
+                ("b".into(), Some("db".into()))
+            ]
+        );
+    }
+}

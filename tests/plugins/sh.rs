@@ -1,0 +1,227 @@
+//! The script plugins, sh and eval: the exit-code protocol, handles,
+//! errors, exports and caps, compared with C nbdkit.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+/// A RAM-disk-on-a-file script exercising most methods.
+const DISK_SH: &str = r#"#!/bin/sh
+f=$tmpdir/disk
+case "$1" in
+  config) [ "$2" = size ] && echo "$3" > $tmpdir/size || { echo "EINVAL unknown $2" >&2; exit 1; } ;;
+  get_ready) truncate -s "$(cat $tmpdir/size 2>/dev/null || echo 1M)" "$f" ;;
+  thread_model) echo parallel ;;
+  open) echo "h-$3" ;;
+  get_size) stat -c %s "$f" ;;
+  can_write|can_flush|can_trim|can_zero|can_extents) exit 0 ;;
+  can_fua) echo native ;;
+  can_cache) echo emulate ;;
+  is_rotational) exit 0 ;;
+  can_multi_conn|can_fast_zero) exit 3 ;;
+  export_description) echo "disk for $2" ;;
+  list_exports) echo INTERLEAVED; echo a; echo first; echo b; echo second ;;
+  pread) dd if="$f" skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;
+  pwrite) [ $4 -ge 1048000 ] && { echo "ENOSPC no room at $4" >&2; exit 1; }
+          dd of="$f" seek=$4 conv=notrunc oflag=seek_bytes status=none ;;
+  flush) ;;
+  trim|zero) dd if=/dev/zero of="$f" seek=$4 count=$3 conv=notrunc oflag=seek_bytes iflag=count_bytes status=none ;;
+  extents) echo "0 4096"; echo "4096 $(( $3 - 4096 + $4 )) hole,zero" ;;
+  *) exit 2 ;;
+esac
+"#;
+
+fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// What clients see of a server: stdout of the --run command.
+fn seen(nbdkit: &Path, args: &str, cmd: &str) -> String {
+    let out = sh(&format!(
+        "{} -U - {args} --run '{cmd}' 2>/dev/null",
+        nbdkit.display()
+    ));
+    format!(
+        "{:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+const CLIENT: &str = r#"nbdinfo --list "$uri" | grep -v uri:
+nbdinfo --map "nbd+unix:///a?socket=$unixsocket"
+nbdsh -u "nbd+unix:///a?socket=$unixsocket" -c "
+h.pwrite(b\"hello\", 100, nbd.CMD_FLAG_FUA)
+print(h.pread(5, 100))
+h.zero(2, 100)
+print(h.pread(5, 100))
+h.flush()
+try:
+    h.pwrite(b\"x\", 1048100)
+except nbd.Error as e:
+    print(e.errno)
+""#;
+
+#[test]
+fn sh_serves_like_c_nbdkit() {
+    if !have("nbdinfo") || !have("nbdsh") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let s = script(d.path(), "disk.sh", DISK_SH);
+    let args = format!("sh {} size=2M", s.display());
+    let cmd = CLIENT.replace('\'', "'\\''");
+    let ours = seen(&bin(), &args, &cmd);
+    assert!(ours.contains("bytearray(b'hello')"), "{ours}");
+    assert!(ours.contains("bytearray(b'\\x00\\x00llo')"), "{ours}");
+    assert!(ours.contains("ENOSPC"), "{ours}");
+    assert!(ours.contains("description: second"), "{ours}");
+    if let Some(c) = c_nbdkit() {
+        assert_eq!(ours, seen(&c, &args, &cmd));
+    }
+}
+
+#[test]
+fn eval_serves_like_c_nbdkit() {
+    if !have("nbdinfo") {
+        return;
+    }
+    // The man page's example, plus a writable variant whose can_* come
+    // from the callbacks given.
+    let ro = "eval get_size=\"echo 64M\" pread=\"dd if=/dev/zero count=\\$3 iflag=count_bytes status=none\"";
+    let rw = "eval get_size=\"echo 1M\" \
+              pread=\"dd if=\\$tmpdir/d skip=\\$4 count=\\$3 iflag=skip_bytes,count_bytes status=none\" \
+              pwrite=\"dd of=\\$tmpdir/d seek=\\$4 conv=notrunc oflag=seek_bytes status=none\" \
+              flush=\"true\" get_ready=\"truncate -s 1M \\$tmpdir/d\"";
+    let cmd = "nbdinfo \"$uri\" | grep -v uri: && nbdcopy \"$uri\" - | sha256sum";
+    for args in [ro, rw] {
+        let ours = seen(&bin(), args, cmd);
+        assert!(ours.starts_with("Some(0)"), "{args}: {ours}");
+        if let Some(c) = c_nbdkit() {
+            assert_eq!(ours, seen(&c, args, cmd), "{args}");
+        }
+    }
+}
+
+#[test]
+fn exit_codes_errors_and_handles() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(
+        d.path(),
+        "t.sh",
+        r#"#!/bin/sh
+case "$1" in
+  open) echo "handle-$2-$3" ;;
+  get_size) [ "$2" = handle-false-x ] && echo 4096 || { echo "EIO bad handle $2" >&2; exit 1; } ;;
+  pread) case $4 in
+           0) printf '%*s' $3 | tr ' ' a ;;
+           512) echo "EPERM not here" >&2; exit 1 ;;
+           1024) echo "garbage" >&2; exit 9 ;;
+           *) printf short ;;
+         esac ;;
+  can_write) exit 3 ;;
+  *) exit 2 ;;
+esac
+"#,
+    );
+    let disk = nbdkit_test::CaptiveDisk::builder("sh")
+        .arg(s.display().to_string())
+        .export_name("x")
+        .binary(bin())
+        .start()
+        .unwrap();
+    let mut c = disk.connect().unwrap();
+    assert_eq!(c.size(), 4096, "the handle from open reached get_size");
+    assert!(c.info().read_only(), "can_write exited 3: false");
+    assert!(!c.info().can_flush(), "a missing can_flush is false");
+    assert_eq!(c.read(0, 4).unwrap(), b"aaaa");
+    let errno = |r: std::io::Result<Vec<u8>>| r.unwrap_err().raw_os_error();
+    assert_eq!(errno(c.read(512, 4)), Some(libc::EPERM));
+    assert_eq!(
+        errno(c.read(1024, 4)),
+        Some(libc::EIO),
+        "no errno name: EIO"
+    );
+    assert_eq!(errno(c.read(2048, 4)), Some(libc::EIO), "short output");
+    // Still serving after all that.
+    assert_eq!(c.read(0, 1).unwrap(), b"a");
+}
+
+#[test]
+fn script_from_stdin_and_config() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let out = sh(&format!(
+        "printf '%s' '#!/bin/sh
+case \"$1\" in
+  config) echo \"$3\" > $tmpdir/$2 ;;
+  get_size) cat $tmpdir/size ;;
+  pread) dd if=/dev/zero count=$3 iflag=count_bytes status=none ;;
+  *) exit 2 ;;
+esac' | {} -U - sh - size=12345 --run 'nbdinfo --size \"$uri\"'",
+        bin().display()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "12345\n");
+}
+
+#[rstest::rstest]
+#[case(&["sh"], "sh: you must supply script=<FILENAME>")]
+#[case(&["sh", "/nonexistent.sh"], "/nonexistent.sh: No such file or directory")]
+#[case(&["sh", "/etc/passwd"], "not an executable file")]
+#[case(&["eval", "get_size=echo 1", "pread=true", "k=v"], "unknown parameter 'k' (the script has no config method)")]
+#[case(&["eval", "get_size=echo 1"], "eval: get_size= and pread= must be given")]
+#[case(&["eval", "get_size=echo 1", "pread=true", "config_complete=echo EINVAL nope >&2; exit 1"], "eval: config_complete: nope")]
+fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
+    let out = nbdkit()
+        .args(["-U", "-"])
+        .args(args)
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(msg), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_slow_script_call_holds_up_no_one_else() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(
+        d.path(),
+        "slow.sh",
+        r#"#!/bin/sh
+case "$1" in
+  thread_model) echo parallel ;;
+  get_size) echo 1M ;;
+  pread) [ $4 = 0 ] && sleep 3; dd if=/dev/zero count=$3 iflag=count_bytes status=none ;;
+  *) exit 2 ;;
+esac
+"#,
+    );
+    let disk = disk(&["sh", s.to_str().unwrap()]);
+    let slow = {
+        let mut c = disk.connect().unwrap();
+        std::thread::spawn(move || c.read(0, 512).unwrap())
+    };
+    // Another client, and a request on it, while the slow read runs.
+    let t = std::time::Instant::now();
+    let mut c = disk.connect().unwrap();
+    assert_eq!(c.read(512, 512).unwrap(), vec![0; 512]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(slow.join().unwrap(), vec![0; 512]);
+}
