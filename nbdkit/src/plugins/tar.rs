@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn pax() {
-        let t = "30 path=some/long/name.img\n20 size=12345678\n";
+        let t = "27 path=some/long/name.img\n17 size=12345678\n";
         assert_eq!(
             pax_records(t),
             [("path", "some/long/name.img"), ("size", "12345678")]
