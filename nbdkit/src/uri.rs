@@ -41,6 +41,84 @@ pub fn unix(socket: &Path, export: &str) -> String {
     )
 }
 
+/// Where an `nbd://` or `nbd+unix://` URI points (the nbd plugin's
+/// `uri=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp {
+        host: String,
+        port: u16,
+        export: String,
+    },
+    Unix {
+        socket: String,
+        export: String,
+    },
+}
+
+/// Read an NBD URI; TLS and vsock schemes are refused with a reason.
+pub fn parse(uri: &str) -> Result<Target, String> {
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or("not a URI (expected nbd://...)")?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let export = unquote(path).ok_or("bad %-escape in the export name")?;
+    let socket = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("socket="))
+        .map(|v| unquote(v).ok_or("bad %-escape in the socket path"))
+        .transpose()?;
+    match scheme {
+        "nbd+unix" => Ok(Target::Unix {
+            socket: socket.ok_or("nbd+unix URIs need ?socket=PATH")?,
+            export,
+        }),
+        "nbd" => {
+            let (host, port) = match authority.strip_prefix('[') {
+                Some(h) => {
+                    let (h, tail) = h.split_once(']').ok_or("unterminated [IPv6 address]")?;
+                    (h, tail.strip_prefix(':'))
+                }
+                None => match authority.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (authority, None),
+                },
+            };
+            if host.is_empty() {
+                return Err("the URI has no host".into());
+            }
+            let port = match port {
+                None | Some("") => 10809,
+                Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+            };
+            Ok(Target::Tcp {
+                host: host.to_string(),
+                port,
+                export,
+            })
+        }
+        s if s.starts_with("nbds") => Err("TLS (nbds://) is not supported by this nbdkit".into()),
+        s => Err(format!("unsupported URI scheme {s:?}")),
+    }
+}
+
+fn unquote(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +132,42 @@ mod tests {
             "nbd+unix:///my%20exp/%C3%A4%3F?socket=/tmp/x%20y/socket"
         );
         assert_eq!(unix(Path::new("/s"), ""), "nbd+unix:///?socket=/s");
+    }
+
+    #[test]
+    fn parsing() {
+        assert_eq!(
+            parse("nbd+unix:///a%20b?socket=/tmp/s").unwrap(),
+            Target::Unix {
+                socket: "/tmp/s".into(),
+                export: "a b".into()
+            }
+        );
+        assert_eq!(
+            parse("nbd://[::1]:99/x").unwrap(),
+            Target::Tcp {
+                host: "::1".into(),
+                port: 99,
+                export: "x".into()
+            }
+        );
+        assert_eq!(
+            parse("nbd://h").unwrap(),
+            Target::Tcp {
+                host: "h".into(),
+                port: 10809,
+                export: "".into()
+            }
+        );
+        for bad in [
+            "nbds://h",
+            "nbd+unix:///x",
+            "http://h",
+            "nbd://",
+            "nbd://h:x",
+            "junk",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

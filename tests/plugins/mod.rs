@@ -9,6 +9,8 @@ mod example1;
 mod file;
 /// The memory plugin's extents.
 mod memory;
+/// The nbd proxy plugin.
+mod nbd;
 /// The sh and eval script plugins.
 mod sh;
 /// The tar plugin, against tar(1) and C's tar filter.

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod example1;
 pub mod file;
 pub mod memory;
+pub mod nbd;
 pub mod null;
 pub mod pattern;
 pub mod sh;
@@ -61,6 +62,7 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &example1::INFO,
     &file::INFO,
     &memory::INFO,
+    &nbd::INFO,
     &null::INFO,
     &pattern::INFO,
     &sh::INFO,

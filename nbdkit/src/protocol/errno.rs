@@ -21,3 +21,18 @@ pub fn to_wire(e: Errno, flags: CmdFlags) -> u32 {
         Errno::Shutdown => ESHUTDOWN,
     }
 }
+
+/// The errno for an NBD error value a server sent us (the nbd plugin's
+/// backend). Unknown values become EINVAL, as the spec suggests.
+pub fn from_wire(n: u32) -> Errno {
+    match n {
+        EPERM => Errno::Perm,
+        EIO => Errno::Io,
+        ENOMEM => Errno::NoMem,
+        ENOSPC => Errno::NoSpc,
+        EOVERFLOW => Errno::Overflow,
+        ENOTSUP => Errno::NotSup,
+        ESHUTDOWN => Errno::Shutdown,
+        _ => Errno::Inval,
+    }
+}

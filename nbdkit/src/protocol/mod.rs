@@ -5,10 +5,13 @@
 //! - [`request`]: decoding and validating transmission requests.
 //! - [`reply`]: encoding simple and structured replies.
 //! - [`errno`]: the one mapping from [`crate::Errno`] to wire values.
+//! - [`client`]: the client side, for the nbd plugin's connection to
+//!   another server: negotiation, and replies matched to requests.
 //!
 //! Nothing here knows about plugins: exports are described to the handshake
 //! through [`handshake::Exports`].
 
+pub mod client;
 pub mod consts;
 pub mod errno;
 pub mod handshake;

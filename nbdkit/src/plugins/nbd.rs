@@ -1,0 +1,398 @@
+//! `nbd`: proxy to another NBD server.
+//!
+//! Where to connect (exactly one):
+//! - `uri=URI` (magic key): `nbd://HOST[:PORT]/EXPORT` or
+//!   `nbd+unix:///EXPORT?socket=PATH`;
+//! - `socket=PATH`, a Unix socket;
+//! - `hostname=HOST` with `port=PORT` (default 10809).
+//!
+//! Also:
+//! - `export=NAME`: the export to ask for (default `""`, or the URI's).
+//! - `dynamic-export=true`: ask the server for the export the client asked
+//!   us for, instead.
+//! - `retry=N`: if connecting fails, try again once a second for up to N
+//!   seconds (default 0).
+//! - `shared=true`: one server connection for all clients (made when the
+//!   first client connects; C makes it at start-up), instead of one per
+//!   client.
+//!
+//! Requests are forwarded as they come, many in flight at once on one
+//! server connection, with replies matched by cookie; the export's size
+//! and flags are the server's. `command=`, `socket-fd=`, `vsock=` and TLS
+//! are not supported and say so. (The plugin speaks the NBD wire through
+//! `protocol::client`, the one place the protocol lives.)
+//!
+//! Example: `nbdkit -U - nbd socket=/tmp/other.sock --run 'nbdinfo "$uri"'`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::PluginInfo;
+use crate::backend::{
+    BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel,
+    Zero,
+};
+use crate::error::StartError;
+use crate::params::Params;
+use crate::protocol::client::{negotiate, Connection};
+use crate::protocol::consts::*;
+use crate::protocol::request::Command;
+use crate::uri;
+
+pub static INFO: PluginInfo = PluginInfo {
+    name: "nbd",
+    description: "proxy to another NBD server",
+    config_help: "[uri=]<URI>            URI of an NBD socket to connect to.\n\
+                  socket=<SOCKNAME>      The Unix socket to connect to.\n\
+                  hostname=<HOST>        The hostname for the TCP socket to connect to.\n\
+                  port=<PORT>            TCP port to use (default 10809).\n\
+                  export=<NAME>          Export name to connect to (default \"\").\n\
+                  dynamic-export=<BOOL>  True to pass the client's export name through.\n\
+                  retry=<N>              Retry connection up to N seconds (default 0).\n\
+                  shared=<BOOL>          True to share one server connection among all clients.",
+    magic_config_key: Some("uri"),
+    thread_model: ThreadModel::Parallel,
+    build,
+    dump: &[],
+};
+
+#[derive(Debug, Clone)]
+enum Addr {
+    Unix(String),
+    Tcp(String, u16),
+}
+
+struct NbdPlugin {
+    addr: Addr,
+    export: String,
+    dynamic: bool,
+    retry: u64,
+    /// `shared=true`: the one connection, made when the first client comes.
+    shared: Option<tokio::sync::OnceCell<Arc<Remote>>>,
+}
+
+fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let fail = |m: String| StartError(format!("nbd: {m}"));
+    for unsupported in [
+        "command",
+        "arg",
+        "socket-fd",
+        "vsock",
+        "tls-certificates",
+        "tls-verify",
+        "tls-username",
+        "tls-psk",
+    ] {
+        if p.take(unsupported).is_some() {
+            return Err(fail(format!(
+                "{unsupported}= is not supported by this nbdkit"
+            )));
+        }
+    }
+    match p.take("tls").as_deref() {
+        None | Some("off") => {}
+        Some(_) => return Err(fail("TLS is not supported by this nbdkit".into())),
+    }
+    let uri = p.take("uri");
+    let socket = p.take("socket");
+    let hostname = p.take("hostname");
+    let port = p.take("port");
+    let mut export = p.take("export");
+    let dynamic = p.take_bool("dynamic-export")?.unwrap_or(false);
+    let shared = p.take_bool("shared")?.unwrap_or(false);
+    let retry: u64 = match p.take("retry") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| fail(format!("retry={v}: not a number of seconds")))?,
+    };
+    p.finish()?;
+    let given = [uri.is_some(), socket.is_some(), hostname.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if given != 1 {
+        return Err(fail(
+            "exactly one of uri=, socket= or hostname= must be given".into(),
+        ));
+    }
+    let addr = if let Some(u) = uri {
+        match uri::parse(&u).map_err(|m| fail(format!("uri={u}: {m}")))? {
+            uri::Target::Unix { socket, export: e } => {
+                export.get_or_insert(e);
+                Addr::Unix(socket)
+            }
+            uri::Target::Tcp {
+                host,
+                port,
+                export: e,
+            } => {
+                export.get_or_insert(e);
+                Addr::Tcp(host, port)
+            }
+        }
+    } else if let Some(s) = socket {
+        if port.is_some() {
+            return Err(fail("port= goes with hostname=, not socket=".into()));
+        }
+        Addr::Unix(s)
+    } else {
+        let port = match port {
+            None => 10809,
+            Some(v) => v
+                .parse()
+                .map_err(|_| fail(format!("port={v}: not a port number")))?,
+        };
+        Addr::Tcp(hostname.expect("checked"), port)
+    };
+    if dynamic && shared {
+        return Err(fail(
+            "dynamic-export and shared cannot be used together".into(),
+        ));
+    }
+    let plugin = NbdPlugin {
+        addr,
+        export: export.unwrap_or_default(),
+        dynamic,
+        retry,
+        shared: shared.then(tokio::sync::OnceCell::new),
+    };
+    Ok(Arc::new(plugin))
+}
+
+/// One connection to the server.
+struct Remote {
+    conn: Connection,
+}
+
+impl NbdPlugin {
+    async fn connect(&self, export: &str) -> Result<Remote> {
+        let mut tries = 0;
+        loop {
+            match self.try_connect(export).await {
+                Ok(r) => return Ok(r),
+                Err(e) if tries < self.retry => {
+                    crate::log::debug(&format!("nbd: {e}; retrying"));
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_connect(&self, export: &str) -> Result<Remote> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::new(
+                Errno::Io,
+                format!("nbd: {what}: {}", crate::error::io_message(&e)),
+            )
+        };
+        let (r, w, neg): (
+            Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+            _,
+        ) = match &self.addr {
+            Addr::Unix(path) => {
+                let mut s = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| io(&format!("connect to {path}"), e))?;
+                let neg = negotiate(&mut s, export)
+                    .await
+                    .map_err(|e| io("handshake", e))?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w), neg)
+            }
+            Addr::Tcp(host, port) => {
+                let mut s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| io(&format!("connect to {host}:{port}"), e))?;
+                let _ = s.set_nodelay(true);
+                let neg = negotiate(&mut s, export)
+                    .await
+                    .map_err(|e| io("handshake", e))?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w), neg)
+            }
+        };
+        Ok(Remote {
+            conn: Connection::new(r, w, neg),
+        })
+    }
+}
+
+#[async_trait]
+impl Plugin for NbdPlugin {
+    async fn open(&self, _readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        if let Some(cell) = &self.shared {
+            let r = cell
+                .get_or_try_init(|| async { self.connect(&self.export).await.map(Arc::new) })
+                .await?;
+            return Ok(Arc::new(Shared(r.clone())));
+        }
+        let name = if self.dynamic { export } else { &self.export };
+        Ok(Arc::new(Own(Arc::new(self.connect(name).await?))))
+    }
+}
+
+/// A connection of our own, closed with the client's.
+struct Own(Arc<Remote>);
+/// The connection shared by every client.
+struct Shared(Arc<Remote>);
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        let r = self.0.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move { r.conn.disconnect().await });
+        }
+    }
+}
+
+fn flags_of(f: &Flags, fua_ok: bool) -> u16 {
+    let mut n = 0;
+    if f.fua && fua_ok {
+        n |= CMD_FLAG_FUA;
+    }
+    if !f.may_trim {
+        n |= CMD_FLAG_NO_HOLE;
+    }
+    if f.fast_zero {
+        n |= CMD_FLAG_FAST_ZERO;
+    }
+    if f.req_one {
+        n |= CMD_FLAG_REQ_ONE;
+    }
+    n
+}
+
+#[async_trait]
+trait Forward: Send + Sync {
+    fn remote(&self) -> &Remote;
+}
+impl Forward for Own {
+    fn remote(&self) -> &Remote {
+        &self.0
+    }
+}
+impl Forward for Shared {
+    fn remote(&self) -> &Remote {
+        &self.0
+    }
+}
+
+#[async_trait]
+impl<T: Forward> Handle for T {
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
+    async fn size(&self) -> Result<u64> {
+        Ok(self.remote().conn.export.size)
+    }
+
+    async fn caps(&self) -> Result<Caps> {
+        let f = self.remote().conn.export.eflags;
+        let has = |bit: u16| f & bit != 0;
+        Ok(Caps {
+            write: !has(FLAG_READ_ONLY),
+            flush: has(FLAG_SEND_FLUSH),
+            fua: if has(FLAG_SEND_FUA) {
+                Fua::Native
+            } else {
+                Fua::None
+            },
+            trim: has(FLAG_SEND_TRIM),
+            zero: if has(FLAG_SEND_WRITE_ZEROES) {
+                Zero::Native
+            } else {
+                Zero::Emulate
+            },
+            fast_zero: has(FLAG_SEND_FAST_ZERO),
+            cache: if has(FLAG_SEND_CACHE) {
+                Cache::Native
+            } else {
+                Cache::None
+            },
+            extents: self.remote().conn.export.base_allocation.is_some(),
+            multi_conn: has(FLAG_CAN_MULTI_CONN),
+            rotational: has(FLAG_ROTATIONAL),
+        })
+    }
+
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        Ok(self.remote().conn.export.block_size)
+    }
+
+    async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
+        let a = self
+            .remote()
+            .conn
+            .request(Command::Read, 0, offset, buf.len() as u32, &[])
+            .await?;
+        buf.copy_from_slice(&a.data);
+        Ok(())
+    }
+
+    async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
+        let fl = flags_of(&f, true) & CMD_FLAG_FUA;
+        self.remote()
+            .conn
+            .request(Command::Write, fl, offset, buf.len() as u32, buf)
+            .await?;
+        Ok(())
+    }
+
+    async fn flush(&self, _f: Flags) -> Result<()> {
+        self.remote()
+            .conn
+            .request(Command::Flush, 0, 0, 0, &[])
+            .await?;
+        Ok(())
+    }
+
+    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let fl = flags_of(&f, true) & CMD_FLAG_FUA;
+        self.remote()
+            .conn
+            .request(Command::Trim, fl, offset, count, &[])
+            .await?;
+        Ok(())
+    }
+
+    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        let fl = flags_of(&f, true) & (CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO);
+        self.remote()
+            .conn
+            .request(Command::WriteZeroes, fl, offset, count, &[])
+            .await?;
+        Ok(())
+    }
+
+    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+        let fl = flags_of(&f, false) & CMD_FLAG_REQ_ONE;
+        let a = self
+            .remote()
+            .conn
+            .request(Command::BlockStatus, fl, offset, count, &[])
+            .await?;
+        let mut pos = offset;
+        for (len, flags) in a.extents {
+            if len == 0 || !ext.add(pos, u64::from(len), flags) {
+                break;
+            }
+            pos += u64::from(len);
+        }
+        Ok(())
+    }
+
+    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+        self.remote()
+            .conn
+            .request(Command::Cache, 0, offset, count, &[])
+            .await?;
+        Ok(())
+    }
+}

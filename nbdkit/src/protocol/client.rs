@@ -1,0 +1,472 @@
+//! The client side of the protocol, for the nbd plugin: negotiate an export
+//! with another server, then send requests and read replies, matched by
+//! cookie so that many requests can be in flight at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::consts::*;
+use super::errno::from_wire;
+use super::request::{encode, CmdFlags, Command, Request};
+use crate::error::{Errno, Error};
+
+/// Most bytes a server may put in one option reply before we stop
+/// listening to it.
+const MAX_OPTION_REPLY: u32 = 64 * 1024;
+
+/// What was negotiated.
+#[derive(Debug, Clone, Copy)]
+pub struct Export {
+    pub size: u64,
+    /// Transmission flags (`FLAG_READ_ONLY`, `FLAG_SEND_FLUSH` ...).
+    pub eflags: u16,
+    pub structured: bool,
+    /// The `base:allocation` context id, if the server agreed to it.
+    pub base_allocation: Option<u32>,
+    pub block_size: Option<(u32, u32, u32)>,
+}
+
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+async fn send_option<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    opt: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(16 + data.len());
+    b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    b.extend_from_slice(&opt.to_be_bytes());
+    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    b.extend_from_slice(data);
+    w.write_all(&b).await
+}
+
+/// One option reply: (type, payload).
+async fn option_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+    opt: u32,
+) -> std::io::Result<(u32, Vec<u8>)> {
+    let magic = r.read_u64().await?;
+    let got = r.read_u32().await?;
+    let typ = r.read_u32().await?;
+    let len = r.read_u32().await?;
+    if magic != REP_MAGIC || got != opt {
+        return Err(bad("the server's option reply is malformed"));
+    }
+    if len > MAX_OPTION_REPLY {
+        return Err(bad("the server's option reply is too long"));
+    }
+    let mut data = vec![0u8; len as usize];
+    r.read_exact(&mut data).await?;
+    Ok((typ, data))
+}
+
+fn string32(s: &str) -> Vec<u8> {
+    let mut b = (s.len() as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// Negotiate `export` (oldstyle or fixed newstyle, preferring structured
+/// replies, `base:allocation` and `NBD_OPT_GO`).
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    export: &str,
+) -> std::io::Result<Export> {
+    if s.read_u64().await? != NBDMAGIC {
+        return Err(bad("not an NBD server"));
+    }
+    let magic = s.read_u64().await?;
+    if magic == OLD_MAGIC {
+        let size = s.read_u64().await?;
+        let flags = s.read_u32().await?;
+        let mut zeroes = [0u8; 124];
+        s.read_exact(&mut zeroes).await?;
+        return Ok(Export {
+            size,
+            eflags: flags as u16,
+            structured: false,
+            base_allocation: None,
+            block_size: None,
+        });
+    }
+    if magic != IHAVEOPT {
+        return Err(bad("not an NBD server (unknown handshake)"));
+    }
+    let hflags = s.read_u16().await?;
+    let fixed = hflags & FLAG_FIXED_NEWSTYLE != 0;
+    let no_zeroes = hflags & FLAG_NO_ZEROES != 0;
+    let mut cflags = 0;
+    if fixed {
+        cflags |= FLAG_C_FIXED_NEWSTYLE;
+    }
+    if no_zeroes {
+        cflags |= FLAG_C_NO_ZEROES;
+    }
+    s.write_all(&cflags.to_be_bytes()).await?;
+    let mut structured = false;
+    let mut base_allocation = None;
+    if fixed {
+        send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
+        structured = option_reply(s, OPT_STRUCTURED_REPLY).await?.0 == REP_ACK;
+        if structured {
+            let mut q = string32(export);
+            q.extend_from_slice(&1u32.to_be_bytes());
+            q.extend_from_slice(&string32(CONTEXT_BASE_ALLOCATION));
+            send_option(s, OPT_SET_META_CONTEXT, &q).await?;
+            loop {
+                let (typ, data) = option_reply(s, OPT_SET_META_CONTEXT).await?;
+                match typ {
+                    REP_META_CONTEXT if data.len() >= 4 => {
+                        if &data[4..] == CONTEXT_BASE_ALLOCATION.as_bytes() {
+                            base_allocation =
+                                Some(u32::from_be_bytes(data[..4].try_into().expect("4")));
+                        }
+                    }
+                    REP_ACK => break,
+                    t if t & REP_FLAG_ERROR != 0 => break,
+                    _ => return Err(bad("unexpected reply to NBD_OPT_SET_META_CONTEXT")),
+                }
+            }
+        }
+        let mut go = string32(export);
+        go.extend_from_slice(&1u16.to_be_bytes());
+        go.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+        send_option(s, OPT_GO, &go).await?;
+        let mut size_flags = None;
+        let mut block_size = None;
+        loop {
+            let (typ, data) = option_reply(s, OPT_GO).await?;
+            match typ {
+                REP_INFO if data.len() >= 2 => {
+                    let kind = u16::from_be_bytes([data[0], data[1]]);
+                    if kind == INFO_EXPORT && data.len() >= 12 {
+                        let size = u64::from_be_bytes(data[2..10].try_into().expect("8"));
+                        let flags = u16::from_be_bytes([data[10], data[11]]);
+                        size_flags = Some((size, flags));
+                    } else if kind == INFO_BLOCK_SIZE && data.len() >= 14 {
+                        let n =
+                            |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4"));
+                        block_size = Some((n(2), n(6), n(10)));
+                    }
+                }
+                REP_ACK => {
+                    let (size, eflags) =
+                        size_flags.ok_or_else(|| bad("the server sent no export size"))?;
+                    return Ok(Export {
+                        size,
+                        eflags,
+                        structured,
+                        base_allocation,
+                        block_size,
+                    });
+                }
+                // Old servers: fall back to NBD_OPT_EXPORT_NAME below.
+                REP_ERR_UNSUP => break,
+                t if t & REP_FLAG_ERROR != 0 => {
+                    let why = String::from_utf8_lossy(&data);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "the server refused export \"{export}\" ({t:#x}){}",
+                            if why.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {why}")
+                            }
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    send_option(s, OPT_EXPORT_NAME, export.as_bytes()).await?;
+    let size = s.read_u64().await?;
+    let eflags = s.read_u16().await?;
+    if !no_zeroes {
+        let mut zeroes = [0u8; 124];
+        s.read_exact(&mut zeroes).await?;
+    }
+    Ok(Export {
+        size,
+        eflags,
+        structured,
+        base_allocation: None,
+        block_size: None,
+    })
+}
+
+/// What a completed request gives back.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// READ data (holes filled with zeroes).
+    pub data: Vec<u8>,
+    /// BLOCK_STATUS (length, flags) pairs for base:allocation.
+    pub extents: Vec<(u32, u32)>,
+}
+
+struct Pending {
+    offset: u64,
+    read: Option<Vec<u8>>,
+    extents: Vec<(u32, u32)>,
+    error: Option<Error>,
+    done: oneshot::Sender<Result<Answer, Error>>,
+}
+
+/// A connection in transmission, shared by many concurrent requests.
+pub struct Connection {
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    next: AtomicU64,
+    dead: Arc<AtomicBool>,
+    pub export: Export,
+}
+
+fn lost() -> Error {
+    Error::new(Errno::Io, "nbd: the connection to the server was lost")
+}
+
+impl Connection {
+    /// Start serving replies from `r` in a task of its own.
+    pub fn new(
+        r: Box<dyn AsyncRead + Send + Unpin>,
+        w: Box<dyn AsyncWrite + Send + Unpin>,
+        export: Export,
+    ) -> Connection {
+        let pending: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
+        let dead = Arc::new(AtomicBool::new(false));
+        let (p, d) = (pending.clone(), dead.clone());
+        tokio::spawn(async move {
+            let mut r = r;
+            if let Err(e) = read_replies(&mut r, &p, export.structured).await {
+                crate::log::debug(&format!("nbd: server connection: {e}"));
+            }
+            d.store(true, Ordering::SeqCst);
+            for (_, w) in p.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                let _ = w.done.send(Err(lost()));
+            }
+        });
+        Connection {
+            writer: tokio::sync::Mutex::new(w),
+            pending,
+            next: AtomicU64::new(1),
+            dead,
+            export,
+        }
+    }
+
+    /// Send one request (with `payload` for a write) and wait for its reply.
+    pub async fn request(
+        &self,
+        cmd: Command,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> Result<Answer, Error> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(lost());
+        }
+        let cookie = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                cookie,
+                Pending {
+                    offset,
+                    read: (cmd == Command::Read).then(|| vec![0u8; len as usize]),
+                    extents: Vec::new(),
+                    error: None,
+                    done: tx,
+                },
+            );
+        let req = Request {
+            flags: CmdFlags(flags),
+            cmd,
+            cookie,
+            offset,
+            len,
+        };
+        let sent = {
+            let mut w = self.writer.lock().await;
+            let mut r = w.write_all(&encode(&req)).await;
+            if r.is_ok() && !payload.is_empty() {
+                r = w.write_all(payload).await;
+            }
+            r
+        };
+        if sent.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&cookie);
+            return Err(lost());
+        }
+        rx.await.unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// Say goodbye (best effort).
+    pub async fn disconnect(&self) {
+        let req = Request {
+            flags: CmdFlags(0),
+            cmd: Command::Disc,
+            cookie: 0,
+            offset: 0,
+            len: 0,
+        };
+        let mut w = self.writer.lock().await;
+        let _ = w.write_all(&encode(&req)).await;
+        let _ = w.shutdown().await;
+    }
+}
+
+/// The reply reader: fill in each pending request, complete it when done.
+async fn read_replies<R: AsyncRead + Unpin>(
+    r: &mut R,
+    pending: &Mutex<HashMap<u64, Pending>>,
+    structured: bool,
+) -> std::io::Result<()> {
+    let take = |cookie: u64| {
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cookie)
+    };
+    loop {
+        let magic = r.read_u32().await?;
+        match magic {
+            SIMPLE_REPLY_MAGIC => {
+                let errno = r.read_u32().await?;
+                let cookie = r.read_u64().await?;
+                let mut p = take(cookie).ok_or_else(|| bad("a reply to no request"))?;
+                if errno == 0 {
+                    if let Some(buf) = p.read.as_mut() {
+                        r.read_exact(buf).await?;
+                    }
+                    let data = p.read.take().unwrap_or_default();
+                    let _ = p.done.send(Ok(Answer {
+                        data,
+                        extents: Vec::new(),
+                    }));
+                } else {
+                    let _ = p.done.send(Err(Error::new(
+                        from_wire(errno),
+                        "nbd: the server replied with an error",
+                    )));
+                }
+            }
+            STRUCTURED_REPLY_MAGIC if structured => {
+                let flags = r.read_u16().await?;
+                let typ = r.read_u16().await?;
+                let cookie = r.read_u64().await?;
+                let len = r.read_u32().await?;
+                if !pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&cookie)
+                {
+                    return Err(bad("a reply to no request"));
+                }
+                // Payloads are bounded by the request they answer (reads)
+                // or small; read them without holding the lock.
+                if len as usize > (64 << 20) + 64 {
+                    return Err(bad("an oversized reply chunk"));
+                }
+                let mut body = vec![0u8; len as usize];
+                r.read_exact(&mut body).await?;
+                let finished = {
+                    let mut guard = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let p = guard
+                        .get_mut(&cookie)
+                        .ok_or_else(|| bad("a reply to no request"))?;
+                    chunk(p, typ, &body)?;
+                    if flags & REPLY_FLAG_DONE != 0 {
+                        guard.remove(&cookie)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(p) = finished {
+                    let result = match p.error {
+                        Some(e) => Err(e),
+                        None => Ok(Answer {
+                            data: p.read.unwrap_or_default(),
+                            extents: p.extents,
+                        }),
+                    };
+                    let _ = p.done.send(result);
+                }
+            }
+            _ => return Err(bad(format!("bad reply magic {magic:#x}"))),
+        }
+    }
+}
+
+/// Apply one structured reply chunk to its request.
+fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
+    let u32_at = |i: usize| {
+        body.get(i..i + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4")))
+    };
+    let u64_at = |i: usize| {
+        body.get(i..i + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8")))
+    };
+    match typ {
+        REPLY_TYPE_NONE => {}
+        REPLY_TYPE_OFFSET_DATA | REPLY_TYPE_OFFSET_HOLE => {
+            let off = u64_at(0).ok_or_else(|| bad("short data chunk"))?;
+            let buf = p
+                .read
+                .as_mut()
+                .ok_or_else(|| bad("data for a request that is not a read"))?;
+            let start = off
+                .checked_sub(p.offset)
+                .ok_or_else(|| bad("data before the request"))? as usize;
+            if typ == REPLY_TYPE_OFFSET_DATA {
+                let data = &body[8..];
+                let dst = buf
+                    .get_mut(start..start + data.len())
+                    .ok_or_else(|| bad("data beyond the request"))?;
+                dst.copy_from_slice(data);
+            } else {
+                let n = u32_at(8).ok_or_else(|| bad("short hole chunk"))? as usize;
+                buf.get_mut(start..start + n)
+                    .ok_or_else(|| bad("a hole beyond the request"))?
+                    .fill(0);
+            }
+        }
+        REPLY_TYPE_BLOCK_STATUS => {
+            for pair in body.get(4..).unwrap_or(&[]).chunks_exact(8) {
+                let n = |i: usize| u32::from_be_bytes(pair[i..i + 4].try_into().expect("4"));
+                p.extents.push((n(0), n(4)));
+            }
+        }
+        REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
+            let errno = u32_at(0).ok_or_else(|| bad("short error chunk"))?;
+            let mlen = body
+                .get(4..6)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+            let msg = String::from_utf8_lossy(body.get(6..6 + mlen).unwrap_or(&[])).into_owned();
+            p.error
+                .get_or_insert(Error::new(from_wire(errno), format!("nbd: server: {msg}")));
+        }
+        t if t & (1 << 15) != 0 => {
+            p.error.get_or_insert(Error::new(
+                Errno::Io,
+                format!("nbd: unknown error chunk {t}"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
