@@ -15,3 +15,5 @@ mod nbd;
 mod sh;
 /// The tar plugin, against tar(1) and C's tar filter.
 mod tar;
+/// The tmpdisk and ondemand plugins.
+mod tmpdisk;

@@ -337,18 +337,28 @@ pub(crate) fn open_window(
     base: u64,
     size: u64,
 ) -> Result<Arc<dyn Handle>> {
-    blocking(|| {
+    let (file, writable) = blocking(|| {
         let name = CString::new(path.as_os_str().as_bytes())?;
-        let (file, writable) = open_at(libc::AT_FDCWD, &name, readonly)?;
-        let seekable_holes = file.metadata()?.is_file();
-        Ok(Arc::new(Disk {
-            file,
-            base,
-            size,
-            writable,
-            cache: CacheMode::Default,
-            seekable_holes,
-        }) as Arc<dyn Handle>)
+        open_at(libc::AT_FDCWD, &name, readonly)
+    })?;
+    Ok(handle_from(file, writable, base, size))
+}
+
+/// A handle on the whole of an open file (tmpdisk's and ondemand's disks).
+pub(crate) fn whole_file(file: File, writable: bool) -> Result<Arc<dyn Handle>> {
+    let size = blocking(|| file.metadata())?.len();
+    Ok(handle_from(file, writable, 0, size))
+}
+
+fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Handle> {
+    let seekable_holes = file.metadata().is_ok_and(|m| m.is_file());
+    Arc::new(Disk {
+        file,
+        base,
+        size,
+        writable,
+        cache: CacheMode::Default,
+        seekable_holes,
     })
 }
 

@@ -15,9 +15,11 @@ pub mod file;
 pub mod memory;
 pub mod nbd;
 pub mod null;
+pub mod ondemand;
 pub mod pattern;
 pub mod sh;
 pub mod tar;
+pub mod tmpdisk;
 
 /// What the server knows about a plugin before building it.
 pub struct PluginInfo {
@@ -64,9 +66,11 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &memory::INFO,
     &nbd::INFO,
     &null::INFO,
+    &ondemand::INFO,
     &pattern::INFO,
     &sh::INFO,
     &tar::INFO,
+    &tmpdisk::INFO,
 ];
 
 /// Find a plugin by name.
