@@ -10,9 +10,14 @@ use crate::params::Params;
 
 pub mod data;
 pub mod file;
+pub mod full;
+pub mod info;
 pub mod memory;
 pub mod null;
 pub mod pattern;
+pub mod random;
+pub mod sparse_random;
+pub mod zero;
 
 /// What the server knows about a plugin before building it.
 pub struct PluginInfo {
@@ -54,9 +59,14 @@ impl Plugin for Shared {
 pub static PLUGINS: &[&PluginInfo] = &[
     &data::INFO,
     &file::INFO,
+    &full::INFO,
+    &info::INFO,
     &memory::INFO,
     &null::INFO,
     &pattern::INFO,
+    &random::INFO,
+    &sparse_random::INFO,
+    &zero::INFO,
 ];
 
 /// Find a plugin by name.
