@@ -425,3 +425,75 @@ pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
         .map(|p| (p & !7).to_be_bytes()[(p % 8) as usize])
         .collect()
 }
+
+// ------------------------------------------------------- comparing with C
+
+/// `NBDKIT -U - ARGS --run SCRIPT`, with Debian's tools on the PATH: the
+/// exit status and what the script printed on stdout (the servers' own
+/// messages differ, so stderr is left out).
+pub fn captive_run(nbdkit: &Path, args: &[&str], script: &str) -> String {
+    let out = Command::new(nbdkit)
+        .args(["-U", "-"])
+        .args(args)
+        .args(["--run", script])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    format!(
+        "status {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
+/// A `--run` script describing an export: size, a hash of all its bytes,
+/// its extents and its flags.
+pub const DESCRIBE: &str = r#"nbdinfo --size "$uri" && nbdcopy "$uri" - | sha256sum && nbdinfo --map "$uri" && nbdinfo "$uri" | grep -E 'can_|is_'"#;
+
+/// Python for `nbdsh -u "$uri" -c ...`: `t(NAME, LAMBDA)` prints NAME and
+/// `ok` or the errno the call failed with.
+pub const NBDSH_TRY: &str = "
+def t(name, f):
+    try:
+        f()
+        print(name, 'ok')
+    except nbd.Error as e:
+        print(name, e.errno)
+";
+
+/// Assert `ARGS` with `SCRIPT` gives the same as under C nbdkit, and
+/// succeeds. Returns our output, or None when C nbdkit or a tool the
+/// script needs (`tools`) is missing.
+pub fn assert_same_as_c(args: &[&str], script: &str, tools: &[&str]) -> Option<String> {
+    if !tools.iter().all(|t| have(t)) {
+        return None;
+    }
+    let c = c_nbdkit()?;
+    let ours = captive_run(&bin(), args, script);
+    assert!(ours.starts_with("status Some(0)"), "{args:?}: {ours}");
+    assert_eq!(ours, captive_run(&c, args, script), "{args:?}");
+    Some(ours)
+}
+
+/// Assert our server refuses `ARGS` at start-up with exit status 1 and
+/// one line on stderr containing `msg`; and, if installed, that C nbdkit
+/// refuses them too.
+pub fn assert_refused(args: &[&str], msg: &str) {
+    let out = nbdkit()
+        .args(["-U", "-"])
+        .args(args)
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(msg), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    if let Some(c) = c_nbdkit() {
+        let theirs = captive_run(&c, args, "true");
+        assert!(
+            theirs.starts_with("status Some(1)"),
+            "{args:?}: C: {theirs}"
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod params;
 pub mod plugins;
+pub mod prng;
 pub mod protocol;
 pub mod server;
 pub mod size;

@@ -74,13 +74,25 @@ impl Params {
         })
     }
 
-    /// Take `key` as a boolean (`1/0`, `true/false`, `yes/no`, `on/off`).
+    /// Take `key` as an unsigned number no greater than `max`, in C's
+    /// syntax (see [`parse_uint`]).
+    pub fn take_uint(&mut self, key: &str, max: u64) -> Result<Option<u64>, StartError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => parse_uint(key, &v, max)
+                .map(Some)
+                .map_err(|e| StartError(format!("{}: {e}", self.owner))),
+        }
+    }
+
+    /// Take `key` as a boolean (`1/0`, `true/false`, `t/f`, `yes/no`,
+    /// `y/n`, `on/off`, any case), as C's `nbdkit_parse_bool`.
     pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>, StartError> {
         match self.take(key) {
             None => Ok(None),
             Some(v) => match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(Some(true)),
-                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                "1" | "true" | "t" | "yes" | "y" | "on" => Ok(Some(true)),
+                "0" | "false" | "f" | "no" | "n" | "off" => Ok(Some(false)),
                 _ => Err(StartError(format!(
                     "{}: {key}: could not decipher boolean ({v})",
                     self.owner
@@ -98,5 +110,116 @@ impl Params {
                 self.owner, self.owner
             ))),
         }
+    }
+}
+
+/// Parse an unsigned number as C nbdkit's `nbdkit_parse_uint32_t` and
+/// `nbdkit_parse_uint64_t` do: leading blanks and a `+` are allowed, `0x`
+/// means hexadecimal and a leading `0` octal; a `-`, no digits, anything
+/// after the digits, or a value over `max` is an error (named by `what`).
+pub fn parse_uint(what: &str, s: &str, max: u64) -> Result<u64, String> {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    if t.starts_with('-') {
+        return Err(format!("{what}: negative numbers are not allowed"));
+    }
+    let body = t.strip_prefix('+').unwrap_or(t);
+    let b = body.as_bytes();
+    let (radix, start) = match b {
+        [b'0', b'x' | b'X', d, ..] if d.is_ascii_hexdigit() => (16, 2),
+        [b'0', ..] => (8, 0),
+        _ => (10, 0),
+    };
+    let digits = b[start..]
+        .iter()
+        .take_while(|c| char::from(**c).is_digit(radix))
+        .count();
+    if digits == 0 {
+        return Err(format!("{what}: empty string where we expected a number"));
+    }
+    let end = start + digits;
+    let value = u64::from_str_radix(&body[start..end], radix)
+        .ok()
+        .filter(|v| *v <= max)
+        .ok_or_else(|| {
+            format!("{what}: could not parse number: \"{t}\": Numerical result out of range")
+        })?;
+    if end < body.len() {
+        return Err(format!(
+            "{what}: could not parse number: \"{t}\": trailing garbage"
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_uint, Params};
+
+    #[test]
+    fn booleans_as_c_parses_them() {
+        for (v, want) in [
+            ("1", true),
+            ("TRUE", true),
+            ("t", true),
+            ("Yes", true),
+            ("y", true),
+            ("on", true),
+            ("0", false),
+            ("false", false),
+            ("F", false),
+            ("no", false),
+            ("N", false),
+            ("off", false),
+        ] {
+            let mut p = Params::new("x", vec![("k".into(), v.into())]);
+            assert_eq!(p.take_bool("k").unwrap(), Some(want), "{v}");
+        }
+        let mut p = Params::new("x", vec![("k".into(), "maybe".into())]);
+        assert_eq!(
+            p.take_bool("k").unwrap_err().0,
+            "x: k: could not decipher boolean (maybe)"
+        );
+    }
+
+    #[test]
+    fn unsigned_numbers_as_c_parses_them() {
+        let max = u32::MAX as u64;
+        for (s, v) in [
+            ("0", 0),
+            ("42", 42),
+            (" 5", 5),
+            ("+7", 7),
+            ("0x10", 16),
+            ("0XfF", 255),
+            ("010", 8),
+            ("4294967295", max),
+        ] {
+            assert_eq!(parse_uint("n", s, max), Ok(v), "{s}");
+        }
+        for (s, e) in [
+            ("", "n: empty string where we expected a number"),
+            ("abc", "n: empty string where we expected a number"),
+            ("-1", "n: negative numbers are not allowed"),
+            (" -0", "n: negative numbers are not allowed"),
+            (
+                "12abc",
+                "n: could not parse number: \"12abc\": trailing garbage",
+            ),
+            ("0x", "n: could not parse number: \"0x\": trailing garbage"),
+            ("08", "n: could not parse number: \"08\": trailing garbage"),
+            (
+                "4294967296",
+                "n: could not parse number: \"4294967296\": Numerical result out of range",
+            ),
+        ] {
+            assert_eq!(parse_uint("n", s, max), Err(e.to_string()), "{s}");
+        }
+        assert_eq!(
+            parse_uint("n", "18446744073709551615", u64::MAX),
+            Ok(u64::MAX)
+        );
+        assert!(parse_uint("n", "18446744073709551616", u64::MAX)
+            .unwrap_err()
+            .ends_with("Numerical result out of range"));
     }
 }

@@ -7,13 +7,23 @@ mod data;
 mod example1;
 /// The file plugin.
 mod file;
+/// The full plugin, compared with C nbdkit.
+mod full;
+/// The info plugin, every mode compared with C nbdkit.
+mod info;
 /// The memory plugin's extents.
 mod memory;
 /// The nbd proxy plugin.
 mod nbd;
+/// The random plugin, compared with C nbdkit.
+mod random;
 /// The sh and eval script plugins.
 mod sh;
+/// The sparse-random plugin, bytes and extents compared with C nbdkit.
+mod sparse_random;
 /// The tar plugin, against tar(1) and C's tar filter.
 mod tar;
 /// The tmpdisk and ondemand plugins.
 mod tmpdisk;
+/// The zero plugin, compared with C nbdkit.
+mod zero;

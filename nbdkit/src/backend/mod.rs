@@ -1,7 +1,9 @@
 //! The contract between the server and whatever serves the data.
 //!
 //! - A [`Plugin`] is built once at start-up from its typed parameters. For
-//!   every connection it [`Plugin::open`]s a [`Handle`].
+//!   every connection it [`Plugin::open`]s a [`Handle`] (the server calls
+//!   [`Plugin::open_for`], which also says who the [`Client`] is, for the
+//!   few plugins that care).
 //! - A [`Handle`] answers the data calls. Every method but `size`, `caps` and
 //!   `pread` has a default that says "not supported", so a plugin writes only
 //!   what it does.
@@ -137,6 +139,33 @@ pub struct ExportEntry {
     pub description: Option<String>,
 }
 
+/// Where a client connects from (what C nbdkit's `nbdkit_peer_name` gives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client.
+    Tcp(std::net::SocketAddr),
+    /// A client on a Unix domain socket (whose address says nothing).
+    Unix,
+    /// Not on a socket (`-s` on pipes), or the address could not be read.
+    Unknown,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix socket"),
+            Peer::Unknown => f.write_str("unknown peer"),
+        }
+    }
+}
+
+/// What the server knows about the client a handle is opened for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub peer: Peer,
+}
+
 /// A plugin, built once at start-up.
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
@@ -148,6 +177,18 @@ pub trait Plugin: Send + Sync + 'static {
     /// Open a connection's handle on export `export_name` (already resolved:
     /// "" has been replaced by [`Plugin::default_export`]).
     async fn open(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Handle>>;
+
+    /// [`Plugin::open`] for a known client: what the server calls. Only
+    /// plugins that serve something about the client (like `info`) need
+    /// more than the default, which ignores it.
+    async fn open_for(
+        &self,
+        readonly: bool,
+        export_name: &str,
+        _client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        self.open(readonly, export_name).await
+    }
 
     /// The exports to list. By default, just the default export.
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {

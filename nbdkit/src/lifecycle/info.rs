@@ -55,7 +55,7 @@ pub fn text(cfg: &Config) -> String {
                 None => {
                     s.push_str("\nBuilt-in plugins:\n");
                     for p in crate::plugins::PLUGINS {
-                        s.push_str(&format!("  {:<10} {}\n", p.name, p.description));
+                        s.push_str(&format!("  {:<14} {}\n", p.name, p.description));
                     }
                 }
             }

@@ -188,7 +188,16 @@ async fn serve(
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;
-        tokio::spawn(server::serve_one(Box::new(r), Box::new(w), srv, shutdown))
+        let client = crate::backend::Client {
+            peer: server::stdio::peer(),
+        };
+        tokio::spawn(server::serve_one(
+            Box::new(r),
+            Box::new(w),
+            client,
+            srv,
+            shutdown,
+        ))
     } else {
         // The listeners move into the server, which closes them as soon as
         // shutdown starts: late clients are refused, not left queued.

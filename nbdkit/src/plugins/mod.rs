@@ -12,14 +12,19 @@ pub mod data;
 pub mod eval;
 pub mod example1;
 pub mod file;
+pub mod full;
+pub mod info;
 pub mod memory;
 pub mod nbd;
 pub mod null;
 pub mod ondemand;
 pub mod pattern;
+pub mod random;
 pub mod sh;
+pub mod sparse_random;
 pub mod tar;
 pub mod tmpdisk;
+pub mod zero;
 
 /// What the server knows about a plugin before building it.
 pub struct PluginInfo {
@@ -63,14 +68,19 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &eval::INFO,
     &example1::INFO,
     &file::INFO,
+    &full::INFO,
+    &info::INFO,
     &memory::INFO,
     &nbd::INFO,
     &null::INFO,
     &ondemand::INFO,
     &pattern::INFO,
+    &random::INFO,
     &sh::INFO,
+    &sparse_random::INFO,
     &tar::INFO,
     &tmpdisk::INFO,
+    &zero::INFO,
 ];
 
 /// Find a plugin by name.

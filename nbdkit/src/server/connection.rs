@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::pool::Pool;
 use super::{eflags, Server, Shutdown, BUDGET_UNIT, GRACE};
-use crate::backend::{Errno, Error, Export, Flags};
+use crate::backend::{Client, Errno, Error, Export, Flags};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
@@ -36,6 +36,7 @@ use crate::protocol::{errno, reply};
 /// The handshake's view of the plugin: opens exports, keeps the one chosen.
 struct Opener<'a> {
     server: &'a Server,
+    client: Client,
     export: Option<Export>,
 }
 
@@ -67,7 +68,10 @@ impl Exports for Opener<'_> {
             name.to_string()
         };
         let opened = async {
-            let h = srv.plugin.open(srv.readonly, &name).await?;
+            let h = srv
+                .plugin
+                .open_for(srv.readonly, &name, &self.client)
+                .await?;
             Export::new(h, srv.readonly).await
         };
         let export = opened.await.map_err(|e| {
@@ -90,7 +94,7 @@ impl Exports for Opener<'_> {
 }
 
 /// Serve a client until it leaves, breaks the protocol, or shutdown ends it.
-pub async fn serve<R, W>(r: R, w: W, server: Arc<Server>, mut shutdown: Shutdown)
+pub async fn serve<R, W>(r: R, w: W, client: Client, server: Arc<Server>, mut shutdown: Shutdown)
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -106,6 +110,7 @@ where
     let mut w = w;
     let mut opener = Opener {
         server: &server,
+        client,
         export: None,
     };
     let outcome = tokio::select! {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 
-use crate::backend::{Cache, Caps, Fua, Plugin, ThreadModel, Zero};
+use crate::backend::{Cache, Caps, Client, Fua, Peer, Plugin, ThreadModel, Zero};
 use crate::protocol::consts::*;
 use crate::protocol::handshake::Settings;
 
@@ -166,8 +166,9 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                         let server = server.clone();
                         let shutdown = shutdown.clone();
                         let done = done_tx.clone();
+                        let client = Client { peer };
                         tokio::spawn(async move {
-                            connection::serve(r, w, server, shutdown).await;
+                            connection::serve(r, w, client, server, shutdown).await;
                             drop(done);
                         });
                     }
@@ -190,20 +191,20 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
 type BoxRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
-async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, String)> {
+async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, Peer)> {
     Ok(match l {
         Listener::Tcp(t) => {
             let (s, peer) = t.accept().await?;
             let _ = s.set_nodelay(true);
             big_send_buffer(&s);
             let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w), peer.to_string())
+            (Box::new(r), Box::new(w), Peer::Tcp(peer))
         }
         Listener::Unix(u) => {
             let (s, _) = u.accept().await?;
             big_send_buffer(&s);
             let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w), "unix socket".to_string())
+            (Box::new(r), Box::new(w), Peer::Unix)
         }
     })
 }
@@ -221,8 +222,14 @@ fn big_send_buffer(s: &impl std::os::fd::AsFd) {
 const SEND_BUFFER: usize = 4 << 20;
 
 /// Serve one client on already-connected streams (`-s`).
-pub async fn serve_one(r: BoxRead, w: BoxWrite, server: Arc<Server>, shutdown: Shutdown) {
-    connection::serve(r, w, server, shutdown).await;
+pub async fn serve_one(
+    r: BoxRead,
+    w: BoxWrite,
+    client: Client,
+    server: Arc<Server>,
+    shutdown: Shutdown,
+) {
+    connection::serve(r, w, client, server, shutdown).await;
 }
 
 #[cfg(test)]
@@ -310,7 +317,16 @@ mod tests {
         for _ in 0..2 {
             let (mut c, s) = tokio::io::duplex(1 << 20);
             let (r, w) = tokio::io::split(s);
-            tokio::spawn(connection::serve(r, w, srv.clone(), shutdown.clone()));
+            let client = Client {
+                peer: Peer::Unknown,
+            };
+            tokio::spawn(connection::serve(
+                r,
+                w,
+                client,
+                srv.clone(),
+                shutdown.clone(),
+            ));
             clients.push(tokio::spawn(async move {
                 let mut hello = [0u8; 152];
                 c.read_exact(&mut hello).await.unwrap();

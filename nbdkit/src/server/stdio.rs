@@ -9,6 +9,27 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::backend::Peer;
+
+/// Who is on stdin: a socket's peer (as when started by inetd), or
+/// [`Peer::Unknown`] for a pipe.
+pub fn peer() -> Peer {
+    use nix::sys::socket::{getpeername, AddressFamily, SockaddrLike, SockaddrStorage};
+    let Ok(a) = getpeername::<SockaddrStorage>(0) else {
+        return Peer::Unknown;
+    };
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Peer::Tcp(std::net::SocketAddrV4::from(*v4).into());
+    }
+    if let Some(v6) = a.as_sockaddr_in6() {
+        return Peer::Tcp(std::net::SocketAddrV6::from(*v6).into());
+    }
+    match a.family() {
+        Some(AddressFamily::Unix) => Peer::Unix,
+        _ => Peer::Unknown,
+    }
+}
+
 /// A non-blocking file descriptor (socket or pipe) driven by the runtime.
 pub struct FdStream(AsyncFd<OwnedFd>);
 
