@@ -101,7 +101,7 @@ fn long_and_short_options() {
 #[case(&["-p", "70000", "memory", "1M"], "could not parse port")]
 #[case(&["--tls=require", "memory", "1M"], "TLS is not supported yet")]
 #[case(&["--tls-psk=/x", "memory", "1M"], "TLS is not supported yet")]
-#[case(&["--filter=error", "memory", "1M"], "unknown filter 'error'")]
+#[case(&["--filter=nosuch", "memory", "1M"], "unknown filter 'nosuch'")]
 #[case(&["-s", "--run", "true", "memory", "1M"], "cannot be used in this combination")]
 #[case(&["-U", "-", "-p", "1", "memory", "1M"], "cannot be used in this combination")]
 #[case(&["--log=nowhere", "memory", "1M"], "--log")]

@@ -10,6 +10,8 @@ mod captive;
 mod cli;
 /// `--exit-with-parent`.
 mod exit_with_parent;
+/// Filters: the chain, and each filter.
+mod filters;
 /// Real clients: qemu-img, nbdinfo, nbdcopy, nbdsh; compared with C nbdkit.
 mod interop;
 /// Background mode, pidfiles, `--print-uri`, signals, `-s`.

@@ -162,17 +162,21 @@ fn a_failed_start_says_why_with_command_and_stderr() {
 
 #[test]
 fn filters_are_passed_on() {
-    // Until filters exist, the server names the one it does not know.
-    let err = CaptiveDisk::builder("memory")
+    let disk = CaptiveDisk::builder("memory")
         .arg("size=1M")
         .filter("error")
+        .arg("error-pread-rate=1")
         .start()
-        .unwrap_err();
+        .unwrap();
     assert!(
-        err.command().unwrap().contains("--filter=error memory"),
-        "{err}"
+        disk.command_line().contains("--filter=error memory"),
+        "{}",
+        disk.command_line()
     );
-    assert!(err.stderr().unwrap().contains("error"), "{err}");
+    let mut c = disk.connect().unwrap();
+    c.write(0, b"x").unwrap();
+    let e = c.read(0, 1).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
 }
 
 #[test]

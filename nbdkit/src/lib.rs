@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod filters;
 pub mod lifecycle;
 pub mod log;
 pub mod params;

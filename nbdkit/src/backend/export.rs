@@ -71,6 +71,11 @@ impl Export {
         self.handle.description()
     }
 
+    /// The client said goodbye: see [`Handle::close`].
+    pub async fn close(&self) {
+        self.handle.close().await
+    }
+
     /// See [`Handle::never_blocks`].
     pub fn never_blocks(&self) -> bool {
         self.handle.never_blocks()

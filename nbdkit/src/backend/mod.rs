@@ -16,6 +16,7 @@
 
 mod export;
 mod extents;
+mod filter;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 pub use crate::error::{Errno, Error, Result};
 pub use export::Export;
 pub use extents::{Extent, Extents, HOLE, ZERO};
+pub use filter::{Filter, FilterHandle, Layer};
 
 /// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
 /// The server enforces it; the strictest model in the chain wins.
@@ -223,6 +225,10 @@ pub trait Handle: Send + Sync {
     fn description(&self) -> Option<String> {
         None
     }
+
+    /// The client disconnected gracefully (NBD_CMD_DISC): a last chance to
+    /// act before the handle is dropped. By default nothing.
+    async fn close(&self) {}
 
     /// True if no call ever blocks the thread: each either finishes at
     /// once (memory copies, arithmetic) or awaits. The server then runs a

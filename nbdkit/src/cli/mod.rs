@@ -75,6 +75,8 @@ pub enum LogTo {
 pub struct Config {
     pub action: Action,
     pub plugin: Option<&'static PluginInfo>,
+    /// `--filter`s, the first given (closest to the client) first.
+    pub filters: Vec<&'static crate::filters::FilterInfo>,
     /// Plugin parameters, magic key resolved, in command-line order.
     pub params: Vec<(String, String)>,
     pub listen: Listen,
@@ -254,6 +256,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     let mut cfg = Config {
         action: Action::Serve,
         plugin: None,
+        filters: Vec::new(),
         params: Vec::new(),
         listen: Listen::Tcp {
             ipaddr: None,
@@ -382,10 +385,15 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             }
         }
     }
-    if let Some(f) = filters.first() {
-        return Err(StartError(format!(
-            "unknown filter '{f}': this nbdkit has no filters yet"
-        )));
+    for f in &filters {
+        match crate::filters::lookup(f) {
+            Some(info) => cfg.filters.push(info),
+            None => {
+                return Err(StartError(format!(
+                    "unknown filter '{f}' (nbdkit --help lists the filters)"
+                )))
+            }
+        }
     }
 
     match cfg.action {
@@ -512,7 +520,7 @@ mod tests {
             (&["-s", "-U", "-", "null"][..], "combination"),
             (&["-p", "x", "null"][..], "port"),
             (&["--tls=on", "null"][..], "TLS is not supported"),
-            (&["--filter=error", "null"][..], "unknown filter 'error'"),
+            (&["--filter=nosuch", "null"][..], "unknown filter 'nosuch'"),
             (&["--log=foo", "null"][..], "--log"),
             (&["--help=x"][..], "doesn't allow an argument"),
         ] {

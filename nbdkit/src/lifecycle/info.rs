@@ -47,6 +47,12 @@ pub fn text(cfg: &Config) -> String {
     match cfg.action {
         Action::Help => {
             let mut s = cli::USAGE.to_string();
+            for f in &cfg.filters {
+                s.push_str(&format!(
+                    "\nfilter: {} ({})\n{}\n",
+                    f.name, f.description, f.config_help
+                ));
+            }
             match cfg.plugin {
                 Some(p) => s.push_str(&format!(
                     "\nplugin: {} ({})\n{}\n",
@@ -56,6 +62,10 @@ pub fn text(cfg: &Config) -> String {
                     s.push_str("\nBuilt-in plugins:\n");
                     for p in crate::plugins::PLUGINS {
                         s.push_str(&format!("  {:<14} {}\n", p.name, p.description));
+                    }
+                    s.push_str("\nBuilt-in filters:\n");
+                    for f in crate::filters::FILTERS {
+                        s.push_str(&format!("  {:<14} {}\n", f.name, f.description));
                     }
                 }
             }

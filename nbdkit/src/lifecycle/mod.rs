@@ -45,7 +45,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         return Ok(ExitCode::SUCCESS);
     }
     let info = cfg.plugin.expect("checked by cli");
-    let plugin = (info.build)(Params::new(info.name, cfg.params.clone()))?;
+    let plugin = build_chain(&cfg, info)?;
     log::init(cfg.log, cfg.verbose);
     if cfg.swap {
         // SAFETY: mlockall has no memory-safety preconditions.
@@ -98,6 +98,25 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     rt.shutdown_background();
     drop(listening);
     code.map(ExitCode::from)
+}
+
+/// The filters (each taking its own parameters, in `--filter` order), then
+/// the plugin (taking the rest, and refusing what nobody took), stacked
+/// with the first filter given on top.
+fn build_chain(
+    cfg: &Config,
+    info: &'static crate::plugins::PluginInfo,
+) -> Result<Arc<dyn Plugin>, StartError> {
+    let mut params = Params::new(info.name, cfg.params.clone());
+    let mut filters = Vec::new();
+    for f in &cfg.filters {
+        filters.push((f.build)(&mut params)?);
+    }
+    let mut top = (info.build)(params)?;
+    for f in filters.into_iter().rev() {
+        top = Arc::new(crate::backend::Layer::new(f, top));
+    }
+    Ok(top)
 }
 
 /// `-g` and `-u`, after binding. The sockets we created (and the private

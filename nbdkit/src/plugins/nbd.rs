@@ -230,24 +230,41 @@ impl Plugin for NbdPlugin {
             let r = cell
                 .get_or_try_init(|| async { self.connect(&self.export).await.map(Arc::new) })
                 .await?;
-            return Ok(Arc::new(Shared(r.clone())));
+            return Ok(Arc::new(RemoteHandle {
+                remote: r.clone(),
+                owned: false,
+            }));
         }
         let name = if self.dynamic { export } else { &self.export };
-        Ok(Arc::new(Own(Arc::new(self.connect(name).await?))))
+        Ok(Arc::new(RemoteHandle {
+            remote: Arc::new(self.connect(name).await?),
+            owned: true,
+        }))
     }
 }
 
-/// A connection of our own, closed with the client's.
-struct Own(Arc<Remote>);
-/// The connection shared by every client.
-struct Shared(Arc<Remote>);
+/// A client's view of a server connection: its own (closed with the
+/// client's), or the shared one.
+struct RemoteHandle {
+    remote: Arc<Remote>,
+    owned: bool,
+}
 
-impl Drop for Own {
+impl Drop for RemoteHandle {
     fn drop(&mut self) {
-        let r = self.0.clone();
+        if !self.owned {
+            return;
+        }
+        let r = self.remote.clone();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move { r.conn.disconnect().await });
         }
+    }
+}
+
+impl RemoteHandle {
+    fn remote(&self) -> &Remote {
+        &self.remote
     }
 }
 
@@ -269,22 +286,7 @@ fn flags_of(f: &Flags, fua_ok: bool) -> u16 {
 }
 
 #[async_trait]
-trait Forward: Send + Sync {
-    fn remote(&self) -> &Remote;
-}
-impl Forward for Own {
-    fn remote(&self) -> &Remote {
-        &self.0
-    }
-}
-impl Forward for Shared {
-    fn remote(&self) -> &Remote {
-        &self.0
-    }
-}
-
-#[async_trait]
-impl<T: Forward> Handle for T {
+impl Handle for RemoteHandle {
     fn never_blocks(&self) -> bool {
         true
     }

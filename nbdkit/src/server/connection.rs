@@ -242,8 +242,9 @@ async fn transmission<R>(
 {
     let slots = Arc::new(Semaphore::new(server.inflight()));
     let mut deadline: Option<Instant> = None;
+    let mut said_goodbye = false;
     loop {
-        let next = next_request(&mut r, &conn, &slots);
+        let next = next_request(&mut r, &conn, &slots, &mut said_goodbye);
         tokio::pin!(next);
         // Poll the same future across shutdown, so a half-read request is
         // never lost; only the grace deadline abandons it.
@@ -304,6 +305,11 @@ async fn transmission<R>(
         writer.abort();
         return;
     }
+    // A graceful goodbye lets the layers act before the handle goes (the
+    // delay filter's delay-close).
+    if said_goodbye && !shutdown.started() {
+        conn.export.close().await;
+    }
     // Every reply has been written (each held a slot until then). Closing
     // the queue ends the writer, which shuts the socket down.
     drop(conn);
@@ -316,6 +322,7 @@ async fn next_request<R>(
     r: &mut BufReader<R>,
     conn: &Conn,
     slots: &Arc<Semaphore>,
+    said_goodbye: &mut bool,
 ) -> std::io::Result<Option<(OwnedSemaphorePermit, Incoming)>>
 where
     R: AsyncRead + Send + Unpin,
@@ -335,6 +342,7 @@ where
     })?;
     if req.cmd == Command::Disc {
         log::debug("client sent NBD_CMD_DISC, closing connection");
+        *said_goodbye = true;
         return Ok(None);
     }
     let invalid = request::validate(&req, &conn.neg).err();

@@ -1,0 +1,324 @@
+//! Filters: layers between the server and the plugin (nbdkit-filter(3)).
+//!
+//! A filter is built once from its parameters. Seen from the layer above it
+//! is a [`Plugin`]: a [`Layer`] joins it to the layer below, and every
+//! boundary has a guard ([`Export`]) so that each layer sees what C
+//! nbdkit's backend would give it: FUA, zero and cache emulated when the
+//! layer below lacks them, write capabilities gone under `-r`, extents
+//! always answerable.
+//!
+//! Everything passes through by default: a filter's [`Filter`] methods
+//! open the layer below, and its per-connection handle implements
+//! [`FilterHandle`], whose methods all call `next()` unless overridden. A
+//! filter writes only what it changes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Fua, Handle, Plugin,
+    Result, ThreadModel, Zero,
+};
+
+/// A filter, built once at start-up.
+#[async_trait]
+pub trait Filter: Send + Sync + 'static {
+    /// The concurrency this filter tolerates.
+    fn thread_model(&self) -> ThreadModel {
+        ThreadModel::Parallel
+    }
+
+    /// Open a connection: by default, the layer below's handle, unchanged.
+    /// A filter that changes data wraps it in a [`FilterHandle`].
+    async fn open(
+        &self,
+        next: &dyn Plugin,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        next.open_for(readonly, export, client).await
+    }
+
+    /// The export list, by default the layer below's.
+    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+        next.list_exports(readonly).await
+    }
+
+    /// The default export, by default the layer below's.
+    async fn default_export(&self, next: &dyn Plugin, readonly: bool) -> Result<String> {
+        next.default_export(readonly).await
+    }
+}
+
+/// A filter on top of the layer below.
+pub struct Layer {
+    filter: Arc<dyn Filter>,
+    next: Guarded,
+}
+
+impl Layer {
+    /// Put `filter` on top of `next`.
+    pub fn new(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>) -> Layer {
+        Layer {
+            filter,
+            next: Guarded(next),
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for Layer {
+    fn thread_model(&self) -> ThreadModel {
+        self.filter.thread_model().min(self.next.0.thread_model())
+    }
+
+    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        let client = Client {
+            peer: super::Peer::Unknown,
+        };
+        self.open_for(readonly, export, &client).await
+    }
+
+    async fn open_for(
+        &self,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        self.filter.open(&self.next, readonly, export, client).await
+    }
+
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        self.filter.list_exports(&self.next, readonly).await
+    }
+
+    async fn default_export(&self, readonly: bool) -> Result<String> {
+        self.filter.default_export(&self.next, readonly).await
+    }
+}
+
+/// The layer below a filter, with a guard on every handle it opens.
+struct Guarded(Arc<dyn Plugin>);
+
+#[async_trait]
+impl Plugin for Guarded {
+    fn thread_model(&self) -> ThreadModel {
+        self.0.thread_model()
+    }
+
+    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        let h = self.0.open(readonly, export).await?;
+        Ok(Arc::new(Export::new(h, readonly).await?))
+    }
+
+    async fn open_for(
+        &self,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        let h = self.0.open_for(readonly, export, client).await?;
+        Ok(Arc::new(Export::new(h, readonly).await?))
+    }
+
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        self.0.list_exports(readonly).await
+    }
+
+    async fn default_export(&self, readonly: bool) -> Result<String> {
+        self.0.default_export(readonly).await
+    }
+}
+
+/// A guard is itself a handle: what the layer above sees. Whatever it
+/// emulates looks native from above.
+#[async_trait]
+impl Handle for Export {
+    async fn size(&self) -> Result<u64> {
+        Ok(Export::size(self))
+    }
+
+    async fn caps(&self) -> Result<Caps> {
+        let c = *Export::caps(self);
+        Ok(Caps {
+            fua: if c.fua == Fua::None {
+                Fua::None
+            } else {
+                Fua::Native
+            },
+            zero: if c.zero == Zero::None {
+                Zero::None
+            } else {
+                Zero::Native
+            },
+            cache: if c.cache == Cache::None {
+                Cache::None
+            } else {
+                Cache::Native
+            },
+            extents: true,
+            ..c
+        })
+    }
+
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        Ok(Export::block_size(self))
+    }
+
+    fn description(&self) -> Option<String> {
+        Export::description(self)
+    }
+
+    fn never_blocks(&self) -> bool {
+        Export::never_blocks(self)
+    }
+
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        Export::pread(self, buf, offset, flags).await
+    }
+
+    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        Export::pwrite(self, buf, offset, flags).await
+    }
+
+    async fn flush(&self, _flags: Flags) -> Result<()> {
+        Export::flush(self).await
+    }
+
+    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        Export::trim(self, count, offset, flags).await
+    }
+
+    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        Export::zero(self, count, offset, flags).await
+    }
+
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        let got = Export::extents(self, count, offset, flags.req_one).await?;
+        for e in got.list() {
+            if !ext.add(e.offset, e.length, e.flags) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cache(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
+        Export::cache(self, count, offset).await
+    }
+
+    async fn close(&self) {
+        Export::close(self).await
+    }
+}
+
+/// A filter's per-connection handle: every method passes through to
+/// `next()` unless the filter overrides it.
+#[async_trait]
+pub trait FilterHandle: Send + Sync + 'static {
+    /// The layer below.
+    fn next(&self) -> &Arc<dyn Handle>;
+
+    async fn size(&self) -> Result<u64> {
+        self.next().size().await
+    }
+    async fn caps(&self) -> Result<Caps> {
+        self.next().caps().await
+    }
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        self.next().block_size().await
+    }
+    fn description(&self) -> Option<String> {
+        self.next().description()
+    }
+    fn never_blocks(&self) -> bool {
+        self.next().never_blocks()
+    }
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        self.next().pread(buf, offset, flags).await
+    }
+    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        self.next().pwrite(buf, offset, flags).await
+    }
+    async fn flush(&self, flags: Flags) -> Result<()> {
+        self.next().flush(flags).await
+    }
+    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.next().trim(count, offset, flags).await
+    }
+    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.next().zero(count, offset, flags).await
+    }
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        self.next().extents(count, offset, flags, ext).await
+    }
+    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.next().cache(count, offset, flags).await
+    }
+    async fn close(&self) {
+        self.next().close().await
+    }
+}
+
+#[async_trait]
+impl<T: FilterHandle> Handle for T {
+    async fn size(&self) -> Result<u64> {
+        FilterHandle::size(self).await
+    }
+    async fn caps(&self) -> Result<Caps> {
+        FilterHandle::caps(self).await
+    }
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        FilterHandle::block_size(self).await
+    }
+    fn description(&self) -> Option<String> {
+        FilterHandle::description(self)
+    }
+    fn never_blocks(&self) -> bool {
+        FilterHandle::never_blocks(self)
+    }
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        FilterHandle::pread(self, buf, offset, flags).await
+    }
+    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        FilterHandle::pwrite(self, buf, offset, flags).await
+    }
+    async fn flush(&self, flags: Flags) -> Result<()> {
+        FilterHandle::flush(self, flags).await
+    }
+    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        FilterHandle::trim(self, count, offset, flags).await
+    }
+    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        FilterHandle::zero(self, count, offset, flags).await
+    }
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        FilterHandle::extents(self, count, offset, flags, ext).await
+    }
+    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        FilterHandle::cache(self, count, offset, flags).await
+    }
+    async fn close(&self) {
+        FilterHandle::close(self).await
+    }
+}

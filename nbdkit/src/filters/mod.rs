@@ -1,0 +1,72 @@
+//! The filters, one file each, and the table that finds them by name.
+//!
+//! A filter's parameters share the command line with the plugin's: each
+//! filter takes the keys it knows (in `--filter` order), the plugin takes
+//! the rest, and any key nobody took is an error naming it.
+
+use std::sync::Arc;
+
+use crate::backend::Filter;
+use crate::error::StartError;
+use crate::params::Params;
+
+pub mod delay;
+pub mod error;
+
+/// What the server knows about a filter before building it.
+pub struct FilterInfo {
+    /// Name on the command line (`--filter=NAME`).
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub description: &'static str,
+    /// The parameters, for `--help`.
+    pub config_help: &'static str,
+    /// Build the filter, taking its keys from the shared parameters.
+    pub build: fn(&mut Params) -> Result<Arc<dyn Filter>, StartError>,
+}
+
+impl std::fmt::Debug for FilterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterInfo")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Every filter, in the order `--help` lists them.
+pub static FILTERS: &[&FilterInfo] = &[&delay::INFO, &error::INFO];
+
+/// Find a filter by name.
+pub fn lookup(name: &str) -> Option<&'static FilterInfo> {
+    FILTERS.iter().copied().find(|f| f.name == name)
+}
+
+/// A duration as the delay-style filters take it: seconds (`2`, `0.5`) or
+/// milliseconds (`250ms`).
+pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
+    let (num, scale) = match v.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+    };
+    let x: f64 = num.trim().parse().ok()?;
+    if !x.is_finite() || x < 0.0 {
+        return None;
+    }
+    Some(std::time::Duration::from_secs_f64(x * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

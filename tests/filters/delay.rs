@@ -1,0 +1,107 @@
+use std::time::{Duration, Instant};
+
+use nbdkit_test::client::ZeroFlags;
+
+use crate::util::*;
+
+fn start(args: &[&str]) -> nbdkit_test::CaptiveDisk {
+    nbdkit_test::CaptiveDisk::builder("memory")
+        .filter("delay")
+        .arg("1M")
+        .args(args)
+        .binary(bin())
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
+#[test]
+fn each_kind_of_request_waits_at_least_its_delay() {
+    let disk = start(&[
+        "delay-read=300ms",
+        "delay-write=0.3",
+        "delay-zero=300ms",
+        "delay-trim=300ms",
+        "delay-extents=300ms",
+        "delay-cache=300ms",
+    ]);
+    let mut c = disk.connect().unwrap();
+    let least = Duration::from_millis(300);
+    assert!(timed(|| c.read(0, 1).unwrap()).1 >= least);
+    assert!(timed(|| c.write(0, b"x").unwrap()).1 >= least);
+    assert!(timed(|| c.zero(0, 512).unwrap()).1 >= least);
+    assert!(timed(|| c.trim(0, 512).unwrap()).1 >= least);
+    assert!(timed(|| c.block_status(0, 512).unwrap()).1 >= least);
+    assert!(timed(|| c.cache(0, 512).unwrap()).1 >= least);
+    // Flush has no delay.
+    assert!(timed(|| c.flush().unwrap()).1 < least);
+}
+
+#[test]
+fn wdelay_and_rdelay_are_the_short_forms() {
+    let disk = start(&["rdelay=200ms", "wdelay=200ms"]);
+    let mut c = disk.connect().unwrap();
+    let least = Duration::from_millis(200);
+    assert!(timed(|| c.read(0, 1).unwrap()).1 >= least);
+    assert!(timed(|| c.write(0, b"x").unwrap()).1 >= least);
+    assert!(timed(|| c.trim(0, 512).unwrap()).1 >= least);
+}
+
+#[test]
+fn a_delayed_request_holds_up_no_other_client() {
+    let disk = start(&["delay-write=3"]);
+    let mut slow = disk.connect().unwrap();
+    let writer = std::thread::spawn(move || slow.write(0, b"late").unwrap());
+    let mut c = disk.connect().unwrap();
+    let (_, took) = timed(|| c.read(4096, 8).unwrap());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    writer.join().unwrap();
+}
+
+#[test]
+fn open_and_close_delays() {
+    let disk = start(&["delay-open=400ms"]);
+    let (c, took) = timed(|| disk.connect().unwrap());
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    drop(c);
+    let disk = start(&["delay-close=400ms"]);
+    let c = disk.connect().unwrap();
+    // disconnect() waits for the server to close the connection.
+    let (_, took) = timed(|| c.disconnect().unwrap());
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
+
+#[test]
+fn fast_zero_can_fail_at_once() {
+    let fast = ZeroFlags {
+        fast: true,
+        ..Default::default()
+    };
+    let disk = start(&["delay-zero=2", "delay-fast-zero=false"]);
+    let mut c = disk.connect().unwrap();
+    let (r, took) = timed(|| c.zero_with(0, 512, fast));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOTSUP));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[rstest::rstest]
+#[case(&["delay-read=soon"], "delay: delay-read=soon: expected seconds or NNms")]
+#[case(&["wdelay=-1"], "delay: wdelay=-1")]
+#[case(&["delay-fast-zero=perhaps"], "delay-fast-zero")]
+fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
+    let out = nbdkit()
+        .args(["-U", "-", "--filter=delay", "memory", "1M"])
+        .args(args)
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(msg), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

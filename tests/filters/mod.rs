@@ -1,0 +1,8 @@
+//! One file per filter, plus the chain itself (order, parameters).
+
+/// The filter chain: order, parameter routing, help.
+mod chain;
+/// The delay filter.
+mod delay;
+/// The error filter.
+mod error;
