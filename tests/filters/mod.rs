@@ -6,3 +6,13 @@ mod chain;
 mod delay;
 /// The error filter.
 mod error;
+/// The exitlast filter.
+mod exitlast;
+/// The exitwhen filter.
+mod exitwhen;
+/// The limit filter.
+mod limit;
+/// The noparallel filter.
+mod noparallel;
+/// The retry-request filter.
+mod retry_request;

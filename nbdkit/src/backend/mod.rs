@@ -17,6 +17,7 @@
 mod export;
 mod extents;
 mod filter;
+pub mod shutdown;
 
 use std::sync::Arc;
 

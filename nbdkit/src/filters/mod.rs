@@ -12,6 +12,11 @@ use crate::params::Params;
 
 pub mod delay;
 pub mod error;
+pub mod exitlast;
+pub mod exitwhen;
+pub mod limit;
+pub mod noparallel;
+pub mod retry_request;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -34,7 +39,15 @@ impl std::fmt::Debug for FilterInfo {
 }
 
 /// Every filter, in the order `--help` lists them.
-pub static FILTERS: &[&FilterInfo] = &[&delay::INFO, &error::INFO];
+pub static FILTERS: &[&FilterInfo] = &[
+    &delay::INFO,
+    &error::INFO,
+    &exitlast::INFO,
+    &exitwhen::INFO,
+    &limit::INFO,
+    &noparallel::INFO,
+    &retry_request::INFO,
+];
 
 /// Find a filter by name.
 pub fn lookup(name: &str) -> Option<&'static FilterInfo> {

@@ -284,6 +284,9 @@ async fn serve(
             _ = sigterm.recv() => {}
             _ = sigquit.recv() => {}
             _ = sighup.recv() => {}
+            _ = crate::backend::shutdown::wait() => {
+                log::debug("a filter asked for shutdown");
+            }
             _ = &mut parent_gone => {
                 log::debug("parent process exited: shutting down");
                 if child.is_none() {

@@ -1,0 +1,68 @@
+//! `exitlast`: exit when the last client disconnects.
+//!
+//! No parameters. nbdkit serves until it has had at least one client and
+//! the number connected falls back to zero, then exits as on SIGTERM.
+//!
+//! Example: `nbdkit --filter=exitlast -U /tmp/sock memory 1G`
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::FilterInfo;
+use crate::backend::{shutdown, Client, Filter, FilterHandle, Handle, Plugin, Result};
+use crate::error::StartError;
+use crate::params::Params;
+
+pub static INFO: FilterInfo = FilterInfo {
+    name: "exitlast",
+    description: "exit when the last client disconnects",
+    config_help: "(no parameters)",
+    build,
+};
+
+struct ExitLast(Arc<AtomicUsize>);
+
+fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
+    Ok(Arc::new(ExitLast(Arc::default())))
+}
+
+#[async_trait]
+impl Filter for ExitLast {
+    async fn open(
+        &self,
+        next: &dyn Plugin,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        let next = next.open_for(readonly, export, client).await?;
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(Counted {
+            next,
+            count: self.0.clone(),
+        }))
+    }
+}
+
+/// A connection, counted while it lasts.
+pub(crate) struct Counted {
+    next: Arc<dyn Handle>,
+    count: Arc<AtomicUsize>,
+}
+
+impl FilterHandle for Counted {
+    fn next(&self) -> &Arc<dyn Handle> {
+        &self.next
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            crate::log::debug("exitlast: the last client has gone: shutting down");
+            shutdown::request();
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `retry-request`: retry a failed request a few times before giving up,
+//! for plugins that fail now and then.
+//!
+//! - `retry-request-retries=N` (default 2): retries per request.
+//! - `retry-request-delay=SECS` (default 2; `NNms` too): the wait between
+//!   tries (a timer: other requests go on meanwhile).
+//! - `retry-request-open=false`: do not retry opening the plugin
+//!   (default true).
+//!
+//! Example: `nbdkit --filter=retry-request nbd socket=/tmp/flaky.sock retry-request-retries=5`
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{parse_duration, FilterInfo};
+use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::error::StartError;
+use crate::params::Params;
+
+pub static INFO: FilterInfo = FilterInfo {
+    name: "retry-request",
+    description: "retry single requests on error",
+    config_help: "retry-request-retries=<N>     Number of retries (default 2).\n\
+                  retry-request-delay=<N>       Seconds to wait before retry (default 2).\n\
+                  retry-request-open=false      Do not retry opening the plugin.",
+    build,
+};
+
+#[derive(Clone, Copy)]
+struct Policy {
+    retries: u32,
+    delay: Duration,
+    open: bool,
+}
+
+struct RetryRequest(Policy);
+
+fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
+    let retries = match p.take("retry-request-retries") {
+        None => 2,
+        Some(v) => v.parse().map_err(|_| {
+            StartError(format!(
+                "retry-request: retry-request-retries={v}: not a number"
+            ))
+        })?,
+    };
+    let delay = match p.take("retry-request-delay") {
+        None => Duration::from_secs(2),
+        Some(v) => parse_duration(&v).ok_or_else(|| {
+            StartError(format!(
+                "retry-request: retry-request-delay={v}: expected seconds or NNms"
+            ))
+        })?,
+    };
+    let open = p.take_bool("retry-request-open")?.unwrap_or(true);
+    Ok(Arc::new(RetryRequest(Policy {
+        retries,
+        delay,
+        open,
+    })))
+}
+
+impl Policy {
+    /// Run `op` until it succeeds or the retries are used up.
+    async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            match op().await {
+                Err(e) if tries < self.retries => {
+                    tries += 1;
+                    crate::log::debug(&format!(
+                        "retry-request: {what} failed ({e}), retry {tries} of {}",
+                        self.retries
+                    ));
+                    tokio::time::sleep(self.delay).await;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Filter for RetryRequest {
+    async fn open(
+        &self,
+        next: &dyn Plugin,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        let next = if self.0.open {
+            self.0
+                .run("open", || next.open_for(readonly, export, client))
+                .await?
+        } else {
+            next.open_for(readonly, export, client).await?
+        };
+        Ok(Arc::new(Retrying { next, p: self.0 }))
+    }
+}
+
+struct Retrying {
+    next: Arc<dyn Handle>,
+    p: Policy,
+}
+
+#[async_trait]
+impl FilterHandle for Retrying {
+    fn next(&self) -> &Arc<dyn Handle> {
+        &self.next
+    }
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.next.pread(buf, offset, flags).await {
+                Err(e) if tries < self.p.retries => {
+                    tries += 1;
+                    crate::log::debug(&format!("retry-request: pread failed ({e}), retry {tries}"));
+                    tokio::time::sleep(self.p.delay).await;
+                }
+                r => return r,
+            }
+        }
+    }
+    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        self.p
+            .run("pwrite", || self.next.pwrite(buf, offset, flags))
+            .await
+    }
+    async fn flush(&self, flags: Flags) -> Result<()> {
+        self.p.run("flush", || self.next.flush(flags)).await
+    }
+    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.p
+            .run("trim", || self.next.trim(count, offset, flags))
+            .await
+    }
+    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.p
+            .run("zero", || self.next.zero(count, offset, flags))
+            .await
+    }
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            let mut fresh = Extents::new(offset, u64::from(count));
+            match self.next.extents(count, offset, flags, &mut fresh).await {
+                Err(e) if tries < self.p.retries => {
+                    tries += 1;
+                    crate::log::debug(&format!(
+                        "retry-request: extents failed ({e}), retry {tries}"
+                    ));
+                    tokio::time::sleep(self.p.delay).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    for x in fresh.list() {
+                        if !ext.add(x.offset, x.length, x.flags) {
+                            break;
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.p
+            .run("cache", || self.next.cache(count, offset, flags))
+            .await
+    }
+}
