@@ -41,7 +41,7 @@ fn idle_servers_notice_by_polling() {
         .unwrap();
     for event in [
         format!("exit-when-file-deleted={}", flag.display()),
-        format!("exit-when-process-exits={}", sleeper.id()),
+        format!("exit-when-process-exits={}", sleeper.0.id()),
         "exit-when-script=test -e /nonexistent || exit 88".to_string(),
     ] {
         let is_script = event.starts_with("exit-when-script");
@@ -56,8 +56,8 @@ fn idle_servers_notice_by_polling() {
         if event.contains("deleted") {
             std::fs::remove_file(&flag).unwrap();
         } else if event.contains("process") {
-            sleeper.kill().unwrap();
-            sleeper.wait().unwrap();
+            sleeper.0.kill().unwrap();
+            sleeper.0.wait().unwrap();
         }
         assert!(
             wait_until(Duration::from_secs(10), || !alive(pid)),
