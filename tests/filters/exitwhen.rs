@@ -35,10 +35,20 @@ fn idle_servers_notice_by_polling() {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("present");
     std::fs::write(&flag, b"").unwrap();
-    let mut sleeper = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
+    // Killed and reaped whatever happens to the test.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sleeper = Reaped(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap(),
+    );
     for event in [
         format!("exit-when-file-deleted={}", flag.display()),
         format!("exit-when-process-exits={}", sleeper.0.id()),
