@@ -16,3 +16,5 @@ mod limit;
 mod noparallel;
 /// The retry-request filter.
 mod retry_request;
+/// The tar filter.
+mod tar;

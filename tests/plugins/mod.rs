@@ -22,7 +22,7 @@ mod sh;
 /// The sparse-random plugin, bytes and extents compared with C nbdkit.
 mod sparse_random;
 /// The tar plugin, against tar(1) and C's tar filter.
-mod tar;
+pub(crate) mod tar;
 /// The tmpdisk and ondemand plugins.
 mod tmpdisk;
 /// The zero plugin, compared with C nbdkit.

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use crate::util::*;
 
-const LONG: &str = "a/very/long/directory/name/that/goes/on/and/on/for/more/than/\
+pub(crate) const LONG: &str = "a/very/long/directory/name/that/goes/on/and/on/for/more/than/\
                     one/hundred/characters/in/total/length/deep.img";
 
 /// A directory with disk.img (1 MiB, "hello" at 0, "tail" near the end)
 /// and the same file under a 120-character path, archived as gnu, pax and
 /// ustar.
-fn archives() -> tempfile::TempDir {
+pub(crate) fn archives() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("disk.img");
     let f = std::fs::File::create(&img).unwrap();

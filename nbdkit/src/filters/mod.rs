@@ -17,6 +17,7 @@ pub mod exitwhen;
 pub mod limit;
 pub mod noparallel;
 pub mod retry_request;
+pub mod tar;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -47,6 +48,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &limit::INFO,
     &noparallel::INFO,
     &retry_request::INFO,
+    &tar::INFO,
 ];
 
 /// Find a filter by name.

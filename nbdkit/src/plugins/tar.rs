@@ -77,13 +77,44 @@ const BLOCK: u64 = 512;
 
 /// Find `wanted` in the archive: (offset of its data, its size).
 pub(crate) fn find_member(f: &File, wanted: &str) -> std::result::Result<(u64, u64), String> {
+    find_member_in(
+        &mut |pos, buf| {
+            f.read_exact_at(buf, pos).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    format!("truncated tar file (at offset {pos})")
+                } else {
+                    io_message(&e)
+                }
+            })
+        },
+        wanted,
+        None,
+    )
+}
+
+/// Reads `buf.len()` bytes at an offset of the archive.
+pub(crate) type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> std::result::Result<(), String> + 'a;
+
+/// [`find_member`] over any way of reading the archive (the tar filter
+/// reads through the layer below), scanning at most `limit` bytes of it.
+pub(crate) fn find_member_in(
+    read: &mut ReadAt<'_>,
+    wanted: &str,
+    limit: Option<u64>,
+) -> std::result::Result<(u64, u64), String> {
     let mut pos = 0u64;
     // Set by a GNU `L` entry or a pax `x` header, for the next entry only.
     let mut next_name: Option<String> = None;
     let mut next_size: Option<u64> = None;
     loop {
+        if limit.is_some_and(|l| pos + BLOCK > l) {
+            return Err(format!(
+                "{wanted}: not found within the first {} bytes (tar-limit)",
+                limit.unwrap_or(0)
+            ));
+        }
         let mut h = [0u8; BLOCK as usize];
-        read_block(f, pos, &mut h)?;
+        read(pos, &mut h)?;
         if h.iter().all(|&b| b == 0) {
             return Err(format!("{wanted}: no such member"));
         }
@@ -101,9 +132,9 @@ pub(crate) fn find_member(f: &File, wanted: &str) -> std::result::Result<(u64, u
             .and_then(|n| data.checked_add(n))
             .ok_or(format!("member size overflows at offset {pos}"))?;
         match typeflag {
-            b'L' => next_name = Some(read_text(f, data, size, pos)?),
+            b'L' => next_name = Some(read_text(read, data, size, pos)?),
             b'x' => {
-                let text = read_text(f, data, size, pos)?;
+                let text = read_text(read, data, size, pos)?;
                 for (k, v) in pax_records(&text) {
                     match k {
                         "path" => next_name = Some(v.to_string()),
@@ -136,23 +167,18 @@ pub(crate) fn find_member(f: &File, wanted: &str) -> std::result::Result<(u64, u
     }
 }
 
-fn read_block(f: &File, pos: u64, h: &mut [u8]) -> std::result::Result<(), String> {
-    f.read_exact_at(h, pos).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            format!("truncated tar file (at offset {pos})")
-        } else {
-            io_message(&e)
-        }
-    })
-}
-
 /// A long name or pax header's contents (bounded: these are small).
-fn read_text(f: &File, at: u64, size: u64, pos: u64) -> std::result::Result<String, String> {
+fn read_text(
+    read: &mut ReadAt<'_>,
+    at: u64,
+    size: u64,
+    pos: u64,
+) -> std::result::Result<String, String> {
     if size > 1 << 20 {
         return Err(format!("oversized extended header at offset {pos}"));
     }
     let mut b = vec![0u8; size as usize];
-    read_block(f, at, &mut b)?;
+    read(at, &mut b)?;
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     b.truncate(end);
     String::from_utf8(b).map_err(|_| format!("a name that is not UTF-8 at offset {pos}"))
