@@ -10,10 +10,16 @@ mod error;
 mod exitlast;
 /// The exitwhen filter.
 mod exitwhen;
+/// The exportname filter.
+mod exportname;
+/// The ip filter.
+mod ip;
 /// The limit filter.
 mod limit;
 /// The noparallel filter.
 mod noparallel;
+/// The rate filter.
+mod rate;
 /// The retry-request filter.
 mod retry_request;
 /// The tar filter.

@@ -14,8 +14,11 @@ pub mod delay;
 pub mod error;
 pub mod exitlast;
 pub mod exitwhen;
+pub mod exportname;
+pub mod ip;
 pub mod limit;
 pub mod noparallel;
+pub mod rate;
 pub mod retry_request;
 pub mod tar;
 
@@ -45,8 +48,11 @@ pub static FILTERS: &[&FilterInfo] = &[
     &error::INFO,
     &exitlast::INFO,
     &exitwhen::INFO,
+    &exportname::INFO,
+    &ip::INFO,
     &limit::INFO,
     &noparallel::INFO,
+    &rate::INFO,
     &retry_request::INFO,
     &tar::INFO,
 ];
