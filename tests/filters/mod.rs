@@ -22,5 +22,7 @@ mod noparallel;
 mod rate;
 /// The retry-request filter.
 mod retry_request;
+/// nofilter, swab, checkwrite, readahead and multi-conn.
+mod small;
 /// The tar filter.
 mod tar;

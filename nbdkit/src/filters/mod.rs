@@ -10,6 +10,7 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod checkwrite;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
@@ -17,9 +18,13 @@ pub mod exitwhen;
 pub mod exportname;
 pub mod ip;
 pub mod limit;
+pub mod multi_conn;
+pub mod nofilter;
 pub mod noparallel;
 pub mod rate;
+pub mod readahead;
 pub mod retry_request;
+pub mod swab;
 pub mod tar;
 
 /// What the server knows about a filter before building it.
@@ -44,6 +49,7 @@ impl std::fmt::Debug for FilterInfo {
 
 /// Every filter, in the order `--help` lists them.
 pub static FILTERS: &[&FilterInfo] = &[
+    &checkwrite::INFO,
     &delay::INFO,
     &error::INFO,
     &exitlast::INFO,
@@ -51,9 +57,13 @@ pub static FILTERS: &[&FilterInfo] = &[
     &exportname::INFO,
     &ip::INFO,
     &limit::INFO,
+    &multi_conn::INFO,
+    &nofilter::INFO,
     &noparallel::INFO,
     &rate::INFO,
+    &readahead::INFO,
     &retry_request::INFO,
+    &swab::INFO,
     &tar::INFO,
 ];
 
