@@ -68,7 +68,7 @@ struct Swapped {
 impl Swapped {
     fn aligned(&self, offset: u64, len: u64) -> Result<()> {
         let w = self.w as u64;
-        if offset % w != 0 || len % w != 0 {
+        if !offset.is_multiple_of(w) || !len.is_multiple_of(w) {
             return Err(Error::new(
                 Errno::Inval,
                 format!("swab: request not aligned to {w} bytes"),
