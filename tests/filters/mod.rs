@@ -16,6 +16,8 @@ mod exportname;
 mod ip;
 /// The limit filter.
 mod limit;
+/// extentlist, ddrescue, retry and pause.
+mod more;
 /// The noparallel filter.
 mod noparallel;
 /// The rate filter.

@@ -41,6 +41,18 @@ pub trait Filter: Send + Sync + 'static {
         next.open_for(readonly, export, client).await
     }
 
+    /// [`Filter::open`] with the layer below held by reference count, for
+    /// filters that must reopen it later (retry). By default, `open`.
+    async fn open_shared(
+        &self,
+        next: &Arc<dyn Plugin>,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        self.open(&**next, readonly, export, client).await
+    }
+
     /// The export list, by default the layer below's.
     async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
         next.list_exports(readonly).await
@@ -55,7 +67,9 @@ pub trait Filter: Send + Sync + 'static {
 /// A filter on top of the layer below.
 pub struct Layer {
     filter: Arc<dyn Filter>,
-    next: Guarded,
+    /// The layer below, behind a guard.
+    next: Arc<dyn Plugin>,
+    below: Arc<dyn Plugin>,
 }
 
 impl Layer {
@@ -63,7 +77,8 @@ impl Layer {
     pub fn new(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>) -> Layer {
         Layer {
             filter,
-            next: Guarded(next),
+            next: Arc::new(Guarded(next.clone())),
+            below: next,
         }
     }
 }
@@ -71,7 +86,7 @@ impl Layer {
 #[async_trait]
 impl Plugin for Layer {
     fn thread_model(&self) -> ThreadModel {
-        self.filter.thread_model().min(self.next.0.thread_model())
+        self.filter.thread_model().min(self.below.thread_model())
     }
 
     async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
@@ -87,15 +102,17 @@ impl Plugin for Layer {
         export: &str,
         client: &Client,
     ) -> Result<Arc<dyn Handle>> {
-        self.filter.open(&self.next, readonly, export, client).await
+        self.filter
+            .open_shared(&self.next, readonly, export, client)
+            .await
     }
 
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
-        self.filter.list_exports(&self.next, readonly).await
+        self.filter.list_exports(&*self.next, readonly).await
     }
 
     async fn default_export(&self, readonly: bool) -> Result<String> {
-        self.filter.default_export(&self.next, readonly).await
+        self.filter.default_export(&*self.next, readonly).await
     }
 }
 

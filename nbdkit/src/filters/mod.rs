@@ -11,18 +11,22 @@ use crate::error::StartError;
 use crate::params::Params;
 
 pub mod checkwrite;
+pub mod ddrescue;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
 pub mod exitwhen;
 pub mod exportname;
+pub mod extentlist;
 pub mod ip;
 pub mod limit;
 pub mod multi_conn;
 pub mod nofilter;
 pub mod noparallel;
+pub mod pause;
 pub mod rate;
 pub mod readahead;
+pub mod retry;
 pub mod retry_request;
 pub mod swab;
 pub mod tar;
@@ -50,18 +54,22 @@ impl std::fmt::Debug for FilterInfo {
 /// Every filter, in the order `--help` lists them.
 pub static FILTERS: &[&FilterInfo] = &[
     &checkwrite::INFO,
+    &ddrescue::INFO,
     &delay::INFO,
     &error::INFO,
     &exitlast::INFO,
     &exitwhen::INFO,
     &exportname::INFO,
+    &extentlist::INFO,
     &ip::INFO,
     &limit::INFO,
     &multi_conn::INFO,
     &nofilter::INFO,
     &noparallel::INFO,
+    &pause::INFO,
     &rate::INFO,
     &readahead::INFO,
+    &retry::INFO,
     &retry_request::INFO,
     &swab::INFO,
     &tar::INFO,

@@ -1,0 +1,131 @@
+//! extentlist, ddrescue, retry and pause.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn start(filter: &str, plugin: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
+    nbdkit_test::CaptiveDisk::builder(plugin[0])
+        .args(&plugin[1..])
+        .filter(filter)
+        .args(args)
+        .binary(bin())
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn extentlist_serves_the_listed_extents_like_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("extents");
+    std::fs::write(&list, "1M 1M hole,zero\n0 64K\n3M 1M 2\n").unwrap();
+    let d = start(
+        "extentlist",
+        &["null", "4M"],
+        &[&format!("extentlist={}", list.display())],
+    );
+    let ext: Vec<(u64, u64, u32)> = d
+        .connect()
+        .unwrap()
+        .extents(0, 4 << 20)
+        .unwrap()
+        .iter()
+        .map(|e| (e.offset, e.length, e.flags))
+        .collect();
+    assert_eq!(
+        ext,
+        [
+            (0, 65536, 0),
+            (65536, (3 << 20) - 65536, 3),
+            (3 << 20, 1 << 20, 2)
+        ]
+    );
+    if have("nbdinfo") {
+        if let Some(c) = c_nbdkit() {
+            let map = |n: &std::path::Path| {
+                sh(&format!(
+                    "{} -U - -r --filter=extentlist null 4M extentlist={} --run 'nbdinfo --map \"$uri\"'",
+                    n.display(),
+                    list.display()
+                ))
+                .stdout
+            };
+            assert_eq!(map(&bin()), map(&c));
+        }
+    }
+}
+
+#[test]
+fn ddrescue_fails_reads_of_unrescued_areas() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("map");
+    std::fs::write(
+        &map,
+        "# mapfile\n0x0 +\n0x00000000 0x00000200 +\n0x00000200 0x00000200 -\n0x00000400 0x000FFC00 +\n",
+    )
+    .unwrap();
+    let d = start(
+        "ddrescue",
+        &["pattern", "1M"],
+        &[&format!("ddrescue-mapfile={}", map.display())],
+    );
+    let mut c = d.connect().unwrap();
+    assert!(c.info().read_only());
+    assert_eq!(c.read(0, 8).unwrap(), 0u64.to_be_bytes());
+    assert_eq!(c.read(512, 8).unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(
+        c.read(256, 512).unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
+    assert_eq!(c.read(1024, 8).unwrap(), 1024u64.to_be_bytes());
+}
+
+#[test]
+fn retry_reopens_the_plugin_after_a_failure() {
+    // Reads fail on the first handle, work on any later one.
+    let flaky = [
+        "eval",
+        "get_size=echo 1M",
+        "open=n=$(cat $tmpdir/n 2>/dev/null || echo 0); echo $((n+1)) > $tmpdir/n; echo h$n",
+        r#"pread=[ "$2" = h0 ] && { echo "EIO first handle" >&2; exit 1; }; dd if=/dev/zero count=$3 iflag=count_bytes status=none"#,
+    ];
+    let d = start("retry", &flaky, &["retry-delay=50ms"]);
+    assert_eq!(d.connect().unwrap().read(0, 4).unwrap(), [0; 4]);
+    let d = start("retry", &flaky, &["retries=0"]);
+    assert_eq!(
+        d.connect().unwrap().read(0, 4).unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
+}
+
+#[test]
+fn pause_holds_requests_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let d = start(
+        "pause",
+        &["memory", "1M"],
+        &[&format!("pause-control={}", ctl.display())],
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&ctl).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ask = |c: u8| {
+        s.write_all(&[c]).unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        b[0]
+    };
+    assert_eq!(ask(b'p'), b'P');
+    let mut c = d.connect().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || tx.send(c.read(0, 4).unwrap()).unwrap());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a read went through a pause"
+    );
+    assert_eq!(ask(b'r'), b'R');
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), [0; 4]);
+    reader.join().unwrap();
+    assert_eq!(ask(b'?'), b'X');
+}
