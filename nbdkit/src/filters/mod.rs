@@ -12,6 +12,15 @@ use crate::params::Params;
 
 pub mod delay;
 pub mod error;
+pub mod fua;
+pub mod log;
+pub mod nocache;
+pub mod noextents;
+pub mod nozero;
+pub mod offset;
+pub mod protect;
+pub mod stats;
+pub mod truncate;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -34,7 +43,19 @@ impl std::fmt::Debug for FilterInfo {
 }
 
 /// Every filter, in the order `--help` lists them.
-pub static FILTERS: &[&FilterInfo] = &[&delay::INFO, &error::INFO];
+pub static FILTERS: &[&FilterInfo] = &[
+    &delay::INFO,
+    &error::INFO,
+    &fua::INFO,
+    &log::INFO,
+    &nocache::INFO,
+    &noextents::INFO,
+    &nozero::INFO,
+    &offset::INFO,
+    &protect::INFO,
+    &stats::INFO,
+    &truncate::INFO,
+];
 
 /// Find a filter by name.
 pub fn lookup(name: &str) -> Option<&'static FilterInfo> {
