@@ -112,13 +112,16 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     code.map(ExitCode::from)
 }
 
+/// The filters, top first, kept for their start-up and exit hooks.
+type Filters = Vec<Arc<dyn Filter>>;
+
 /// The filters (each taking its own parameters, in `--filter` order), then
 /// the plugin (taking the rest, and refusing what nobody took), stacked
 /// with the first filter given on top.
 fn build_chain(
     cfg: &Config,
     info: &'static crate::plugins::PluginInfo,
-) -> Result<(Arc<dyn Plugin>, Vec<Arc<dyn Filter>>), StartError> {
+) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
     let mut params = Params::new(info.name, cfg.params.clone());
     let mut filters = Vec::new();
     for f in &cfg.filters {
