@@ -2,6 +2,8 @@
 
 /// The filter chain: order, parameter routing, help.
 mod chain;
+/// Helpers shared by the filter tests.
+mod common;
 /// The delay filter.
 mod delay;
 /// The error filter.
@@ -12,19 +14,37 @@ mod exitlast;
 mod exitwhen;
 /// The exportname filter.
 mod exportname;
+/// The fua filter.
+mod fua;
 /// The ip filter.
 mod ip;
 /// The limit filter.
 mod limit;
+/// The log filter.
+mod log;
 /// extentlist, ddrescue, retry and pause.
 mod more;
+/// The nocache filter.
+mod nocache;
+/// The noextents filter.
+mod noextents;
 /// The noparallel filter.
 mod noparallel;
+/// The nozero filter.
+mod nozero;
+/// The offset filter.
+mod offset;
+/// The protect filter.
+mod protect;
 /// The rate filter.
 mod rate;
 /// The retry-request filter.
 mod retry_request;
 /// nofilter, swab, checkwrite, readahead and multi-conn.
 mod small;
+/// The stats filter.
+mod stats;
 /// The tar filter.
 mod tar;
+/// The truncate filter.
+mod truncate;

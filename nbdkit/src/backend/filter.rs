@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::error::StartError;
+
 use super::{
     BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Fua, Handle, Plugin,
     Result, ThreadModel, Zero,
@@ -28,6 +30,18 @@ pub trait Filter: Send + Sync + 'static {
     fn thread_model(&self) -> ThreadModel {
         ThreadModel::Parallel
     }
+
+    /// Start-up is over (parameters checked, the chain's thread model
+    /// known) and the server is about to bind: the moment to open files.
+    fn get_ready(&self, _thread_model: ThreadModel) -> std::result::Result<(), StartError> {
+        Ok(())
+    }
+
+    /// The server forked into the background (not called otherwise).
+    fn after_fork(&self) {}
+
+    /// The server has stopped serving and is about to exit normally.
+    fn unload(&self) {}
 
     /// Open a connection: by default, the layer below's handle, unchanged.
     /// A filter that changes data wraps it in a [`FilterHandle`].

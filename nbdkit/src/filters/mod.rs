@@ -18,18 +18,27 @@ pub mod exitlast;
 pub mod exitwhen;
 pub mod exportname;
 pub mod extentlist;
+pub mod fua;
 pub mod ip;
 pub mod limit;
+pub mod log;
 pub mod multi_conn;
+pub mod nocache;
+pub mod noextents;
 pub mod nofilter;
 pub mod noparallel;
+pub mod nozero;
+pub mod offset;
 pub mod pause;
+pub mod protect;
 pub mod rate;
 pub mod readahead;
 pub mod retry;
 pub mod retry_request;
+pub mod stats;
 pub mod swab;
 pub mod tar;
+pub mod truncate;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -61,18 +70,27 @@ pub static FILTERS: &[&FilterInfo] = &[
     &exitwhen::INFO,
     &exportname::INFO,
     &extentlist::INFO,
+    &fua::INFO,
     &ip::INFO,
     &limit::INFO,
+    &log::INFO,
     &multi_conn::INFO,
+    &nocache::INFO,
+    &noextents::INFO,
     &nofilter::INFO,
     &noparallel::INFO,
+    &nozero::INFO,
+    &offset::INFO,
     &pause::INFO,
+    &protect::INFO,
     &rate::INFO,
     &readahead::INFO,
     &retry::INFO,
     &retry_request::INFO,
+    &stats::INFO,
     &swab::INFO,
     &tar::INFO,
+    &truncate::INFO,
 ];
 
 /// Find a filter by name.

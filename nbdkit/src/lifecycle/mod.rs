@@ -20,12 +20,13 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::backend::{Filter, Plugin};
 use crate::cli::{Action, Config, Listen};
 use crate::error::StartError;
+use crate::log;
 use crate::params::Params;
 use crate::protocol::handshake::Settings;
 use crate::server::{self, stdio::FdStream, Listener, Server, Shutdown};
-use crate::{backend::Plugin, log};
 pub use info::{COMPAT_VERSION, VERSION_EXTRA};
 
 /// Run nbdkit as configured; the returned code is the process's exit status.
@@ -45,8 +46,14 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         return Ok(ExitCode::SUCCESS);
     }
     let info = cfg.plugin.expect("checked by cli");
-    let plugin = build_chain(&cfg, info)?;
+    let (plugin, filters) = build_chain(&cfg, info)?;
     log::init(cfg.log, cfg.verbose);
+    // The strictest of what the plugin's table entry and the plugin itself
+    // (a script may choose at start-up) allow.
+    let thread_model = info.thread_model.min(plugin.thread_model());
+    for f in &filters {
+        f.get_ready(thread_model)?;
+    }
     if cfg.swap {
         // SAFETY: mlockall has no memory-safety preconditions.
         if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
@@ -73,7 +80,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
                 listening.disown();
                 return Ok(ExitCode::from(code));
             }
-            daemon::Side::Child(r) => r,
+            daemon::Side::Child(r) => {
+                for f in &filters {
+                    f.after_fork();
+                }
+                r
+            }
         }
     };
 
@@ -83,9 +95,6 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
-    // The strictest of what the plugin's table entry and the plugin itself
-    // (a script may choose at start-up) allow.
-    let thread_model = info.thread_model.min(plugin.thread_model());
     let code = rt.block_on(serve(
         &cfg,
         plugin,
@@ -96,9 +105,15 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     ));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
+    for f in &filters {
+        f.unload();
+    }
     drop(listening);
     code.map(ExitCode::from)
 }
+
+/// The filters, top first, kept for their start-up and exit hooks.
+type Filters = Vec<Arc<dyn Filter>>;
 
 /// The filters (each taking its own parameters, in `--filter` order), then
 /// the plugin (taking the rest, and refusing what nobody took), stacked
@@ -106,17 +121,17 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
 fn build_chain(
     cfg: &Config,
     info: &'static crate::plugins::PluginInfo,
-) -> Result<Arc<dyn Plugin>, StartError> {
+) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
     let mut params = Params::new(info.name, cfg.params.clone());
     let mut filters = Vec::new();
     for f in &cfg.filters {
         filters.push((f.build)(&mut params)?);
     }
     let mut top = (info.build)(params)?;
-    for f in filters.into_iter().rev() {
-        top = Arc::new(crate::backend::Layer::new(f, top));
+    for f in filters.iter().rev() {
+        top = Arc::new(crate::backend::Layer::new(f.clone(), top));
     }
-    Ok(top)
+    Ok((top, filters))
 }
 
 /// `-g` and `-u`, after binding. The sockets we created (and the private

@@ -1,0 +1,86 @@
+//! `nocache`: change how NBD_CMD_CACHE is handled.
+//!
+//! - `cachemode=none` (default): cache is not advertised to clients.
+//! - `cachemode=emulate`: cache is advertised and done by reading the
+//!   range, whatever the layer below can do.
+//! - `cachemode=nop` (or `no-op`): cache is advertised and every request
+//!   succeeds at once, doing nothing.
+//!
+//! Example: `nbdkit --filter=nocache file disk.img cachemode=nop`
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::FilterInfo;
+use crate::backend::{Cache, Caps, Client, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::error::StartError;
+use crate::params::Params;
+
+pub static INFO: FilterInfo = FilterInfo {
+    name: "nocache",
+    description: "disable cache requests in the underlying plugin",
+    config_help: "cachemode=<MODE>     Either 'none' (default), 'emulate', or 'nop'.",
+    build,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    None,
+    Emulate,
+    Nop,
+}
+
+struct NoCache(Mode);
+
+fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
+    let mode = match p.take("cachemode").as_deref() {
+        None | Some("none") => Mode::None,
+        Some("emulate") => Mode::Emulate,
+        Some("nop" | "no-op") => Mode::Nop,
+        Some(v) => return Err(StartError(format!("nocache: unknown cachemode '{v}'"))),
+    };
+    Ok(Arc::new(NoCache(mode)))
+}
+
+#[async_trait]
+impl Filter for NoCache {
+    async fn open(
+        &self,
+        next: &dyn Plugin,
+        readonly: bool,
+        export: &str,
+        client: &Client,
+    ) -> Result<Arc<dyn Handle>> {
+        let next = next.open_for(readonly, export, client).await?;
+        Ok(Arc::new(NoCacheHandle { next, mode: self.0 }))
+    }
+}
+
+struct NoCacheHandle {
+    next: Arc<dyn Handle>,
+    mode: Mode,
+}
+
+#[async_trait]
+impl FilterHandle for NoCacheHandle {
+    fn next(&self) -> &Arc<dyn Handle> {
+        &self.next
+    }
+    async fn caps(&self) -> Result<Caps> {
+        let cache = match self.mode {
+            Mode::None => Cache::None,
+            // The guard above reads the range.
+            Mode::Emulate => Cache::Emulate,
+            Mode::Nop => Cache::Native,
+        };
+        Ok(Caps {
+            cache,
+            ..self.next.caps().await?
+        })
+    }
+    async fn cache(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+        // Only reached in nop mode.
+        Ok(())
+    }
+}
