@@ -129,3 +129,65 @@ fn pause_holds_requests_until_resumed() {
     reader.join().unwrap();
     assert_eq!(ask(b'?'), b'X');
 }
+
+#[test]
+fn cacheextents_answers_from_the_last_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls");
+    let extents = format!("extents=echo $4 >> {}; echo 0 1M", log.display());
+    let d = start(
+        "cacheextents",
+        &[
+            "eval",
+            "get_size=echo 1M",
+            "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+            "pwrite=cat >/dev/null",
+            &extents,
+        ],
+        &[],
+    );
+    let mut c = d.connect().unwrap();
+    let calls = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    c.block_status(0, 4096).unwrap();
+    c.block_status(8192, 4096).unwrap();
+    assert_eq!(calls(), 1, "the second was answered from the cache");
+    c.write(0, b"x").unwrap();
+    c.block_status(8192, 4096).unwrap();
+    assert_eq!(calls(), 2, "a write forgets the cache");
+}
+
+#[test]
+fn scan_prefetches_the_whole_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cached");
+    let cache = format!("cache=echo $4 >> {}", log.display());
+    let d = start(
+        "scan",
+        &[
+            "eval",
+            "get_size=echo 8M",
+            "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+            "can_cache=echo native",
+            &cache,
+        ],
+        &["scan-size=1M"],
+    );
+    let _c = d.connect().unwrap();
+    let offsets = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || offsets().lines().count() >= 8),
+        "{}",
+        offsets()
+    );
+    let mut got: Vec<u64> = offsets()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, (0..8).map(|i| i << 20).collect::<Vec<u64>>());
+}

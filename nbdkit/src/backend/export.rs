@@ -173,6 +173,27 @@ impl Export {
         Ok(ext)
     }
 
+    /// BLOCK_STATUS into a layer above's extents, which may reach past the
+    /// request (cacheextents keeps all it is told).
+    pub async fn extents_into(
+        &self,
+        count: u32,
+        offset: u64,
+        req_one: bool,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        if self.caps.extents {
+            let flags = Flags {
+                req_one,
+                ..Flags::default()
+            };
+            self.handle.extents(count, offset, flags, ext).await
+        } else {
+            ext.add(offset, u64::from(count), 0);
+            Ok(())
+        }
+    }
+
     /// CACHE, emulated with reads when the handle has no cache of its own.
     pub async fn cache(&self, count: u32, offset: u64) -> Result<()> {
         match self.caps.cache {

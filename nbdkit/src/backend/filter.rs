@@ -233,13 +233,7 @@ impl Handle for Export {
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        let got = Export::extents(self, count, offset, flags.req_one).await?;
-        for e in got.list() {
-            if !ext.add(e.offset, e.length, e.flags) {
-                break;
-            }
-        }
-        Ok(())
+        Export::extents_into(self, count, offset, flags.req_one, ext).await
     }
 
     async fn cache(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {

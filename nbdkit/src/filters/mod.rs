@@ -10,6 +10,7 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod cacheextents;
 pub mod checkwrite;
 pub mod ddrescue;
 pub mod delay;
@@ -35,6 +36,7 @@ pub mod rate;
 pub mod readahead;
 pub mod retry;
 pub mod retry_request;
+pub mod scan;
 pub mod stats;
 pub mod swab;
 pub mod tar;
@@ -62,6 +64,7 @@ impl std::fmt::Debug for FilterInfo {
 
 /// Every filter, in the order `--help` lists them.
 pub static FILTERS: &[&FilterInfo] = &[
+    &cacheextents::INFO,
     &checkwrite::INFO,
     &ddrescue::INFO,
     &delay::INFO,
@@ -87,6 +90,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &readahead::INFO,
     &retry::INFO,
     &retry_request::INFO,
+    &scan::INFO,
     &stats::INFO,
     &swab::INFO,
     &tar::INFO,
