@@ -2,6 +2,8 @@
 
 /// The filter chain: order, parameter routing, help.
 mod chain;
+/// The cow filter.
+mod cow;
 /// The delay filter.
 mod delay;
 /// The error filter.

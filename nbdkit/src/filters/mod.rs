@@ -10,6 +10,7 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod cow;
 pub mod delay;
 pub mod error;
 
@@ -34,7 +35,7 @@ impl std::fmt::Debug for FilterInfo {
 }
 
 /// Every filter, in the order `--help` lists them.
-pub static FILTERS: &[&FilterInfo] = &[&delay::INFO, &error::INFO];
+pub static FILTERS: &[&FilterInfo] = &[&cow::INFO, &delay::INFO, &error::INFO];
 
 /// Find a filter by name.
 pub fn lookup(name: &str) -> Option<&'static FilterInfo> {
