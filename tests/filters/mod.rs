@@ -8,3 +8,5 @@ mod cow;
 mod delay;
 /// The error filter.
 mod error;
+/// The partition filter.
+mod partition;

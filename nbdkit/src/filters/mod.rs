@@ -13,6 +13,7 @@ use crate::params::Params;
 pub mod cow;
 pub mod delay;
 pub mod error;
+pub mod partition;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -35,7 +36,7 @@ impl std::fmt::Debug for FilterInfo {
 }
 
 /// Every filter, in the order `--help` lists them.
-pub static FILTERS: &[&FilterInfo] = &[&cow::INFO, &delay::INFO, &error::INFO];
+pub static FILTERS: &[&FilterInfo] = &[&cow::INFO, &delay::INFO, &error::INFO, &partition::INFO];
 
 /// Find a filter by name.
 pub fn lookup(name: &str) -> Option<&'static FilterInfo> {
