@@ -1,5 +1,9 @@
 //! One file per filter, plus the chain itself (order, parameters).
 
+/// The blocksize filter.
+mod blocksize;
+/// The blocksize-policy filter.
+mod blocksize_policy;
 /// The filter chain: order, parameter routing, help.
 mod chain;
 /// The cow filter.

@@ -10,6 +10,8 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod blocksize;
+pub mod blocksize_policy;
 pub mod cow;
 pub mod delay;
 pub mod error;
@@ -36,7 +38,14 @@ impl std::fmt::Debug for FilterInfo {
 }
 
 /// Every filter, in the order `--help` lists them.
-pub static FILTERS: &[&FilterInfo] = &[&cow::INFO, &delay::INFO, &error::INFO, &partition::INFO];
+pub static FILTERS: &[&FilterInfo] = &[
+    &blocksize::INFO,
+    &blocksize_policy::INFO,
+    &cow::INFO,
+    &delay::INFO,
+    &error::INFO,
+    &partition::INFO,
+];
 
 /// Find a filter by name.
 pub fn lookup(name: &str) -> Option<&'static FilterInfo> {
