@@ -181,3 +181,29 @@ fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
     assert!(err.contains(msg), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// Partial-block writes from many clients at once into the same blocks:
+/// each read-modify-write must see the others' results.
+#[test]
+fn concurrent_partial_writes_to_one_block_all_land() {
+    let disk = start(&["blocksize"], &["1M", "minblock=4096"]);
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let mut c = disk.connect().unwrap();
+            std::thread::spawn(move || {
+                for round in 0..20u64 {
+                    let off = (round * 8 + u64::from(t)) * 25;
+                    c.write(off, &[t + 1; 25]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = disk.connect().unwrap();
+    let got = c.read(0, 4000).unwrap();
+    for (i, chunk) in got.chunks(25).enumerate() {
+        assert_eq!(chunk, [(i % 8) as u8 + 1; 25], "chunk {i}");
+    }
+}

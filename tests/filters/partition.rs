@@ -191,3 +191,40 @@ fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
     assert!(err.contains(msg), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_description_names_the_partition() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[0x1be + 4] = 0x83;
+    bytes[0x1be + 8..0x1be + 12].copy_from_slice(&2048u32.to_le_bytes());
+    bytes[0x1be + 12..0x1be + 16].copy_from_slice(&2048u32.to_le_bytes());
+    bytes[0x1fe] = 0x55;
+    bytes[0x1ff] = 0xaa;
+    std::fs::write(&img, &bytes).unwrap();
+    let pread = format!(
+        "pread=dd if={} skip=$4 count=$3 iflag=skip_bytes,count_bytes 2>/dev/null",
+        img.display()
+    );
+    let args = [
+        "--filter=partition",
+        "eval",
+        "get_size=echo 4194304",
+        &pread,
+        "export_description=echo a test disk",
+        "partition=1",
+    ];
+    let script = r#"nbdinfo "$uri" | grep -E 'description|export-size'"#;
+    let ours = run_captive(&bin(), &args, script);
+    assert!(
+        ours.contains("description: partition 1 of MBR disk: a test disk"),
+        "{ours}"
+    );
+    if let Some(c) = c_nbdkit() {
+        assert_eq!(ours, run_captive(&c, &args, script));
+    }
+}
