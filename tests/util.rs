@@ -170,6 +170,23 @@ pub fn sh(cmd: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// `NBDKIT -U - ARGS --run SCRIPT` with /usr/bin first on PATH: the exit
+/// status and stdout, to compare what two servers serve.
+pub fn run_captive(nbdkit: &Path, args: &[&str], script: &str) -> String {
+    let out = Command::new(nbdkit)
+        .args(["-U", "-"])
+        .args(args)
+        .args(["--run", script])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    format!(
+        "status {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    )
+}
+
 /// Make a FIFO (a pidfile that is also a readiness signal).
 pub fn mkfifo(p: &Path) {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();

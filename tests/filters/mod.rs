@@ -1,9 +1,15 @@
 //! One file per filter, plus the chain itself (order, parameters).
 
+/// The blocksize filter.
+mod blocksize;
+/// The blocksize-policy filter.
+mod blocksize_policy;
 /// The filter chain: order, parameter routing, help.
 mod chain;
 /// Helpers shared by the filter tests.
 mod common;
+/// The cow filter.
+mod cow;
 /// The delay filter.
 mod delay;
 /// The error filter.
@@ -34,6 +40,8 @@ mod noparallel;
 mod nozero;
 /// The offset filter.
 mod offset;
+/// The partition filter.
+mod partition;
 /// The protect filter.
 mod protect;
 /// The rate filter.

@@ -10,8 +10,11 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod blocksize;
+pub mod blocksize_policy;
 pub mod cacheextents;
 pub mod checkwrite;
+pub mod cow;
 pub mod ddrescue;
 pub mod delay;
 pub mod error;
@@ -30,6 +33,7 @@ pub mod nofilter;
 pub mod noparallel;
 pub mod nozero;
 pub mod offset;
+pub mod partition;
 pub mod pause;
 pub mod protect;
 pub mod rate;
@@ -64,8 +68,11 @@ impl std::fmt::Debug for FilterInfo {
 
 /// Every filter, in the order `--help` lists them.
 pub static FILTERS: &[&FilterInfo] = &[
+    &blocksize::INFO,
+    &blocksize_policy::INFO,
     &cacheextents::INFO,
     &checkwrite::INFO,
+    &cow::INFO,
     &ddrescue::INFO,
     &delay::INFO,
     &error::INFO,
@@ -84,6 +91,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &noparallel::INFO,
     &nozero::INFO,
     &offset::INFO,
+    &partition::INFO,
     &pause::INFO,
     &protect::INFO,
     &rate::INFO,
