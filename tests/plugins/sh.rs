@@ -39,17 +39,22 @@ fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// What clients see of a server: stdout of the --run command.
-fn seen(nbdkit: &Path, args: &str, cmd: &str) -> String {
-    let out = sh(&format!(
-        "{} -U - {args} --run '{cmd}' 2>/dev/null",
-        nbdkit.display()
-    ));
-    format!(
-        "{:?}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
+/// What clients see of a server: stdout of the --run command. (Its
+/// stderr, which differs between servers, is kept apart for messages.)
+fn seen_with_log(nbdkit: &Path, args: &str, cmd: &str) -> (String, String) {
+    let out = sh(&format!("{} -U - {args} --run '{cmd}'", nbdkit.display()));
+    (
+        format!(
+            "{:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn seen(nbdkit: &Path, args: &str, cmd: &str) -> String {
+    seen_with_log(nbdkit, args, cmd).0
 }
 
 const CLIENT: &str = r#"nbdinfo --list "$uri" | grep -v uri:
@@ -75,13 +80,17 @@ fn sh_serves_like_c_nbdkit() {
     let s = script(d.path(), "disk.sh", DISK_SH);
     let args = format!("sh {} size=2M", s.display());
     let cmd = CLIENT.replace('\'', "'\\''");
-    let ours = seen(&bin(), &args, &cmd);
-    assert!(ours.contains("bytearray(b'hello')"), "{ours}");
-    assert!(ours.contains("bytearray(b'\\x00\\x00llo')"), "{ours}");
-    assert!(ours.contains("ENOSPC"), "{ours}");
-    assert!(ours.contains("description: second"), "{ours}");
+    let (ours, log) = seen_with_log(&bin(), &args, &cmd);
+    assert!(ours.contains("bytearray(b'hello')"), "{ours}\n{log}");
+    assert!(
+        ours.contains("bytearray(b'\\x00\\x00llo')"),
+        "{ours}\n{log}"
+    );
+    assert!(ours.contains("ENOSPC"), "{ours}\n{log}");
+    assert!(ours.contains("description: second"), "{ours}\n{log}");
     if let Some(c) = c_nbdkit() {
-        assert_eq!(ours, seen(&c, &args, &cmd));
+        let (theirs, clog) = seen_with_log(&c, &args, &cmd);
+        assert_eq!(ours, theirs, "ours:\n{log}\nC:\n{clog}");
     }
 }
 
