@@ -8,6 +8,8 @@ mod blocksize_policy;
 mod chain;
 /// Helpers shared by the filter tests.
 mod common;
+/// gzip and xz.
+mod compressed;
 /// The cow filter.
 mod cow;
 /// The delay filter.

@@ -23,6 +23,7 @@ pub mod exitwhen;
 pub mod exportname;
 pub mod extentlist;
 pub mod fua;
+pub mod gzip;
 pub mod ip;
 pub mod limit;
 pub mod log;
@@ -45,6 +46,7 @@ pub mod stats;
 pub mod swab;
 pub mod tar;
 pub mod truncate;
+pub mod xz;
 
 /// What the server knows about a filter before building it.
 pub struct FilterInfo {
@@ -81,6 +83,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &exportname::INFO,
     &extentlist::INFO,
     &fua::INFO,
+    &gzip::INFO,
     &ip::INFO,
     &limit::INFO,
     &log::INFO,
@@ -103,6 +106,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &swab::INFO,
     &tar::INFO,
     &truncate::INFO,
+    &xz::INFO,
 ];
 
 /// Find a filter by name.
