@@ -15,12 +15,16 @@ mod info;
 mod memory;
 /// The nbd proxy plugin.
 mod nbd;
+/// The partitioning plugin, byte for byte against C nbdkit.
+mod partitioning;
 /// The random plugin, compared with C nbdkit.
 mod random;
 /// The sh and eval script plugins.
 mod sh;
 /// The sparse-random plugin, bytes and extents compared with C nbdkit.
 mod sparse_random;
+/// The split plugin.
+mod split;
 /// The tar plugin, against tar(1) and C's tar filter.
 pub(crate) mod tar;
 /// The tmpdisk and ondemand plugins.

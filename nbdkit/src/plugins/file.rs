@@ -363,39 +363,96 @@ fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Hand
 }
 
 /// Run a blocking system call without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
+/// (Shared with the other plugins that serve files.)
+pub(crate) fn blocking<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
     tokio::task::block_in_place(f).map_err(Error::from)
 }
 
-impl Disk {
-    /// Read what the page cache already has, with `RWF_NOWAIT`: never
-    /// blocks. Returns how many bytes were read (0 on a miss, on an old
-    /// kernel, or at end of file).
-    fn read_cached(&self, buf: &mut [u8], offset: u64) -> usize {
-        let mut done = 0;
-        while done < buf.len() {
-            let iov = libc::iovec {
-                iov_base: buf[done..].as_mut_ptr().cast(),
-                iov_len: buf.len() - done,
-            };
-            // SAFETY: one iovec over the unread part of `buf`.
-            let n = unsafe {
-                libc::preadv2(
-                    self.file.as_raw_fd(),
-                    &iov,
-                    1,
-                    (offset + done as u64) as libc::off_t,
-                    libc::RWF_NOWAIT,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            done += n as usize;
+/// Read what the page cache already holds, with `RWF_NOWAIT`: never
+/// blocks. Returns how many bytes were read (0 on a miss, on an old
+/// kernel, or at end of file).
+pub(crate) fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let iov = libc::iovec {
+            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_len: buf.len() - done,
+        };
+        // SAFETY: one iovec over the unread part of `buf`.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                (offset + done as u64) as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
         }
-        done
+        done += n as usize;
     }
+    done
+}
 
+/// Fill all of `buf` from `offset` of `file`: what the page cache holds is
+/// copied without leaving the thread, and only the rest (a cache miss)
+/// goes through `block_in_place`. A file too short gives `UnexpectedEof`.
+pub(crate) fn read_file(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let cached = read_cached(file, buf, offset);
+    let (buf, offset) = (&mut buf[cached..], offset + cached as u64);
+    if buf.is_empty() {
+        return Ok(());
+    }
+    tokio::task::block_in_place(|| file.read_exact_at(buf, offset))
+}
+
+/// `lseek` with `SEEK_DATA` or `SEEK_HOLE`; `None` when it fails (ENXIO:
+/// no data after `offset`).
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
+    // SAFETY: lseek on a descriptor we own. Other users of the file share
+    // its position, but SEEK_DATA/SEEK_HOLE results don't depend on it and
+    // reads and writes use explicit offsets.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as i64, whence) };
+    (r >= 0).then_some(r as u64)
+}
+
+/// Describe bytes `[from, to)` of a regular file `size` bytes long with
+/// SEEK_DATA/SEEK_HOLE, as extents of the disk where byte `from` of the
+/// file is at offset `at`. Blocking: call it inside [`blocking`]. Returns
+/// false once `ext` wants no more (full, covered, or `req_one`).
+pub(crate) fn seek_extents(
+    file: &File,
+    size: u64,
+    (from, to): (u64, u64),
+    at: u64,
+    req_one: bool,
+    ext: &mut Extents,
+) -> bool {
+    let disk = |pos: u64| at + (pos - from);
+    let mut pos = from;
+    while pos < to {
+        // Where does the data at or after `pos` start?
+        let data = seek(file, pos, libc::SEEK_DATA).unwrap_or(size).min(to);
+        let (end, flags) = if data > pos {
+            (data, HOLE | ZERO)
+        } else {
+            (seek(file, pos, libc::SEEK_HOLE).unwrap_or(size).min(to), 0)
+        };
+        if end <= pos {
+            // The file shrank under us: call the rest data.
+            return ext.add(disk(pos), to - pos, 0) && !req_one;
+        }
+        if !ext.add(disk(pos), end - pos, flags) || req_one {
+            return false;
+        }
+        pos = end;
+    }
+    true
+}
+
+impl Disk {
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
         // SAFETY: fallocate on our own descriptor with plain integers.
         let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
@@ -427,13 +484,6 @@ impl Disk {
         }
         Ok(())
     }
-
-    fn seek(&self, offset: u64, whence: libc::c_int) -> Option<u64> {
-        // SAFETY: lseek on our own descriptor. Handles share the file but
-        // SEEK_DATA/SEEK_HOLE results don't depend on the file position.
-        let r = unsafe { libc::lseek(self.file.as_raw_fd(), offset as i64, whence) };
-        (r >= 0).then_some(r as u64)
-    }
 }
 
 #[async_trait]
@@ -459,22 +509,14 @@ impl Handle for Disk {
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
-        let offset = self.base + offset;
-        // What the page cache holds is copied without leaving the thread;
-        // only the rest (a cache miss) goes through `block_in_place`.
-        let cached = self.read_cached(buf, offset);
-        let (buf, offset) = (&mut buf[cached..], offset + cached as u64);
-        if buf.is_empty() {
-            return Ok(());
-        }
-        blocking(|| self.file.read_exact_at(buf, offset)).map_err(|e| {
-            if e.errno == Errno::Inval && e.msg.contains("fill whole buffer") {
+        read_file(&self.file, buf, self.base + offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::new(
                     Errno::Io,
                     "file: read past the end of the file (was it truncated?)",
                 )
             } else {
-                e
+                Error::from(e)
             }
         })
     }
@@ -536,27 +578,11 @@ impl Handle for Disk {
 
     async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         // Positions in the file; extents are reported relative to `base`.
-        let base = self.base;
-        let (start, end) = (base + offset, base + offset + u64::from(count));
-        let file_end = base + self.size;
+        let from = self.base + offset;
+        let range = (from, from + u64::from(count));
+        let file_end = self.base + self.size;
         blocking(|| {
-            let mut pos = start;
-            while pos < end {
-                // Where does the data at or after `pos` start?
-                let data = self.seek(pos, libc::SEEK_DATA).unwrap_or(file_end);
-                if data > pos {
-                    if !ext.add(pos - base, data.min(end) - pos, HOLE | ZERO) || f.req_one {
-                        break;
-                    }
-                    pos = data;
-                    continue;
-                }
-                let hole = self.seek(pos, libc::SEEK_HOLE).unwrap_or(file_end);
-                if !ext.add(pos - base, hole.min(end) - pos, 0) || f.req_one {
-                    break;
-                }
-                pos = hole;
-            }
+            seek_extents(&self.file, file_end, range, offset, f.req_one, ext);
             Ok(())
         })
     }

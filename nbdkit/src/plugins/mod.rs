@@ -18,10 +18,12 @@ pub mod memory;
 pub mod nbd;
 pub mod null;
 pub mod ondemand;
+pub mod partitioning;
 pub mod pattern;
 pub mod random;
 pub mod sh;
 pub mod sparse_random;
+pub mod split;
 pub mod tar;
 pub mod tmpdisk;
 pub mod zero;
@@ -74,10 +76,12 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &nbd::INFO,
     &null::INFO,
     &ondemand::INFO,
+    &partitioning::INFO,
     &pattern::INFO,
     &random::INFO,
     &sh::INFO,
     &sparse_random::INFO,
+    &split::INFO,
     &tar::INFO,
     &tmpdisk::INFO,
     &zero::INFO,
