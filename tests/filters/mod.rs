@@ -4,6 +4,8 @@
 mod blocksize;
 /// The blocksize-policy filter.
 mod blocksize_policy;
+/// The cache filter.
+mod cache;
 /// The filter chain: order, parameter routing, help.
 mod chain;
 /// Helpers shared by the filter tests.

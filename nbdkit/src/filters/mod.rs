@@ -12,6 +12,7 @@ use crate::params::Params;
 
 pub mod blocksize;
 pub mod blocksize_policy;
+pub mod cache;
 pub mod cacheextents;
 pub mod checkwrite;
 pub mod cow;
@@ -72,6 +73,7 @@ impl std::fmt::Debug for FilterInfo {
 pub static FILTERS: &[&FilterInfo] = &[
     &blocksize::INFO,
     &blocksize_policy::INFO,
+    &cache::INFO,
     &cacheextents::INFO,
     &checkwrite::INFO,
     &cow::INFO,
