@@ -38,6 +38,9 @@ fn logs_each_request_with_its_outcome() {
     disk.shutdown().unwrap();
     let l = lines(&log);
     assert_eq!(l[0], "Ready thread_model=3");
+    assert_eq!(l[1], "Preconnect id=1 readonly=0 ...");
+    assert_eq!(l[2], "...Preconnect id=1 return=0");
+    let l = &l[2..];
     assert!(
         l[1].starts_with("connection=1 Connect export=\"\" tls=0 size=0x100000 "),
         "{l:?}"
@@ -132,13 +135,14 @@ fn same_log_as_c() {
             ),
             script,
         );
-        // C forks for --run and has a preconnect hook; we do neither.
+        // C forks for --run; we do not.
         lines(&log)
             .into_iter()
-            .filter(|l| l != "Fork" && !l.contains("Preconnect"))
+            .filter(|l| l != "Fork")
             .collect::<Vec<_>>()
     };
     let ours = log_of(&bin());
+    assert!(ours.iter().any(|l| l.starts_with("Preconnect")), "{ours:?}");
     assert!(
         ours.iter()
             .any(|l| l.contains("...Extents id=1 extents=(0x0 0x100000 \"hole,zero\")")),

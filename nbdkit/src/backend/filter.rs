@@ -67,6 +67,12 @@ pub trait Filter: Send + Sync + 'static {
         self.open(&**next, readonly, export, client).await
     }
 
+    /// A client has connected, before the handshake: by default the layer
+    /// below is told.
+    async fn preconnect(&self, next: &dyn Plugin, readonly: bool) -> Result<()> {
+        next.preconnect(readonly).await
+    }
+
     /// The export list, by default the layer below's.
     async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
         next.list_exports(readonly).await
@@ -121,6 +127,10 @@ impl Plugin for Layer {
             .await
     }
 
+    async fn preconnect(&self, readonly: bool) -> Result<()> {
+        self.filter.preconnect(&*self.next, readonly).await
+    }
+
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
         self.filter.list_exports(&*self.next, readonly).await
     }
@@ -152,6 +162,10 @@ impl Plugin for Guarded {
     ) -> Result<Arc<dyn Handle>> {
         let h = self.0.open_for(readonly, export, client).await?;
         Ok(Arc::new(Export::new(h, readonly).await?))
+    }
+
+    async fn preconnect(&self, readonly: bool) -> Result<()> {
+        self.0.preconnect(readonly).await
     }
 
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {

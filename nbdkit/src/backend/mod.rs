@@ -193,6 +193,12 @@ pub trait Plugin: Send + Sync + 'static {
         self.open(readonly, export_name).await
     }
 
+    /// A client has connected, before the handshake; an error closes the
+    /// connection. By default nothing.
+    async fn preconnect(&self, _readonly: bool) -> Result<()> {
+        Ok(())
+    }
+
     /// The exports to list. By default, just the default export.
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
         Ok(vec![ExportEntry {

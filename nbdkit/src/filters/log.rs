@@ -16,7 +16,7 @@
 //! that can fail take two lines, matched by `id=N` (numbered per
 //! connection): `Read id=1 offset=0x0 count=0x200 ...` on the way down and
 //! `...Read id=1 return=0` (or `return=-1 error=EIO`) on the way back.
-//! Actions: Ready, Fork, ListExports, Connect, Read, Write, Zero, Trim,
+//! Actions: Ready, Fork, Preconnect, ListExports, Connect, Read, Write, Zero, Trim,
 //! Extents, Cache, Flush, Disconnect. Strings are shell-quoted.
 //!
 //! Example: `nbdkit --filter=log file disk.img logfile=disk.log`
@@ -209,9 +209,25 @@ impl Filter for LogFilter {
         self.0.entry(None, 0, "Fork", Kind::Print, "");
     }
 
-    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn preconnect(&self, next: &dyn Plugin, readonly: bool) -> Result<()> {
         let l = &self.0;
         let id = l.list_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        l.entry(
+            None,
+            id,
+            "Preconnect",
+            Kind::Enter,
+            &format!("readonly={}", u8::from(readonly)),
+        );
+        let r = next.preconnect(readonly).await;
+        l.entry(None, id, "Preconnect", Kind::Leave, &outcome(&r));
+        r
+    }
+
+    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+        let l = &self.0;
+        // As C: the number the client's Preconnect took.
+        let id = l.list_ids.load(Ordering::Relaxed).max(1);
         let act = "ListExports";
         l.entry(
             None,

@@ -106,6 +106,10 @@ where
         },
         _ => None,
     };
+    if let Err(e) = server.plugin.preconnect(server.readonly).await {
+        log::error(&format!("{}: preconnect: {e}", server.plugin_name));
+        return;
+    }
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = w;
     let mut opener = Opener {
