@@ -514,3 +514,18 @@ pub fn assert_refused(args: &[&str], msg: &str) {
         );
     }
 }
+
+/// `nbdkit -U - PREFIX... ARGS... --run true` must fail at start-up with
+/// exit status 1 and exactly one line on stderr, containing `msg`.
+pub fn refused(prefix: &[&str], args: &[&str], msg: &str) {
+    let out = nbdkit()
+        .args(prefix)
+        .args(args)
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{prefix:?} {args:?}: {err}");
+    assert!(err.contains(msg), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

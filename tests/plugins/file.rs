@@ -81,16 +81,7 @@ fn read_only() {
 #[case(&["file", "/dev/null", "cache=bogus"], "unknown cache mode")]
 #[case(&["file", "/dev/null", "fadvise=bogus"], "unknown fadvise mode")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    let out = nbdkit()
-        .args(["-U", "-"])
-        .args(args)
-        .args(["--run", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(msg), "{err}");
-    assert_eq!(err.lines().count(), 1);
+    refused(&["-U", "-"], args, msg);
 }
 
 /// A directory with two images, a symlink to one, and things that are not

@@ -155,14 +155,5 @@ fn retry_waits_for_the_server_to_appear() {
 #[case(&["nbd", "socket=/a", "retry=soon"], "retry=soon: not a number of seconds")]
 #[case(&["nbd", "socket=/a", "shared=true", "dynamic-export=true"], "cannot be used together")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    let out = nbdkit()
-        .args(["-U", "-"])
-        .args(args)
-        .args(["--run", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(msg), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    refused(&["-U", "-"], args, msg);
 }

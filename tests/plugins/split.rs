@@ -210,14 +210,5 @@ fn no_files_is_an_empty_disk() {
 #[case(&["split", "/nonexistent/a"], "split: /nonexistent/a: No such file or directory")]
 #[case(&["split", "/dev/null", "foo=bar"], "unknown parameter 'foo'")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    let out = nbdkit()
-        .args(["-U", "-"])
-        .args(args)
-        .args(["--run", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(msg), "{err}");
-    assert_eq!(err.lines().count(), 1);
+    refused(&["-U", "-"], args, msg);
 }
