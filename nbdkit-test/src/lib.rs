@@ -16,9 +16,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Everything else is set on a [`Builder`]: parameters, filters (which the
-//! server must have: C nbdkit's, or ours as they land), read-only, export
-//! name, TCP instead of a Unix socket, environment, start and stop timeouts
+//! Everything else is set on a [`Builder`]: parameters, filters
+//! (`.filter("delay").arg("delay-read=1")`), read-only, export name, TCP instead of a Unix socket, environment, start and stop timeouts
 //! and the binary to run.
 //!
 //! ```
