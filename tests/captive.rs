@@ -160,12 +160,15 @@ fn unix_socket_we_created_is_removed() {
 /// execs a long sleep. Returns (nbdkit child, command pid).
 fn start_sleeping(dir: &Path) -> (std::process::Child, i32) {
     let pidfile = dir.join("cmd.pid");
+    // A SIGKILLed server cannot remove its `-U -` directory: keep it in
+    // the test's own directory (our `-U -` honours $TMPDIR).
     let child = Command::new(bin())
         .args(["-U", "-", "null", "--run"])
         .arg(format!(
             "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60",
             pidfile.display()
         ))
+        .env("TMPDIR", dir)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

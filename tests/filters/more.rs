@@ -191,3 +191,17 @@ fn scan_prefetches_the_whole_disk() {
     got.sort();
     assert_eq!(got, (0..8).map(|i| i << 20).collect::<Vec<u64>>());
 }
+
+#[test]
+fn pause_removes_its_socket_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let out = sh(&format!(
+        "{} -U - --filter=pause memory 1M pause-control={} --run 'test -S {}'",
+        bin().display(),
+        ctl.display(),
+        ctl.display()
+    ));
+    assert!(out.status.success(), "the socket exists while serving");
+    assert!(!ctl.exists(), "and is gone after");
+}

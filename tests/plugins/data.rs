@@ -5,14 +5,18 @@ use crate::util::*;
 
 /// Size, bytes and extents as a client sees them, for one command line.
 fn served(nbdkit: &std::path::Path, args: &[&str], dir: &std::path::Path) -> String {
+    let tmp = scratch();
     let mut cmd = std::process::Command::new(nbdkit);
-    cmd.args(["-U", "-", "data"])
+    cmd.arg("-U")
+        .arg(tmp.path().join("nbd.sock"))
+        .arg("data")
         .args(args)
         .args([
             "--run",
             "nbdinfo --size \"$uri\" && nbdcopy \"$uri\" - | od -An -tx1 -v && nbdinfo --map \"$uri\"",
         ])
         .current_dir(dir)
+        .env("TMPDIR", tmp.path())
         .env("PATH", path_env())
         .env("FROM_ENV", "0x46 0x45");
     let out = cmd.output().unwrap();

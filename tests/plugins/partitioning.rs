@@ -376,9 +376,12 @@ fn bad_parameters_refused_like_c_nbdkit(#[case] args: &[&str], #[case] msg: &str
             a => a,
         })
         .collect();
+    let tmp = scratch();
     let run = |cmd: &mut assert_cmd::Command| {
         let out = cmd
-            .args(["-U", "-", "partitioning"])
+            .arg("-U")
+            .arg(tmp.path().join("nbd.sock"))
+            .arg("partitioning")
             .args(&args)
             .args(["--run", "true"])
             .output()

@@ -225,3 +225,28 @@ esac
     );
     assert_eq!(slow.join().unwrap(), vec![0; 512]);
 }
+
+#[test]
+fn tmpdir_is_removed_when_nbdkit_exits() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let record = d.path().join("tmpdir");
+    let out = sh(&format!(
+        "{} -U - eval 'get_size=echo $tmpdir > {}; echo 1M' 'pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none' --run 'nbdinfo --size \"$uri\"'",
+        bin().display(),
+        record.display()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tmpdir = std::fs::read_to_string(&record).unwrap();
+    assert!(tmpdir.trim().contains("nbdkit-eval-"), "{tmpdir}");
+    assert!(
+        !std::path::Path::new(tmpdir.trim()).exists(),
+        "{tmpdir} left behind"
+    );
+}

@@ -127,6 +127,10 @@ impl Plugin for Layer {
             .await
     }
 
+    fn unload(&self) {
+        self.below.unload()
+    }
+
     async fn preconnect(&self, readonly: bool) -> Result<()> {
         self.filter.preconnect(&*self.next, readonly).await
     }
@@ -162,6 +166,10 @@ impl Plugin for Guarded {
     ) -> Result<Arc<dyn Handle>> {
         let h = self.0.open_for(readonly, export, client).await?;
         Ok(Arc::new(Export::new(h, readonly).await?))
+    }
+
+    fn unload(&self) {
+        self.0.unload()
     }
 
     async fn preconnect(&self, readonly: bool) -> Result<()> {

@@ -193,6 +193,10 @@ pub trait Plugin: Send + Sync + 'static {
         self.open(readonly, export_name).await
     }
 
+    /// nbdkit is exiting, after serving: remove what the plugin made for
+    /// itself (a script's `$tmpdir`). By default nothing.
+    fn unload(&self) {}
+
     /// A client has connected, before the handshake; an error closes the
     /// connection. By default nothing.
     async fn preconnect(&self, _readonly: bool) -> Result<()> {

@@ -33,7 +33,7 @@ struct Gate {
     idle: Condvar,
 }
 
-struct Pause(Arc<Gate>);
+struct Pause(Arc<Gate>, std::path::PathBuf);
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let path = p
@@ -78,11 +78,15 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
             }
         })
         .map_err(|e| StartError(format!("pause: cannot start the control thread: {e}")))?;
-    Ok(Arc::new(Pause(gate)))
+    Ok(Arc::new(Pause(gate, path.into())))
 }
 
 #[async_trait]
 impl Filter for Pause {
+    fn unload(&self) {
+        let _ = std::fs::remove_file(&self.1);
+    }
+
     async fn open(
         &self,
         next: &dyn Plugin,

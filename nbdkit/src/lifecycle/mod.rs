@@ -95,6 +95,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
+    let plugin_at_exit = plugin.clone();
     let code = rt.block_on(serve(
         &cfg,
         plugin,
@@ -108,6 +109,9 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     for f in &filters {
         f.unload();
     }
+    // Tasks the runtime left behind may still hold the plugin, so it may
+    // never be dropped: it cleans up here instead.
+    plugin_at_exit.unload();
     drop(listening);
     code.map(ExitCode::from)
 }

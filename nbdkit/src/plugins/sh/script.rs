@@ -278,6 +278,12 @@ impl Plugin for ScriptPlugin {
         self.thread_model
     }
 
+    fn unload(&self) {
+        // $tmpdir goes with nbdkit, as in C; the TempDir itself may never
+        // be dropped (see Plugin::unload).
+        let _ = std::fs::remove_dir_all(self.runner.tmpdir.path());
+    }
+
     async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
