@@ -250,3 +250,28 @@ fn tmpdir_is_removed_when_nbdkit_exits() {
         "{tmpdir} left behind"
     );
 }
+
+#[test]
+fn preconnect_can_refuse_and_unload_runs_at_exit() {
+    let d = tempfile::tempdir().unwrap();
+    let mark = d.path().join("unloaded");
+    let gate = d.path().join("closed");
+    let disk = nbdkit_test::CaptiveDisk::builder("eval")
+        .args([
+            "get_size=echo 1M".to_string(),
+            "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none".to_string(),
+            format!(
+                "preconnect=test -e {} && {{ echo 'EPERM closed' >&2; exit 1; }}; exit 0",
+                gate.display()
+            ),
+            format!("unload=touch {}", mark.display()),
+        ])
+        .binary(bin())
+        .start()
+        .unwrap();
+    assert_eq!(disk.connect().unwrap().read(0, 2).unwrap(), [0, 0]);
+    std::fs::write(&gate, b"").unwrap();
+    assert!(disk.connect().is_err(), "preconnect refused the client");
+    assert!(disk.shutdown().unwrap().success());
+    assert!(mark.exists(), "unload ran");
+}

@@ -16,9 +16,10 @@
 //! (missing means false: a script must say what it can do),
 //! `is_rotational`, `export_description`, then `pread`, `pwrite` (data on
 //! stdin), `flush`, `trim`, `zero`, `extents`, `cache`, and `close`.
-//! `list_exports` and `default_export` answer the handshake. Not
-//! supported: `dump_plugin`, `magic_config_key`, `preconnect`,
-//! `after_fork` and `unload`.
+//! `list_exports` and `default_export` answer the handshake,
+//! `preconnect` (an error refuses the client) comes before it, and `unload`
+//! runs as nbdkit exits. Not supported: `dump_plugin`, `magic_config_key`
+//! and `after_fork`.
 //!
 //! Example: `nbdkit -U - sh ./disk.sh --run 'nbdinfo "$uri"'`
 

@@ -279,9 +279,20 @@ impl Plugin for ScriptPlugin {
     }
 
     fn unload(&self) {
+        // Errors from unload are ignored, as in C.
+        let _ = self.runner.call_sync("unload", &[]);
         // $tmpdir goes with nbdkit, as in C; the TempDir itself may never
         // be dropped (see Plugin::unload).
         let _ = std::fs::remove_dir_all(self.runner.tmpdir.path());
+    }
+
+    async fn preconnect(&self, readonly: bool) -> Result<()> {
+        let r = &self.runner;
+        let ro = if readonly { "true" } else { "false" };
+        match r.call("preconnect", &[ro], None).await {
+            Outcome::Ok(_) | Outcome::Missing | Outcome::False => Ok(()),
+            o => failed("preconnect", o, r.name),
+        }
     }
 
     async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
