@@ -168,3 +168,43 @@ fn bad_parameters() {
         assert_eq!(out.status.code(), Some(1), "{arg}");
     }
 }
+
+#[test]
+fn each_export_has_its_own_cache() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a"), vec![b'A'; 65536]).unwrap();
+    std::fs::write(d.path().join("b"), vec![b'B'; 65536]).unwrap();
+    let disk = nbdkit_test::CaptiveDisk::builder("file")
+        .arg(format!("dir={}", d.path().display()))
+        .filter("cache")
+        .env("TMPDIR", d.path())
+        .binary(bin())
+        .start()
+        .unwrap();
+    let sock = disk.socket().unwrap();
+    let mut a = nbdkit_test::Client::connect_unix(sock, "a").unwrap();
+    assert_eq!(a.read(0, 4).unwrap(), b"AAAA");
+    let mut b = nbdkit_test::Client::connect_unix(sock, "b").unwrap();
+    assert_eq!(b.read(0, 4).unwrap(), b"BBBB");
+}
+
+#[test]
+fn flush_is_offered_only_where_the_plugin_has_it() {
+    let d = tempfile::tempdir().unwrap();
+    let start = |mode: &str| {
+        nbdkit_test::CaptiveDisk::builder("eval")
+            .args([
+                "get_size=echo 1M",
+                "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+                "pwrite=cat >/dev/null",
+            ])
+            .filter("cache")
+            .arg(format!("cache={mode}"))
+            .env("TMPDIR", d.path())
+            .binary(bin())
+            .start()
+            .unwrap()
+    };
+    assert!(!start("writeback").connect().unwrap().info().can_flush());
+    assert!(start("unsafe").connect().unwrap().info().can_flush());
+}

@@ -205,3 +205,94 @@ fn pause_removes_its_socket_at_exit() {
     assert!(out.status.success(), "the socket exists while serving");
     assert!(!ctl.exists(), "and is gone after");
 }
+
+#[test]
+fn cacheextents_forgets_what_another_connection_wrote_over() {
+    let d = start("cacheextents", &["memory", "1M"], &[]);
+    let mut a = d.connect().unwrap();
+    let mut b = d.connect().unwrap();
+    assert!(a.block_status(65536, 4096).unwrap()[0].is_hole());
+    b.write(65536, b"data").unwrap();
+    b.flush().unwrap();
+    assert!(!a.block_status(65536, 4096).unwrap()[0].is_hole());
+}
+
+#[test]
+fn retry_readonly_keeps_refusing_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let trigger = dir.path().join("fail");
+    std::fs::write(&trigger, b"").unwrap();
+    let d = nbdkit_test::CaptiveDisk::builder("memory")
+        .arg("1M")
+        .filter("retry")
+        .filter("error")
+        .args([
+            "retry-readonly=yes".to_string(),
+            "retry-delay=10ms".to_string(),
+            "retries=1".to_string(),
+            "error-pwrite-rate=1".to_string(),
+            format!("error-file={}", trigger.display()),
+        ])
+        .binary(bin())
+        .start()
+        .unwrap();
+    let mut c = d.connect().unwrap();
+    assert!(c.write(0, b"x").is_err());
+    std::fs::remove_file(&trigger).unwrap();
+    // Reopened read-only: writes stay refused for this connection.
+    assert_eq!(
+        c.write(0, b"x").unwrap_err().raw_os_error(),
+        Some(libc::EPERM)
+    );
+    assert_eq!(c.read(0, 1).unwrap(), [0]);
+}
+
+#[test]
+fn ip_refuses_before_the_handshake() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let out = sh(&format!(
+        "{} -U - --filter=ip memory 1M deny=all --run 'nbdinfo --list \"$uri\"'",
+        bin().display()
+    ));
+    assert!(!out.status.success(), "a denied client listed the exports");
+}
+
+#[test]
+fn exitwhen_and_pause_work_in_the_background_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, pidf, stop, ctl) = (
+        dir.path().join("s"),
+        dir.path().join("pid"),
+        dir.path().join("stop"),
+        dir.path().join("ctl"),
+    );
+    let st = nbdkit()
+        .args(["-U", sock.to_str().unwrap(), "-P", pidf.to_str().unwrap()])
+        .args(["--filter=exitwhen", "--filter=pause", "memory", "1M"])
+        .arg(format!("exit-when-file-created={}", stop.display()))
+        .arg("exit-when-poll=1")
+        .arg(format!("pause-control={}", ctl.display()))
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let pid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The pause control thread answers in the forked server.
+    let mut s = std::os::unix::net::UnixStream::connect(&ctl).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"?").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"X");
+    // And the exitwhen thread polls there.
+    std::fs::write(&stop, b"").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(pid)),
+        "still running"
+    );
+}

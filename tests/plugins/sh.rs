@@ -275,3 +275,22 @@ fn preconnect_can_refuse_and_unload_runs_at_exit() {
     assert!(disk.shutdown().unwrap().success());
     assert!(mark.exists(), "unload ran");
 }
+
+#[test]
+fn close_comes_before_unload() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    let disk = nbdkit_test::CaptiveDisk::builder("eval")
+        .args([
+            "get_size=echo 1M".to_string(),
+            "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none".to_string(),
+            format!("close=echo close >> {}", log.display()),
+            format!("unload=echo unload >> {}", log.display()),
+        ])
+        .binary(bin())
+        .start()
+        .unwrap();
+    disk.connect().unwrap().disconnect().unwrap();
+    assert!(disk.shutdown().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "close\nunload\n");
+}

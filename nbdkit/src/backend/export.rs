@@ -81,6 +81,16 @@ impl Export {
         self.handle.never_blocks()
     }
 
+    /// Writes to a read-only export fail here, whatever the layer above
+    /// thought (a filter may reopen read-only: retry-readonly).
+    fn writable(&self) -> Result<()> {
+        if self.caps.write {
+            Ok(())
+        } else {
+            Err(Error::new(Errno::Perm, "the export is read-only"))
+        }
+    }
+
     /// Split `flags.fua` into what to pass down and whether to flush after.
     fn fua(&self, flags: Flags) -> (Flags, bool) {
         match (flags.fua, self.caps.fua) {
@@ -110,6 +120,7 @@ impl Export {
 
     /// WRITE.
     pub async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        self.writable()?;
         let (flags, flush) = self.fua(flags);
         self.handle.pwrite(buf, offset, flags).await?;
         self.flush_after(flush).await
@@ -122,6 +133,7 @@ impl Export {
 
     /// TRIM.
     pub async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.writable()?;
         let (flags, flush) = self.fua(flags);
         self.handle.trim(count, offset, flags).await?;
         self.flush_after(flush).await
@@ -129,6 +141,7 @@ impl Export {
 
     /// WRITE_ZEROES, emulated with writes when the handle cannot zero.
     pub async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.writable()?;
         let (flags, flush) = self.fua(flags);
         if self.caps.zero == Zero::Native {
             match self.handle.zero(count, offset, flags).await {

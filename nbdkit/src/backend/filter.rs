@@ -43,6 +43,11 @@ pub trait Filter: Send + Sync + 'static {
     /// The server has stopped serving and is about to exit normally.
     fn unload(&self) {}
 
+    /// Called in the process that will serve, after any fork into the
+    /// background, just before serving starts: where a filter starts its
+    /// own threads (a fork would not carry them over). By default nothing.
+    fn serving(&self) {}
+
     /// Open a connection: by default, the layer below's handle, unchanged.
     /// A filter that changes data wraps it in a [`FilterHandle`].
     async fn open(
@@ -69,8 +74,8 @@ pub trait Filter: Send + Sync + 'static {
 
     /// A client has connected, before the handshake: by default the layer
     /// below is told.
-    async fn preconnect(&self, next: &dyn Plugin, readonly: bool) -> Result<()> {
-        next.preconnect(readonly).await
+    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
+        next.preconnect(readonly, client).await
     }
 
     /// The export list, by default the layer below's.
@@ -131,8 +136,8 @@ impl Plugin for Layer {
         self.below.unload()
     }
 
-    async fn preconnect(&self, readonly: bool) -> Result<()> {
-        self.filter.preconnect(&*self.next, readonly).await
+    async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {
+        self.filter.preconnect(&*self.next, readonly, client).await
     }
 
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
@@ -172,8 +177,8 @@ impl Plugin for Guarded {
         self.0.unload()
     }
 
-    async fn preconnect(&self, readonly: bool) -> Result<()> {
-        self.0.preconnect(readonly).await
+    async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {
+        self.0.preconnect(readonly, client).await
     }
 
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {

@@ -199,7 +199,7 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// A client has connected, before the handshake; an error closes the
     /// connection. By default nothing.
-    async fn preconnect(&self, _readonly: bool) -> Result<()> {
+    async fn preconnect(&self, _readonly: bool, _client: &Client) -> Result<()> {
         Ok(())
     }
 

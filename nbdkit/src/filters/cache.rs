@@ -79,7 +79,8 @@ struct CacheFilter {
     block: u64,
     max_blocks: Option<usize>,
     on_read: OnRead,
-    store: Arc<tokio::sync::Mutex<Option<Store>>>,
+    /// One cache per export name.
+    stores: Arc<tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Store>>>>>,
 }
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
@@ -127,7 +128,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         block,
         max_blocks,
         on_read,
-        store: Arc::default(),
+        stores: Arc::default(),
     }))
 }
 
@@ -142,21 +143,26 @@ impl Filter for CacheFilter {
     ) -> Result<Arc<dyn Handle>> {
         let next = next.open_for(readonly, export, client).await?;
         let size = next.size().await?;
-        {
-            let mut s = self.store.lock().await;
-            if s.is_none() {
-                let file = tokio::task::block_in_place(|| {
-                    let dir = std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into());
-                    tempfile::tempfile_in(dir)
-                })
-                .map_err(|e| Error::new(Errno::Io, format!("cache: temporary file: {e}")))?;
-                *s = Some(Store {
-                    file,
-                    blocks: HashMap::new(),
-                    order: VecDeque::new(),
-                });
+        let store = {
+            let mut stores = self.stores.lock().await;
+            match stores.get(export) {
+                Some(s) => s.clone(),
+                None => {
+                    let file = tokio::task::block_in_place(|| {
+                        let dir = std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into());
+                        tempfile::tempfile_in(dir)
+                    })
+                    .map_err(|e| Error::new(Errno::Io, format!("cache: temporary file: {e}")))?;
+                    let s = Arc::new(tokio::sync::Mutex::new(Store {
+                        file,
+                        blocks: HashMap::new(),
+                        order: VecDeque::new(),
+                    }));
+                    stores.insert(export.to_string(), s.clone());
+                    s
+                }
             }
-        }
+        };
         Ok(Arc::new(Cached {
             next,
             size,
@@ -164,7 +170,7 @@ impl Filter for CacheFilter {
             block: self.block,
             max_blocks: self.max_blocks,
             on_read: self.on_read.clone(),
-            store: self.store.clone(),
+            store,
         }))
     }
 }
@@ -176,7 +182,7 @@ struct Cached {
     block: u64,
     max_blocks: Option<usize>,
     on_read: OnRead,
-    store: Arc<tokio::sync::Mutex<Option<Store>>>,
+    store: Arc<tokio::sync::Mutex<Store>>,
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -234,7 +240,11 @@ impl Cached {
         while s.blocks.len() > max {
             let Some(b) = s.order.pop_front() else { break };
             if s.blocks.get(&b) == Some(&State::Dirty) {
-                self.write_back(s, b).await?;
+                if let Err(e) = self.write_back(s, b).await {
+                    // Still cached, and still dirty: keep it in line.
+                    s.order.push_front(b);
+                    return Err(e);
+                }
             }
             s.blocks.remove(&b);
             let (start, len) = self.span(b);
@@ -293,15 +303,19 @@ impl FilterHandle for Cached {
     }
     async fn caps(&self) -> Result<Caps> {
         let mut c = self.next.caps().await?;
-        c.flush = true;
-        c.fua = Fua::Native;
+        // Flush and FUA write back, then ask the layer below to flush: only
+        // where it can (or, in unsafe mode, where they are no-ops anyway).
+        if self.mode == Mode::Unsafe || c.flush {
+            c.flush = true;
+            c.fua = Fua::Native;
+        }
         c.cache = CacheCap::Native;
         c.multi_conn = true;
         Ok(c)
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
-        let s = guard.as_mut().expect("made at open");
+        let s = &mut *guard;
         let keep = self.caching_reads();
         let (first, last) = self.blocks_of(offset, buf.len() as u64);
         for b in first..=last {
@@ -316,8 +330,12 @@ impl FilterHandle for Cached {
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
-        let s = guard.as_mut().expect("made at open");
+        let s = &mut *guard;
         let (first, last) = self.blocks_of(offset, buf.len() as u64);
+        if self.mode == Mode::WriteThrough {
+            // Below first: the cache never holds what the plugin refused.
+            self.next.pwrite(buf, offset, f).await?;
+        }
         for b in first..=last {
             let mut data = self.load(s, b, false).await?;
             let bstart = b * self.block;
@@ -333,10 +351,13 @@ impl FilterHandle for Cached {
             self.store_block(s, b, &data, st).await?;
         }
         match self.mode {
-            Mode::WriteThrough => self.next.pwrite(buf, offset, f).await,
+            Mode::WriteThrough => Ok(()),
             Mode::WriteBack if f.fua => {
                 self.write_back_range(s, Some((first, last))).await?;
-                self.next.flush(Flags::default()).await
+                if self.next.caps().await?.flush {
+                    self.next.flush(Flags::default()).await?;
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -346,30 +367,47 @@ impl FilterHandle for Cached {
             return Ok(());
         }
         let mut guard = self.store.lock().await;
-        let s = guard.as_mut().expect("made at open");
-        self.write_back_range(s, None).await?;
-        self.next.flush(f).await
+        self.write_back_range(&mut guard, None).await?;
+        if self.next.caps().await?.flush {
+            self.next.flush(f).await?;
+        }
+        Ok(())
     }
     async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
-        self.pass_range(offset, u64::from(count)).await?;
+        // Held until the layer below is done, so no read can cache the old
+        // bytes meanwhile.
+        let mut guard = self.store.lock().await;
+        self.pass_range(&mut guard, offset, u64::from(count))
+            .await?;
         self.next.trim(count, offset, f).await
     }
     async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
-        self.pass_range(offset, u64::from(count)).await?;
+        let mut guard = self.store.lock().await;
+        self.pass_range(&mut guard, offset, u64::from(count))
+            .await?;
         self.next.zero(count, offset, f).await
     }
     async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         {
             let mut guard = self.store.lock().await;
-            let s = guard.as_mut().expect("made at open");
+            let s = &mut *guard;
             let range = self.blocks_of(offset, u64::from(count));
             self.write_back_range(s, Some(range)).await?;
         }
-        self.next.extents(count, offset, f, ext).await
+        // Only what was written back is known to be right below: report no
+        // further than the request.
+        let mut mine = Extents::new(offset, u64::from(count));
+        self.next.extents(count, offset, f, &mut mine).await?;
+        for x in mine.list() {
+            if !ext.add(x.offset, x.length, x.flags) {
+                break;
+            }
+        }
+        Ok(())
     }
     async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
-        let s = guard.as_mut().expect("made at open");
+        let s = &mut *guard;
         let (first, last) = self.blocks_of(offset, u64::from(count));
         for b in first..=last {
             self.load(s, b, true).await?;
@@ -379,9 +417,7 @@ impl FilterHandle for Cached {
     async fn close(&self) {
         if self.mode == Mode::Unsafe {
             let mut guard = self.store.lock().await;
-            if let Some(s) = guard.as_mut() {
-                let _ = self.write_back_range(s, None).await;
-            }
+            let _ = self.write_back_range(&mut guard, None).await;
         }
     }
 }
@@ -389,9 +425,7 @@ impl FilterHandle for Cached {
 impl Cached {
     /// Before a trim or zero goes below: write back the dirty blocks it
     /// touches and forget the cached copies.
-    async fn pass_range(&self, offset: u64, len: u64) -> Result<()> {
-        let mut guard = self.store.lock().await;
-        let s = guard.as_mut().expect("made at open");
+    async fn pass_range(&self, s: &mut Store, offset: u64, len: u64) -> Result<()> {
         let (first, last) = self.blocks_of(offset, len);
         self.write_back_range(s, Some((first, last))).await?;
         for b in first..=last {

@@ -23,10 +23,26 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-struct CacheExtents;
+/// One cache for every connection (writes on one must invalidate what
+/// the others remember), with a generation bumped by every write so that an
+/// answer fetched while a write ran is not kept.
+#[derive(Default)]
+struct Memory {
+    last: Mutex<(u64, Vec<Extent>)>,
+}
+
+impl Memory {
+    fn forget(&self) {
+        let mut m = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        m.0 += 1;
+        m.1.clear();
+    }
+}
+
+struct CacheExtents(Arc<Memory>);
 
 fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(CacheExtents))
+    Ok(Arc::new(CacheExtents(Arc::default())))
 }
 
 #[async_trait]
@@ -43,7 +59,7 @@ impl Filter for CacheExtents {
         Ok(Arc::new(Cached {
             next,
             size,
-            last: Mutex::new(Vec::new()),
+            mem: self.0.clone(),
         }))
     }
 }
@@ -52,12 +68,12 @@ struct Cached {
     next: Arc<dyn Handle>,
     size: u64,
     /// The last answer, contiguous from its first offset.
-    last: Mutex<Vec<Extent>>,
+    mem: Arc<Memory>,
 }
 
 impl Cached {
     fn forget(&self) {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.mem.forget();
     }
 }
 
@@ -73,8 +89,9 @@ impl FilterHandle for Cached {
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        {
-            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = {
+            let m = self.mem.last.lock().unwrap_or_else(|e| e.into_inner());
+            let last = &m.1;
             let start = last.first().map(|e| e.offset);
             let end = last.last().map(|e| e.offset + e.length);
             if let (Some(s), Some(e)) = (start, end) {
@@ -87,12 +104,18 @@ impl FilterHandle for Cached {
                     return Ok(());
                 }
             }
-        }
+            m.0
+        };
         // Keep all the layer below says, up to the end of the disk: that is
         // what later requests can be answered from.
         let mut fresh = Extents::new(offset, self.size.saturating_sub(offset).max(1));
         self.next.extents(count, offset, flags, &mut fresh).await?;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = fresh.list().to_vec();
+        {
+            let mut m = self.mem.last.lock().unwrap_or_else(|e| e.into_inner());
+            if m.0 == generation {
+                m.1 = fresh.list().to_vec();
+            }
+        }
         for x in fresh.list() {
             if !ext.add(x.offset, x.length, x.flags) {
                 break;
@@ -102,14 +125,20 @@ impl FilterHandle for Cached {
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         self.forget();
-        self.next.pwrite(buf, offset, flags).await
+        let r = self.next.pwrite(buf, offset, flags).await;
+        self.forget();
+        r
     }
     async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
         self.forget();
-        self.next.trim(count, offset, flags).await
+        let r = self.next.trim(count, offset, flags).await;
+        self.forget();
+        r
     }
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
         self.forget();
-        self.next.zero(count, offset, flags).await
+        let r = self.next.zero(count, offset, flags).await;
+        self.forget();
+        r
     }
 }

@@ -130,7 +130,8 @@ impl State {
     }
 }
 
-struct ExitWhen(Arc<State>);
+/// The events, and seconds between idle checks.
+struct ExitWhen(Arc<State>, u64);
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let fail = |m: String| StartError(format!("exitwhen: {m}"));
@@ -185,28 +186,36 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         triggered: AtomicBool::new(false),
         clients: AtomicUsize::new(0),
     });
-    let has_events = !state
-        .events
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_empty();
-    if has_events {
-        // Idle checks on a thread of their own: the events are outside
-        // the runtime's reach (files, other processes, scripts).
-        let s = state.clone();
-        std::thread::Builder::new()
-            .name("exitwhen".into())
-            .spawn(move || loop {
-                s.maybe_exit();
-                std::thread::sleep(Duration::from_secs(poll));
-            })
-            .map_err(|e| fail(format!("cannot start the polling thread: {e}")))?;
-    }
-    Ok(Arc::new(ExitWhen(state)))
+    Ok(Arc::new(ExitWhen(state, poll)))
 }
 
 #[async_trait]
 impl Filter for ExitWhen {
+    fn serving(&self) {
+        if self
+            .0
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        // Idle checks on a thread of their own (started here, after any
+        // fork): the events are outside the runtime's reach (files, other
+        // processes, scripts).
+        let (s, poll) = (self.0.clone(), self.1);
+        let started = std::thread::Builder::new()
+            .name("exitwhen".into())
+            .spawn(move || loop {
+                s.maybe_exit();
+                std::thread::sleep(Duration::from_secs(poll));
+            });
+        if let Err(e) = started {
+            crate::log::error(&format!("exitwhen: cannot start the polling thread: {e}"));
+        }
+    }
+
     async fn open(
         &self,
         next: &dyn Plugin,

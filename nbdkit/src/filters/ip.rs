@@ -5,8 +5,8 @@
 //!   else it is let in. Rules: `all`/`any`, `allipv4`/`anyipv4`,
 //!   `allipv6`/`anyipv6`, `allunix`/`anyunix`, `A.B.C.D[/NN]`,
 //!   `A:B::C[/NN]`. (`pid:`, `uid:`, `gid:`, vsock rules are refused: this
-//!   nbdkit does not read Unix socket credentials.) A refused client gets
-//!   an error when it asks for an export.
+//!   nbdkit does not read Unix socket credentials.) A refused client is
+//!   disconnected before the handshake.
 //!
 //! Example: `nbdkit --filter=ip -p 10809 memory 1G allow=127.0.0.1,::1 deny=all`
 
@@ -142,8 +142,30 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     }))
 }
 
+impl IpFilter {
+    fn check(&self, client: &Client) -> Result<()> {
+        let allowed = self.allow.iter().any(|r| r.matches(&client.peer))
+            || !self.deny.iter().any(|r| r.matches(&client.peer));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Errno::Perm,
+                format!("ip: client {:?} denied", client.peer),
+            ))
+        }
+    }
+}
+
 #[async_trait]
 impl Filter for IpFilter {
+    /// Refused before the handshake, as C does: a denied client cannot
+    /// even list the exports.
+    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
+        self.check(client)?;
+        next.preconnect(readonly, client).await
+    }
+
     async fn open(
         &self,
         next: &dyn Plugin,

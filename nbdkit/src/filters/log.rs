@@ -209,7 +209,7 @@ impl Filter for LogFilter {
         self.0.entry(None, 0, "Fork", Kind::Print, "");
     }
 
-    async fn preconnect(&self, next: &dyn Plugin, readonly: bool) -> Result<()> {
+    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
         let l = &self.0;
         let id = l.list_ids.fetch_add(1, Ordering::Relaxed) + 1;
         l.entry(
@@ -219,7 +219,7 @@ impl Filter for LogFilter {
             Kind::Enter,
             &format!("readonly={}", u8::from(readonly)),
         );
-        let r = next.preconnect(readonly).await;
+        let r = next.preconnect(readonly, client).await;
         l.entry(None, id, "Preconnect", Kind::Leave, &outcome(&r));
         r
     }

@@ -33,7 +33,9 @@ struct Gate {
     idle: Condvar,
 }
 
-struct Pause(Arc<Gate>, std::path::PathBuf);
+/// The gate, the control socket's path, and its listener until serving
+/// starts (its thread is started then, after any fork).
+struct Pause(Arc<Gate>, std::path::PathBuf, Mutex<Option<UnixListener>>);
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let path = p
@@ -47,42 +49,54 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         running: Mutex::new(0),
         idle: Condvar::new(),
     });
-    let g = gate.clone();
-    std::thread::Builder::new()
-        .name("pause-control".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
-                let mut b = [0u8; 1];
-                while let Ok(1) = s.read(&mut b) {
-                    let answer = match b[0] {
-                        b'p' => {
-                            g.paused.send_replace(true);
-                            let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
-                            while *n > 0 {
-                                n = g.idle.wait(n).unwrap_or_else(|e| e.into_inner());
-                            }
-                            b'P'
-                        }
-                        b'r' => {
-                            g.paused.send_replace(false);
-                            b'R'
-                        }
-                        b'\n' | b'\r' => continue,
-                        _ => b'X',
-                    };
-                    if s.write_all(&[answer]).is_err() {
-                        break;
-                    }
-                }
-            }
-        })
-        .map_err(|e| StartError(format!("pause: cannot start the control thread: {e}")))?;
-    Ok(Arc::new(Pause(gate, path.into())))
+    Ok(Arc::new(Pause(
+        gate,
+        path.into(),
+        Mutex::new(Some(listener)),
+    )))
 }
 
 #[async_trait]
 impl Filter for Pause {
+    fn serving(&self) {
+        let g = self.0.clone();
+        let Some(listener) = self.2.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let started = std::thread::Builder::new()
+            .name("pause-control".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut s) = stream else { continue };
+                    let mut b = [0u8; 1];
+                    while let Ok(1) = s.read(&mut b) {
+                        let answer = match b[0] {
+                            b'p' => {
+                                g.paused.send_replace(true);
+                                let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
+                                while *n > 0 {
+                                    n = g.idle.wait(n).unwrap_or_else(|e| e.into_inner());
+                                }
+                                b'P'
+                            }
+                            b'r' => {
+                                g.paused.send_replace(false);
+                                b'R'
+                            }
+                            b'\n' | b'\r' => continue,
+                            _ => b'X',
+                        };
+                        if s.write_all(&[answer]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        if let Err(e) = started {
+            crate::log::error(&format!("pause: cannot start the control thread: {e}"));
+        }
+    }
+
     fn unload(&self) {
         let _ = std::fs::remove_file(&self.1);
     }

@@ -89,6 +89,10 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         }
     };
 
+    for f in &filters {
+        f.serving();
+    }
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("nbdkit")

@@ -101,6 +101,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         program: Program::Snippets { dir, have, missing },
         tmpdir,
         name: "eval",
+        closing: Default::default(),
     };
     let rest = p.take_rest();
     start(runner, rest, true, "eval")

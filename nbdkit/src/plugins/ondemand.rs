@@ -46,6 +46,9 @@ struct OnDemand {
     dir: PathBuf,
     wait: bool,
     maker: Maker,
+    /// Making a new export is one client at a time: two clients asking for
+    /// the same new name must not both make (and rename over) it.
+    making: std::sync::Mutex<()>,
 }
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
@@ -68,6 +71,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         dir: dir.into(),
         wait,
         maker,
+        making: std::sync::Mutex::new(()),
     }))
 }
 
@@ -111,6 +115,7 @@ impl Plugin for OnDemand {
         }
         let path = self.dir.join(export);
         let file = tokio::task::block_in_place(|| -> std::io::Result<std::fs::File> {
+            let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
             if !path.exists() {
                 // Made under a temporary name and renamed into place, so a
                 // half-made filesystem is never served.

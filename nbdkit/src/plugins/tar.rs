@@ -190,6 +190,10 @@ fn pax_records(text: &str) -> Vec<(&str, &str)> {
     let mut rest = text;
     while let Some((len, _)) = rest.split_once(' ') {
         let Ok(n) = len.parse::<usize>() else { break };
+        // A record holds at least its length, a space and a newline.
+        if n <= len.len() + 1 {
+            break;
+        }
         let Some(rec) = rest.get(..n) else { break };
         if let Some((k, v)) = rec[len.len() + 1..].trim_end_matches('\n').split_once('=') {
             out.push((k, v));
@@ -281,5 +285,9 @@ mod tests {
             pax_records(t),
             [("path", "some/long/name.img"), ("size", "12345678")]
         );
+        // Hostile lengths end the parse, never panic.
+        assert!(pax_records("1 x").is_empty());
+        assert!(pax_records("0 ").is_empty());
+        assert!(pax_records("2 ab").is_empty());
     }
 }

@@ -229,6 +229,20 @@ pub struct Connection {
     pub export: Export,
 }
 
+/// Marks the connection dead and fails every pending request, when dropped.
+struct Drain(Arc<Mutex<HashMap<u64, Pending>>>, Arc<AtomicBool>);
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        // Under the lock, so no request is added after the drain.
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.1.store(true, Ordering::SeqCst);
+        for (_, w) in p.drain() {
+            let _ = w.done.send(Err(lost()));
+        }
+    }
+}
+
 fn lost() -> Error {
     Error::new(Errno::Io, "nbd: the connection to the server was lost")
 }
@@ -244,13 +258,12 @@ impl Connection {
         let dead = Arc::new(AtomicBool::new(false));
         let (p, d) = (pending.clone(), dead.clone());
         tokio::spawn(async move {
+            // However the reader ends (error, panic, cancellation), every
+            // waiting request hears of it.
+            let _drain = Drain(p.clone(), d);
             let mut r = r;
             if let Err(e) = read_replies(&mut r, &p, export.structured).await {
                 crate::log::debug(&format!("nbd: server connection: {e}"));
-            }
-            d.store(true, Ordering::SeqCst);
-            for (_, w) in p.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-                let _ = w.done.send(Err(lost()));
             }
         });
         Connection {
@@ -271,15 +284,16 @@ impl Connection {
         len: u32,
         payload: &[u8],
     ) -> Result<Answer, Error> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(lost());
-        }
         let cookie = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
+        {
+            // Checked under the lock the drain takes, so a request is never
+            // left waiting on a dead connection.
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if self.dead.load(Ordering::SeqCst) {
+                return Err(lost());
+            }
+            pending.insert(
                 cookie,
                 Pending {
                     offset,
@@ -289,6 +303,7 @@ impl Connection {
                     done: tx,
                 },
             );
+        }
         let req = Request {
             flags: CmdFlags(flags),
             cmd,
@@ -446,6 +461,9 @@ fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
             }
         }
         REPLY_TYPE_BLOCK_STATUS => {
+            if p.extents.len() > 1 << 20 {
+                return Err(bad("too many block status extents"));
+            }
             for pair in body.get(4..).unwrap_or(&[]).chunks_exact(8) {
                 let n = |i: usize| u32::from_be_bytes(pair[i..i + 4].try_into().expect("4"));
                 p.extents.push((n(0), n(4)));

@@ -106,7 +106,7 @@ where
         },
         _ => None,
     };
-    if let Err(e) = server.plugin.preconnect(server.readonly).await {
+    if let Err(e) = server.plugin.preconnect(server.readonly, &client).await {
         log::error(&format!("{}: preconnect: {e}", server.plugin_name));
         return;
     }

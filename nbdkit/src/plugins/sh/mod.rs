@@ -80,6 +80,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         program: Program::File(path),
         tmpdir,
         name: "sh",
+        closing: Default::default(),
     };
     let rest = p.take_rest();
     start(runner, rest, false, "sh")

@@ -55,6 +55,35 @@ pub struct Runner {
     pub tmpdir: tempfile::TempDir,
     /// For messages: "sh" or "eval".
     pub name: &'static str,
+    /// `close` calls still running, so that `unload` comes after them.
+    pub closing: Closing,
+}
+
+/// A count of running `close` calls, and a way to wait for none.
+#[derive(Default)]
+pub struct Closing {
+    count: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl Closing {
+    fn start(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn end(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Wait (a bounded time) until every close has finished.
+    fn wait(&self, limit: std::time::Duration) {
+        let n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.idle.wait_timeout_while(n, limit, |n| *n > 0);
+    }
 }
 
 impl Runner {
@@ -279,6 +308,8 @@ impl Plugin for ScriptPlugin {
     }
 
     fn unload(&self) {
+        // After every close, as in C.
+        self.runner.closing.wait(std::time::Duration::from_secs(10));
         // Errors from unload are ignored, as in C.
         let _ = self.runner.call_sync("unload", &[]);
         // $tmpdir goes with nbdkit, as in C; the TempDir itself may never
@@ -286,7 +317,7 @@ impl Plugin for ScriptPlugin {
         let _ = std::fs::remove_dir_all(self.runner.tmpdir.path());
     }
 
-    async fn preconnect(&self, readonly: bool) -> Result<()> {
+    async fn preconnect(&self, readonly: bool, _client: &crate::backend::Client) -> Result<()> {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
         match r.call("preconnect", &[ro], None).await {
@@ -610,9 +641,17 @@ impl Drop for ScriptHandle {
         // `close`, off the async runtime; its result does not matter.
         let runner = self.runner.clone();
         let handle = std::mem::take(&mut self.handle);
-        std::thread::spawn(move || {
-            let _ = runner.call_sync("close", &[&handle]);
+        runner.closing.start();
+        let spawned = std::thread::Builder::new().spawn({
+            let runner = runner.clone();
+            move || {
+                let _ = runner.call_sync("close", &[&handle]);
+                runner.closing.end();
+            }
         });
+        if spawned.is_err() {
+            runner.closing.end();
+        }
     }
 }
 
