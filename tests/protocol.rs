@@ -964,3 +964,27 @@ fn pipelined_huge_reads_do_not_grow_memory_without_bound() {
     let peak = peak_rss(srv.pid());
     assert!(peak < 2 << 30, "server peak RSS {} MiB", peak >> 20);
 }
+
+#[test]
+fn a_client_that_stops_reading_cannot_starve_the_others() {
+    // One client queues 16 reads of 64 MiB (the whole server budget, were
+    // it allowed) and reads no reply. Another client is still served.
+    let srv = Server::start(&["null", "1G"]);
+    const LEN: u32 = 64 << 20;
+    let (mut greedy, _, _) = Raw::open(srv.connect(), false);
+    for i in 0..16u64 {
+        greedy.request(CMD_READ, 0, i, 0, LEN, b"");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = srv.connect();
+    std::thread::spawn(move || {
+        let (mut c, _, _) = Raw::open(sock, false);
+        tx.send(c.call(CMD_READ, 0, 0, 4096, b"").error).unwrap();
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(20)),
+        Ok(0),
+        "the other client was not served"
+    );
+    drop(greedy);
+}

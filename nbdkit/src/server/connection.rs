@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::pool::Pool;
-use super::{eflags, Server, Shutdown, BUDGET_UNIT, GRACE};
+use super::{eflags, Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::{Client, Errno, Error, Export, Flags};
 use crate::log;
 use crate::protocol::consts::*;
@@ -149,6 +149,7 @@ where
         neg: outcome.negotiated,
         replies,
         pool,
+        budget: Arc::new(Semaphore::new(CONNECTION_BUDGET / BUDGET_UNIT)),
         server: server.clone(),
     });
     transmission(r, conn, server.clone(), shutdown, writer).await;
@@ -162,14 +163,20 @@ struct Conn {
     /// slot, so there are never more than `inflight` of them.
     replies: mpsc::UnboundedSender<Outgoing>,
     pool: Arc<Pool>,
+    /// This connection's share of the data budget (see CONNECTION_BUDGET).
+    budget: Arc<Semaphore>,
     server: Arc<Server>,
 }
+
+/// A request's share of the data budget: the connection's and the
+/// server's.
+type Budget = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// A reply on its way to the socket, with what it must hold until sent.
 struct Outgoing {
     buf: Vec<u8>,
     _slot: OwnedSemaphorePermit,
-    _budget: Option<OwnedSemaphorePermit>,
+    _budget: Option<Budget>,
 }
 
 /// Requests moving at most this much data may run on the connection's own
@@ -232,7 +239,7 @@ struct Incoming {
     invalid: Option<Error>,
     /// Share of the data budget (READ and WRITE), held until the reply is
     /// sent.
-    budget: Option<OwnedSemaphorePermit>,
+    budget: Option<Budget>,
 }
 
 async fn transmission<R>(
@@ -360,9 +367,11 @@ where
     // server-wide budget before its buffer exists.
     if inc.invalid.is_none() && matches!(req.cmd, Command::Read | Command::Write) {
         let units = (req.len as usize).div_ceil(BUDGET_UNIT) as u32;
-        let budget = conn.server.budget.clone();
-        let permit = budget.acquire_many_owned(units).await;
-        inc.budget = Some(permit.expect("never closed"));
+        // The connection's share first, so its backlog never holds any of
+        // the server's beyond that share.
+        let mine = conn.budget.clone().acquire_many_owned(units).await;
+        let all = conn.server.budget.clone().acquire_many_owned(units).await;
+        inc.budget = Some((mine.expect("never closed"), all.expect("never closed")));
     }
     if req.cmd == Command::Write {
         if inc.invalid.is_some() {

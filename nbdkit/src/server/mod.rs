@@ -27,6 +27,10 @@ pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const PAYLOAD_BUDGET: usize = 1 << 30;
 /// Unit of the payload budget.
 const BUDGET_UNIT: usize = 64 * 1024;
+/// The most of the budget one connection may hold (at least one maximal
+/// request): a client that stops reading its replies cannot starve the
+/// others.
+const CONNECTION_BUDGET: usize = 256 << 20;
 
 /// Shutdown, passed down as a value: `true` once the server must stop.
 #[derive(Clone)]
