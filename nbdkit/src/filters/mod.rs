@@ -47,6 +47,7 @@ pub mod stats;
 pub mod swab;
 pub mod tar;
 pub mod truncate;
+mod window;
 pub mod xz;
 
 /// What the server knows about a filter before building it.

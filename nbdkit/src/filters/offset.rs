@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
-};
+use crate::backend::{Client, Errno, Error, Filter, Handle, Plugin, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -74,59 +73,11 @@ impl Filter for OffsetFilter {
             }
             None => real - self.offset,
         };
-        Ok(Arc::new(OffsetHandle {
+        Ok(Arc::new(Window {
             next,
-            offset: self.offset,
+            base: self.offset,
             size,
+            description: None,
         }))
-    }
-}
-
-struct OffsetHandle {
-    next: Arc<dyn Handle>,
-    offset: u64,
-    size: u64,
-}
-
-#[async_trait]
-impl FilterHandle for OffsetHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
-        &self.next
-    }
-    async fn size(&self) -> Result<u64> {
-        Ok(self.size)
-    }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pread(buf, offset + self.offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pwrite(buf, offset + self.offset, flags).await
-    }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.trim(count, offset + self.offset, flags).await
-    }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.zero(count, offset + self.offset, flags).await
-    }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.cache(count, offset + self.offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u32,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        // Ask below for what lies under our window, then shift it back.
-        let below = offset + self.offset;
-        let mut inner = Extents::new(below, self.offset + self.size - below);
-        self.next.extents(count, below, flags, &mut inner).await?;
-        for e in inner.list() {
-            if !ext.add(e.offset - self.offset, e.length, e.flags) {
-                break;
-            }
-        }
-        Ok(())
     }
 }

@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
-};
+use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Plugin, Result};
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
@@ -208,69 +207,14 @@ impl Filter for PartitionFilter {
                 "partition {n} (offset {offset}, length {len}) is outside the disk"
             )));
         }
-        Ok(Arc::new(PartitionHandle {
+        let description = next
+            .description()
+            .map(|base| format!("partition {n} of {kind} disk: {base}"));
+        Ok(Arc::new(Window {
             next,
-            n,
-            kind,
-            offset,
-            len,
+            base: offset,
+            size: len,
+            description,
         }))
-    }
-}
-
-struct PartitionHandle {
-    next: Arc<dyn Handle>,
-    n: u32,
-    kind: &'static str,
-    offset: u64,
-    len: u64,
-}
-
-#[async_trait]
-impl FilterHandle for PartitionHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
-        &self.next
-    }
-    async fn size(&self) -> Result<u64> {
-        Ok(self.len)
-    }
-    fn description(&self) -> Option<String> {
-        let base = self.next.description()?;
-        Some(format!(
-            "partition {} of {} disk: {base}",
-            self.n, self.kind
-        ))
-    }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pread(buf, offset + self.offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pwrite(buf, offset + self.offset, flags).await
-    }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.trim(count, offset + self.offset, flags).await
-    }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.zero(count, offset + self.offset, flags).await
-    }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.cache(count, offset + self.offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u32,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        let start = offset + self.offset;
-        let mut below = Extents::new(start, self.len - offset);
-        self.next.extents(count, start, flags, &mut below).await?;
-        for e in below.list() {
-            if !ext.add(e.offset - self.offset, e.length, e.flags) {
-                break;
-            }
-        }
-        Ok(())
     }
 }

@@ -17,10 +17,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
-};
+use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Plugin, Result};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::plugins::tar::find_member_in;
@@ -81,56 +80,11 @@ impl Filter for TarFilter {
                 "tar: the member runs past the end of the file",
             ));
         }
-        Ok(Arc::new(Member { next, base, size }))
-    }
-}
-
-/// The member: a window `[base, base+size)` onto the archive.
-struct Member {
-    next: Arc<dyn Handle>,
-    base: u64,
-    size: u64,
-}
-
-#[async_trait]
-impl FilterHandle for Member {
-    fn next(&self) -> &Arc<dyn Handle> {
-        &self.next
-    }
-    async fn size(&self) -> Result<u64> {
-        Ok(self.size)
-    }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pread(buf, self.base + offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pwrite(buf, self.base + offset, flags).await
-    }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.trim(count, self.base + offset, flags).await
-    }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.zero(count, self.base + offset, flags).await
-    }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.cache(count, self.base + offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u32,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        let mut below = Extents::new(self.base + offset, u64::from(count));
-        self.next
-            .extents(count, self.base + offset, flags, &mut below)
-            .await?;
-        for e in below.list() {
-            if !ext.add(e.offset - self.base, e.length, e.flags) {
-                break;
-            }
-        }
-        Ok(())
+        Ok(Arc::new(Window {
+            next,
+            base,
+            size,
+            description: None,
+        }))
     }
 }
