@@ -209,3 +209,123 @@ fn user_and_group_switch_keeps_cleanup_working() {
         "private directory removed"
     );
 }
+
+/// Socket activation as client libraries use it (`nbdinfo -- [ nbdkit ... ]`):
+/// the server must not fork, so when the client is done nothing is left.
+#[test]
+fn socket_activation_leaves_no_process_behind() {
+    if !have("nbdinfo") || !have("nbdcopy") {
+        return;
+    }
+    let dir = scratch();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "nbdinfo --size -- [ {bin} -P {pid} memory 1M ] && \
+         nbdcopy -- [ {bin} -P {pid}2 pattern 1M ] null:",
+        bin = bin().display(),
+        pid = pidfile.display()
+    );
+    let out = sh(&script);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1048576\n");
+    for p in [pidfile.clone(), dir.path().join("pid2")] {
+        let pid: i32 = slurp(&p).trim().parse().expect("pidfile written");
+        assert!(
+            wait_until(Duration::from_secs(5), || !alive(pid)),
+            "server {pid} outlived its client"
+        );
+    }
+}
+
+/// Under socket activation the listening options are errors, and
+/// LISTEN_FDS must be 1 to 16, as in C nbdkit.
+#[test]
+fn socket_activation_refuses_listening_options() {
+    let run = |env: &str, opts: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{env} exec {} {opts} memory 1M", bin().display()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (opt, flag) in [
+        ("-U /nonexistent/s", "-U"),
+        ("-p 10809", "-p"),
+        ("-i 127.0.0.1", "-i"),
+        ("-s", "-s"),
+        ("--run true", "--run"),
+    ] {
+        let (code, err) = run("LISTEN_PID=$$ LISTEN_FDS=1", opt);
+        assert_eq!(code, Some(1), "{opt}: {err}");
+        assert!(
+            err.contains(&format!("cannot use socket activation with {flag} flag")),
+            "{opt}: {err}"
+        );
+    }
+    let (code, err) = run("LISTEN_PID=$$ LISTEN_FDS=17", "-f");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("LISTEN_FDS=17 out of range"), "{err}");
+}
+
+/// The LISTEN_* variables are not passed on to what the server runs.
+#[test]
+fn socket_activation_unsets_its_variables() {
+    let dir = scratch();
+    let sock = dir.path().join("sock");
+    let seen = dir.path().join("env");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // The sh plugin's script runs at start-up (config_complete) and records
+    // whether it saw the variables.
+    let script = format!(
+        "case \"$1\" in get_size) echo 1M ;; config_complete) \
+         echo \"[${{LISTEN_PID-}}${{LISTEN_FDS-}}]\" > {} ;; pread) exit 1 ;; *) exit 2 ;; esac",
+        seen.display()
+    );
+    let s = dir.path().join("plugin.sh");
+    std::fs::write(&s, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&s, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = listener.as_raw_fd();
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "LISTEN_PID=$$ LISTEN_FDS=1 exec {} -P {}/pid sh {}",
+                bin().display(),
+                dir.path().display(),
+                s.display()
+            ))
+            .stdin(Stdio::null());
+        // SAFETY: dup2 is async-signal-safe.
+        unsafe {
+            c.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec set.
+                if fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.spawn().unwrap()
+    };
+    // The server is ready once a client is served on the passed socket.
+    let (c, size, _) = Raw::open(UnixStream::connect(&sock).unwrap(), false);
+    assert_eq!(size, 1 << 20);
+    drop(c);
+    // It stayed in the foreground: the process we started is the server.
+    let pid: i32 = slurp(&dir.path().join("pid")).trim().parse().unwrap();
+    assert_eq!(pid, child.id() as i32);
+    assert_eq!(slurp(&seen), "[]\n");
+    signal(pid, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+}

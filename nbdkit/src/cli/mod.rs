@@ -105,7 +105,7 @@ impl Config {
         self.foreground
             || self.run.is_some()
             || self.exit_with_parent
-            || matches!(self.listen, Listen::Stdin)
+            || matches!(self.listen, Listen::Stdin | Listen::Activation(_))
     }
 }
 
@@ -253,6 +253,7 @@ fn parse_unsigned(what: &str, s: &str) -> Result<u64, StartError> {
 /// Parse `argv` (without the program name).
 pub fn parse(args: &[String]) -> Result<Config, StartError> {
     let raw = split_argv(args)?;
+    let activation = socket_activation()?;
     let mut cfg = Config {
         action: Action::Serve,
         plugin: None,
@@ -407,6 +408,22 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         return Err(StartError("no plugins given on the command line.".into()));
     }
 
+    // Socket activation: the sockets are given, so nothing may say where to
+    // listen; and the server never forks (see `stays_in_foreground`).
+    if activation.is_some() {
+        let given = [
+            ("-s", single),
+            ("-U", unix.is_some()),
+            ("-p", port.is_some()),
+            ("-i", ipaddr.is_some()),
+            ("--run", cfg.run.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(StartError(format!(
+                "cannot use socket activation with {flag} flag"
+            )));
+        }
+    }
     // Listening: -s, -U, or TCP; each excludes the others.
     let conflict = |what: &str| {
         Err(StartError(format!(
@@ -422,15 +439,13 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         if port.is_some() || ipaddr.is_some() {
             return conflict("-U, -p and -i");
         }
+
         cfg.listen = if u == "-" {
             Listen::UnixPrivate
         } else {
             Listen::Unix(PathBuf::from(u))
         };
-    } else if let Some(n) = socket_activation() {
-        if port.is_some() || ipaddr.is_some() || cfg.run.is_some() {
-            return conflict("socket activation, -p, -i and --run");
-        }
+    } else if let Some(n) = activation {
         cfg.listen = Listen::Activation(n);
     } else {
         cfg.listen = Listen::Tcp {
@@ -447,14 +462,36 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     Ok(cfg)
 }
 
-/// `LISTEN_PID`/`LISTEN_FDS` from systemd, when they are meant for us.
-fn socket_activation() -> Option<i32> {
-    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+/// `LISTEN_PID`/`LISTEN_FDS` from systemd (or a client library starting us
+/// the same way), when they are meant for us: the number of sockets passed,
+/// from fd 3 on. As in C nbdkit, 1 to 16 are accepted, and the variables are
+/// removed so that no child (`--run`, sh plugin scripts) inherits them.
+fn socket_activation() -> Result<Option<i32>, StartError> {
+    let Some(pid) = std::env::var("LISTEN_PID").ok() else {
+        return Ok(None);
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return Ok(None);
+    };
     if pid != std::process::id() {
-        return None;
+        eprintln!("nbdkit: LISTEN_PID was not for us (ignored)");
+        return Ok(None);
     }
-    let n: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    (n > 0).then_some(n)
+    let Some(fds) = std::env::var("LISTEN_FDS").ok() else {
+        return Ok(None);
+    };
+    let n = match fds.trim().parse::<i32>() {
+        Ok(n) if (1..=16).contains(&n) => n,
+        Ok(_) => {
+            return Err(StartError(format!(
+                "socket activation: LISTEN_FDS={fds} out of range"
+            )))
+        }
+        Err(_) => return Ok(None),
+    };
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    Ok(Some(n))
 }
 
 /// Lines for `--long-options`.

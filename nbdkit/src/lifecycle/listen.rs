@@ -136,15 +136,18 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
         }
         Listen::Activation(n) => {
             for fd in 3..3 + n {
-                // SAFETY: systemd passed us these descriptors (LISTEN_FDS);
-                // nothing else in this process owns them.
+                // Checked before it is owned: a descriptor that was never
+                // passed must be an error, not a close of a closed fd.
+                let local: SockaddrStorage = socket::getsockname(fd)
+                    .map_err(|e| StartError(format!("socket activation: fd {fd}: {e}")))?;
+                // SAFETY: systemd passed us these descriptors (LISTEN_FDS),
+                // and the check above shows this one is open; nothing else
+                // in this process owns them.
                 let owned = unsafe { OwnedFd::from_raw_fd(fd) };
                 let _ = nix::fcntl::fcntl(
                     fd,
                     nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
                 );
-                let local: SockaddrStorage = socket::getsockname(fd)
-                    .map_err(|e| StartError(format!("socket activation: fd {fd}: {e}")))?;
                 if local.as_unix_addr().is_some() {
                     l.sockets.push(Bound::Unix(UnixListener::from(owned)));
                 } else {
@@ -152,8 +155,6 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
                         .push(Bound::Tcp(std::net::TcpListener::from(owned)));
                 }
             }
-            std::env::remove_var("LISTEN_PID");
-            std::env::remove_var("LISTEN_FDS");
         }
     }
     Ok(l)
