@@ -36,6 +36,18 @@ fn version() {
         .assert()
         .success()
         .stdout(predicate::str::is_match(r"\nnull 1\.\d+\.\d+\n$").unwrap());
+    // Each filter in the order given, then the plugin, as C prints them.
+    let out = nbdkit()
+        .args(["--filter=cow", "--filter=delay", "memory", "--version"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["nbdkit", "cow", "delay", "memory"]);
 }
 
 #[test]
@@ -61,8 +73,55 @@ fn dump_plugin() {
             .success()
             .stdout(predicate::str::contains("name=memory\n"))
             .stdout(predicate::str::contains("magic_config_key=size\n"))
-            .stdout(predicate::str::contains("thread_model=parallel\n"));
+            .stdout(predicate::str::contains("thread_model=parallel\n"))
+            .stdout(predicate::str::contains("has_pwrite=1\nhas_flush=1\n"))
+            .stdout(predicate::str::contains("has_can_fast_zero=1\n"));
     }
+    // The callbacks a plugin has, as C's plugin of that name has them.
+    let has = |plugin: &str| -> Vec<String> {
+        let out = nbdkit().args(["--dump-plugin", plugin]).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("has_"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        has("example1"),
+        ["has_load=1", "has_open=1", "has_get_size=1", "has_pread=1"]
+    );
+    assert!(!has("pattern").contains(&"has_pwrite=1".to_string()));
+    for p in ["sh", "eval"] {
+        nbdkit()
+            .args(["--dump-plugin", p])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("\nmax_known_status=3\n"));
+    }
+    if let Some(c) = c_nbdkit() {
+        for p in ["memory", "null", "file", "nbd", "sh", "data"] {
+            let theirs = std::process::Command::new(&c)
+                .args(["--dump-plugin", p])
+                .output()
+                .unwrap();
+            let theirs: Vec<String> = String::from_utf8(theirs.stdout)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("has_"))
+                .map(String::from)
+                .collect();
+            assert_eq!(has(p), theirs, "{p}");
+        }
+    }
+    // -s with --dump-plugin is refused, as in C.
+    nbdkit()
+        .args(["-s", "--dump-plugin", "memory"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "cannot be used in this combination",
+        ));
 }
 
 #[test]
@@ -72,7 +131,9 @@ fn long_and_short_options() {
         .assert()
         .success()
         .stdout(predicate::str::contains("--exit-with-parent\n"))
-        .stdout(predicate::str::contains("--run\n"));
+        .stdout(predicate::str::contains("--run\n"))
+        .stdout(predicate::str::contains("--long-options\n").not())
+        .stdout(predicate::str::contains("--short-options\n").not());
     nbdkit()
         .arg("--short-options")
         .assert()

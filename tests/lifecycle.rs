@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,7 +22,7 @@ fn background_mode_returns_when_ready() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        format!("nbd+unix:///?socket={}\n", sock.display())
+        format!("nbd+unix://?socket={}\n", sock.display())
     );
     // Ready means: a client connects now, and the pidfile names the server.
     let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
@@ -91,7 +92,7 @@ fn print_uri_with_kernel_chosen_port() {
     let srv = Server::spawn(c, tempfile::tempdir().unwrap());
     let port: u16 = srv
         .uri
-        .strip_prefix("nbd://127.0.0.1:")
+        .strip_prefix("nbd://localhost:")
         .unwrap_or_else(|| panic!("{}", srv.uri))
         .parse()
         .unwrap();
@@ -164,6 +165,100 @@ fn single_client_on_stdin() {
     drop(c);
     // The client left: the server exits.
     assert!(child.wait().unwrap().success());
+}
+
+/// `-s` with regular files, as C nbdkit takes them: a recorded client
+/// session on stdin, the server's side of it written to stdout.
+#[test]
+fn single_client_from_regular_files() {
+    let dir = scratch();
+    let mut session = Vec::new();
+    session.extend(3u32.to_be_bytes()); // fixed newstyle, no zeroes
+    session.extend(IHAVEOPT.to_be_bytes());
+    session.extend(OPT_EXPORT_NAME.to_be_bytes());
+    session.extend(0u32.to_be_bytes());
+    let mut req = |ty: u16, handle: u64, len: u32, payload: &[u8]| {
+        session.extend(REQUEST_MAGIC.to_be_bytes());
+        session.extend(0u16.to_be_bytes());
+        session.extend(ty.to_be_bytes());
+        session.extend(handle.to_be_bytes());
+        session.extend(4096u64.to_be_bytes());
+        session.extend(len.to_be_bytes());
+        session.extend(payload);
+    };
+    req(CMD_WRITE, 1, 5, b"hello");
+    req(CMD_READ, 2, 5, b"");
+    req(CMD_DISC, 3, 0, b"");
+    let input = dir.path().join("in");
+    let output = dir.path().join("out");
+    std::fs::write(&input, &session).unwrap();
+    let status = Command::new(bin())
+        .args(["-s", "memory", "1M"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::fs::read(&output).unwrap();
+    // Greeting (18 bytes), export size and flags (10), the write's reply
+    // (16), then the read's reply and its data.
+    assert_eq!(out.len(), 18 + 10 + 16 + 16 + 5, "{out:?}");
+    assert_eq!(&out[18..26], &(1u64 << 20).to_be_bytes());
+    let read_reply = &out[44..];
+    assert_eq!(&read_reply[..4], &SIMPLE_MAGIC.to_be_bytes());
+    assert_eq!(&read_reply[4..8], &0u32.to_be_bytes(), "no error");
+    assert_eq!(&read_reply[8..16], &2u64.to_be_bytes());
+    assert_eq!(&read_reply[16..], b"hello");
+    // /dev/null on both ends: the client is gone at once, exit 0.
+    let status = Command::new(bin())
+        .args(["-s", "null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// In the background, a sh script read from stdin (`sh -`) keeps serving
+/// after the parent exits, and `-v` debug output still reaches stderr.
+#[test]
+fn background_sh_script_and_verbose_output() {
+    let dir = scratch();
+    let sock = dir.path().join("sock");
+    let pidfile = dir.path().join("pid");
+    let errfile = dir.path().join("stderr");
+    let script = "case \"$1\" in get_size) echo 512 ;; \
+                  pread) printf 'x%.0s' $(seq $3) ;; *) exit 2 ;; esac\n";
+    let mut child = Command::new(bin())
+        .arg("-v")
+        .arg("-U")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pidfile)
+        .args(["sh", "-"])
+        .stdin(Stdio::piped())
+        .stderr(std::fs::File::create(&errfile).unwrap())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "the parent reports success"
+    );
+    let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
+    let (mut c, size, _) = Raw::open(UnixStream::connect(&sock).unwrap(), false);
+    assert_eq!(size, 512);
+    assert_eq!(c.call(CMD_READ, 0, 0, 4, b"").data, b"xxxx");
+    drop(c);
+    signal(pid, libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    let err = slurp(&errfile);
+    assert!(err.contains("debug: accepted connection"), "{err}");
 }
 
 #[test]

@@ -418,7 +418,12 @@ impl Launch {
                         return Err(disk.error(ErrorKind::Io, msg));
                     }
                 }
-                disk.uri = line;
+                // nbdkit says `localhost` whatever address it listens on;
+                // the disk listens on 127.0.0.1 only, so say that.
+                disk.uri = match disk.port {
+                    Some(port) => uri::tcp(port, &disk.export_name),
+                    None => line,
+                };
                 // Anything the server writes to stdout from now on goes to
                 // the log, so that it can never fill the pipe and block.
                 if let (Some(out), Ok(log)) = (stdout, disk.stderr.try_clone()) {

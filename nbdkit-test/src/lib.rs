@@ -8,7 +8,7 @@
 //!
 //! let disk = CaptiveDisk::new(["memory", "size=1M"])?;
 //! // Hand disk.uri(), disk.socket() or disk.port() to the code under test…
-//! assert!(disk.uri().starts_with("nbd+unix:///?socket="));
+//! assert!(disk.uri().starts_with("nbd+unix://?socket="));
 //! // …and check what it did with the crate's small blocking client.
 //! let mut nbd = disk.connect()?;
 //! assert_eq!(nbd.size(), 1 << 20);

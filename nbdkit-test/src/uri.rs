@@ -24,13 +24,17 @@ pub(crate) fn quote(s: impl AsRef<[u8]>) -> String {
     out
 }
 
-/// `nbd+unix:///EXPORT?socket=PATH`
+/// `nbd+unix://?socket=PATH` or `nbd+unix:///EXPORT?socket=PATH`, the
+/// form nbdkit's `$uri` and `--print-uri` give.
 pub(crate) fn unix(socket: &Path, export: &str) -> String {
-    format!(
-        "nbd+unix:///{}?socket={}",
-        quote(export),
-        quote(socket.as_os_str().as_bytes())
-    )
+    let mut u = String::from("nbd+unix://");
+    if !export.is_empty() {
+        u.push('/');
+        u.push_str(&quote(export.as_bytes()));
+    }
+    u.push_str("?socket=");
+    u.push_str(&quote(socket.as_os_str().as_bytes()));
+    u
 }
 
 /// `nbd://127.0.0.1:PORT[/EXPORT]`

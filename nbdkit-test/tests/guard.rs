@@ -20,7 +20,7 @@ fn ready_on_return_and_serves_data() {
     assert_eq!(disk.export_name(), "");
     assert_eq!(
         disk.uri(),
-        format!("nbd+unix:///?socket={}", socket.display())
+        format!("nbd+unix://?socket={}", socket.display())
     );
     assert!(alive(disk.pid()));
     // No retry: the first connect must succeed.

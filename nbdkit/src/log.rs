@@ -52,9 +52,12 @@ pub fn error(msg: &str) {
     emit("error", libc::LOG_ERR, msg);
 }
 
-/// Log a debug message (only with `-v`).
+/// Log a debug message (only with `-v`). Debug output always goes to
+/// stderr, whatever `--log` says, as in C nbdkit: with `-v` a server in the
+/// background keeps its stderr for it.
 pub fn debug(msg: &str) {
     if verbose() {
-        emit("debug", libc::LOG_DEBUG, msg);
+        let line = format!("nbdkit: debug: {msg}\n");
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }

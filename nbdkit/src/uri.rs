@@ -32,13 +32,17 @@ pub fn tcp(host: &str, port: u16, export: &str) -> String {
     u
 }
 
-/// `nbd+unix:///[EXPORT]?socket=PATH`.
+/// `nbd+unix://?socket=PATH`, or `nbd+unix:///EXPORT?socket=PATH`: C
+/// nbdkit's form, which has no path at all for the empty export name.
 pub fn unix(socket: &Path, export: &str) -> String {
-    format!(
-        "nbd+unix:///{}?socket={}",
-        quote(export),
-        quote(&socket.to_string_lossy())
-    )
+    let mut u = String::from("nbd+unix://");
+    if !export.is_empty() {
+        u.push('/');
+        u.push_str(&quote(export));
+    }
+    u.push_str("?socket=");
+    u.push_str(&quote(&socket.to_string_lossy()));
+    u
 }
 
 /// Where an `nbd://` or `nbd+unix://` URI points (the nbd plugin's

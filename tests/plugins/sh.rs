@@ -188,10 +188,61 @@ esac' | {} -U - sh - size=12345 --run 'nbdinfo --size \"$uri\"'",
 #[case(&["sh", "/nonexistent.sh"], "/nonexistent.sh: No such file or directory")]
 #[case(&["sh", "/etc/passwd"], "not an executable file")]
 #[case(&["eval", "get_size=echo 1", "pread=true", "k=v"], "unknown parameter 'k' (the script has no config method)")]
-#[case(&["eval", "get_size=echo 1"], "eval: get_size= and pread= must be given")]
 #[case(&["eval", "get_size=echo 1", "pread=true", "config_complete=echo EINVAL nope >&2; exit 1"], "eval: config_complete: nope")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
     refused(&["-U", "-"], args, msg);
+}
+
+/// after_fork runs once, in the serving process, before any client (in
+/// the foreground too, as in C); its failure stops the server.
+#[test]
+fn after_fork_is_called() {
+    let d = tempfile::tempdir().unwrap();
+    let marks = d.path().join("marks");
+    let get_size = format!("get_size=echo $1 >> {}; echo 512", marks.display());
+    let after_fork = format!("after_fork=echo $1 >> {}", marks.display());
+    let disk = disk(&["eval", &get_size, &after_fork]);
+    assert_eq!(disk.connect().unwrap().size(), 512);
+    // First after_fork, then the size query of the first client.
+    assert_eq!(slurp(&marks), "after_fork\nget_size\n");
+    refused(
+        &["-U", "-"],
+        &[
+            "eval",
+            "get_size=echo 1",
+            "after_fork=echo EIO no luck >&2; exit 1",
+        ],
+        "after_fork: no luck",
+    );
+}
+
+/// eval needs no snippet at start-up, as in C: without pread each read
+/// fails with EIO; without get_size each client is refused.
+#[test]
+fn eval_without_pread_or_get_size() {
+    let d = disk(&["eval", "get_size=echo 512"]);
+    let mut c = d.connect().unwrap();
+    assert_eq!(c.size(), 512);
+    let err = c.read(0, 512).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let d = disk(&["eval", "pread=exit 1"]);
+    assert!(d.connect().is_err(), "no size: the client is refused");
+}
+
+/// Script error messages as C reads them: an errno name in any case, the
+/// first line as the message; unknown names are EIO.
+#[test]
+fn script_errors_as_c_reads_them() {
+    let d = disk(&[
+        "eval",
+        "get_size=echo 1M",
+        "pread=case $4 in 0) echo eperm denied >&2;; 512) echo ENOENT x >&2;; *) echo EINVALID >&2;; esac; exit 1",
+    ]);
+    let mut c = d.connect().unwrap();
+    for (off, errno) in [(0, libc::EPERM), (512, libc::EIO), (1024, libc::EIO)] {
+        let err = c.read(off, 512).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(errno), "{off}: {err}");
+    }
 }
 
 #[test]

@@ -37,7 +37,8 @@ pub trait Filter: Send + Sync + 'static {
         Ok(())
     }
 
-    /// The server forked into the background (not called otherwise).
+    /// After any fork into the background, once the layers below have had
+    /// theirs (see [`Plugin::after_fork`]).
     fn after_fork(&self) {}
 
     /// The server has stopped serving and is about to exit normally.
@@ -134,6 +135,12 @@ impl Plugin for Layer {
 
     fn unload(&self) {
         self.below.unload()
+    }
+
+    fn after_fork(&self) -> std::result::Result<(), StartError> {
+        self.below.after_fork()?;
+        self.filter.after_fork();
+        Ok(())
     }
 
     async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {

@@ -197,6 +197,15 @@ pub trait Plugin: Send + Sync + 'static {
     /// itself (a script's `$tmpdir`). By default nothing.
     fn unload(&self) {}
 
+    /// Called once in the process that will serve, after any fork into the
+    /// background and after the pidfile is written, before the first
+    /// client; in the foreground too, as C nbdkit calls it. An error stops
+    /// the server. Through a filter chain it reaches the plugin first, then
+    /// each filter from the bottom up. By default nothing.
+    fn after_fork(&self) -> std::result::Result<(), crate::error::StartError> {
+        Ok(())
+    }
+
     /// A client has connected, before the handshake; an error closes the
     /// connection. By default nothing.
     async fn preconnect(&self, _readonly: bool, _client: &Client) -> Result<()> {

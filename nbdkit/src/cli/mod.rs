@@ -397,6 +397,19 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         }
     }
 
+    // Checked, as in C, whatever the action once a plugin is named.
+    if cfg.plugin.is_some()
+        && ((port.is_some() && unix.is_some())
+            || (port.is_some() && single)
+            || (unix.is_some() && single)
+            || (single && cfg.run.is_some())
+            || (single && cfg.action == Action::DumpPlugin))
+    {
+        return Err(StartError(
+            "--dump-plugin, -p, --run, -s, -U or --vsock options cannot be used in this combination"
+                .into(),
+        ));
+    }
     match cfg.action {
         Action::Serve => {}
         Action::DumpPlugin if cfg.plugin.is_none() => {
@@ -424,22 +437,11 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             )));
         }
     }
-    // Listening: -s, -U, or TCP; each excludes the others.
-    let conflict = |what: &str| {
-        Err(StartError(format!(
-            "{what} options cannot be used in this combination"
-        )))
-    };
+    // Listening: -s, -U, or TCP. The pairs C nbdkit refuses (it takes -i
+    // with -U or -s, and ignores it).
     if single {
-        if port.is_some() || unix.is_some() || ipaddr.is_some() || cfg.run.is_some() {
-            return conflict("-s, -p, -i, -U and --run");
-        }
         cfg.listen = Listen::Stdin;
     } else if let Some(u) = unix {
-        if port.is_some() || ipaddr.is_some() {
-            return conflict("-U, -p and -i");
-        }
-
         cfg.listen = if u == "-" {
             Listen::UnixPrivate
         } else {
@@ -494,9 +496,13 @@ fn socket_activation() -> Result<Option<i32>, StartError> {
     Ok(Some(n))
 }
 
-/// Lines for `--long-options`.
+/// Lines for `--long-options`: every long spelling we accept except the
+/// two listing options themselves, as C nbdkit prints it.
 pub fn long_options() -> String {
-    LONG.iter().map(|(n, _, _)| format!("--{n}\n")).collect()
+    LONG.iter()
+        .filter(|(_, o, _)| !matches!(o, Opt::LongOptions | Opt::ShortOptions))
+        .map(|(n, _, _)| format!("--{n}\n"))
+        .collect()
 }
 
 /// Lines for `--short-options`.

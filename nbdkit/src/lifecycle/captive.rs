@@ -27,7 +27,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// The script: variable assignments (not exported, as in C nbdkit), then
-/// the command.
+/// the command. `$tls` is set only when TLS is on (1 or 2), as in C.
 pub fn script(cmd: &str, v: &Vars<'_>) -> String {
     let port = v.port.map(|p| p.to_string()).unwrap_or_default();
     let unix = v
@@ -35,10 +35,14 @@ pub fn script(cmd: &str, v: &Vars<'_>) -> String {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     format!(
-        "uri={}\nnbd=\"$uri\"\nexportname={}\ntls={}\nport={}\nunixsocket={}\n{cmd}\n",
+        "uri={}\nnbd=\"$uri\"\nexportname={}\n{}port={}\nunixsocket={}\n{cmd}\n",
         shell_quote(v.uri),
         shell_quote(v.export_name),
-        v.tls,
+        if v.tls > 0 {
+            format!("tls={}\n", v.tls)
+        } else {
+            String::new()
+        },
         shell_quote(&port),
         shell_quote(&unix),
     )

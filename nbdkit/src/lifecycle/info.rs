@@ -27,6 +27,32 @@ fn dump_config() -> String {
     )
 }
 
+/// The callbacks C nbdkit 1.32's plugin of each name defines, in C's
+/// order, for `--dump-plugin`'s `has_NAME=1` lines: scripts read them to
+/// learn what a plugin can do. Ours are API version 2 throughout, so split
+/// and partitioning show `pread` where C's (version 1) show `_pread_v1`.
+const C_CALLBACKS: &[(&str, &str)] = &[
+        ("data", "unload dump_plugin config config_complete config_help get_ready open get_size can_fast_zero can_fua can_multi_conn can_cache pread pwrite flush trim zero extents"),
+        ("eval", "load unload dump_plugin config config_complete config_help thread_model get_ready after_fork preconnect list_exports default_export open close export_description get_size block_size can_write can_flush is_rotational can_trim can_zero can_fast_zero can_extents can_fua can_multi_conn can_cache pread pwrite flush trim zero extents cache"),
+        ("example1", "load open get_size pread"),
+        ("file", "longname unload dump_plugin config config_complete config_help list_exports open close get_size can_write can_trim can_extents can_fua can_multi_conn can_cache pread pwrite flush trim zero extents cache"),
+        ("full", "config config_complete config_help open get_size can_multi_conn can_cache pread pwrite trim extents"),
+        ("info", "load dump_plugin config config_help open close get_size can_multi_conn can_cache pread"),
+        ("memory", "unload dump_plugin config config_complete config_help get_ready open get_size can_fast_zero can_fua can_multi_conn can_cache pread pwrite flush trim zero extents"),
+        ("nbd", "longname unload dump_plugin config config_complete config_help after_fork list_exports default_export open close export_description get_size block_size can_write can_flush is_rotational can_trim can_zero can_fast_zero can_extents can_fua can_multi_conn can_cache pread pwrite flush trim zero extents cache"),
+        ("null", "config config_help open get_size can_fast_zero can_fua can_multi_conn can_cache pread pwrite flush trim zero extents"),
+        ("ondemand", "unload config config_complete config_help get_ready list_exports default_export open close get_size can_trim can_fua can_multi_conn pread pwrite flush trim"),
+        ("partitioning", "load unload config config_complete config_help get_ready open get_size can_multi_conn can_cache pread pwrite flush"),
+        ("pattern", "config config_help open get_size can_multi_conn can_cache pread"),
+        ("random", "load config config_help open get_size can_multi_conn can_cache pread pwrite trim zero"),
+        ("sh", "load unload dump_plugin config config_complete config_help thread_model get_ready after_fork preconnect list_exports default_export open close export_description get_size block_size can_write can_flush is_rotational can_trim can_zero can_fast_zero can_extents can_fua can_multi_conn can_cache pread pwrite flush trim zero extents cache"),
+        ("sparse-random", "load unload config config_help get_ready open get_size can_multi_conn can_cache pread pwrite flush trim zero extents"),
+        ("split", "unload config config_help open close get_size can_cache extents cache pread pwrite"),
+        ("tmpdisk", "load unload config config_complete config_help open close get_size can_trim can_fua can_multi_conn pread pwrite flush trim"),
+        ("zero", "open get_size can_multi_conn can_cache pread"),
+    ("tar", "config config_complete config_help open get_size can_multi_conn pread pwrite flush"),
+];
+
 fn dump_plugin(p: &PluginInfo) -> String {
     let mut s = format!(
         "path=(built-in)\nname={}\nversion={COMPAT_VERSION}\napi_version=2\nmax_thread_model={tm}\nthread_model={tm}\nerrno_is_preserved=1\n",
@@ -35,6 +61,10 @@ fn dump_plugin(p: &PluginInfo) -> String {
     );
     if let Some(k) = p.magic_config_key {
         s.push_str(&format!("magic_config_key={k}\n"));
+    }
+    let has = C_CALLBACKS.iter().find(|(n, _)| *n == p.name);
+    for cb in has.map_or("", |(_, l)| l).split_whitespace() {
+        s.push_str(&format!("has_{cb}=1\n"));
     }
     for (k, v) in p.dump {
         s.push_str(&format!("{k}={v}\n"));
@@ -73,7 +103,11 @@ pub fn text(cfg: &Config) -> String {
         }
         Action::Version => {
             let mut s = format!("nbdkit {COMPAT_VERSION} ({VERSION_EXTRA})\n");
+            // With a plugin: each filter in the order given, then it.
             if let Some(p) = cfg.plugin {
+                for f in &cfg.filters {
+                    s.push_str(&format!("{} {COMPAT_VERSION}\n", f.name));
+                }
                 s.push_str(&format!("{} {COMPAT_VERSION}\n", p.name));
             }
             s

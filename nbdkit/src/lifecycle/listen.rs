@@ -130,8 +130,8 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
             if l.sockets.is_empty() {
                 return Err(StartError("could not bind to any address".into()));
             }
-            let host = ipaddr.clone().unwrap_or_else(|| "localhost".into());
-            l.uri = Some(uri::tcp(&host, port, &cfg.export_name));
+            // Always localhost, whatever -i says, as C nbdkit does.
+            l.uri = Some(uri::tcp("localhost", port, &cfg.export_name));
             l.port = Some(port);
         }
         Listen::Activation(n) => {

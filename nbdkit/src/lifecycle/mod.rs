@@ -26,7 +26,7 @@ use crate::error::StartError;
 use crate::log;
 use crate::params::Params;
 use crate::protocol::handshake::Settings;
-use crate::server::{self, stdio::FdStream, Listener, Server, Shutdown};
+use crate::server::{self, stdio::StdioStream, Listener, Server, Shutdown};
 pub use info::{COMPAT_VERSION, VERSION_EXTRA};
 
 /// Run nbdkit as configured; the returned code is the process's exit status.
@@ -78,14 +78,14 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
                     }
                 }
                 listening.disown();
+                // The child serves with the plugin and filters now: the
+                // parent must not clean up after them (the sh plugin's
+                // script directory, the cow overlay, ...).
+                std::mem::forget(plugin);
+                std::mem::forget(filters);
                 return Ok(ExitCode::from(code));
             }
-            daemon::Side::Child(r) => {
-                for f in &filters {
-                    f.after_fork();
-                }
-                r
-            }
+            daemon::Side::Child(r) => r,
         }
     };
 
@@ -211,6 +211,14 @@ async fn serve(
     let mut sigquit = sig(SignalKind::quit())?;
     let mut sighup = sig(SignalKind::hangup())?;
 
+    // As in C: the pidfile, then the after-fork hooks, then clients (the
+    // sockets already listen; a client that connects now waits in the
+    // backlog).
+    if let Some(p) = &cfg.pidfile {
+        daemon::write_pidfile(p)?;
+    }
+    plugin.after_fork()?;
+
     let (stop_tx, shutdown) = Shutdown::new();
     let settings = Settings {
         oldstyle: cfg.oldstyle,
@@ -257,9 +265,6 @@ async fn serve(
             Some(u) => log::debug(&format!("{plugin}: serving {u}")),
             None => log::debug(&format!("{plugin}: serving on stdin/stdout")),
         }
-    }
-    if let Some(p) = &cfg.pidfile {
-        daemon::write_pidfile(p)?;
     }
     ready.signal();
     if cfg.print_uri && cfg.stays_in_foreground() {
@@ -364,19 +369,13 @@ fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {
     })
 }
 
-fn stdin_stdout() -> Result<(FdStream, FdStream), StartError> {
+fn stdin_stdout() -> Result<(StdioStream, StdioStream), StartError> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<OwnedFd, StartError> {
         fd.try_clone_to_owned()
             .map_err(|e| StartError(format!("-s: {e}")))
     };
     let r = dup(std::io::stdin().as_fd())?;
     let w = dup(std::io::stdout().as_fd())?;
-    let wrap = |fd| {
-        FdStream::new(fd).map_err(|e| {
-            StartError(format!(
-                "-s: stdin and stdout must be a socket or pipe: {e}"
-            ))
-        })
-    };
+    let wrap = |fd| StdioStream::new(fd).map_err(|e| StartError(format!("-s: {e}")));
     Ok((wrap(r)?, wrap(w)?))
 }

@@ -72,7 +72,7 @@ pub static INFO: PluginInfo = PluginInfo {
     magic_config_key: None,
     thread_model: ThreadModel::Parallel,
     build,
-    dump: &[],
+    dump: &[("max_known_status", "3")],
 };
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
@@ -94,9 +94,8 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let missing = dir.join("missing");
     let snippet = p.take("missing").unwrap_or_else(|| "exit 2".into());
     write_executable(&missing, format!("#!/bin/sh\n{snippet}\n").as_bytes()).map_err(fail)?;
-    if !have.contains("get_size") || !have.contains("pread") {
-        return Err(fail("get_size= and pread= must be given".into()));
-    }
+    // Nothing is required at start-up, as in C: a missing get_size refuses
+    // each client, a missing pread fails each read.
     let runner = Runner {
         program: Program::Snippets { dir, have, missing },
         tmpdir,

@@ -92,3 +92,74 @@ impl AsyncWrite for FdStream {
         Poll::Ready(Ok(()))
     }
 }
+
+/// One end of `-s`: polled by the runtime where the descriptor can be
+/// polled (socket, pipe, terminal); else (a regular file, `/dev/null`, which
+/// C nbdkit reads and writes as well) plain reads and writes on the
+/// blocking pool.
+pub enum StdioStream {
+    Polled(FdStream),
+    Blocking(tokio::fs::File),
+}
+
+impl StdioStream {
+    /// Take over `fd`.
+    pub fn new(fd: OwnedFd) -> io::Result<StdioStream> {
+        let polled = fd.try_clone().and_then(FdStream::new);
+        match polled {
+            Ok(s) => Ok(StdioStream::Polled(s)),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                // epoll refuses it: our copy was made non-blocking, and
+                // shares the flag with `fd`, so clear it again.
+                let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+                let flags =
+                    nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+                nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+                Ok(StdioStream::Blocking(tokio::fs::File::from_std(
+                    std::fs::File::from(fd),
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsyncRead for StdioStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StdioStream::Polled(s) => Pin::new(s).poll_read(cx, buf),
+            StdioStream::Blocking(f) => Pin::new(f).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for StdioStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            StdioStream::Polled(s) => Pin::new(s).poll_write(cx, data),
+            StdioStream::Blocking(f) => Pin::new(f).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StdioStream::Polled(s) => Pin::new(s).poll_flush(cx),
+            StdioStream::Blocking(f) => Pin::new(f).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StdioStream::Polled(s) => Pin::new(s).poll_shutdown(cx),
+            StdioStream::Blocking(f) => Pin::new(f).poll_shutdown(cx),
+        }
+    }
+}

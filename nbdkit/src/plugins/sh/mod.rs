@@ -42,7 +42,7 @@ pub static INFO: PluginInfo = PluginInfo {
     magic_config_key: Some("script"),
     thread_model: ThreadModel::Parallel,
     build,
-    dump: &[],
+    dump: &[("max_known_status", "3")],
 };
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
@@ -77,13 +77,26 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         p
     };
     let runner = Runner {
-        program: Program::File(path),
+        program: Program::File {
+            via_shell: !runs_directly(&path),
+            path,
+        },
         tmpdir,
         name: "sh",
         closing: Default::default(),
     };
     let rest = p.take_rest();
     start(runner, rest, false, "sh")
+}
+
+/// Whether the kernel runs `path` itself: a `#!` script or an ELF
+/// program. Anything else is a shell script for `/bin/sh`.
+fn runs_directly(path: &std::path::Path) -> bool {
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    head[..n].starts_with(b"#!") || head[..n] == *b"\x7fELF"
 }
 
 /// The start-up sequence both script plugins share: load (sh only),

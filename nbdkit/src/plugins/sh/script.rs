@@ -25,8 +25,10 @@ use crate::size::parse_size;
 
 /// What runs a method.
 pub enum Program {
-    /// One executable for every method (`sh`).
-    File(PathBuf),
+    /// One executable for every method (`sh`). A script without `#!` (nor
+    /// any other format the kernel runs) goes to `/bin/sh`, as execvp's
+    /// fallback does for C nbdkit.
+    File { path: PathBuf, via_shell: bool },
     /// One snippet file per method; methods without one run `missing`
     /// (`eval`).
     Snippets {
@@ -90,14 +92,19 @@ impl Runner {
     /// Is `method` written out (eval), or might it be (sh)?
     pub fn defines(&self, method: &str) -> bool {
         match &self.program {
-            Program::File(_) => true,
+            Program::File { .. } => true,
             Program::Snippets { have, .. } => have.contains(method),
         }
     }
 
     fn argv(&self, method: &str, args: &[&str]) -> (PathBuf, Vec<OsString>) {
+        let mut v: Vec<OsString> = Vec::new();
         let exe = match &self.program {
-            Program::File(p) => p.clone(),
+            Program::File { path, via_shell } if *via_shell => {
+                v.push(path.into());
+                PathBuf::from("/bin/sh")
+            }
+            Program::File { path, .. } => path.clone(),
             Program::Snippets { dir, have, missing } => {
                 if have.contains(method) {
                     dir.join(method)
@@ -106,7 +113,7 @@ impl Runner {
                 }
             }
         };
-        let mut v: Vec<OsString> = vec![method.into()];
+        v.push(method.into());
         v.extend(args.iter().map(OsString::from));
         (exe, v)
     }
@@ -192,8 +199,12 @@ impl Runner {
                     Some(c) => format!("exit status {c}"),
                     None => "killed by a signal".to_string(),
                 };
-                let msg = if msg.is_empty() {
-                    format!("{}: {method}: {why}", self.name)
+                let msg = if text.is_empty() {
+                    format!(
+                        "{}: {method}: script exited with error ({why}), \
+                         but did not print an error message on stderr",
+                        self.name
+                    )
                 } else {
                     format!("{}: {method}: {msg}", self.name)
                 };
@@ -203,46 +214,48 @@ impl Runner {
     }
 }
 
-/// `ERRNO message` from a script's stderr; EIO when there is no errno name.
+/// `ERRNO message` from a script's stderr, read as C nbdkit's sh plugin
+/// reads it: an errno name from its short list, in any case, then
+/// whitespace or the end; anything else (`EINVALID`, `ENOENT`) is EIO with
+/// the whole text. Only the first line becomes the message.
 fn parse_error(text: &str) -> (Errno, &str) {
-    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    match errno_number(word) {
-        Some(n) => (Errno::from_os(n), rest.trim()),
-        None => (Errno::Io, text),
+    let mut errno = libc::EIO;
+    let mut rest = text;
+    for (name, n) in ERRNO_NAMES {
+        let Some(head) = text.get(..name.len()) else {
+            continue;
+        };
+        if !head.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let tail = &text[name.len()..];
+        if tail.is_empty() || tail.starts_with(|c: char| c.is_ascii_whitespace()) {
+            errno = *n;
+            rest = tail.trim_start();
+        }
+        break;
     }
+    (Errno::from_os(errno), rest.lines().next().unwrap_or(""))
 }
 
-/// The errno names scripts use, as numbers (then mapped as for any OS
-/// error).
-fn errno_number(name: &str) -> Option<i32> {
-    Some(match name {
-        "EPERM" => libc::EPERM,
-        "ENOENT" => libc::ENOENT,
-        "EIO" => libc::EIO,
-        "ENXIO" => libc::ENXIO,
-        "EBADF" => libc::EBADF,
-        "EAGAIN" | "EWOULDBLOCK" => libc::EAGAIN,
-        "ENOMEM" => libc::ENOMEM,
-        "EACCES" => libc::EACCES,
-        "EFAULT" => libc::EFAULT,
-        "EBUSY" => libc::EBUSY,
-        "EEXIST" => libc::EEXIST,
-        "ENODEV" => libc::ENODEV,
-        "EINVAL" => libc::EINVAL,
-        "EFBIG" => libc::EFBIG,
-        "ENOSPC" => libc::ENOSPC,
-        "ESPIPE" => libc::ESPIPE,
-        "EROFS" => libc::EROFS,
-        "ERANGE" => libc::ERANGE,
-        "EDQUOT" => libc::EDQUOT,
-        "ENOTSUP" | "EOPNOTSUPP" => libc::ENOTSUP,
-        "EOVERFLOW" => libc::EOVERFLOW,
-        "ESHUTDOWN" => libc::ESHUTDOWN,
-        "ETIMEDOUT" => libc::ETIMEDOUT,
-        "ECONNRESET" => libc::ECONNRESET,
-        _ => return None,
-    })
-}
+/// The errno names a script may start its error message with: those with
+/// an NBD error of their own, and those the server treats specially. The
+/// order matters where one name is a prefix of another (C tries ENOTSUP
+/// before EOPNOTSUPP).
+const ERRNO_NAMES: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("EIO", libc::EIO),
+    ("ENOMEM", libc::ENOMEM),
+    ("EINVAL", libc::EINVAL),
+    ("ENOSPC", libc::ENOSPC),
+    ("EOVERFLOW", libc::EOVERFLOW),
+    ("ESHUTDOWN", libc::ESHUTDOWN),
+    ("ENOTSUP", libc::ENOTSUP),
+    ("EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("EROFS", libc::EROFS),
+    ("EDQUOT", libc::EDQUOT),
+    ("EFBIG", libc::EFBIG),
+];
 
 /// What a boolean `can_*` method answers when it is missing.
 #[derive(Clone, Copy)]
@@ -264,7 +277,10 @@ pub struct ScriptPlugin {
 fn failed<T>(method: &str, o: Outcome, name: &str) -> Result<T> {
     Err(match o {
         Outcome::Failed(e) => e,
-        Outcome::Missing => Error::new(Errno::Io, format!("{name}: {method} is not implemented")),
+        Outcome::Missing => Error::new(
+            Errno::Io,
+            format!("{name}: the {method} method is required"),
+        ),
         Outcome::False => Error::new(Errno::Io, format!("{name}: {method} exited with status 3")),
         Outcome::Ok(_) => unreachable!("not a failure"),
     })
@@ -305,6 +321,13 @@ fn export_list(out: &[u8]) -> Vec<ExportEntry> {
 impl Plugin for ScriptPlugin {
     fn thread_model(&self) -> ThreadModel {
         self.thread_model
+    }
+
+    fn after_fork(&self) -> std::result::Result<(), crate::error::StartError> {
+        match self.runner.call_sync("after_fork", &[]) {
+            Outcome::Failed(e) => Err(crate::error::StartError(e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     fn unload(&self) {
@@ -666,7 +689,12 @@ mod tests {
             (Errno::NoSpc, "Out of space")
         );
         assert_eq!(parse_error("EROFS"), (Errno::Perm, ""));
-        assert_eq!(parse_error("ENOENT gone"), (Errno::Inval, "gone"));
+        // Names C's sh plugin does not know, and names run into words,
+        // are EIO with the whole text; case does not matter.
+        assert_eq!(parse_error("ENOENT gone"), (Errno::Io, "ENOENT gone"));
+        assert_eq!(parse_error("EINVALID x"), (Errno::Io, "EINVALID x"));
+        assert_eq!(parse_error("eperm no\nmore"), (Errno::Perm, "no"));
+        assert_eq!(parse_error("EOPNOTSUPP\tx"), (Errno::NotSup, "x"));
         assert_eq!(
             parse_error("something broke"),
             (Errno::Io, "something broke")
