@@ -144,18 +144,33 @@ impl Sparse {
         }
     }
 
-    /// Call `f(offset, length, state)` for each page's part of
-    /// `[offset, offset+len)`, in order, until `f` returns false.
+    /// Call `f(offset, length, state)` for each page touching
+    /// `[offset, offset+len)`, from `offset` to the end of its page (so the
+    /// last run may reach past the range: C's 32 KiB granularity), in
+    /// order, until `f` returns false. The state is that of the bytes
+    /// reported, as C's allocator judges it.
     pub fn runs(&self, len: u64, offset: u64, mut f: impl FnMut(u64, u64, PageState) -> bool) {
         let end = offset + len;
         let mut pos = offset;
         while pos < end {
             let page_end = ((pos >> PAGE_SHIFT) + 1) << PAGE_SHIFT;
-            let n = page_end.min(end) - pos;
-            if !f(pos, n, self.state(pos)) {
+            let n = page_end - pos;
+            if !f(pos, n, self.state_from(pos)) {
                 return;
             }
             pos += n;
+        }
+    }
+
+    /// The state of the bytes from `offset` to the end of its page.
+    fn state_from(&self, offset: u64) -> PageState {
+        let (shard, key) = self.shard(offset >> PAGE_SHIFT);
+        let map = shard.read().unwrap_or_else(|e| e.into_inner());
+        let at = (offset & (PAGE as u64 - 1)) as usize;
+        match map.get(&key) {
+            None => PageState::Hole,
+            Some(p) if p[at..].iter().all(|&b| b == 0) => PageState::Zero,
+            Some(_) => PageState::Data,
         }
     }
 }

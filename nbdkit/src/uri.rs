@@ -135,7 +135,7 @@ mod tests {
             unix(Path::new("/tmp/x y/socket"), "my exp/ä?"),
             "nbd+unix:///my%20exp/%C3%A4%3F?socket=/tmp/x%20y/socket"
         );
-        assert_eq!(unix(Path::new("/s"), ""), "nbd+unix:///?socket=/s");
+        assert_eq!(unix(Path::new("/s"), ""), "nbd+unix://?socket=/s");
     }
 
     #[test]

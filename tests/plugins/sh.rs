@@ -216,6 +216,38 @@ fn after_fork_is_called() {
     );
 }
 
+/// default_export runs once per connection, however often the handshake
+/// needs it (listing, then opening ""), with or without filters: C caches
+/// it, and scripts rely on that (C's test-eflags).
+#[test]
+fn default_export_is_asked_once_per_connection() {
+    if !have("qemu-nbd") {
+        return;
+    }
+    for filters in [&[][..], &["--filter=nofilter", "--filter=exportname"][..]] {
+        let d = tempfile::tempdir().unwrap();
+        let calls = d.path().join("calls");
+        let mut args = vec!["-U", "-"];
+        args.extend_from_slice(filters);
+        let get_size = format!("get_size=echo 512; echo $1 >> {}", calls.display());
+        let default = format!("default_export=echo $1 >> {}; echo ''", calls.display());
+        let out = nbdkit()
+            .args(&args)
+            .args(["eval", &get_size, &default])
+            .args(["--run", "qemu-nbd --list -k $unixsocket"])
+            .env("PATH", path_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let calls = slurp(&calls);
+        assert_eq!(
+            calls.matches("default_export").count(),
+            1,
+            "{filters:?}: {calls}"
+        );
+    }
+}
+
 /// eval needs no snippet at start-up, as in C: without pread each read
 /// fails with EIO; without get_size each client is refused.
 #[test]

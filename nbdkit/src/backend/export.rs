@@ -172,7 +172,9 @@ impl Export {
 
     /// BLOCK_STATUS for `base:allocation`.
     pub async fn extents(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
-        let mut ext = Extents::new(offset, u64::from(count));
+        // The last extent may reach past the request, up to the end of the
+        // export, as in C nbdkit.
+        let mut ext = Extents::with_limit(offset, u64::from(count), self.size);
         if self.caps.extents {
             let flags = Flags {
                 req_one,

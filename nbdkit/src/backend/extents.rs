@@ -17,12 +17,16 @@ pub struct Extent {
 }
 
 /// The extents of a range `[start, end)`, as a plugin reports them. Extents
-/// must be added in order; parts outside the range are clipped, and
-/// neighbours with the same flags are merged.
+/// must be added in order; neighbours with the same flags are merged. The
+/// last extent may reach past `end`, up to `limit` (the export's size for a
+/// client's request): as in C nbdkit, a plugin that knows a run goes on
+/// says so, and the client learns more in one request. Extents that start
+/// at or past `end` are not kept.
 #[derive(Debug, Clone)]
 pub struct Extents {
     start: u64,
     end: u64,
+    limit: u64,
     list: Vec<Extent>,
 }
 
@@ -30,16 +34,29 @@ pub struct Extents {
 const MAX_EXTENTS: usize = 1 << 20;
 
 impl Extents {
-    /// An empty collector for `[start, start + len)`.
+    /// An empty collector for `[start, start + len)`, clipped there.
     pub fn new(start: u64, len: u64) -> Extents {
+        let end = start.saturating_add(len);
+        Extents::with_limit(start, len, end)
+    }
+
+    /// An empty collector for `[start, start + len)` whose last extent may
+    /// reach up to `limit`.
+    pub fn with_limit(start: u64, len: u64, limit: u64) -> Extents {
+        let end = start.saturating_add(len);
         Extents {
             start,
-            end: start.saturating_add(len),
+            end,
+            limit: limit.max(end),
             list: Vec::new(),
         }
     }
 
-    /// Start of the range.
+    /// How far the last extent may reach.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     pub fn start(&self) -> u64 {
         self.start
     }
@@ -57,19 +74,16 @@ impl Extents {
     /// Add an extent. Returns false once the collector is full or the range
     /// is covered, which tells a plugin it can stop.
     pub fn add(&mut self, offset: u64, length: u64, flags: u32) -> bool {
-        let mut off = offset;
-        let mut end = offset.saturating_add(length);
         let next = self.next_offset();
-        if off < next {
-            off = next;
+        if next >= self.end {
+            return false;
         }
-        if end > self.end {
-            end = self.end;
-        }
+        let off = offset.max(next);
+        let end = offset.saturating_add(length).min(self.limit);
         if off >= end || off != next {
-            // Outside the range, or a gap: a gap cannot be described, so
-            // everything after it is ignored.
-            return self.next_offset() < self.end && off <= next;
+            // Already covered (go on), or a gap: a gap cannot be
+            // described, so everything after it is ignored.
+            return off == next;
         }
         let full = self.list.len() >= MAX_EXTENTS;
         match self.list.last_mut() {

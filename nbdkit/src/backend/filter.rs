@@ -193,7 +193,8 @@ impl Plugin for Guarded {
     }
 
     async fn default_export(&self, readonly: bool) -> Result<String> {
-        self.0.default_export(readonly).await
+        let key = Arc::as_ptr(&self.0) as *const () as usize;
+        super::cached_default_export(key, self.0.default_export(readonly)).await
     }
 }
 

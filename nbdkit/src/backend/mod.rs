@@ -214,8 +214,9 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The exports to list. By default, just the default export.
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        let key = self as *const Self as *const () as usize;
         Ok(vec![ExportEntry {
-            name: self.default_export(readonly).await?,
+            name: cached_default_export(key, self.default_export(readonly)).await?,
             description: None,
         }])
     }
@@ -224,6 +225,39 @@ pub trait Plugin: Send + Sync + 'static {
     async fn default_export(&self, _readonly: bool) -> Result<String> {
         Ok(String::new())
     }
+}
+
+tokio::task_local! {
+    /// Each layer's default export name, asked once per connection (keyed
+    /// by the layer's address), as C nbdkit caches it: a script plugin's
+    /// `default_export` runs once however often the handshake needs it.
+    static DEFAULT_EXPORTS: std::cell::RefCell<std::collections::HashMap<usize, String>>;
+}
+
+/// Run `f` (the `default_export` of the layer at address `layer`) with the
+/// answers cached for the
+/// connection; outside one (no cache in scope) it just runs.
+pub async fn cached_default_export(
+    layer: usize,
+    f: impl std::future::Future<Output = Result<String>>,
+) -> Result<String> {
+    let key = layer;
+    let hit = DEFAULT_EXPORTS
+        .try_with(|m| m.borrow().get(&key).cloned())
+        .ok()
+        .flatten();
+    if let Some(name) = hit {
+        return Ok(name);
+    }
+    let name = f.await?;
+    let _ = DEFAULT_EXPORTS.try_with(|m| m.borrow_mut().insert(key, name.clone()));
+    Ok(name)
+}
+
+/// Run a connection's handshake with its own cache of default export names
+/// (see [`cached_default_export`]).
+pub async fn with_default_export_cache<T>(f: impl std::future::Future<Output = T>) -> T {
+    DEFAULT_EXPORTS.scope(Default::default(), f).await
 }
 
 /// A connection's view of an export. Offsets and counts are already checked

@@ -418,7 +418,7 @@ impl FilterHandle for LogHandle {
                 u8::from(flags.req_one)
             ),
         );
-        let mut got = Extents::new(offset, ext.end().saturating_sub(offset));
+        let mut got = Extents::with_limit(offset, ext.end().saturating_sub(offset), ext.limit());
         let r = self.next.extents(count, offset, flags, &mut got).await;
         if r.is_err() {
             return self.leave(id, "Extents", r);

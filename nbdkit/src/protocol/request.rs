@@ -34,6 +34,14 @@ impl Command {
     }
 
     /// The name C nbdkit uses in its log messages.
+    /// Whether, once structured replies are negotiated, this command's
+    /// replies (errors included) are structured. Only READ and
+    /// BLOCK_STATUS: C nbdkit answers everything else with simple replies,
+    /// which the spec allows and some clients expect.
+    pub fn structured_reply(self) -> bool {
+        matches!(self, Command::Read | Command::BlockStatus)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Command::Read => "NBD_CMD_READ",

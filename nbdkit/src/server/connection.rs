@@ -60,8 +60,8 @@ impl Exports for Opener<'_> {
     async fn open(&mut self, name: &str, keep: bool) -> Result<ExportInfo, String> {
         let srv = self.server;
         let name = if name.is_empty() {
-            srv.plugin
-                .default_export(srv.readonly)
+            let top = Arc::as_ptr(&srv.plugin) as *const () as usize;
+            crate::backend::cached_default_export(top, srv.plugin.default_export(srv.readonly))
                 .await
                 .map_err(|e| e.to_string())?
         } else {
@@ -118,7 +118,9 @@ where
         export: None,
     };
     let outcome = tokio::select! {
-        o = handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name) => o,
+        o = crate::backend::with_default_export_cache(
+            handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name),
+        ) => o,
         _ = shutdown.wait() => return,
     };
     let outcome = match outcome {
@@ -402,7 +404,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
         invalid,
         budget,
     } = inc;
-    let structured = conn.neg.structured;
+    let structured = conn.neg.structured && req.cmd.structured_reply();
     let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
     let reply: Vec<u8> = match invalid {
         Some(e) => {
@@ -437,7 +439,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
 
 async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let ex = &conn.export;
-    let structured = conn.neg.structured;
+    let structured = conn.neg.structured && req.cmd.structured_reply();
     let flags = flags_of(req);
     let ok = || reply::status(structured, req.cookie, None);
     Ok(match req.cmd {
@@ -472,15 +474,23 @@ async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, 
             ok()
         }
         Command::BlockStatus => {
+            // As C sends them: with REQ_ONE the first extent, no longer than
+            // the request; else every extent, the last one possibly reaching
+            // past the request, each at most 4 GiB - 1.
             let ext = ex.extents(req.len, req.offset, flags.req_one).await?;
-            let mut pairs: Vec<(u32, u32)> = ext
-                .list()
-                .iter()
-                .map(|e| (e.length as u32, e.flags & (STATE_HOLE | STATE_ZERO)))
-                .collect();
-            if flags.req_one {
-                pairs.truncate(1);
-            }
+            let state = |e: &crate::backend::Extent| e.flags & (STATE_HOLE | STATE_ZERO);
+            let pairs: Vec<(u32, u32)> = if flags.req_one {
+                ext.list()
+                    .iter()
+                    .take(1)
+                    .map(|e| (e.length.min(u64::from(req.len)) as u32, state(e)))
+                    .collect()
+            } else {
+                ext.list()
+                    .iter()
+                    .map(|e| (e.length.min(u64::from(u32::MAX)) as u32, state(e)))
+                    .collect()
+            };
             let id = conn.neg.base_allocation.unwrap_or(0);
             reply::block_status(req.cookie, id, &pairs)
         }

@@ -188,6 +188,9 @@ fn step(img: &mut Image, off: u64, n: &Node) -> Result<u64, DataError> {
             }
             add(off, total, pos)?
         }
+        // `[N:N]` is empty whatever it slices, as in C (which drops it
+        // before looking at the expression).
+        Node::Slice(_, a, Some(b), _) if a.unwrap_or(0) == *b => off,
         Node::Slice(e, a, b, p) => {
             let sub = match e.as_ref() {
                 // Read only what the slice needs: the source may be endless.

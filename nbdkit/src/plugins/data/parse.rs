@@ -128,6 +128,8 @@ impl Parser<'_> {
                 }
                 b'*' => {
                     self.i += 1;
+                    // `* 4` as well as `*4`, as C's lexer allows.
+                    self.skip_space();
                     let n = self.number("a repeat count after *")?;
                     let Some(last) = out.pop() else {
                         return err(start, "*N must follow an expression");

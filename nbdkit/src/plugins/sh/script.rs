@@ -371,7 +371,11 @@ impl Plugin for ScriptPlugin {
         match r.call("list_exports", &[ro, "false"], None).await {
             Outcome::Ok(out) => Ok(export_list(&out)),
             Outcome::Missing => Ok(vec![ExportEntry {
-                name: self.default_export(readonly).await?,
+                name: crate::backend::cached_default_export(
+                    self as *const Self as *const () as usize,
+                    self.default_export(readonly),
+                )
+                .await?,
                 description: None,
             }]),
             o => failed("list_exports", o, r.name),
