@@ -38,6 +38,37 @@ fn reads_and_writes_reach_the_file() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
 }
 
+/// A zero that may trim punches a hole, as C does (the space is freed); one
+/// with NO_HOLE leaves the blocks allocated.
+#[test]
+fn zero_punches_a_hole_only_when_it_may_trim() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0x55u8; 1 << 20]).unwrap();
+    let blocks = || std::fs::metadata(&img).unwrap().blocks();
+    let full = blocks();
+    let disk = disk(&["file", img.to_str().unwrap()]);
+    let mut c = disk.connect().unwrap();
+    let no_hole = nbdkit_test::client::ZeroFlags {
+        no_hole: true,
+        ..Default::default()
+    };
+    c.zero_with(0, 256 << 10, no_hole).unwrap();
+    c.flush().unwrap();
+    assert_eq!(blocks(), full, "NO_HOLE keeps the blocks");
+    c.zero(512 << 10, 256 << 10).unwrap();
+    c.flush().unwrap();
+    assert!(
+        blocks() <= full - (256 << 10) / 512,
+        "a hole was punched: {} of {full} blocks left",
+        blocks()
+    );
+    assert_eq!(c.read(0, 4).unwrap(), [0; 4]);
+    assert_eq!(c.read(512 << 10, 4).unwrap(), [0; 4]);
+    assert_eq!(c.read(256 << 10, 1).unwrap(), [0x55]);
+}
+
 #[test]
 fn extents_show_holes() {
     let (_d, img) = image(1 << 20);
@@ -131,6 +162,14 @@ fn dir_serves_each_file_by_export_name() {
         .read_exact_at(&mut back, 100)
         .unwrap();
     assert_eq!(&back, b"written");
+    // directory= is dir= under another name.
+    let disk = nbdkit_test::CaptiveDisk::builder("file")
+        .arg(format!("directory={}", d.path().display()))
+        .export_name("a.img")
+        .binary(bin())
+        .start()
+        .unwrap();
+    assert_eq!(disk.connect().unwrap().read(0, 4).unwrap(), b"in a");
 }
 
 #[rstest::rstest]

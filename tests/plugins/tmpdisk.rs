@@ -169,9 +169,24 @@ fn ondemand_lists_its_exports() {
     ));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("export-name").count(), 3, "{text}");
+    // nbdinfo asks for each export's canonical name: "" is "default".
     for want in ["\"default\"", "\"one\"", "\"two\""] {
         assert!(text.contains(want), "{text}");
     }
+    // The list itself names the file "default" as the export "", as C's
+    // does (qemu-nbd shows the list as it is).
+    if !have("qemu-nbd") {
+        return;
+    }
+    let out = sh(&format!(
+        "{} -U - ondemand dir={} 1M --run 'qemu-nbd -L -k \"$unixsocket\"' | grep 'export:' | sort",
+        bin().display(),
+        dir.path().display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        " export: ''\n export: 'one'\n export: 'two'\n"
+    );
 }
 
 #[rstest::rstest]

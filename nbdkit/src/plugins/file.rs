@@ -4,7 +4,7 @@
 //! Exactly one of these chooses what is served:
 //! - `file=PATH` (magic key, so `nbdkit file disk.img` works): one file or
 //!   block device; the export name the client asks for is ignored.
-//! - `dir=DIR`: each regular file or block device directly in `DIR`
+//! - `dir=DIR` (or `directory=DIR`): each regular file or block device directly in `DIR`
 //!   (symbolic links followed) is an export named after it; `nbdinfo
 //!   --list` shows them. The default export `""` is refused, and so is any
 //!   name containing `/`.
@@ -85,9 +85,16 @@ struct FilePlugin {
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let err = |m: String| Err(StartError(format!("file: {m}")));
     let mut given = Vec::new();
-    for key in ["file", "dir", "fd", "dirfd"] {
+    // `directory=` is an alias of `dir=`, as in C.
+    for (key, name) in [
+        ("file", "file"),
+        ("directory", "dir"),
+        ("dir", "dir"),
+        ("fd", "fd"),
+        ("dirfd", "dirfd"),
+    ] {
         for v in p.take_all(key) {
-            given.push((key, v));
+            given.push((name, v));
         }
     }
     let (key, value) = match given.as_slice() {
@@ -552,27 +559,39 @@ impl Handle for Disk {
     }
 
     async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+        // C's order: a hole where trimming is allowed (reads back as zero,
+        // frees the space), else ZERO_RANGE, else a hole filled in again.
+        // Where none is supported the guard writes zeroes (or refuses a
+        // fast zero); any other failure is the client's error.
         let offset = self.base + offset;
         let len = u64::from(count);
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let unsupported =
+            |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS));
         blocking(|| {
-            let mut r = self.fallocate(
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-                offset,
-                len,
-            );
-            if r.is_err() && f.may_trim {
-                r = self.fallocate(
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset,
-                    len,
-                );
+            let mut tries: Vec<&dyn Fn() -> std::io::Result<()>> = Vec::new();
+            let hole = || self.fallocate(punch, offset, len);
+            let zero_range = || {
+                let keep = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+                self.fallocate(keep, offset, len)
+            };
+            let refill = || {
+                self.fallocate(punch, offset, len)?;
+                self.fallocate(0, offset, len)
+            };
+            if f.may_trim {
+                tries.push(&hole);
             }
-            match r {
-                Ok(()) => self.after_write(offset, len, f.fua),
-                // Let the guard fall back to writing zeroes (or refuse a
-                // fast zero).
-                Err(_) => Err(std::io::Error::from_raw_os_error(libc::ENOTSUP)),
+            tries.push(&zero_range);
+            tries.push(&refill);
+            for t in tries {
+                match t() {
+                    Ok(()) => return self.after_write(offset, len, f.fua),
+                    Err(e) if unsupported(&e) => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            Err(std::io::Error::from_raw_os_error(libc::ENOTSUP))
         })
     }
 

@@ -9,9 +9,9 @@
 //!
 //! Export names are at most 255 bytes and may not contain `.`, `/` or `:`;
 //! the default export `""` is the file `default`. Each file is locked
-//! (`flock`) while a client uses it. `nbdinfo --list` shows `default` and
-//! every file in the directory that is a valid name. Capabilities are as
-//! tmpdisk's.
+//! (`flock`) while a client uses it. `nbdinfo --list` shows `""` (not
+//! `default`, as in C) and every other file in the directory that is a
+//! valid name. Capabilities are as tmpdisk's.
 //!
 //! Example: `nbdkit -U - ondemand dir=/var/tmp/exports 1G`
 
@@ -91,7 +91,7 @@ impl Plugin for OnDemand {
             name,
             description: None,
         };
-        let mut out = vec![entry("default".into())];
+        let mut out = vec![entry(String::new())];
         let names = tokio::task::block_in_place(|| -> std::io::Result<Vec<String>> {
             let mut v = Vec::new();
             for e in std::fs::read_dir(&self.dir)? {
