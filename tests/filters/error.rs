@@ -54,6 +54,24 @@ fn each_method_can_be_targeted() {
     }
 }
 
+/// As in C: the general settings never reach flush, and extents errors
+/// come only from a layer below that has extents (pattern has none).
+#[test]
+fn flush_and_extents_only_where_c_injects() {
+    let disk = start(&["error-rate=100%"]);
+    let mut c = disk.connect().unwrap();
+    assert_eq!(c.read(0, 1).unwrap_err().raw_os_error(), Some(libc::EIO));
+    c.flush().unwrap();
+    let disk = nbdkit_test::CaptiveDisk::builder("pattern")
+        .filter("error")
+        .args(["1M", "error-extents-rate=100%"])
+        .binary(bin())
+        .start()
+        .unwrap();
+    let ext = disk.connect().unwrap().block_status(0, 4096).unwrap();
+    assert_eq!(ext.len(), 1, "{ext:?}");
+}
+
 #[test]
 fn the_error_file_switches_errors_on_and_off() {
     let dir = tempfile::tempdir().unwrap();

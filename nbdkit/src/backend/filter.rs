@@ -199,7 +199,10 @@ impl Plugin for Guarded {
 }
 
 /// A guard is itself a handle: what the layer above sees. Whatever it
-/// emulates looks native from above.
+/// emulates looks native from above, except extents: as in C, a layer
+/// above learns whether the layer below really has them (so, for example,
+/// the error filter injects no extents errors over a plugin without
+/// extents), and still gets one data extent when it asks anyway.
 #[async_trait]
 impl Handle for Export {
     async fn size(&self) -> Result<u64> {
@@ -224,7 +227,6 @@ impl Handle for Export {
             } else {
                 Cache::Native
             },
-            extents: true,
             ..c
         })
     }

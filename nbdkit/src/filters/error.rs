@@ -7,9 +7,11 @@
 //!   `0%`..`100%` (default 0: the filter does nothing until this is set).
 //! - `error-file=PATH`: inject only while PATH exists.
 //! - `error-pread`, `error-pwrite`, `error-trim`, `error-zero`,
-//!   `error-extents`, `error-cache`, `error-flush` (each with `-rate` and
-//!   `-file`): the same, for one kind of request only; they override the
-//!   general settings for it.
+//!   `error-extents`, `error-cache` (each with `-rate` and `-file`): the
+//!   same, for one kind of request only; they override the general
+//!   settings for it. Extents errors need a layer below with extents.
+//! - `error-flush`, `error-flush-rate`, `error-flush-file`: our extension;
+//!   as in C, the general settings never inject into flush.
 //!
 //! Example: `nbdkit -U - --filter=error memory 1M error-pread-rate=100%`
 
@@ -109,6 +111,12 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let mut settings: [Setting; 7] = Default::default();
     for (i, m) in METHODS.iter().enumerate() {
         let own = take_setting(p, &format!("error-{m}"))?;
+        if *m == "flush" {
+            // C's filter has no flush errors: error= and error-rate= never
+            // reach flush; only our error-flush* settings do.
+            settings[i] = own;
+            continue;
+        }
         settings[i] = Setting {
             errno: own.errno.or(general.errno),
             rate: own.rate.or(general.rate),
