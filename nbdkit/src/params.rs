@@ -12,6 +12,7 @@ use crate::size::parse_size;
 pub struct Params {
     owner: String,
     items: Vec<(String, String)>,
+    stdio_safe: bool,
 }
 
 impl Params {
@@ -20,7 +21,20 @@ impl Params {
         Params {
             owner: owner.to_string(),
             items,
+            stdio_safe: true,
         }
+    }
+
+    /// Say whether a plugin may read stdin (a script from `-`, a
+    /// password): not under `-s`, where stdin is the client.
+    pub fn with_stdio_safe(mut self, safe: bool) -> Params {
+        self.stdio_safe = safe;
+        self
+    }
+
+    /// Whether a plugin may read stdin (C's `nbdkit_stdio_safe`).
+    pub fn stdio_safe(&self) -> bool {
+        self.stdio_safe
     }
 
     /// The plugin these belong to (for messages).

@@ -248,6 +248,21 @@ fn default_export_is_asked_once_per_connection() {
     }
 }
 
+/// `sh -` reads the script from stdin, which under `-s` is the client:
+/// refused, and the "script" is never run.
+#[test]
+fn inline_script_is_refused_with_single() {
+    let out = nbdkit()
+        .args(["-s", "sh", "-"])
+        .write_stdin("echo oops >&2; exit 1\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inline script is incompatible with -s"), "{err}");
+    assert!(!err.contains("oops"), "{err}");
+}
+
 /// eval needs no snippet at start-up, as in C: without pread each read
 /// fails with EIO; without get_size each client is refused.
 #[test]

@@ -130,7 +130,8 @@ fn build_chain(
     cfg: &Config,
     info: &'static crate::plugins::PluginInfo,
 ) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
-    let mut params = Params::new(info.name, cfg.params.clone());
+    let mut params = Params::new(info.name, cfg.params.clone())
+        .with_stdio_safe(cfg.listen != crate::cli::Listen::Stdin);
     let mut filters = Vec::new();
     for f in &cfg.filters {
         filters.push((f.build)(&mut params)?);

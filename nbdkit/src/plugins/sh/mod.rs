@@ -60,6 +60,9 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         .prefix("nbdkit-sh-")
         .tempdir()
         .map_err(|e| fail(format!("cannot create $tmpdir: {e}")))?;
+    if script == "-" && !p.stdio_safe() {
+        return Err(fail("inline script is incompatible with -s".into()));
+    }
     let path = if script == "-" {
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
