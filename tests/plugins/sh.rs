@@ -259,8 +259,44 @@ fn inline_script_is_refused_with_single() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("inline script is incompatible with -s"), "{err}");
+    assert!(
+        err.contains("inline script is incompatible with -s"),
+        "{err}"
+    );
     assert!(!err.contains("oops"), "{err}");
+}
+
+/// An emulated CACHE reads in C's chunks (up to 64 MiB at once), so the
+/// plugin sees the same reads under both servers.
+#[test]
+fn emulated_cache_reads_like_c() {
+    if !have("nbdsh") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("preads");
+    let pread = format!(
+        "pread=echo $3 $4 >> {}; dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+        log.display()
+    );
+    let out = nbdkit()
+        .args([
+            "-U",
+            "-",
+            "eval",
+            "get_size=echo 64M",
+            "can_cache=echo emulate",
+            &pread,
+        ])
+        .args([
+            "--run",
+            "nbdsh -u \"$uri\" -c 'h.cache(8 * 1024 * 1024, 4096)'",
+        ])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(slurp(&log), "8388608 4096\n");
 }
 
 /// eval needs no snippet at start-up, as in C: without pread each read

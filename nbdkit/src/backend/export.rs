@@ -12,8 +12,14 @@ use super::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Result, Zero
 /// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
 static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
-/// Largest chunk read at a time when emulating CACHE.
-const CACHE_CHUNK: usize = 1 << 20;
+/// Largest chunk read at a time when emulating CACHE: C's, the largest
+/// read a client may send (64 MiB), so a plugin or filter below sees the
+/// same reads from us as from C nbdkit.
+const CACHE_CHUNK: usize = 64 << 20;
+
+/// How many emulated CACHE reads may hold a buffer at once, server-wide:
+/// bounds the memory clients can make us use this way (4 x 64 MiB).
+static CACHE_SINKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// One connection's open export.
 pub struct Export {
@@ -214,6 +220,10 @@ impl Export {
         match self.caps.cache {
             Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
             _ => {
+                let _sink = CACHE_SINKS
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::new(Errno::Shutdown, "shutting down"))?;
                 let mut buf = vec![0u8; (count as usize).min(CACHE_CHUNK)];
                 let mut done = 0u64;
                 while done < u64::from(count) {
