@@ -85,3 +85,51 @@ fn help_shows_each_filter_and_the_plugin() {
     let all = String::from_utf8_lossy(&all.stdout);
     assert!(all.contains("Built-in filters:"), "{all}");
 }
+
+/// `-v` traces each call at each layer as C does
+/// (`nbdkit: ... debug: LAYER: pread count=N offset=N`), top first.
+#[test]
+fn verbose_traces_each_layer() {
+    if !have("nbdsh") {
+        return;
+    }
+    let out = nbdkit()
+        .args([
+            "-v",
+            "-U",
+            "-",
+            "--filter=noextents",
+            "--filter=nozero",
+            "memory",
+            "1M",
+        ])
+        .args([
+            "--run",
+            "nbdsh -u \"$uri\" -c 'h.pread(512, 1024); h.flush()'",
+        ])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let trace: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_once("debug: ").map(|(_, t)| t))
+        .filter(|t| t.contains(": pread ") || t.ends_with(": flush") || t.contains(": open "))
+        .collect();
+    assert_eq!(
+        trace,
+        [
+            "noextents: open readonly=0 exportname=\"\" tls=0",
+            "nozero: open readonly=0 exportname=\"\" tls=0",
+            "memory: open readonly=0 exportname=\"\" tls=0",
+            "noextents: pread count=512 offset=1024",
+            "nozero: pread count=512 offset=1024",
+            "memory: pread count=512 offset=1024",
+            "noextents: flush",
+            "nozero: flush",
+            "memory: flush",
+        ],
+        "{err}"
+    );
+}

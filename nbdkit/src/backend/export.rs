@@ -27,6 +27,8 @@ pub struct Export {
     caps: Caps,
     size: u64,
     block_size: Option<super::BlockSize>,
+    /// The layer's name for `-v` traces ("" for none).
+    name: &'static str,
 }
 
 impl Export {
@@ -54,7 +56,22 @@ impl Export {
             caps,
             size,
             block_size,
+            name: "",
         })
+    }
+
+    /// Name the layer this guard stands above, for the `-v` trace of each
+    /// call (`memory: pread count=512 offset=0`, as C prints it).
+    pub fn named(mut self, name: &'static str) -> Export {
+        self.name = name;
+        self
+    }
+
+    /// One line of the `-v` trace, formatted only when it is printed.
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if !self.name.is_empty() && crate::log::verbose() {
+            crate::log::debug(&format!("{}: {}", self.name, what()));
+        }
     }
 
     /// Effective capabilities.
@@ -121,11 +138,16 @@ impl Export {
 
     /// READ.
     pub async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        self.trace(|| format!("pread count={} offset={offset}", buf.len()));
         self.handle.pread(buf, offset, flags).await
     }
 
     /// WRITE.
     pub async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        self.trace(|| {
+            let fua = u8::from(flags.fua);
+            format!("pwrite count={} offset={offset} fua={fua}", buf.len())
+        });
         self.writable()?;
         let (flags, flush) = self.fua(flags);
         self.handle.pwrite(buf, offset, flags).await?;
@@ -134,11 +156,16 @@ impl Export {
 
     /// FLUSH.
     pub async fn flush(&self) -> Result<()> {
+        self.trace(|| "flush".into());
         self.handle.flush(Flags::default()).await
     }
 
     /// TRIM.
     pub async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.trace(|| {
+            let fua = u8::from(flags.fua);
+            format!("trim count={count} offset={offset} fua={fua}")
+        });
         self.writable()?;
         let (flags, flush) = self.fua(flags);
         self.handle.trim(count, offset, flags).await?;
@@ -147,6 +174,14 @@ impl Export {
 
     /// WRITE_ZEROES, emulated with writes when the handle cannot zero.
     pub async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.trace(|| {
+            format!(
+                "zero count={count} offset={offset} may_trim={} fua={} fast={}",
+                u8::from(flags.may_trim),
+                u8::from(flags.fua),
+                u8::from(flags.fast_zero)
+            )
+        });
         self.writable()?;
         let (flags, flush) = self.fua(flags);
         if self.caps.zero == Zero::Native {
@@ -178,6 +213,12 @@ impl Export {
 
     /// BLOCK_STATUS for `base:allocation`.
     pub async fn extents(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
+        self.trace(|| {
+            format!(
+                "extents count={count} offset={offset} req_one={}",
+                u8::from(req_one)
+            )
+        });
         // The last extent may reach past the request, up to the end of the
         // export, as in C nbdkit.
         let mut ext = Extents::with_limit(offset, u64::from(count), self.size);
@@ -203,6 +244,12 @@ impl Export {
         req_one: bool,
         ext: &mut Extents,
     ) -> Result<()> {
+        self.trace(|| {
+            format!(
+                "extents count={count} offset={offset} req_one={}",
+                u8::from(req_one)
+            )
+        });
         if self.caps.extents {
             let flags = Flags {
                 req_one,
@@ -217,6 +264,7 @@ impl Export {
 
     /// CACHE, emulated with reads when the handle has no cache of its own.
     pub async fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.trace(|| format!("cache count={count} offset={offset}"));
         match self.caps.cache {
             Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
             _ => {

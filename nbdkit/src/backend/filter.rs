@@ -101,9 +101,15 @@ pub struct Layer {
 impl Layer {
     /// Put `filter` on top of `next`.
     pub fn new(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>) -> Layer {
+        Layer::named(filter, next, "")
+    }
+
+    /// Put `filter` on top of `next`, whose name (a filter's or the
+    /// plugin's) the guard between them uses in `-v` traces.
+    pub fn named(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>, next_name: &'static str) -> Layer {
         Layer {
             filter,
-            next: Arc::new(Guarded(next.clone())),
+            next: Arc::new(Guarded(next.clone(), next_name)),
             below: next,
         }
     }
@@ -156,8 +162,18 @@ impl Plugin for Layer {
     }
 }
 
+/// `-v`: a layer is asked to open an export, as C traces it.
+pub fn trace_open(name: &str, readonly: bool, export: &str) {
+    if !name.is_empty() && crate::log::verbose() {
+        crate::log::debug(&format!(
+            "{name}: open readonly={} exportname={export:?} tls=0",
+            u8::from(readonly)
+        ));
+    }
+}
+
 /// The layer below a filter, with a guard on every handle it opens.
-struct Guarded(Arc<dyn Plugin>);
+struct Guarded(Arc<dyn Plugin>, &'static str);
 
 #[async_trait]
 impl Plugin for Guarded {
@@ -166,8 +182,9 @@ impl Plugin for Guarded {
     }
 
     async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+        trace_open(self.1, readonly, export);
         let h = self.0.open(readonly, export).await?;
-        Ok(Arc::new(Export::new(h, readonly).await?))
+        Ok(Arc::new(Export::new(h, readonly).await?.named(self.1)))
     }
 
     async fn open_for(
@@ -176,8 +193,9 @@ impl Plugin for Guarded {
         export: &str,
         client: &Client,
     ) -> Result<Arc<dyn Handle>> {
+        trace_open(self.1, readonly, export);
         let h = self.0.open_for(readonly, export, client).await?;
-        Ok(Arc::new(Export::new(h, readonly).await?))
+        Ok(Arc::new(Export::new(h, readonly).await?.named(self.1)))
     }
 
     fn unload(&self) {

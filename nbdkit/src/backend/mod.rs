@@ -26,7 +26,7 @@ use async_trait::async_trait;
 pub use crate::error::{Errno, Error, Result};
 pub use export::Export;
 pub use extents::{Extent, Extents, HOLE, ZERO};
-pub use filter::{Filter, FilterHandle, Layer};
+pub use filter::{trace_open, Filter, FilterHandle, Layer};
 
 /// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
 /// The server enforces it; the strictest model in the chain wins.

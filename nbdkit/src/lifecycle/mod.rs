@@ -137,8 +137,10 @@ fn build_chain(
         filters.push((f.build)(&mut params)?);
     }
     let mut top = (info.build)(params)?;
-    for f in filters.iter().rev() {
-        top = Arc::new(crate::backend::Layer::new(f.clone(), top));
+    let mut below = info.name;
+    for (f, i) in filters.iter().zip(&cfg.filters).rev() {
+        top = Arc::new(crate::backend::Layer::named(f.clone(), top, below));
+        below = i.name;
     }
     Ok((top, filters))
 }
@@ -227,7 +229,7 @@ async fn serve(
         handshake_mask: cfg.mask_handshake,
         no_meta_contexts: cfg.no_meta_contexts,
     };
-    let srv = Arc::new(Server::new(
+    let mut srv = Server::new(
         plugin,
         cfg.plugin.expect("checked").name,
         settings,
@@ -235,7 +237,12 @@ async fn serve(
         cfg.export_name.clone(),
         cfg.threads,
         thread_model,
-    ));
+    );
+    srv.top_name = cfg
+        .filters
+        .first()
+        .map_or(cfg.plugin.expect("checked").name, |f| f.name);
+    let srv = Arc::new(srv);
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;

@@ -67,12 +67,13 @@ impl Exports for Opener<'_> {
         } else {
             name.to_string()
         };
+        crate::backend::trace_open(srv.top_name, srv.readonly, &name);
         let opened = async {
             let h = srv
                 .plugin
                 .open_for(srv.readonly, &name, &self.client)
                 .await?;
-            Export::new(h, srv.readonly).await
+            Ok::<_, crate::backend::Error>(Export::new(h, srv.readonly).await?.named(srv.top_name))
         };
         let export = opened.await.map_err(|e| {
             let m = format!("{}: open export '{name}': {e}", srv.plugin_name);

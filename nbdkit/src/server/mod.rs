@@ -65,6 +65,9 @@ pub struct Server {
     /// Requests in flight per connection (`-t`).
     pub threads: usize,
     pub thread_model: ThreadModel,
+    /// The name of the top layer (the first filter, else the plugin), for
+    /// the `-v` trace of each call; "" for none.
+    pub top_name: &'static str,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
     /// Held around each request under `serialize_all_requests`.
@@ -91,6 +94,7 @@ impl Server {
             export_name,
             threads,
             thread_model,
+            top_name: "",
             serial_connections: Semaphore::new(1),
             serial_requests: Mutex::new(()),
             budget: Arc::new(Semaphore::new(PAYLOAD_BUDGET / BUDGET_UNIT)),
