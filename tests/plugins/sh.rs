@@ -299,6 +299,27 @@ fn emulated_cache_reads_like_c() {
     assert_eq!(slurp(&log), "8388608 4096\n");
 }
 
+/// A script that can flush but says nothing of FUA gets FUA emulated with
+/// flushes, as C's sh plugin decides; one that cannot flush gets none.
+#[test]
+fn fua_follows_flush_when_can_fua_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    for (can_flush, fua) in [("0", true), ("3", false)] {
+        let s = script(
+            d.path(),
+            &format!("fua{can_flush}.sh"),
+            &format!(
+                "#!/bin/sh\ncase \"$1\" in get_size) echo 1M ;; can_write) exit 0 ;; \
+                 can_flush) exit {can_flush} ;; *) exit 2 ;; esac\n"
+            ),
+        );
+        let disk = disk(&["sh", s.to_str().unwrap()]);
+        let c = disk.connect().unwrap();
+        assert_eq!(c.info().can_fua(), fua, "can_flush exits {can_flush}");
+        assert_eq!(c.info().can_flush(), fua);
+    }
+}
+
 /// eval needs no snippet at start-up, as in C: without pread each read
 /// fails with EIO; without get_size each client is refused.
 #[test]

@@ -422,11 +422,21 @@ impl ScriptHandle {
     /// `none`, `emulate` or `native` (0, 1, 2) from can_fua / can_cache;
     /// when missing, `absent` if eval has the callback `cb`, else none.
     async fn level(&self, method: &str, cb: &'static str, absent: u8) -> Result<u8> {
+        Ok(match self.answer(method).await? {
+            Some(n) => n,
+            None if self.infer_caps && self.runner.defines(cb) => absent,
+            None => 0,
+        })
+    }
+
+    /// A none/emulate/native method's answer (0, 1, 2), or None when the
+    /// script does not say.
+    async fn answer(&self, method: &str) -> Result<Option<u8>> {
         match self.runner.call(method, &[&self.handle], None).await {
             Outcome::Ok(out) => match text(&out).trim() {
-                "none" => Ok(0),
-                "emulate" => Ok(1),
-                "native" => Ok(2),
+                "none" => Ok(Some(0)),
+                "emulate" => Ok(Some(1)),
+                "native" => Ok(Some(2)),
                 other => Err(Error::new(
                     Errno::Io,
                     format!(
@@ -435,13 +445,7 @@ impl ScriptHandle {
                     ),
                 )),
             },
-            Outcome::False | Outcome::Missing => {
-                Ok(if self.infer_caps && self.runner.defines(cb) {
-                    absent
-                } else {
-                    0
-                })
-            }
+            Outcome::False | Outcome::Missing => Ok(None),
             o => failed(method, o, self.runner.name),
         }
     }
@@ -509,12 +513,15 @@ impl Handle for ScriptHandle {
             Err(_) => None,
         };
         let _ = self.description.set(description);
-        // eval without can_fua: emulated (a flush after the write) when it
-        // has flush; without can_cache: native when it has cache.
-        let fua = match self.level("can_fua", "flush", 1).await? {
-            0 => Fua::None,
-            1 => Fua::Emulate,
-            _ => Fua::Native,
+        // Without can_fua: emulated (a flush after the write) exactly when
+        // the script can flush, for sh and eval alike (C asks can_flush).
+        // eval without can_cache: native when it has cache.
+        let fua = match self.answer("can_fua").await? {
+            Some(0) => Fua::None,
+            Some(1) => Fua::Emulate,
+            Some(_) => Fua::Native,
+            None if flush => Fua::Emulate,
+            None => Fua::None,
         };
         let cache = match self.level("can_cache", "cache", 2).await? {
             0 => Cache::None,
