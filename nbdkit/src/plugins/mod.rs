@@ -11,6 +11,7 @@ use crate::params::Params;
 pub mod data;
 pub mod eval;
 pub mod example1;
+pub mod example2;
 pub mod file;
 pub mod full;
 pub mod info;
@@ -69,6 +70,7 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &data::INFO,
     &eval::INFO,
     &example1::INFO,
+    &example2::INFO,
     &file::INFO,
     &full::INFO,
     &info::INFO,
