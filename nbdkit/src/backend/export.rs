@@ -12,8 +12,10 @@ use super::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Result, Zero
 /// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
 static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
-/// Largest chunk read at a time when emulating CACHE.
-const CACHE_CHUNK: usize = 1 << 20;
+/// Largest chunk read at a time when emulating CACHE: 64 MiB, C nbdkit's
+/// largest request, so that a plugin sees the same reads (a script plugin
+/// may depend on them).
+const CACHE_CHUNK: usize = 64 << 20;
 
 /// One connection's open export.
 pub struct Export {

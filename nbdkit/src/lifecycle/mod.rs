@@ -42,7 +42,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         None
     };
     if cfg.action != Action::Serve {
-        print!("{}", info::text(&cfg));
+        print!("{}", info::text(&cfg)?);
         return Ok(ExitCode::SUCCESS);
     }
     let info = cfg.plugin.expect("checked by cli");

@@ -89,6 +89,16 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &zero::INFO,
 ];
 
+/// What `--dump-plugin` adds after a plugin's fixed lines when it must be
+/// computed from the parameters (the script plugins ask their script).
+pub fn dump_more(p: &PluginInfo, params: &[(String, String)]) -> Result<String, StartError> {
+    match p.name {
+        "sh" => sh::dump(params),
+        "eval" => eval::dump(params),
+        _ => Ok(String::new()),
+    }
+}
+
 /// Find a plugin by name.
 pub fn lookup(name: &str) -> Option<&'static PluginInfo> {
     PLUGINS.iter().copied().find(|p| p.name == name)
