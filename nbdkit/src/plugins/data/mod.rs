@@ -12,7 +12,8 @@
 //! - `base64=TEXT`: base64-decoded bytes.
 //!
 //! Also `size=SIZE` (truncate or extend with zeroes; default: the size of
-//! the data) and `allocator=sparse|malloc` (see the memory plugin). Any
+//! the data) and `allocator=sparse|malloc[,mlock=true]` (see the memory
+//! plugin). Any
 //! other `key=value` is a variable for `$key` (an error without `data=`).
 //! Writes are kept in memory.
 //!
@@ -44,7 +45,6 @@ use super::{PluginInfo, Shared};
 use crate::backend::{Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
-use crate::sparse::Sparse;
 use eval::Run;
 
 pub static INFO: PluginInfo = PluginInfo {
@@ -56,7 +56,7 @@ pub static INFO: PluginInfo = PluginInfo {
     magic_config_key: Some("data"),
     thread_model: ThreadModel::Parallel,
     build,
-    dump: &[("data_base64", "yes"), ("mlock", "no"), ("zstd", "no")],
+    dump: &[("data_base64", "yes"), ("mlock", "yes"), ("zstd", "no")],
 };
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
@@ -69,7 +69,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
     }
     let size = p.take_size("size")?;
-    let extents = allocator(&mut p)?;
+    let alloc = allocator(&mut p)?;
     let vars: HashMap<String, String> = p.take_rest().into_iter().collect();
     let image = match given.as_slice() {
         [("data", expr)] => {
@@ -102,7 +102,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
     };
     let size = size.unwrap_or(image.size);
-    let data = Sparse::new();
+    let data = alloc.storage("data", size)?;
     for (&off, (len, run)) in image.runs.range(..size) {
         let len = (*len).min(size - off) as usize;
         match run {
@@ -118,7 +118,11 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
             }
         }
     }
-    Ok(Arc::new(Shared(Arc::new(Disk::new(size, data, extents)))))
+    Ok(Arc::new(Shared(Arc::new(Disk::new(
+        size,
+        data,
+        alloc.extents,
+    )))))
 }
 
 fn flat(bytes: Vec<u8>) -> eval::Image {
