@@ -487,6 +487,17 @@ fn export_lists_as_c_reads_them() {
         );
         assert_eq!(out, format!("status Some(0)\n{want}"), "{list}");
     }
+    // A description too long for the wire refuses the list (as C).
+    let out = run_captive(
+        &bin(),
+        &[
+            "eval",
+            "list_exports=printf 'INTERLEAVED\\na\\n%04097d\\n' 1",
+            "get_size=echo 0",
+        ],
+        "nbdinfo --list \"$uri\" >/dev/null 2>&1 || echo refused",
+    );
+    assert_eq!(out, "status Some(0)\nrefused\n");
     let out = run_captive(
         &bin(),
         &[

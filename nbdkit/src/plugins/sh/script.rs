@@ -386,7 +386,22 @@ impl Plugin for ScriptPlugin {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
         match r.call("list_exports", &[ro, "false"], None).await {
-            Outcome::Ok(out) => Ok(export_list(&out)),
+            Outcome::Ok(out) => {
+                let list = export_list(&out);
+                // As C's nbdkit_add_export: names and descriptions must fit
+                // in an NBD string (4096 bytes).
+                let too_long = |s: &str| s.len() > 4096;
+                if list
+                    .iter()
+                    .any(|e| too_long(&e.name) || e.description.as_deref().is_some_and(too_long))
+                {
+                    return Err(Error::new(
+                        Errno::Inval,
+                        format!("{}: list_exports: an export name or description is longer than 4096 bytes", r.name),
+                    ));
+                }
+                Ok(list)
+            }
             // Just the default export; if `default_export` fails, no
             // export at all (not an error), as in C nbdkit.
             Outcome::Missing => Ok(crate::backend::cached_default_export(
