@@ -2,16 +2,24 @@
 //! nowhere (`--log`). Debug lines only with `-v`.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use crate::cli::LogTo;
 
 struct Settings {
     to: LogTo,
-    verbose: bool,
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// `-v`, known before [`init`] so that plugins can debug while they start.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Turn debug messages on or off before [`init`] (which sets it again).
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
 
 /// Choose where messages go. Called once at start-up; before that,
 /// messages go to stderr.
@@ -20,12 +28,13 @@ pub fn init(to: LogTo, verbose: bool) {
         // SAFETY: the identity string is 'static and NUL-terminated.
         unsafe { libc::openlog(c"nbdkit".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
     }
-    let _ = SETTINGS.set(Settings { to, verbose });
+    set_verbose(verbose);
+    let _ = SETTINGS.set(Settings { to });
 }
 
 /// Whether debug messages are wanted (so callers can skip formatting them).
 pub fn verbose() -> bool {
-    SETTINGS.get().is_some_and(|s| s.verbose)
+    VERBOSE.load(Ordering::Relaxed)
 }
 
 fn emit(level: &str, prio: libc::c_int, msg: &str) {

@@ -4,6 +4,8 @@
 //! knows (`take_size("size")`, `take("file")`, ...) and then calls
 //! [`Params::finish`], which rejects anything left over, naming it.
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::StartError;
 use crate::size::parse_size;
 
@@ -13,6 +15,92 @@ pub struct Params {
     owner: String,
     items: Vec<(String, String)>,
     stdio_safe: bool,
+    debug: DebugFlags,
+}
+
+/// One `-D NAME.FLAG=N` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugFlag {
+    /// The plugin or filter it is for.
+    pub name: String,
+    /// The flag, as that plugin or filter names it.
+    pub flag: String,
+    pub value: i32,
+}
+
+impl DebugFlag {
+    /// Parse `NAME.FLAG=N`: NAME and FLAG not empty, N an int in C's
+    /// syntax (`0x10`, `010`, `-1`).
+    pub fn parse(arg: &str) -> Result<DebugFlag, StartError> {
+        let bad = || StartError("-D (Debug Flag) must have the format NAME.FLAG=N".into());
+        let (lhs, n) = arg.split_once('=').ok_or_else(bad)?;
+        let (name, flag) = lhs.split_once('.').ok_or_else(bad)?;
+        if name.is_empty() || flag.is_empty() || n.is_empty() {
+            return Err(bad());
+        }
+        let t = n.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+        let (neg, body) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let v = parse_uint("flag", body, 1 << 31).map_err(|_| bad())?;
+        let v = if neg { -(v as i64) } else { v as i64 };
+        let value = i32::try_from(v).map_err(|_| bad())?;
+        Ok(DebugFlag {
+            name: name.into(),
+            flag: flag.into(),
+            value,
+        })
+    }
+}
+
+/// The `-D` flags, shared by the parameters of every layer. A plugin or
+/// filter asks for the flags it knows at start-up; what nobody asked for is
+/// reported by [`DebugFlags::warn_unused`].
+#[derive(Debug, Clone, Default)]
+pub struct DebugFlags(Arc<Mutex<Vec<(DebugFlag, bool)>>>);
+
+impl DebugFlags {
+    pub fn new(flags: &[DebugFlag]) -> DebugFlags {
+        let list = flags.iter().map(|f| (f.clone(), false)).collect();
+        DebugFlags(Arc::new(Mutex::new(list)))
+    }
+
+    /// The value of `-D NAME.FLAG=N` (the last one given), 0 if not given.
+    pub fn get(&self, name: &str, flag: &str) -> i32 {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut value = 0;
+        for (f, asked) in list.iter_mut() {
+            if f.name == name && f.flag == flag {
+                *asked = true;
+                value = f.value;
+            }
+        }
+        value
+    }
+
+    /// Warn (on stderr, as C nbdkit) about flags for a layer that does not
+    /// have them, and flags for no layer that was loaded. `loaded` names
+    /// the plugin and filters.
+    pub fn warn_unused(&self, loaded: &[&str]) {
+        let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (f, _) in list.iter().filter(|(_, asked)| !asked) {
+            if loaded.contains(&f.name.as_str()) {
+                // C names the shared-library symbol it looked for.
+                let symbol = format!("{}_debug_{}", f.name, f.flag).replace('.', "_");
+                eprintln!(
+                    "nbdkit: warning: -D {}.{}: {} does not contain a global variable called {symbol} (it has no such debug flag)",
+                    f.name, f.flag, f.name
+                );
+            } else {
+                eprintln!(
+                    "nbdkit: warning: debug flag -D {}.{} was not used",
+                    f.name, f.flag
+                );
+            }
+        }
+    }
 }
 
 impl Params {
@@ -22,6 +110,7 @@ impl Params {
             owner: owner.to_string(),
             items,
             stdio_safe: true,
+            debug: DebugFlags::default(),
         }
     }
 
@@ -35,6 +124,22 @@ impl Params {
     /// Whether a plugin may read stdin (C's `nbdkit_stdio_safe`).
     pub fn stdio_safe(&self) -> bool {
         self.stdio_safe
+    }
+
+    /// The same parameters, with the `-D` flags of the command line.
+    pub fn with_debug(mut self, debug: DebugFlags) -> Params {
+        self.debug = debug;
+        self
+    }
+
+    /// `-D OWNER.FLAG=N` for the plugin these belong to: N, or 0.
+    pub fn debug_flag(&self, flag: &str) -> i32 {
+        self.debug.get(&self.owner, flag)
+    }
+
+    /// `-D NAME.FLAG=N` for a filter `NAME`: N, or 0.
+    pub fn debug_flag_of(&self, name: &str, flag: &str) -> i32 {
+        self.debug.get(name, flag)
     }
 
     /// The plugin these belong to (for messages).

@@ -3,7 +3,9 @@
 //! Pages of [`PAGE`] bytes are allocated on first write. They are spread over
 //! [`SHARDS`] independently locked maps, so parallel requests on different
 //! pages rarely meet on a lock; reads take a shared lock. A page that becomes
-//! all zeroes through zero or trim is freed, so holes come back.
+//! all zeroes through zero or trim is freed, so holes come back, unless the
+//! array was made [`Sparse::locked`]: then every page is allocated at once,
+//! locked in RAM, and kept.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -38,6 +40,9 @@ type Shard = RwLock<HashMap<u64, Box<[u8]>, BuildHasherDefault<PageHasher>>>;
 /// The array.
 pub struct Sparse {
     shards: Box<[Shard]>,
+    /// Every page allocated up front and locked in RAM (`mlock`): pages
+    /// are never freed.
+    locked: bool,
 }
 
 impl Default for Sparse {
@@ -69,7 +74,31 @@ impl Sparse {
     pub fn new() -> Sparse {
         Sparse {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            locked: false,
         }
+    }
+
+    /// An all-zero array of `size` bytes whose pages are all allocated now
+    /// and locked in RAM, so that they are never swapped out. Fails (with
+    /// the OS error, e.g. ENOMEM when `ulimit -l` is too low) if they
+    /// cannot all be locked.
+    pub fn locked(size: u64) -> std::io::Result<Sparse> {
+        let mut s = Sparse::new();
+        s.locked = true;
+        for page in 0..size.div_ceil(PAGE as u64) {
+            let p = vec![0u8; PAGE].into_boxed_slice();
+            // SAFETY: mlock on memory we own, for its length; the box is
+            // kept (never freed while the array lives).
+            if unsafe { libc::mlock(p.as_ptr().cast(), p.len()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let (shard, key) = s.shard(page);
+            shard
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, p);
+        }
+        Ok(s)
     }
 
     fn shard(&self, page: u64) -> (&Shard, u64) {
@@ -111,11 +140,11 @@ impl Sparse {
             let n = ((PAGE - at) as u64).min(end - pos) as usize;
             let (shard, key) = self.shard(page);
             let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            if n == PAGE {
+            if n == PAGE && !self.locked {
                 map.remove(&key);
             } else if let Some(p) = map.get_mut(&key) {
                 p[at..at + n].fill(0);
-                if p.iter().all(|&b| b == 0) {
+                if !self.locked && p.iter().all(|&b| b == 0) {
                     map.remove(&key);
                 }
             }
@@ -231,5 +260,20 @@ mod tests {
         // A page written with zeroes only is allocated but reads as zero.
         s.write(&[0u8; 10], 0);
         assert_eq!(s.state(0), Zero);
+    }
+
+    #[test]
+    fn locked_pages_are_all_there_and_stay() {
+        let s = Sparse::locked(PAGE as u64 * 2 + 1).unwrap();
+        for page in 0..3 {
+            assert!(s.allocated(page * PAGE as u64));
+        }
+        assert!(!s.allocated(3 * PAGE as u64));
+        s.write(b"abc", 10);
+        s.zero(PAGE as u64 * 2, 0);
+        assert!(s.allocated(0), "zeroing keeps a locked page");
+        let mut buf = [1u8; 3];
+        s.read(&mut buf, 10);
+        assert_eq!(buf, [0, 0, 0]);
     }
 }

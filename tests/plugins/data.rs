@@ -70,6 +70,15 @@ const SAME_AS_C: &[&[&str]] = &[
     &["<file.bin 1 <file.bin[2:4]"],
     &["<(printf hi) 1 <(while :; do printf ab; done)[:5]"],
     &["</dev/zero[:3] 1"],
+    &["1 2 3 4 @0 ( @3 )"],
+    &["1 2 3 4 @1 ( 9 @2 )*1 ( 1 )*3"],
+    &[r"( @2 ) -> \h 1 2 3 @0 \h"],
+    &["7*6 @1 ( 0 0 5 )[1:] \"aaaa\"[1:3] ( 1 1 1 )[2:3]"],
+    &[r"1 -> \a ( \a 2 ) -> \b 3 -> \a \b \a ( 4 -> \a \a ) \a"],
+    &["@+ 3 1 @- 2 2 @^ 0x10 3 * 2 ( 1 2 3 )[ 1: 2]"],
+    &["1*40000 @32766 0*5 \"ab\"*40000"],
+    &["( 1 2 @8 )*4000 @100 ( 1 )*0"],
+    &["$x[1:]", "x=( 1 2 3 )*2"],
     &["1", "size=4"],
     &["1 @0x10 2", "size=8"],
     &["# only a comment"],
@@ -124,6 +133,15 @@ const BOTH_REFUSE: &[&str] = &[
     "<(exit 1)",
     "@1M",
     "@",
+    "le16:1*2",
+    "lx",
+    "1[1 : 2]",
+    "1*",
+    "1 -> a",
+    "@1 -> \\a",
+    "<()",
+    "\"x\"[0:2]",
+    "$a",
 ];
 
 #[test]
@@ -138,6 +156,90 @@ fn bad_expressions_are_refused_like_c_nbdkit() {
             assert!(theirs.starts_with("status Some(1)"), "{expr}: C: {theirs}");
         }
     }
+}
+
+#[test]
+fn extra_parameters_need_data() {
+    refused(
+        &[],
+        &["data", "raw=x", "a=1"],
+        "data: unknown parameter 'a' (only data= takes $VAR parameters)",
+    );
+}
+
+/// `-v -D data.AST=1`: the optimized expression between BEGIN AST and END
+/// AST, one element a line.
+fn ast_of(expr: &str) -> String {
+    let out = nbdkit()
+        .args(["-U", "-", "-v", "-D", "data.AST=1", "data", expr])
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.ends_with("debug: BEGIN AST (-D data.AST=1)"))
+        .skip(1)
+        .take_while(|l| !l.ends_with("debug: END AST"))
+        .map(|l| l.strip_prefix("nbdkit: debug: ").unwrap_or(l))
+        .collect();
+    lines.join("\n")
+}
+
+#[test]
+fn the_ast_debug_flag_lists_the_optimized_expression() {
+    assert_eq!(ast_of("1 1 ( 1 )"), "fill(1*3)");
+    assert_eq!(
+        ast_of(r"( 0x41 0x42 )*5 -> \s \s @^8"),
+        "(\n    (\n        (\n            \"AB\"\n        ) *5\n    ) -> \\s\n    \\s\n    @^8\n)"
+    );
+    // Without -v, nothing is listed.
+    let out = nbdkit()
+        .args(["-U", "-", "-D", "data.AST=1", "data", "1"])
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn the_ast_matches_c_nbdkit() {
+    let Some(c) = c_nbdkit() else { return };
+    let listing = |nbdkit: &std::path::Path, expr: &str| {
+        let out = std::process::Command::new(nbdkit)
+            .args(["-U", "-", "-v", "-D", "data.AST=1", "data", expr, "size=64"])
+            .args(["--run", "true"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .skip_while(|l| !l.contains("debug: BEGIN AST"))
+            .take_while(|l| !l.contains("debug: END AST"))
+            .map(|l| l.split_once("debug: ").map_or(l, |x| x.1).to_string())
+            .collect::<Vec<_>>()
+    };
+    for expr in [
+        "( 2 2 ) 2 ( 3 3 ( 3 4 ) )",
+        "\"pq\"*3 ( 5 6 7 )*0 ( 8 )*1*7",
+        "( \"hello\" )[1:4] ( 9*20 )[2:] \"xyz\"[:1] ()[:]",
+        r"( 1 @3 ) -> \n \n*2 ( \n )",
+        "<(echo a)[:2] \"\\x7f\\x80 ~\"",
+        "@7 @^4 1",
+    ] {
+        assert_eq!(listing(&bin(), expr), listing(&c, expr), "{expr}");
+    }
+}
+
+#[test]
+fn sliced_scripts_are_read_only_as_far_as_needed() {
+    // C 1.32 reads nothing for <(SCRIPT)[:] and never ends on an endless
+    // script sliced from N > 0; we read what the slice needs.
+    let disk = disk(&["data", "<(printf hello)[:] <(yes | tr -d '\\n')[2:5]"]);
+    let mut c = disk.connect().unwrap();
+    assert_eq!(c.size(), 8);
+    assert_eq!(c.read(0, 8).unwrap(), b"helloyyy");
 }
 
 #[test]

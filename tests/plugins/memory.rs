@@ -47,3 +47,74 @@ for off, ln, fl in [(0, 1 << 20, 0), (65636, 200, 0), (0, 1000, 8), (200000, 409
         &["nbdsh"],
     );
 }
+
+/// The locked memory (`VmLck`, in kB) of the server running `args`, seen
+/// from its `--run` command (whose parent it is).
+fn locked_kb(args: &[&str]) -> u64 {
+    let out = run_captive(&bin(), args, "grep VmLck /proc/$PPID/status");
+    assert!(out.starts_with("status Some(0)"), "{args:?}: {out}");
+    out.split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn mlock_locks_the_disk_in_ram() {
+    assert_eq!(locked_kb(&["memory", "1M"]), 0);
+    assert_eq!(locked_kb(&["memory", "1M", "allocator=malloc"]), 0);
+    assert_eq!(
+        locked_kb(&["memory", "1M", "allocator=malloc,mlock=false"]),
+        0
+    );
+    assert!(locked_kb(&["memory", "1M", "allocator=malloc,mlock=true"]) >= 1024);
+    assert!(locked_kb(&["data", "1 @1048576", "allocator=malloc,mlock=yes"]) >= 1024);
+    // And the disk still works.
+    let d = disk(&["memory", "100000", "allocator=malloc,mlock=true"]);
+    let mut c = d.connect().unwrap();
+    c.write(99990, b"0123456789").unwrap();
+    c.zero(99990, 5).unwrap();
+    assert_eq!(
+        c.read(99988, 12).unwrap(),
+        [&[0u8; 7][..], b"56789"].concat()
+    );
+    for plugin in ["memory", "data"] {
+        let out = nbdkit().args(["--dump-plugin", plugin]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\nmlock=yes\n"));
+    }
+}
+
+#[test]
+fn mlock_over_the_limit_is_a_clear_error() {
+    // Without CAP_IPC_LOCK (root has it), under a 64 KiB limit.
+    let cmd = format!(
+        "setpriv --bounding-set -ipc_lock prlimit --memlock=65536 {} -U - memory 1M allocator=malloc,mlock=true --run true",
+        bin().display()
+    );
+    let out = sh(&cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("setpriv:") || err.contains("prlimit:") {
+        eprintln!("skipping: cannot drop CAP_IPC_LOCK here: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "nbdkit: error: memory: allocator=malloc: mlock: cannot lock 1048576 bytes in RAM: \
+         Cannot allocate memory (at most 65536 bytes may be locked: see ulimit -l)\n"
+    );
+}
+
+#[rstest::rstest]
+#[case(
+    "allocator=sparse,mlock=true",
+    "allocator=sparse does not take extra parameters"
+)]
+#[case(
+    "allocator=malloc,mlock=maybe",
+    "mlock: could not decipher boolean (maybe)"
+)]
+#[case("allocator=malloc,foo=1", "allocator=malloc: unknown parameter foo")]
+fn bad_allocator_parameters(#[case] arg: &str, #[case] msg: &str) {
+    assert_refused(&["memory", "1M", arg], msg);
+}

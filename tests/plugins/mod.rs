@@ -5,6 +5,8 @@
 mod data;
 /// The example1 disk.
 mod example1;
+/// The example2 plugin and -D debug flags.
+mod example2;
 /// The file plugin.
 mod file;
 /// The full plugin, compared with C nbdkit.

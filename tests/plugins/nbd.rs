@@ -157,3 +157,38 @@ fn retry_waits_for_the_server_to_appear() {
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
     refused(&["-U", "-"], args, msg);
 }
+
+/// `dynamic-export=true` passes the server's export list (and its name for
+/// the default export) through; without it only `export=` is listed.
+#[test]
+fn dynamic_export_lists_the_servers_exports() {
+    if !have("nbdinfo") || !have("jq") {
+        return;
+    }
+    let back = backend(&[
+        "eval",
+        "list_exports=printf 'INTERLEAVED\\nfirst\\nthe first\\nsecond\\n\\n'",
+        "default_export=echo first",
+        "get_size=echo \"$2\" | wc -c",
+        "open=echo \"$3\"",
+    ]);
+    let socket = format!("socket={}", back.socket().unwrap().display());
+    let list = "nbdinfo --list --json \"$uri\" | jq -c '[.exports[] | [.\"export-name\", .description, .\"export-size\"]]'";
+    let out = run_captive(&bin(), &["nbd", &socket, "dynamic-export=true"], list);
+    assert_eq!(
+        out,
+        "status Some(0)\n[[\"first\",\"the first\",6],[\"second\",null,7]]\n"
+    );
+    // The default export is the server's "first".
+    let info = "nbdinfo --no-content \"$uri\" | grep export=";
+    let out = run_captive(&bin(), &["nbd", &socket, "dynamic-export=true"], info);
+    assert_eq!(out, "status Some(0)\nexport=\"first\":\n");
+    // Without dynamic-export, just ours.
+    let out = run_captive(&bin(), &["nbd", &socket, "export=second"], list);
+    assert_eq!(out, "status Some(0)\n[[\"second\",null,7]]\n");
+    // A server that lists only its default export.
+    let plain = backend(&["memory", "1M"]);
+    let socket = format!("socket={}", plain.socket().unwrap().display());
+    let out = run_captive(&bin(), &["nbd", &socket, "dynamic-export=true"], list);
+    assert_eq!(out, "status Some(0)\n[[\"\",null,1048576]]\n");
+}

@@ -449,3 +449,135 @@ fn close_comes_before_unload() {
     assert!(disk.shutdown().unwrap().success());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "close\nunload\n");
 }
+
+/// `--dump-plugin` runs the script's `dump_plugin` (after `load` and
+/// `config`) and prints what it prints, as C does.
+#[test]
+fn dump_plugin_runs_the_script() {
+    let out = nbdkit()
+        .args(["--dump-plugin", "eval", "dump_plugin=echo extra=stuff"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.ends_with("max_known_status=3\nextra=stuff\n"),
+        "{text}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let s = script(
+        d.path(),
+        "s.sh",
+        "#!/bin/sh\ncase $1 in\n  config) echo \"$2=$3\" > $tmpdir/c ;;\n  dump_plugin) echo from_script=yes; cat $tmpdir/c ;;\n  *) exit 2 ;;\nesac\n",
+    );
+    let ours = nbdkit()
+        .args(["--dump-plugin", "sh"])
+        .arg(&s)
+        .arg("k=v")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ours.stdout);
+    assert!(ours.status.success(), "{ours:?}");
+    assert!(
+        text.ends_with("max_known_status=3\nfrom_script=yes\nk=v\n"),
+        "{text}"
+    );
+    // A missing dump_plugin adds nothing; no script, nothing either.
+    for args in [&["eval"][..], &["sh"][..]] {
+        let out = nbdkit().arg("--dump-plugin").args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.ends_with("max_known_status=3\n"), "{args:?}: {text}");
+    }
+    if let Some(c) = c_nbdkit() {
+        let theirs = std::process::Command::new(c)
+            .args(["--dump-plugin", "sh"])
+            .arg(&s)
+            .arg("k=v")
+            .output()
+            .unwrap();
+        let tail = |o: &std::process::Output| {
+            let t = String::from_utf8_lossy(&o.stdout).into_owned();
+            t[t.find("max_known_status").unwrap()..].to_string()
+        };
+        assert_eq!(tail(&ours), tail(&theirs));
+    }
+}
+
+/// Emulated CACHE reads in 64 MiB pieces, as C does: a script may count
+/// on it.
+#[test]
+fn emulated_cache_reads_64m_at_a_time() {
+    if !have("nbdsh") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("reads");
+    let pread = format!("echo \"$3 $4\" >> {}; head -c $3 /dev/zero", log.display());
+    let out = nbdkit()
+        .args([
+            "-U",
+            "-",
+            "eval",
+            "get_size=echo 160M",
+            "can_cache=echo emulate",
+        ])
+        .arg(format!("pread={pread}"))
+        .args(["--run", "nbdsh -u \"$uri\" -c \"h.cache(h.get_size(), 0)\""])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        slurp(&log),
+        "67108864 0\n67108864 67108864\n33554432 134217728\n"
+    );
+}
+
+/// Export lists in each of the script's formats; a failing default_export
+/// with no list_exports lists nothing (and is no error), as in C.
+#[test]
+fn export_lists_as_c_reads_them() {
+    if !have("nbdinfo") || !have("jq") {
+        return;
+    }
+    for (list, want) in [
+        ("printf 'NAMES+DESCRIPTIONS\\n\\n'", "export=\"\":\n"),
+        (
+            "printf 'NAMES+DESCRIPTIONS\\na\\nb\\nda\\n'",
+            "export=\"a\":\n\tdescription: da\nexport=\"b\":\n",
+        ),
+        (
+            "printf 'INTERLEAVED\\na\\n\\nb\\n'",
+            "export=\"a\":\nexport=\"b\":\n",
+        ),
+        ("printf 'x\\ny'", "export=\"x\":\n"),
+    ] {
+        let out = run_captive(
+            &bin(),
+            &["eval", &format!("list_exports={list}"), "get_size=echo 0"],
+            "nbdinfo --list --json \"$uri\" | jq -r '.exports[] | \"export=\\\"\\(.[\"export-name\"])\\\":\" + (if .description then \"\\n\\tdescription: \\(.description)\" else \"\" end)'",
+        );
+        assert_eq!(out, format!("status Some(0)\n{want}"), "{list}");
+    }
+    // A description too long for the wire refuses the list (as C).
+    let out = run_captive(
+        &bin(),
+        &[
+            "eval",
+            "list_exports=printf 'INTERLEAVED\\na\\n%04097d\\n' 1",
+            "get_size=echo 0",
+        ],
+        "nbdinfo --list \"$uri\" >/dev/null 2>&1 || echo refused",
+    );
+    assert_eq!(out, "status Some(0)\nrefused\n");
+    let out = run_captive(
+        &bin(),
+        &[
+            "eval",
+            "default_export=echo ENOENT >&2; exit 1",
+            "get_size=echo 0",
+        ],
+        "nbdinfo --list --json \"$uri\" | jq -c .exports",
+    );
+    assert_eq!(out, "status Some(0)\n[]\n");
+}

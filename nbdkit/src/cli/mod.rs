@@ -97,6 +97,8 @@ pub struct Config {
     pub swap: bool,
     pub threads: usize,
     pub verbose: bool,
+    /// `-D NAME.FLAG=N`, in command-line order.
+    pub debug_flags: Vec<crate::params::DebugFlag>,
 }
 
 impl Config {
@@ -281,6 +283,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         swap: false,
         threads: DEFAULT_THREADS,
         verbose: false,
+        debug_flags: Vec::new(),
     };
     let mut family = Family::Any;
     let mut ipaddr = None;
@@ -294,8 +297,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         match opt {
             Opt::Ipv4Only => family = Family::V4,
             Opt::Ipv6Only => family = Family::V6,
-            // Debug flags are accepted for compatibility; we have none.
-            Opt::Debug => {}
+            Opt::Debug => cfg.debug_flags.push(crate::params::DebugFlag::parse(&v)?),
             Opt::DumpConfig => cfg.action = Action::DumpConfig,
             Opt::DumpPlugin => cfg.action = Action::DumpPlugin,
             Opt::Help => cfg.action = Action::Help,

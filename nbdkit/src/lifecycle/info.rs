@@ -73,8 +73,11 @@ fn dump_plugin(p: &PluginInfo) -> String {
 }
 
 /// The text to print for an informational action.
-pub fn text(cfg: &Config) -> String {
-    match cfg.action {
+pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
+    if let (Action::DumpPlugin, Some(p)) = (cfg.action, cfg.plugin) {
+        return Ok(dump_plugin(p) + &crate::plugins::dump_more(p, &cfg.params)?);
+    }
+    Ok(match cfg.action {
         Action::Help => {
             let mut s = cli::USAGE.to_string();
             for f in &cfg.filters {
@@ -117,5 +120,5 @@ pub fn text(cfg: &Config) -> String {
         Action::LongOptions => cli::long_options(),
         Action::ShortOptions => cli::short_options(),
         Action::Serve => String::new(),
-    }
+    })
 }

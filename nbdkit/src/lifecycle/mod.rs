@@ -42,10 +42,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         None
     };
     if cfg.action != Action::Serve {
-        print!("{}", info::text(&cfg));
+        print!("{}", info::text(&cfg)?);
         return Ok(ExitCode::SUCCESS);
     }
     let info = cfg.plugin.expect("checked by cli");
+    // Plugins may print debug messages (-v) while they start.
+    log::set_verbose(cfg.verbose);
     let (plugin, filters) = build_chain(&cfg, info)?;
     log::init(cfg.log, cfg.verbose);
     // The strictest of what the plugin's table entry and the plugin itself
@@ -130,13 +132,25 @@ fn build_chain(
     cfg: &Config,
     info: &'static crate::plugins::PluginInfo,
 ) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
+    let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
+        .with_debug(debug.clone())
         .with_stdio_safe(cfg.listen != crate::cli::Listen::Stdin);
+    let mut loaded: Vec<&str> = cfg.filters.iter().map(|f| f.name).collect();
+    loaded.push(info.name);
     let mut filters = Vec::new();
     for f in &cfg.filters {
-        filters.push((f.build)(&mut params)?);
+        match (f.build)(&mut params) {
+            Ok(f) => filters.push(f),
+            Err(e) => {
+                debug.warn_unused(&loaded);
+                return Err(e);
+            }
+        }
     }
-    let mut top = (info.build)(params)?;
+    let top = (info.build)(params);
+    debug.warn_unused(&loaded);
+    let mut top = top?;
     let mut below = info.name;
     for (f, i) in filters.iter().zip(&cfg.filters).rev() {
         top = Arc::new(crate::backend::Layer::named(f.clone(), top, below));

@@ -12,7 +12,8 @@
 //! Unlike sh, a missing `can_*` follows its callback: `pwrite` given means
 //! writable, likewise `flush`, `trim`, `zero`, `extents`; `can_fua` is
 //! emulated when `flush` is given and `can_cache` native when `cache` is.
-//! There is no `load`.
+//! There is no `load`. `--dump-plugin` prints what the `dump_plugin`
+//! snippet prints, after `config`.
 //!
 //! Example: `nbdkit -U - eval get_size='echo 64M' pread='dd if=/dev/zero count=$3 iflag=count_bytes status=none'`
 
@@ -20,7 +21,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::sh::script::{Program, Runner};
-use super::sh::{start, write_executable};
+use super::sh::{dump_script, start, write_executable};
 use super::PluginInfo;
 use crate::backend::{Plugin, Result, ThreadModel};
 use crate::error::StartError;
@@ -75,7 +76,19 @@ pub static INFO: PluginInfo = PluginInfo {
     dump: &[("max_known_status", "3")],
 };
 
-fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let (runner, rest) = prepare(p)?;
+    start(runner, rest, true, "eval")
+}
+
+/// `--dump-plugin`: what the `dump_plugin` snippet prints.
+pub(crate) fn dump(params: &[(String, String)]) -> Result<String, StartError> {
+    let (runner, rest) = prepare(Params::new("eval", params.to_vec()))?;
+    dump_script(&runner, &rest, "eval")
+}
+
+/// The snippets, and the parameters left for the `config` snippet.
+fn prepare(mut p: Params) -> Result<(Runner, Vec<(String, String)>), StartError> {
     let fail = |m: String| StartError(format!("eval: {m}"));
     let tmpdir = tempfile::Builder::new()
         .prefix("nbdkit-eval-")
@@ -102,6 +115,5 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         name: "eval",
         closing: Default::default(),
     };
-    let rest = p.take_rest();
-    start(runner, rest, true, "eval")
+    Ok((runner, p.take_rest()))
 }

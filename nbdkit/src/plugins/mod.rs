@@ -11,6 +11,7 @@ use crate::params::Params;
 pub mod data;
 pub mod eval;
 pub mod example1;
+pub mod example2;
 pub mod file;
 pub mod full;
 pub mod info;
@@ -69,6 +70,7 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &data::INFO,
     &eval::INFO,
     &example1::INFO,
+    &example2::INFO,
     &file::INFO,
     &full::INFO,
     &info::INFO,
@@ -86,6 +88,16 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &tmpdisk::INFO,
     &zero::INFO,
 ];
+
+/// What `--dump-plugin` adds after a plugin's fixed lines when it must be
+/// computed from the parameters (the script plugins ask their script).
+pub fn dump_more(p: &PluginInfo, params: &[(String, String)]) -> Result<String, StartError> {
+    match p.name {
+        "sh" => sh::dump(params),
+        "eval" => eval::dump(params),
+        _ => Ok(String::new()),
+    }
+}
 
 /// Find a plugin by name.
 pub fn lookup(name: &str) -> Option<&'static PluginInfo> {

@@ -9,7 +9,9 @@
 //! Also:
 //! - `export=NAME`: the export to ask for (default `""`, or the URI's).
 //! - `dynamic-export=true`: ask the server for the export the client asked
-//!   us for, instead.
+//!   us for, instead; then the server's export list (and its name for its
+//!   default export) is what our clients see. Without it, the list is
+//!   `export=` alone.
 //! - `retry=N`: if connecting fails, try again once a second for up to N
 //!   seconds (default 0).
 //! - `shared=true`: one server connection for all clients (made when the
@@ -31,12 +33,12 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel,
-    Zero,
+    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
+    ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
-use crate::protocol::client::{negotiate, Connection};
+use crate::protocol::client::{default_export_name, list_exports, negotiate, Connection};
 use crate::protocol::consts::*;
 use crate::protocol::request::Command;
 use crate::uri;
@@ -55,7 +57,7 @@ pub static INFO: PluginInfo = PluginInfo {
     magic_config_key: Some("uri"),
     thread_model: ThreadModel::Parallel,
     build,
-    dump: &[],
+    dump: &[("libnbd_dynamic_list", "1")],
 };
 
 #[derive(Debug, Clone)]
@@ -183,6 +185,16 @@ impl NbdPlugin {
         }
     }
 
+    /// A fresh connection to the server, before any handshake.
+    async fn dial(&self) -> std::io::Result<Box<dyn Stream>> {
+        Ok(match &self.addr {
+            Addr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            Addr::Tcp(host, port) => {
+                Box::new(tokio::net::TcpStream::connect((host.as_str(), *port)).await?)
+            }
+        })
+    }
+
     async fn try_connect(&self, export: &str) -> Result<Remote> {
         let io = |what: &str, e: std::io::Error| {
             Error::new(
@@ -223,8 +235,56 @@ impl NbdPlugin {
     }
 }
 
+/// A connection to the server, Unix or TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 #[async_trait]
 impl Plugin for NbdPlugin {
+    /// With `dynamic-export=true`, the server's own list; otherwise just
+    /// our export.
+    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        if !self.dynamic {
+            return Ok(vec![ExportEntry {
+                name: self.default_export(readonly).await?,
+                description: None,
+            }]);
+        }
+        let list = async {
+            let mut s = self.dial().await?;
+            list_exports(&mut s).await
+        };
+        let list = list.await.map_err(|e| {
+            Error::new(
+                Errno::Io,
+                format!(
+                    "nbd: listing the server's exports: {}",
+                    crate::error::io_message(&e)
+                ),
+            )
+        })?;
+        Ok(list
+            .into_iter()
+            .map(|(name, desc)| ExportEntry {
+                name,
+                description: (!desc.is_empty()).then_some(desc),
+            })
+            .collect())
+    }
+
+    /// With `dynamic-export=true`, the server's name for its default
+    /// export if it says (else `""`); otherwise `export=`.
+    async fn default_export(&self, _readonly: bool) -> Result<String> {
+        if !self.dynamic {
+            return Ok(self.export.clone());
+        }
+        let name = async {
+            let mut s = self.dial().await?;
+            default_export_name(&mut s).await
+        };
+        Ok(name.await.ok().flatten().unwrap_or_default())
+    }
+
     async fn open(&self, _readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
         if let Some(cell) = &self.shared {
             let r = cell

@@ -73,12 +73,16 @@ fn string32(s: &str) -> Vec<u8> {
     b
 }
 
-/// Negotiate `export` (oldstyle or fixed newstyle, preferring structured
-/// replies, `base:allocation` and `NBD_OPT_GO`).
-pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    export: &str,
-) -> std::io::Result<Export> {
+/// How the server greeted us.
+enum Greeting {
+    /// Oldstyle: the export, at once.
+    Old(Export),
+    /// Newstyle: options may follow (we have sent our flags).
+    New { fixed: bool, no_zeroes: bool },
+}
+
+/// Read the server's greeting and, if newstyle, answer with our flags.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<Greeting> {
     if s.read_u64().await? != NBDMAGIC {
         return Err(bad("not an NBD server"));
     }
@@ -88,13 +92,13 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         let flags = s.read_u32().await?;
         let mut zeroes = [0u8; 124];
         s.read_exact(&mut zeroes).await?;
-        return Ok(Export {
+        return Ok(Greeting::Old(Export {
             size,
             eflags: flags as u16,
             structured: false,
             base_allocation: None,
             block_size: None,
-        });
+        }));
     }
     if magic != IHAVEOPT {
         return Err(bad("not an NBD server (unknown handshake)"));
@@ -110,6 +114,95 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         cflags |= FLAG_C_NO_ZEROES;
     }
     s.write_all(&cflags.to_be_bytes()).await?;
+    Ok(Greeting::New { fixed, no_zeroes })
+}
+
+/// An option the server refused, as an error.
+fn refused(what: &str, typ: u32, data: &[u8]) -> std::io::Error {
+    let why = String::from_utf8_lossy(data);
+    std::io::Error::other(format!(
+        "the server refused {what} ({typ:#x}){}",
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        }
+    ))
+}
+
+/// The server's exports, by `NBD_OPT_LIST`: (name, description), the
+/// description empty if there is none. The handshake is then abandoned
+/// (`NBD_OPT_ABORT`).
+pub async fn list_exports<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> std::io::Result<Vec<(String, String)>> {
+    let Greeting::New { fixed: true, .. } = greet(s).await? else {
+        return Err(bad(
+            "the server cannot list its exports (no fixed newstyle handshake)",
+        ));
+    };
+    send_option(s, OPT_LIST, &[]).await?;
+    let mut out = Vec::new();
+    loop {
+        let (typ, data) = option_reply(s, OPT_LIST).await?;
+        match typ {
+            REP_SERVER if data.len() >= 4 => {
+                let n = u32::from_be_bytes(data[..4].try_into().expect("4")) as usize;
+                let name = data
+                    .get(4..4 + n)
+                    .ok_or_else(|| bad("the server's export list is malformed"))?;
+                out.push((
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(&data[4 + n..]).into_owned(),
+                ));
+            }
+            REP_ACK => break,
+            t if t & REP_FLAG_ERROR != 0 => return Err(refused("to list its exports", t, &data)),
+            _ => return Err(bad("unexpected reply to NBD_OPT_LIST")),
+        }
+    }
+    let _ = send_option(s, OPT_ABORT, &[]).await;
+    Ok(out)
+}
+
+/// The server's canonical name for its default export (`""`), by
+/// `NBD_OPT_INFO` asking for `NBD_INFO_NAME`; None if it does not say.
+/// The handshake is then abandoned.
+pub async fn default_export_name<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> std::io::Result<Option<String>> {
+    let Greeting::New { fixed: true, .. } = greet(s).await? else {
+        return Ok(None);
+    };
+    let mut q = string32("");
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q.extend_from_slice(&INFO_NAME.to_be_bytes());
+    send_option(s, OPT_INFO, &q).await?;
+    let mut name = None;
+    loop {
+        let (typ, data) = option_reply(s, OPT_INFO).await?;
+        match typ {
+            REP_INFO if data.len() >= 2 && data[..2] == INFO_NAME.to_be_bytes() => {
+                name = Some(String::from_utf8_lossy(&data[2..]).into_owned());
+            }
+            REP_INFO => {}
+            _ => break,
+        }
+    }
+    let _ = send_option(s, OPT_ABORT, &[]).await;
+    Ok(name)
+}
+
+/// Negotiate `export` (oldstyle or fixed newstyle, preferring structured
+/// replies, `base:allocation` and `NBD_OPT_GO`).
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    export: &str,
+) -> std::io::Result<Export> {
+    let (fixed, no_zeroes) = match greet(s).await? {
+        Greeting::Old(e) => return Ok(e),
+        Greeting::New { fixed, no_zeroes } => (fixed, no_zeroes),
+    };
     let mut structured = false;
     let mut base_allocation = None;
     if fixed {

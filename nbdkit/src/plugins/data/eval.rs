@@ -1,44 +1,58 @@
-//! Evaluating a parsed data expression into the bytes of the disk.
+//! Evaluating a data expression into the bytes of the disk.
 //!
-//! An expression evaluates to an [`Image`]: pieces placed at offsets, in
-//! the order they were written (later ones win), and a size, which is the
-//! furthest the offset reached (so `@N` and `@^N` grow the disk even with
-//! nothing written). Groups evaluate on their own, from offset 0, and are
-//! then placed at the current offset.
+//! An expression evaluates to an [`Image`]: runs of bytes at offsets, none
+//! overlapping, and a size, which is the furthest the offset reached (so
+//! `@N` and `@^N` grow the disk even with nothing written). A group, a
+//! `\NAME`, a repeat or a slice is evaluated on its own, from offset 0, and
+//! then copied in whole over what was there, holes included (as C does).
+//!
+//! Names are looked up as the list is evaluated: `expr -> \NAME` binds the
+//! name for the rest of its list (and the groups inside it), and `\NAME`
+//! evaluates the expression in the bindings that were in force where it
+//! was bound.
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, Stdio};
+use std::rc::Rc;
 
-use super::parse::{DataError, Node};
+use super::ast::{Ast, Expr, Id};
+use super::parse::DataError;
 
 /// Most bytes an expression may materialize, so that `"x"*1000000000000`
 /// is an error, not an allocation failure.
 const MAX_DATA: u64 = 4 << 30;
 
-/// Most pieces an image may hold (a sparse pattern repeated many times).
-const MAX_PIECES: usize = 1 << 24;
+/// Most runs an image may hold (a sparse pattern repeated many times).
+const MAX_RUNS: usize = 1 << 24;
 
-/// What is written at one place.
+/// What a run holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    Data(Vec<u8>),
-    /// `n` copies of a byte; zero leaves the range unallocated.
-    Fill(u8, u64),
+pub enum Run {
+    /// Bytes from `buf[from..]` (shared, so repeats copy nothing).
+    Bytes { buf: Rc<Vec<u8>>, from: usize },
+    /// One byte, repeated; never zero (zeroes are holes).
+    Fill(u8),
 }
 
-impl Piece {
-    fn len(&self) -> u64 {
+impl Run {
+    /// The same run without its first `skip` bytes.
+    fn skip(&self, skip: u64) -> Run {
         match self {
-            Piece::Data(d) => d.len() as u64,
-            Piece::Fill(_, n) => *n,
+            Run::Bytes { buf, from } => Run::Bytes {
+                buf: buf.clone(),
+                from: from + skip as usize,
+            },
+            Run::Fill(b) => Run::Fill(*b),
         }
     }
 }
 
 /// The result of evaluating an expression.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct Image {
-    pub pieces: Vec<(u64, Piece)>,
+    /// Start -> (length, contents); runs never overlap.
+    pub runs: BTreeMap<u64, (u64, Run)>,
     pub size: u64,
 }
 
@@ -54,235 +68,378 @@ impl Image {
     #[cfg(test)]
     pub fn bytes(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.size as usize];
-        for (off, p) in &self.pieces {
-            let o = *off as usize;
-            match p {
-                Piece::Data(d) => out[o..o + d.len()].copy_from_slice(d),
-                Piece::Fill(b, n) => out[o..o + *n as usize].fill(*b),
+        for (&off, (len, run)) in &self.runs {
+            let dst = &mut out[off as usize..(off + len) as usize];
+            match run {
+                Run::Bytes { buf, from } => dst.copy_from_slice(&buf[*from..from + dst.len()]),
+                Run::Fill(b) => dst.fill(*b),
             }
         }
         out
     }
 
-    fn push(&mut self, off: u64, p: Piece, pos: usize) -> Result<(), DataError> {
-        if self.pieces.len() >= MAX_PIECES {
-            return err(pos, "the expression is too large");
+    /// Make `[a, b)` a hole.
+    fn clear(&mut self, a: u64, b: u64) {
+        if a >= b {
+            return;
         }
-        if p.len() > 0 {
-            self.pieces.push((off, p));
+        // A run starting before `a` may reach into the range.
+        if let Some((&start, (len, run))) = self.runs.range(..a).next_back() {
+            let end = start + len;
+            if end > a {
+                let run = run.clone();
+                self.runs.insert(start, (a - start, run.clone()));
+                if end > b {
+                    self.runs.insert(b, (end - b, run.skip(b - start)));
+                }
+            }
+        }
+        let inside: Vec<u64> = self.runs.range(a..b).map(|(&s, _)| s).collect();
+        for start in inside {
+            let (len, run) = self.runs.remove(&start).expect("listed");
+            let end = start + len;
+            if end > b {
+                self.runs.insert(b, (end - b, run.skip(b - start)));
+            }
+        }
+    }
+
+    /// Put `len` bytes of `run` at `at`, over whatever was there.
+    fn put(&mut self, at: u64, len: u64, run: Run, pos: usize) -> Result<(), DataError> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.clear(at, at + len);
+        match run {
+            Run::Fill(0) => Ok(()),
+            Run::Fill(_) if len > MAX_DATA => err(pos, "the filled range is too large"),
+            run => {
+                if self.runs.len() >= MAX_RUNS {
+                    return err(pos, "the expression is too large");
+                }
+                self.runs.insert(at, (len, run));
+                Ok(())
+            }
+        }
+    }
+
+    fn put_bytes(&mut self, at: u64, bytes: Vec<u8>, pos: usize) -> Result<(), DataError> {
+        let len = bytes.len() as u64;
+        let run = Run::Bytes {
+            buf: Rc::new(bytes),
+            from: 0,
+        };
+        self.put(at, len, run, pos)
+    }
+
+    /// Copy `[from, from+len)` of `src` to `at`, holes included.
+    fn blit(
+        &mut self,
+        src: &Image,
+        from: u64,
+        len: u64,
+        at: u64,
+        pos: usize,
+    ) -> Result<(), DataError> {
+        self.clear(at, at + len);
+        let end = from + len;
+        let first = src
+            .runs
+            .range(..from)
+            .next_back()
+            .filter(|(&s, (l, _))| s + l > from)
+            .map(|(&s, _)| s)
+            .unwrap_or(from);
+        for (&s, (l, run)) in src.runs.range(first..end) {
+            let (a, b) = (s.max(from), (s + l).min(end));
+            if a < b {
+                self.put(at + (a - from), b - a, run.skip(a - s), pos)?;
+            }
         }
         Ok(())
     }
 
-    /// One contiguous piece of data covering the whole image?
-    fn dense(&self) -> Option<&[u8]> {
-        match self.pieces.as_slice() {
-            [(0, Piece::Data(d))] if d.len() as u64 == self.size => Some(d),
+    /// The whole image as one run, if it is one.
+    fn single_run(&self) -> Option<&Run> {
+        match self.runs.iter().next() {
+            Some((0, (len, run))) if self.runs.len() == 1 && *len == self.size => Some(run),
             _ => None,
         }
     }
-
-    /// The part `[a, b)`, moved to offset 0.
-    fn slice(&self, a: u64, b: u64) -> Image {
-        let mut out = Image {
-            pieces: Vec::new(),
-            size: b - a,
-        };
-        for (off, p) in &self.pieces {
-            let (start, end) = ((*off).max(a), (off + p.len()).min(b));
-            if start >= end {
-                continue;
-            }
-            let cut = match p {
-                Piece::Data(d) => {
-                    Piece::Data(d[(start - off) as usize..(end - off) as usize].to_vec())
-                }
-                Piece::Fill(byte, _) => Piece::Fill(*byte, end - start),
-            };
-            out.pieces.push((start - a, cut));
-        }
-        out
-    }
 }
 
-/// Evaluate a sequence from offset 0.
-pub fn eval(nodes: &[Node]) -> Result<Image, DataError> {
+/// Bindings made by `-> \NAME`, innermost first.
+type Dict = Option<Rc<Binding>>;
+
+struct Binding {
+    name: String,
+    id: Id,
+    /// The bindings in force where this one was made.
+    next: Dict,
+}
+
+/// Evaluate the root of an expression.
+pub fn eval(ast: &Ast, root: Id) -> Result<Image, DataError> {
     let mut img = Image::default();
-    let mut off: u64 = 0;
-    for n in nodes {
-        off = step(&mut img, off, n)?;
-        img.size = img.size.max(off);
-    }
+    evaluate(ast, &None, root, &mut img, &mut 0)?;
     Ok(img)
 }
 
-fn add(a: u64, b: u64, pos: usize) -> Result<u64, DataError> {
-    a.checked_add(b)
-        .filter(|&v| v <= i64::MAX as u64)
+/// An offset that stays within 63 bits.
+fn offset(v: Option<u64>, pos: usize) -> Result<u64, DataError> {
+    v.filter(|&v| v <= i64::MAX as u64)
         .map_or_else(|| err(pos, "the offset overflows"), Ok)
 }
 
-/// The first byte position of a node, for errors that have no better one.
-fn pos_of(n: &Node) -> usize {
-    match n {
-        Node::Back(_, p) | Node::Slice(_, _, _, p) | Node::File(_, p) | Node::Script(_, p) => *p,
-        Node::Repeat(e, _) => pos_of(e),
-        Node::Group(v) => v.first().map_or(0, pos_of),
-        _ => 0,
-    }
-}
-
-/// Apply one node at `off`; return the new offset.
-fn step(img: &mut Image, off: u64, n: &Node) -> Result<u64, DataError> {
-    let pos = pos_of(n);
-    Ok(match n {
-        Node::Bytes(b) => {
-            let end = add(off, b.len() as u64, pos)?;
-            img.push(off, Piece::Data(b.clone()), pos)?;
-            end
-        }
-        Node::Fill(b, count) => {
-            // Zeroes stay sparse; any other byte is stored.
-            if *b != 0 && *count > MAX_DATA {
-                return err(pos, "the repeated byte is too large");
+/// A node (or each element of a list) into `img`, from `*off`.
+fn evaluate(
+    ast: &Ast,
+    dict: &Dict,
+    root: Id,
+    img: &mut Image,
+    off: &mut u64,
+) -> Result<(), DataError> {
+    let items = match ast.get(root) {
+        Expr::List(v) => v.clone(),
+        _ => vec![root],
+    };
+    let mut d = dict.clone();
+    for id in items {
+        let pos = ast.pos(id);
+        match ast.get(id) {
+            Expr::Null => {}
+            Expr::Byte(b) => {
+                img.put_bytes(*off, vec![*b], pos)?;
+                *off = offset(off.checked_add(1), pos)?;
             }
-            let end = add(off, *count, pos)?;
-            img.push(off, Piece::Fill(*b, *count), pos)?;
-            end
-        }
-        Node::Offset(n) => add(0, *n, pos)?,
-        Node::Forward(n) => add(off, *n, pos)?,
-        Node::Back(n, p) => match off.checked_sub(*n) {
-            Some(v) => v,
-            None => {
+            Expr::String(s) => {
+                img.put_bytes(*off, s.clone(), pos)?;
+                *off = offset(off.checked_add(s.len() as u64), pos)?;
+            }
+            Expr::Fill(b, n) => {
+                let end = offset(off.checked_add(*n), pos)?;
+                img.put(*off, *n, Run::Fill(*b), pos)?;
+                *off = end;
+            }
+            Expr::AbsOffset(n) => *off = offset(Some(*n), pos)?,
+            Expr::RelOffset(n) if *n < 0 && n.unsigned_abs() > *off => {
                 return err(
-                    *p,
-                    format!("@-{n} goes before the start (the offset is {off})"),
+                    pos,
+                    format!("@{n} goes before the start (the offset is {})", *off),
                 )
             }
-        },
-        Node::Align(a) => add(off, (a - off % a) % a, pos)?,
-        Node::File(..) | Node::Script(..) => {
-            let data = read_source(n, None)?;
-            let end = add(off, data.len() as u64, pos)?;
-            img.push(off, Piece::Data(data), pos)?;
-            end
-        }
-        Node::Group(v) => place(img, off, &eval(v)?, pos)?,
-        Node::Repeat(e, count) => {
-            let sub = eval_one(e)?;
-            let total = sub
-                .size
-                .checked_mul(*count)
-                .filter(|&t| t <= i64::MAX as u64)
-                .map_or_else(|| err(pos, "the repeated expression is too large"), Ok)?;
-            if let Some(d) = sub.dense() {
-                if total > MAX_DATA {
-                    return err(pos, "the repeated expression is too large");
-                }
-                img.push(off, Piece::Data(d.repeat(*count as usize)), pos)?;
-            } else {
-                for k in 0..*count {
-                    place(img, off + k * sub.size, &sub, pos)?;
-                }
+            Expr::RelOffset(n) => *off = offset(off.checked_add_signed(*n), pos)?,
+            Expr::AlignOffset(a) => *off = offset(off.checked_next_multiple_of(*a), pos)?,
+            Expr::File(path) => {
+                let data = read_file(path, 0, None, pos)?;
+                let end = offset(off.checked_add(data.len() as u64), pos)?;
+                img.put_bytes(*off, data, pos)?;
+                *off = end;
             }
-            add(off, total, pos)?
-        }
-        // `[N:N]` is empty whatever it slices, as in C (which drops it
-        // before looking at the expression).
-        Node::Slice(_, a, Some(b), _) if a.unwrap_or(0) == *b => off,
-        Node::Slice(e, a, b, p) => {
-            let sub = match e.as_ref() {
-                // Read only what the slice needs: the source may be endless.
-                src @ (Node::File(..) | Node::Script(..)) => {
-                    let data = read_source(src, *b)?;
-                    Image {
-                        size: data.len() as u64,
-                        pieces: vec![(0, Piece::Data(data))],
-                    }
-                }
-                other => eval_one(other)?,
-            };
-            let (a, b) = (a.unwrap_or(0), b.unwrap_or(sub.size));
-            if a > b || b > sub.size {
-                return err(
-                    *p,
-                    format!(
-                        "[{a}:{b}] is not a slice of an expression {} bytes long",
-                        sub.size
-                    ),
-                );
+            Expr::Script(script) => {
+                let data = run_script(script, None, pos)?;
+                let end = offset(off.checked_add(data.len() as u64), pos)?;
+                img.put_bytes(*off, data, pos)?;
+                *off = end;
             }
-            place(img, off, &sub.slice(a, b), pos)?
+            Expr::Assign(name, x) => {
+                d = Some(Rc::new(Binding {
+                    name: name.clone(),
+                    id: *x,
+                    next: d,
+                }));
+            }
+            Expr::Name(name) => {
+                let mut t = d.as_deref();
+                while let Some(b) = t.filter(|b| b.name != *name) {
+                    t = b.next.as_deref();
+                }
+                let Some(b) = t else {
+                    return err(pos, format!("\\{name} is not defined"));
+                };
+                let mut sub = Image::default();
+                evaluate(ast, &b.next, b.id, &mut sub, &mut 0)?;
+                place(img, &sub, 0, sub.size, off, pos)?;
+            }
+            Expr::List(_) => {
+                let mut sub = Image::default();
+                evaluate(ast, &d, id, &mut sub, &mut 0)?;
+                place(img, &sub, 0, sub.size, off, pos)?;
+            }
+            Expr::Repeat(x, n) => {
+                let mut sub = Image::default();
+                evaluate(ast, &d, *x, &mut sub, &mut 0)?;
+                repeat(img, &sub, *n, off, pos)?;
+            }
+            Expr::Slice(x, n, m) => slice(ast, &d, *x, *n, *m, img, off, pos)?,
         }
-    })
-}
-
-/// One node as an image of its own.
-fn eval_one(n: &Node) -> Result<Image, DataError> {
-    eval(std::slice::from_ref(n))
-}
-
-/// Put `sub` at `off`; return the offset after it.
-fn place(img: &mut Image, off: u64, sub: &Image, pos: usize) -> Result<u64, DataError> {
-    let end = add(off, sub.size, pos)?;
-    for (o, p) in &sub.pieces {
-        img.push(off + o, p.clone(), pos)?;
+        img.size = img.size.max(*off);
     }
-    Ok(end)
+    Ok(())
 }
 
-/// The bytes of `<FILE` or `<(SCRIPT)`, at most `limit` of them.
-fn read_source(n: &Node, limit: Option<u64>) -> Result<Vec<u8>, DataError> {
-    let cap = limit.unwrap_or(MAX_DATA + 1);
-    match n {
-        Node::File(path, pos) => {
-            let f = std::fs::File::open(path).map_err(|e| DataError {
-                pos: *pos,
-                msg: format!("{path}: {}", crate::error::io_message(&e)),
-            })?;
-            let mut out = Vec::new();
-            f.take(cap).read_to_end(&mut out).map_err(|e| DataError {
-                pos: *pos,
-                msg: format!("{path}: {}", crate::error::io_message(&e)),
-            })?;
-            too_big(out, limit, *pos)
-        }
-        Node::Script(script, pos) => {
-            let fail = |m: String| DataError { pos: *pos, msg: m };
-            let mut child = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(script)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| fail(format!("<(script): /bin/sh: {e}")))?;
-            let mut out = Vec::new();
-            let read = child
-                .stdout
-                .take()
-                .expect("piped")
-                .take(cap)
-                .read_to_end(&mut out);
-            // Enough read: an endless script is stopped here.
-            let done = child.try_wait().ok().flatten();
-            let status = match done {
-                Some(s) => s,
-                None if limit.is_some_and(|l| out.len() as u64 >= l) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return too_big(out, limit, *pos);
-                }
-                None => child.wait().map_err(|e| fail(format!("<(script): {e}")))?,
-            };
-            read.map_err(|e| fail(format!("<(script): {e}")))?;
-            if !status.success() {
-                return Err(fail(format!("<(script) failed ({status})")));
+/// `[from, from+len)` of `sub` at `*off`, which moves past it.
+fn place(
+    img: &mut Image,
+    sub: &Image,
+    from: u64,
+    len: u64,
+    off: &mut u64,
+    pos: usize,
+) -> Result<(), DataError> {
+    let end = offset(off.checked_add(len), pos)?;
+    img.blit(sub, from, len, *off, pos)?;
+    *off = end;
+    Ok(())
+}
+
+/// `n` copies of `sub` at `*off`.
+fn repeat(
+    img: &mut Image,
+    sub: &Image,
+    n: u64,
+    off: &mut u64,
+    pos: usize,
+) -> Result<(), DataError> {
+    let total = sub
+        .size
+        .checked_mul(n)
+        .filter(|&t| t <= i64::MAX as u64)
+        .map_or_else(|| err(pos, "the repeated expression is too large"), Ok)?;
+    let end = offset(off.checked_add(total), pos)?;
+    match sub.single_run() {
+        _ if total == 0 => {}
+        // One run: one longer run.
+        Some(Run::Fill(b)) => img.put(*off, total, Run::Fill(*b), pos)?,
+        Some(Run::Bytes { buf, from }) => {
+            if total > MAX_DATA {
+                return err(pos, "the repeated expression is too large");
             }
-            too_big(out, limit, *pos)
+            let one = &buf[*from..*from + sub.size as usize];
+            img.put_bytes(*off, one.repeat(n as usize), pos)?;
         }
-        _ => unreachable!("only files and scripts are read"),
+        // All holes: one hole.
+        None if sub.runs.is_empty() => img.clear(*off, end),
+        None => {
+            if (sub.runs.len() as u64).saturating_mul(n) > MAX_RUNS as u64 {
+                return err(pos, "the repeated expression is too large");
+            }
+            for k in 0..n {
+                img.blit(sub, 0, sub.size, *off + k * sub.size, pos)?;
+            }
+        }
     }
+    *off = end;
+    Ok(())
+}
+
+/// `x[n:m]` at `*off`. Files and scripts are read only as far as the slice
+/// needs, so that `</dev/urandom[:512]` and endless scripts work.
+#[allow(clippy::too_many_arguments)]
+fn slice(
+    ast: &Ast,
+    d: &Dict,
+    x: Id,
+    n: u64,
+    m: i64,
+    img: &mut Image,
+    off: &mut u64,
+    pos: usize,
+) -> Result<(), DataError> {
+    let bad = |size: u64| {
+        err(
+            pos,
+            format!("[{n}:{m}] is not a slice of an expression {size} bytes long"),
+        )
+    };
+    let end = (m >= 0).then_some(m as u64);
+    if end.is_some_and(|e| n > e) || m < -1 {
+        return err(pos, format!("[{n}:{m}] is not a slice"));
+    }
+    let sub = match ast.get(x) {
+        // Past the end of a file is not an error (as in C).
+        Expr::File(path) => {
+            let data = read_file(path, n, end.map(|e| e - n), pos)?;
+            let len = data.len() as u64;
+            let e = offset(off.checked_add(len), pos)?;
+            img.put_bytes(*off, data, pos)?;
+            *off = e;
+            return Ok(());
+        }
+        Expr::Script(script) => {
+            let data = run_script(script, end, pos)?;
+            let size = data.len() as u64;
+            let mut sub = Image::default();
+            sub.put_bytes(0, data, pos)?;
+            sub.size = size;
+            // A script that stops short of [:M] is not an error (as in C).
+            if n == 0 {
+                return place(img, &sub, 0, size, off, pos);
+            }
+            sub
+        }
+        _ => {
+            let mut sub = Image::default();
+            evaluate(ast, d, x, &mut sub, &mut 0)?;
+            sub
+        }
+    };
+    let e = end.unwrap_or(sub.size);
+    if n > e || e > sub.size {
+        return bad(sub.size);
+    }
+    place(img, &sub, n, e - n, off, pos)
+}
+
+/// The bytes of a file from `skip`, at most `limit` of them.
+fn read_file(path: &str, skip: u64, limit: Option<u64>, pos: usize) -> Result<Vec<u8>, DataError> {
+    let fail = |e: std::io::Error| DataError {
+        pos,
+        msg: format!("{path}: {}", crate::error::io_message(&e)),
+    };
+    let mut f = std::fs::File::open(path).map_err(fail)?;
+    if skip > 0 {
+        f.seek(SeekFrom::Start(skip)).map_err(fail)?;
+    }
+    let mut out = Vec::new();
+    f.take(limit.unwrap_or(MAX_DATA + 1))
+        .read_to_end(&mut out)
+        .map_err(fail)?;
+    too_big(out, limit, pos)
+}
+
+/// The output of `/bin/sh -c SCRIPT`, at most `limit` bytes of it. With no
+/// limit the script must succeed; with one it is stopped once enough is
+/// read, and how it ends does not matter (as in C, where such scripts
+/// usually die of a broken pipe).
+fn run_script(script: &str, limit: Option<u64>, pos: usize) -> Result<Vec<u8>, DataError> {
+    let fail = |m: String| DataError { pos, msg: m };
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("<(script): /bin/sh: {e}")))?;
+    let mut out = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .expect("piped")
+        .take(limit.unwrap_or(MAX_DATA + 1))
+        .read_to_end(&mut out);
+    if limit.is_some() {
+        let _ = child.kill();
+        let _ = child.wait();
+        read.map_err(|e| fail(format!("<(script): {e}")))?;
+        return Ok(out);
+    }
+    let status = child.wait().map_err(|e| fail(format!("<(script): {e}")))?;
+    read.map_err(|e| fail(format!("<(script): {e}")))?;
+    if !status.success() {
+        return Err(fail(format!("<(script) failed ({status})")));
+    }
+    too_big(out, None, pos)
 }
 
 fn too_big(out: Vec<u8>, limit: Option<u64>, pos: usize) -> Result<Vec<u8>, DataError> {

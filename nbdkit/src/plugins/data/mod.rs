@@ -12,13 +12,28 @@
 //! - `base64=TEXT`: base64-decoded bytes.
 //!
 //! Also `size=SIZE` (truncate or extend with zeroes; default: the size of
-//! the data) and `allocator=sparse|malloc` (see the memory plugin). Any
-//! other `key=value` is a variable for `$key`. Writes are kept in memory.
+//! the data) and `allocator=sparse|malloc[,mlock=true]` (see the memory
+//! plugin). Any
+//! other `key=value` is a variable for `$key` (an error without `data=`).
+//! Writes are kept in memory.
 //!
+//! A group, `\NAME`, repeat or slice is copied in whole over what was
+//! there, holes included; `-> \NAME` binds for the rest of its group.
 //! Octal and `\u` escapes in strings are an error, as in C nbdkit 1.32.
+//!
+//! Debug flag: `-D data.AST=1` (with `-v`) lists the expression after
+//! optimization, as C nbdkit does, except that `@+N` is listed as `@+N`
+//! (C 1.32 lists it as `@N`, the same as an absolute offset).
+//!
+//! Where C 1.32 is wrong we differ: `<(SCRIPT)[:]` is the whole output (C
+//! reads nothing), a script sliced from `N > 0` is read only as far as the
+//! slice needs (C never ends on an endless one), and a slice of a constant
+//! that does not fit is an error (C makes `BYTE[N:1]` the byte and
+//! `()[N:0]` nothing, whatever `N`).
 //!
 //! Example: `nbdkit -U - data '( 0x55 0xAA )*256 @^4096' --run 'nbdinfo "$uri"'`
 
+mod ast;
 mod eval;
 mod parse;
 
@@ -30,8 +45,7 @@ use super::{PluginInfo, Shared};
 use crate::backend::{Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
-use crate::sparse::Sparse;
-use eval::Piece;
+use eval::Run;
 
 pub static INFO: PluginInfo = PluginInfo {
     name: "data",
@@ -42,11 +56,12 @@ pub static INFO: PluginInfo = PluginInfo {
     magic_config_key: Some("data"),
     thread_model: ThreadModel::Parallel,
     build,
-    dump: &[("data_base64", "yes"), ("mlock", "no"), ("zstd", "no")],
+    dump: &[("data_base64", "yes"), ("mlock", "yes"), ("zstd", "no")],
 };
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let fail = |m: String| StartError(format!("data: {m}"));
+    let show_ast = p.debug_flag("AST") != 0;
     let mut given = Vec::new();
     for key in ["data", "raw", "base64"] {
         for v in p.take_all(key) {
@@ -54,13 +69,29 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
     }
     let size = p.take_size("size")?;
-    let extents = allocator(&mut p)?;
+    let alloc = allocator(&mut p)?;
     let vars: HashMap<String, String> = p.take_rest().into_iter().collect();
     let image = match given.as_slice() {
         [("data", expr)] => {
             let lookup = |name: &str| vars.get(name).cloned().or_else(|| std::env::var(name).ok());
-            let nodes = parse::parse(expr, &lookup).map_err(|e| fail(located(expr, &e)))?;
-            eval::eval(&nodes).map_err(|e| fail(located(expr, &e)))?
+            let mut tree = ast::Ast::new();
+            let root =
+                parse::parse(expr, &lookup, &mut tree).map_err(|e| fail(located(expr, &e)))?;
+            let root = tree.optimize(root);
+            if show_ast && crate::log::verbose() {
+                crate::log::debug("BEGIN AST (-D data.AST=1)");
+                for line in tree.listing(root) {
+                    crate::log::debug(&line);
+                }
+                crate::log::debug("END AST");
+            }
+            eval::eval(&tree, root).map_err(|e| fail(located(expr, &e)))?
+        }
+        _ if !vars.is_empty() => {
+            let (k, _) = vars.iter().next().expect("not empty");
+            return Err(fail(format!(
+                "unknown parameter '{k}' (only data= takes $VAR parameters)"
+            )));
         }
         [("raw", bytes)] => flat(bytes.as_bytes().to_vec()),
         [("base64", text)] => flat(base64(text).map_err(fail)?),
@@ -71,35 +102,42 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
     };
     let size = size.unwrap_or(image.size);
-    let data = Sparse::new();
-    for (off, piece) in &image.pieces {
-        if *off >= size {
-            continue;
-        }
-        let room = (size - off) as usize;
-        match piece {
-            Piece::Data(d) => data.write(&d[..d.len().min(room)], *off),
-            Piece::Fill(0, n) => data.zero((*n).min(room as u64), *off),
-            Piece::Fill(b, n) => {
-                let n = (*n).min(room as u64);
-                let chunk = vec![*b; n.min(1 << 20) as usize];
+    let data = alloc.storage("data", size)?;
+    for (&off, (len, run)) in image.runs.range(..size) {
+        let len = (*len).min(size - off) as usize;
+        match run {
+            Run::Bytes { buf, from } => data.write(&buf[*from..from + len], off),
+            Run::Fill(b) => {
+                let chunk = vec![*b; len.min(1 << 20)];
                 let mut done = 0;
-                while done < n {
-                    let k = (n - done).min(chunk.len() as u64);
-                    data.write(&chunk[..k as usize], off + done);
+                while done < len {
+                    let k = (len - done).min(chunk.len());
+                    data.write(&chunk[..k], off + done as u64);
                     done += k;
                 }
             }
         }
     }
-    Ok(Arc::new(Shared(Arc::new(Disk::new(size, data, extents)))))
+    Ok(Arc::new(Shared(Arc::new(Disk::new(
+        size,
+        data,
+        alloc.extents,
+    )))))
 }
 
 fn flat(bytes: Vec<u8>) -> eval::Image {
-    eval::Image {
+    let mut img = eval::Image {
         size: bytes.len() as u64,
-        pieces: vec![(0, Piece::Data(bytes))],
+        ..Default::default()
+    };
+    if !bytes.is_empty() {
+        let run = Run::Bytes {
+            buf: std::rc::Rc::new(bytes),
+            from: 0,
+        };
+        img.runs.insert(0, (img.size, run));
     }
+    img
 }
 
 /// "at offset N (near `...`): message", on one line.
@@ -166,18 +204,43 @@ mod tests {
 
     fn bytes_with(expr: &str, vars: &[(&str, &str)]) -> Vec<u8> {
         let lookup = |n: &str| vars.iter().find(|v| v.0 == n).map(|v| v.1.to_string());
-        let nodes = parse::parse(expr, &lookup).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
-        eval::eval(&nodes)
+        let mut tree = ast::Ast::new();
+        let root =
+            parse::parse(expr, &lookup, &mut tree).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
+        let plain = eval::eval(&tree, root)
             .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
-            .bytes()
+            .bytes();
+        // The optimizer must not change the meaning.
+        let root = tree.optimize(root);
+        let optimized = eval::eval(&tree, root)
+            .unwrap_or_else(|e| panic!("{expr}: optimized: {e:?}"))
+            .bytes();
+        assert_eq!(plain, optimized, "{expr}: optimized");
+        plain
     }
 
     fn error(expr: &str) -> String {
         let lookup = |_: &str| None;
-        match parse::parse(expr, &lookup).and_then(|n| eval::eval(&n)) {
+        let mut tree = ast::Ast::new();
+        let r = parse::parse(expr, &lookup, &mut tree).and_then(|root| {
+            let root = tree.optimize(root);
+            eval::eval(&tree, root)
+        });
+        match r {
             Ok(i) => panic!("{expr}: expected an error, got {} bytes", i.size),
             Err(e) => located(expr, &e),
         }
+    }
+
+    /// The optimized tree as `-D data.AST=1` lists it, on one line.
+    fn listing(expr: &str) -> String {
+        let lookup = |_: &str| None;
+        let mut tree = ast::Ast::new();
+        let root = parse::parse(expr, &lookup, &mut tree).unwrap();
+        let root = tree.optimize(root);
+        let lines = tree.listing(root);
+        let words: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+        words.join(" ")
     }
 
     #[test]
@@ -266,11 +329,35 @@ mod tests {
             (r"( 1 -> \a ) \a", r"\a is not defined"),
             ("$nov", "$nov: no such parameter"),
             ("1 @-2", "@-2 goes before the start (the offset is 1)"),
+            ("( 1 @-2 )", "at offset 4 (near '@-2 )'): @-2 goes before"),
+            (
+                "()[1:]",
+                "[1:-1] is not a slice of an expression 0 bytes long",
+            ),
+            (
+                "( 1 )[0:2]",
+                "[0:2] is not a slice of an expression 1 bytes long",
+            ),
             ("@^3", "@^3: the alignment must be a power of 2"),
             ("@^0", "must be a power of 2"),
-            ("le16:65536", "does not fit in 16 bits"),
+            ("le16:65536", "le16: could not parse number: \"65536\""),
             ("le32:-1", "negative numbers are not allowed"),
-            ("be16:0x", "is not a number"),
+            ("be16:0x", "trailing garbage"),
+            ("le16:1*2", "trailing garbage"),
+            ("lx", "expected a byte"),
+            ("@+-1", "@+N: the number must not be negative"),
+            ("@x", "expected @N, @+N, @-N or @^N"),
+            ("1 -", "expected -> \\NAME"),
+            ("1 -> a", "expected \\NAME"),
+            (r"1 -> \", "expected a name after \\"),
+            ("@1 -> \\a", "-> \\NAME cannot follow an @offset"),
+            ("1[1 : 2]", "expected [N:M], [N:], [:M] or [:]"),
+            ("1[0:-2]", "[0:-2] is not a slice"),
+            ("1*", "*N: expected a number"),
+            ("$1", "expected a name after $"),
+            ("<()", "<( ) needs a script"),
+            ("<(echo", "unmatched '(' in <(script)"),
+            ("(1 2 ()", "at offset 0 (near '(1 2 ()'): unmatched '('"),
             ("\"abc", "unterminated string"),
             (r#""\101""#, "octal and unicode escapes are not supported"),
             ("*2", "*N must follow an expression"),
@@ -286,6 +373,63 @@ mod tests {
         ] {
             let got = error(expr);
             assert!(got.contains(want), "{expr}: {got}");
+        }
+    }
+
+    #[test]
+    fn groups_overwrite_what_was_there_holes_included() {
+        assert_eq!(bytes("1 2 3 4 @0 ( @3 )"), [0, 0, 0, 4]);
+        assert_eq!(bytes("1 2 3 4 @1 ( 9 @2 )*1"), [1, 9, 0, 4]);
+        assert_eq!(bytes(r"( @2 ) -> \h 1 2 3 @0 \h"), [0, 0, 3]);
+        assert_eq!(bytes("7*6 @1 ( 0 0 5 )[1:]"), [7, 0, 5, 7, 7, 7]);
+        assert_eq!(bytes("1*10 @2 0*3"), [1, 1, 0, 0, 0, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn names_are_bound_where_they_are_evaluated() {
+        // A name is seen by what follows it in its list, and in groups.
+        assert_eq!(bytes(r"5 -> \x ( \x \x ) \x"), [5, 5, 5]);
+        // A group's bindings end with it.
+        assert_eq!(bytes(r"1 -> \x ( 2 -> \x \x ) \x"), [2, 1]);
+        // A name keeps the bindings of where it was bound.
+        assert_eq!(bytes(r"1 -> \a ( \a 2 ) -> \b 3 -> \a \b \a"), [1, 2, 3]);
+        assert_eq!(
+            error(r"\x 1 -> \x"),
+            "at offset 0 (near '\\x 1 -> \\x'): \\x is not defined"
+        );
+    }
+
+    #[test]
+    fn the_optimizer_lists_what_c_nbdkit_lists() {
+        for (expr, want) in [
+            ("", "null"),
+            ("9", "9"),
+            ("7 7 7 7", "fill(7*4)"),
+            ("0x41 0x42", "\"AB\""),
+            ("\"zz\" 0x7a \"zz\"", "fill(122*5)"),
+            ("( ( 1 2 ) ) ( 3 )", "\"\\x01\\x02\\x03\""),
+            ("( 4 4 ) ( 5 5 6 )", "( fill(4*2) fill(5*2) 6 )"),
+            ("( 1 2 )*0 \"x\"*1", "\"x\""),
+            ("\"ab\"*3", "\"ababab\""),
+            ("\"ab\"*5", "( \"ab\" ) *5"),
+            ("( 3*2 )*5", "fill(3*10)"),
+            (
+                "( 1 2 3 4 5 6 7 8 )*5*5",
+                "( \"\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08\" ) *25",
+            ),
+            ("\"abcdef\"[2:5]", "\"cde\""),
+            ("\"abcdef\"[4:]", "\"ef\""),
+            ("\"abcdef\"[3:4]", "100"),
+            ("9*9[3:]", "fill(9*6)"),
+            ("9*9[8:]", "9"),
+            ("\"abc\"[5:5]", "null"),
+            ("\"abc\"[1:9]", "( \"abc\" )[1:9]"),
+            ("1 @4 @+2 @-1 @^8", "( 1 @4 @+2 @-1 @^8 )"),
+            (r"1 -> \a \a", r"( ( 1 ) -> \a \a )"),
+            ("<f[1:2] <(echo)", "( ( <f )[1:2] <(echo) )"),
+            ("\"a\\x00\\\\\\\"\"", "\"a\\x00\\\"\""),
+        ] {
+            assert_eq!(listing(expr), want, "{expr}");
         }
     }
 

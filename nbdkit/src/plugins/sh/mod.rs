@@ -18,8 +18,9 @@
 //! stdin), `flush`, `trim`, `zero`, `extents`, `cache`, and `close`.
 //! `list_exports` and `default_export` answer the handshake,
 //! `preconnect` (an error refuses the client) comes before it, and `unload`
-//! runs as nbdkit exits. Not supported: `dump_plugin`, `magic_config_key`
-//! and `after_fork`.
+//! runs as nbdkit exits. `--dump-plugin` runs `load`, `config` and then
+//! `dump_plugin`, and prints what it prints. Not supported:
+//! `magic_config_key`.
 //!
 //! Example: `nbdkit -U - sh ./disk.sh --run 'nbdinfo "$uri"'`
 
@@ -45,7 +46,23 @@ pub static INFO: PluginInfo = PluginInfo {
     dump: &[("max_known_status", "3")],
 };
 
-fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let (runner, rest) = prepare(p)?;
+    start(runner, rest, false, "sh")
+}
+
+/// `--dump-plugin`: the script's `dump_plugin` output (none without a
+/// script).
+pub(crate) fn dump(params: &[(String, String)]) -> Result<String, StartError> {
+    if !params.iter().any(|(k, _)| k == "script") {
+        return Ok(String::new());
+    }
+    let (runner, rest) = prepare(Params::new("sh", params.to_vec()))?;
+    dump_script(&runner, &rest, "sh")
+}
+
+/// The script to run, and the parameters left for its `config`.
+fn prepare(mut p: Params) -> Result<(Runner, Vec<(String, String)>), StartError> {
     let fail = |m: String| StartError(format!("sh: {m}"));
     let mut scripts = p.take_all("script");
     if scripts.len() > 1 {
@@ -88,8 +105,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         name: "sh",
         closing: Default::default(),
     };
-    let rest = p.take_rest();
-    start(runner, rest, false, "sh")
+    Ok((runner, p.take_rest()))
 }
 
 /// Whether the kernel runs `path` itself: a `#!` script or an ELF
@@ -110,26 +126,8 @@ pub(crate) fn start(
     infer_caps: bool,
     name: &str,
 ) -> Result<Arc<dyn Plugin>, StartError> {
-    let fail = |m: String| StartError(format!("{name}: {m}"));
-    let must = |method: &str, args: &[&str]| -> Result<Option<Vec<u8>>, StartError> {
-        match runner.call_sync(method, args) {
-            Outcome::Ok(out) => Ok(Some(out)),
-            Outcome::Missing | Outcome::False => Ok(None),
-            Outcome::Failed(e) => Err(fail(
-                e.msg.trim_start_matches(&format!("{name}: ")).to_string(),
-            )),
-        }
-    };
-    if name == "sh" {
-        must("load", &[])?;
-    }
-    for (k, v) in &config {
-        if must("config", &[k, v])?.is_none() {
-            return Err(fail(format!(
-                "unknown parameter '{k}' (the script has no config method)"
-            )));
-        }
-    }
+    let must = |method: &str, args: &[&str]| must(&runner, method, args, name);
+    configure(&runner, &config, name)?;
     must("config_complete", &[])?;
     let thread_model = match must("thread_model", &[])? {
         None => ThreadModel::SerializeAllRequests,
@@ -148,6 +146,62 @@ pub(crate) fn start(
         thread_model,
         infer_caps,
     }))
+}
+
+/// Run a start-up method: its output, None if missing (or false), or the
+/// error it reported.
+fn must(
+    runner: &Runner,
+    method: &str,
+    args: &[&str],
+    name: &str,
+) -> Result<Option<Vec<u8>>, StartError> {
+    match runner.call_sync(method, args) {
+        Outcome::Ok(out) => Ok(Some(out)),
+        Outcome::Missing | Outcome::False => Ok(None),
+        Outcome::Failed(e) => Err(StartError(format!(
+            "{name}: {}",
+            e.msg.trim_start_matches(&format!("{name}: "))
+        ))),
+    }
+}
+
+/// `load` (sh only), then `config` for each parameter.
+fn configure(runner: &Runner, config: &[(String, String)], name: &str) -> Result<(), StartError> {
+    if name == "sh" {
+        must(runner, "load", &[], name)?;
+    }
+    for (k, v) in config {
+        if must(runner, "config", &[k, v], name)?.is_none() {
+            return Err(StartError(format!(
+                "{name}: unknown parameter '{k}' (the script has no config method)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--dump-plugin` for a script plugin: as C, `load` and `config` run (not
+/// `config_complete`), then `dump_plugin`, whose output is printed as it
+/// is (nothing if it is missing or fails), then `unload`.
+pub(crate) fn dump_script(
+    runner: &Runner,
+    config: &[(String, String)],
+    name: &str,
+) -> Result<String, StartError> {
+    configure(runner, config, name)?;
+    let out = match runner.call_sync("dump_plugin", &[]) {
+        Outcome::Ok(out) => String::from_utf8_lossy(&out).into_owned(),
+        Outcome::Missing | Outcome::Failed(_) => String::new(),
+        Outcome::False => {
+            crate::log::error(&format!(
+                "{name}: dump_plugin method returned unexpected code (3/false)"
+            ));
+            String::new()
+        }
+    };
+    let _ = runner.call_sync("unload", &[]);
+    Ok(out)
 }
 
 fn is_executable(p: &std::path::Path) -> bool {

@@ -295,26 +295,43 @@ fn text(out: &[u8]) -> String {
 /// first line, else every line is a name.
 fn export_list(out: &[u8]) -> Vec<ExportEntry> {
     let s = String::from_utf8_lossy(out);
-    let lines: Vec<&str> = s.lines().collect();
+    // Only whole lines count (a last line without its newline is dropped),
+    // and an empty description is none, as in C nbdkit.
+    let (mode, body) = ["INTERLEAVED\n", "NAMES+DESCRIPTIONS\n", "NAMES\n"]
+        .iter()
+        .find_map(|m| s.strip_prefix(m).map(|rest| (*m, rest)))
+        .unwrap_or(("", &s));
+    let mut lines: Vec<&str> = body.split('\n').collect();
+    lines.pop();
     let entry = |n: &str, d: Option<&str>| ExportEntry {
         name: n.to_string(),
-        description: d.map(str::to_string),
+        description: d.filter(|d| !d.is_empty()).map(str::to_string),
     };
-    match lines.first().copied() {
-        Some("NAMES") => lines[1..].iter().map(|n| entry(n, None)).collect(),
-        Some("INTERLEAVED") => lines[1..]
+    match mode {
+        "INTERLEAVED\n" => lines
             .chunks(2)
             .map(|c| entry(c[0], c.get(1).copied()))
             .collect(),
-        Some("NAMES+DESCRIPTIONS") => {
-            let rest = &lines[1..];
-            let half = rest.len() / 2;
-            (0..half)
-                .map(|i| entry(rest[i], Some(rest[half + i])))
+        // The first half (rounded up) are names, the rest descriptions.
+        "NAMES+DESCRIPTIONS\n" => {
+            let names = lines.len().div_ceil(2);
+            (0..names)
+                .map(|i| entry(lines[i], lines.get(names + i).copied()))
                 .collect()
         }
         _ => lines.iter().map(|n| entry(n, None)).collect(),
     }
+}
+
+/// `default_export`'s answer: the first line after the list's keyword, if
+/// any (with or without its newline).
+fn first_export(out: &[u8]) -> String {
+    let s = String::from_utf8_lossy(out);
+    let body = ["INTERLEAVED\n", "NAMES+DESCRIPTIONS\n", "NAMES\n"]
+        .iter()
+        .find_map(|m| s.strip_prefix(m))
+        .unwrap_or(&s);
+    body.split('\n').next().unwrap_or("").to_string()
 }
 
 #[async_trait]
@@ -369,15 +386,35 @@ impl Plugin for ScriptPlugin {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
         match r.call("list_exports", &[ro, "false"], None).await {
-            Outcome::Ok(out) => Ok(export_list(&out)),
-            Outcome::Missing => Ok(vec![ExportEntry {
-                name: crate::backend::cached_default_export(
-                    self as *const Self as *const () as usize,
-                    self.default_export(readonly),
-                )
-                .await?,
+            Outcome::Ok(out) => {
+                let list = export_list(&out);
+                // As C's nbdkit_add_export: names and descriptions must fit
+                // in an NBD string (4096 bytes).
+                let too_long = |s: &str| s.len() > 4096;
+                if list
+                    .iter()
+                    .any(|e| too_long(&e.name) || e.description.as_deref().is_some_and(too_long))
+                {
+                    return Err(Error::new(
+                        Errno::Inval,
+                        format!("{}: list_exports: an export name or description is longer than 4096 bytes", r.name),
+                    ));
+                }
+                Ok(list)
+            }
+            // Just the default export; if `default_export` fails, no
+            // export at all (not an error), as in C nbdkit.
+            Outcome::Missing => Ok(crate::backend::cached_default_export(
+                self as *const Self as *const () as usize,
+                self.default_export(readonly),
+            )
+            .await
+            .map(|name| ExportEntry {
+                name,
                 description: None,
-            }]),
+            })
+            .into_iter()
+            .collect()),
             o => failed("list_exports", o, r.name),
         }
     }
@@ -386,11 +423,7 @@ impl Plugin for ScriptPlugin {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
         match r.call("default_export", &[ro, "false"], None).await {
-            Outcome::Ok(out) => Ok(export_list(&out)
-                .into_iter()
-                .next()
-                .map(|e| e.name)
-                .unwrap_or_default()),
+            Outcome::Ok(out) => Ok(first_export(&out)),
             Outcome::Missing => Ok(String::new()),
             o => failed("default_export", o, r.name),
         }
@@ -737,5 +770,28 @@ mod tests {
                 ("b".into(), Some("db".into()))
             ]
         );
+        // An odd number of lines: the names are the larger half.
+        assert_eq!(
+            names(export_list(b"NAMES+DESCRIPTIONS\na\nb\nda\n")),
+            [("a".into(), Some("da".into())), ("b".into(), None)]
+        );
+        assert_eq!(
+            names(export_list(b"NAMES+DESCRIPTIONS\n\n")),
+            [("".into(), None)]
+        );
+        assert_eq!(
+            names(export_list(b"INTERLEAVED\n\n\n")),
+            [("".into(), None)]
+        );
+        assert_eq!(
+            names(export_list(b"INTERLEAVED\na\n\nb\n")),
+            [("a".into(), None), ("b".into(), None)]
+        );
+        // Only whole lines.
+        assert_eq!(names(export_list(b"a\nb")), [("a".into(), None)]);
+        assert!(export_list(b"NAMES\n").is_empty());
+        assert_eq!(first_export(b"NAMES\nx\ny\n"), "x");
+        assert_eq!(first_export(b"hello"), "hello");
+        assert_eq!(first_export(b""), "");
     }
 }
