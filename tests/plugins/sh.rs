@@ -266,60 +266,6 @@ fn inline_script_is_refused_with_single() {
     assert!(!err.contains("oops"), "{err}");
 }
 
-/// An emulated CACHE reads in C's chunks (up to 64 MiB at once), so the
-/// plugin sees the same reads under both servers.
-#[test]
-fn emulated_cache_reads_like_c() {
-    if !have("nbdsh") {
-        return;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let log = d.path().join("preads");
-    let pread = format!(
-        "pread=echo $3 $4 >> {}; dd if=/dev/zero count=$3 iflag=count_bytes status=none",
-        log.display()
-    );
-    let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "eval",
-            "get_size=echo 64M",
-            "can_cache=echo emulate",
-            &pread,
-        ])
-        .args([
-            "--run",
-            "nbdsh -u \"$uri\" -c 'h.cache(8 * 1024 * 1024, 4096)'",
-        ])
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(slurp(&log), "8388608 4096\n");
-}
-
-/// A script that can flush but says nothing of FUA gets FUA emulated with
-/// flushes, as C's sh plugin decides; one that cannot flush gets none.
-#[test]
-fn fua_follows_flush_when_can_fua_is_missing() {
-    let d = tempfile::tempdir().unwrap();
-    for (can_flush, fua) in [("0", true), ("3", false)] {
-        let s = script(
-            d.path(),
-            &format!("fua{can_flush}.sh"),
-            &format!(
-                "#!/bin/sh\ncase \"$1\" in get_size) echo 1M ;; can_write) exit 0 ;; \
-                 can_flush) exit {can_flush} ;; *) exit 2 ;; esac\n"
-            ),
-        );
-        let disk = disk(&["sh", s.to_str().unwrap()]);
-        let c = disk.connect().unwrap();
-        assert_eq!(c.info().can_fua(), fua, "can_flush exits {can_flush}");
-        assert_eq!(c.info().can_flush(), fua);
-    }
-}
-
 /// eval needs no snippet at start-up, as in C: without pread each read
 /// fails with EIO; without get_size each client is refused.
 #[test]
