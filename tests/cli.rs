@@ -114,6 +114,39 @@ fn dump_plugin() {
             assert_eq!(has(p), theirs, "{p}");
         }
     }
+    // The thread model a script chooses, and the filters' say in it.
+    let tm = |args: &[&str], script: &str| -> String {
+        let out = nbdkit()
+            .arg("--dump-plugin")
+            .args(args)
+            .write_stdin(script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("thread_model=").map(String::from))
+            .unwrap()
+    };
+    let plain = "case $1 in get_size) echo 1M ;; *) exit 2 ;; esac\n";
+    let parallel = "case $1 in thread_model) echo parallel ;; *) exit 2 ;; esac\n";
+    assert_eq!(tm(&["sh", "-"], plain), "serialize_all_requests");
+    assert_eq!(tm(&["sh", "-"], parallel), "parallel");
+    assert_eq!(
+        tm(
+            &["--filter=noparallel", "sh", "-", "serialize=connections"],
+            parallel
+        ),
+        "serialize_connections"
+    );
+    assert_eq!(
+        tm(
+            &["--filter=noparallel", "memory", "serialize=connections"],
+            ""
+        ),
+        "serialize_connections"
+    );
     // -s with --dump-plugin is refused, as in C.
     nbdkit()
         .args(["-s", "--dump-plugin", "memory"])

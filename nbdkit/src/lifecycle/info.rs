@@ -53,11 +53,15 @@ const C_CALLBACKS: &[(&str, &str)] = &[
     ("tar", "config config_complete config_help open get_size can_multi_conn pread pwrite flush"),
 ];
 
-fn dump_plugin(p: &PluginInfo) -> String {
+/// The fixed `--dump-plugin` lines; `thread_model=` is the strictest of the
+/// plugin's limit and what its script (if any) chose.
+fn dump_plugin(p: &PluginInfo, chosen: Option<crate::backend::ThreadModel>) -> String {
+    let tm = chosen.map_or(p.thread_model, |c| c.min(p.thread_model));
     let mut s = format!(
-        "path=(built-in)\nname={}\nversion={COMPAT_VERSION}\napi_version=2\nmax_thread_model={tm}\nthread_model={tm}\nerrno_is_preserved=1\n",
+        "path=(built-in)\nname={}\nversion={COMPAT_VERSION}\napi_version=2\nmax_thread_model={}\nthread_model={}\nerrno_is_preserved=1\n",
         p.name,
-        tm = p.thread_model.name(),
+        p.thread_model.name(),
+        tm.name(),
     );
     if let Some(k) = p.magic_config_key {
         s.push_str(&format!("magic_config_key={k}\n"));
@@ -75,7 +79,19 @@ fn dump_plugin(p: &PluginInfo) -> String {
 /// The text to print for an informational action.
 pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
     if let (Action::DumpPlugin, Some(p)) = (cfg.action, cfg.plugin) {
-        return Ok(dump_plugin(p) + &crate::plugins::dump_more(p, &cfg.params)?);
+        // As in C, the filters take their parameters first, and their
+        // thread models count; the plugin (a script) sees the rest.
+        let mut params = crate::params::Params::new(p.name, cfg.params.clone());
+        let mut filtered: Option<crate::backend::ThreadModel> = None;
+        for f in &cfg.filters {
+            let tm = (f.build)(&mut params)?.thread_model();
+            filtered = Some(filtered.map_or(tm, |t| t.min(tm)));
+        }
+        let rest = params.take_rest();
+        return Ok(match crate::plugins::dump_more(p, &rest)? {
+            Some((tm, more)) => dump_plugin(p, Some(filtered.map_or(tm, |f| f.min(tm)))) + &more,
+            None => dump_plugin(p, filtered),
+        });
     }
     Ok(match cfg.action {
         Action::Help => {
@@ -116,7 +132,7 @@ pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
             s
         }
         Action::DumpConfig => dump_config(),
-        Action::DumpPlugin => cfg.plugin.map(dump_plugin).unwrap_or_default(),
+        Action::DumpPlugin => cfg.plugin.map(|p| dump_plugin(p, None)).unwrap_or_default(),
         Action::LongOptions => cli::long_options(),
         Action::ShortOptions => cli::short_options(),
         Action::Serve => String::new(),

@@ -82,9 +82,11 @@ fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
 }
 
 /// `--dump-plugin`: what the `dump_plugin` snippet prints.
-pub(crate) fn dump(params: &[(String, String)]) -> Result<String, StartError> {
+pub(crate) fn dump(
+    params: &[(String, String)],
+) -> Result<Option<(ThreadModel, String)>, StartError> {
     let (runner, rest) = prepare(Params::new("eval", params.to_vec()))?;
-    dump_script(&runner, &rest, "eval")
+    dump_script(&runner, &rest, "eval").map(Some)
 }
 
 /// The snippets, and the parameters left for the `config` snippet.

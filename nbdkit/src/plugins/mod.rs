@@ -89,13 +89,17 @@ pub static PLUGINS: &[&PluginInfo] = &[
     &zero::INFO,
 ];
 
-/// What `--dump-plugin` adds after a plugin's fixed lines when it must be
-/// computed from the parameters (the script plugins ask their script).
-pub fn dump_more(p: &PluginInfo, params: &[(String, String)]) -> Result<String, StartError> {
+/// What `--dump-plugin` learns from the parameters, for the plugins that
+/// ask their script: the thread model it chooses, and the lines its
+/// `dump_plugin` adds after the fixed ones.
+pub fn dump_more(
+    p: &PluginInfo,
+    params: &[(String, String)],
+) -> Result<Option<(ThreadModel, String)>, StartError> {
     match p.name {
         "sh" => sh::dump(params),
         "eval" => eval::dump(params),
-        _ => Ok(String::new()),
+        _ => Ok(None),
     }
 }
 

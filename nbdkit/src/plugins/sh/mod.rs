@@ -51,14 +51,16 @@ fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     start(runner, rest, false, "sh")
 }
 
-/// `--dump-plugin`: the script's `dump_plugin` output (none without a
-/// script).
-pub(crate) fn dump(params: &[(String, String)]) -> Result<String, StartError> {
+/// `--dump-plugin`: the script's thread model and `dump_plugin` output
+/// (nothing without a script).
+pub(crate) fn dump(
+    params: &[(String, String)],
+) -> Result<Option<(ThreadModel, String)>, StartError> {
     if !params.iter().any(|(k, _)| k == "script") {
-        return Ok(String::new());
+        return Ok(None);
     }
     let (runner, rest) = prepare(Params::new("sh", params.to_vec()))?;
-    dump_script(&runner, &rest, "sh")
+    dump_script(&runner, &rest, "sh").map(Some)
 }
 
 /// The script to run, and the parameters left for its `config`.
@@ -129,7 +131,19 @@ pub(crate) fn start(
     let must = |method: &str, args: &[&str]| must(&runner, method, args, name);
     configure(&runner, &config, name)?;
     must("config_complete", &[])?;
-    let thread_model = match must("thread_model", &[])? {
+    let thread_model = script_thread_model(&runner, name)?;
+    must("get_ready", &[])?;
+    Ok(Arc::new(ScriptPlugin {
+        runner: Arc::new(runner),
+        thread_model,
+        infer_caps,
+    }))
+}
+
+/// The script's `thread_model`; without one, `serialize_all_requests`, as
+/// in C.
+fn script_thread_model(runner: &Runner, name: &str) -> Result<ThreadModel, StartError> {
+    Ok(match must(runner, "thread_model", &[], name)? {
         None => ThreadModel::SerializeAllRequests,
         Some(out) => match String::from_utf8_lossy(&out).trim() {
             "serialize_connections" => ThreadModel::SerializeConnections,
@@ -139,13 +153,7 @@ pub(crate) fn start(
             // As C: output it does not recognise is ignored.
             _ => ThreadModel::SerializeAllRequests,
         },
-    };
-    must("get_ready", &[])?;
-    Ok(Arc::new(ScriptPlugin {
-        runner: Arc::new(runner),
-        thread_model,
-        infer_caps,
-    }))
+    })
 }
 
 /// Run a start-up method: its output, None if missing (or false), or the
@@ -182,14 +190,16 @@ fn configure(runner: &Runner, config: &[(String, String)], name: &str) -> Result
 }
 
 /// `--dump-plugin` for a script plugin: as C, `load` and `config` run (not
-/// `config_complete`), then `dump_plugin`, whose output is printed as it
+/// `config_complete`), then `thread_model` (the script's choice is the
+/// `thread_model=` line) and `dump_plugin`, whose output is printed as it
 /// is (nothing if it is missing or fails), then `unload`.
 pub(crate) fn dump_script(
     runner: &Runner,
     config: &[(String, String)],
     name: &str,
-) -> Result<String, StartError> {
+) -> Result<(ThreadModel, String), StartError> {
     configure(runner, config, name)?;
+    let thread_model = script_thread_model(runner, name)?;
     let out = match runner.call_sync("dump_plugin", &[]) {
         Outcome::Ok(out) => String::from_utf8_lossy(&out).into_owned(),
         Outcome::Missing | Outcome::Failed(_) => String::new(),
@@ -201,7 +211,7 @@ pub(crate) fn dump_script(
         }
     };
     let _ = runner.call_sync("unload", &[]);
-    Ok(out)
+    Ok((thread_model, out))
 }
 
 fn is_executable(p: &std::path::Path) -> bool {
