@@ -33,9 +33,37 @@ fn allow_is_checked_before_deny_and_unmatched_clients_get_in() {
     }
 }
 
+/// Unix socket clients by the credentials they connect with: pid, uid
+/// and gid rules (ours is the test process).
+#[test]
+fn unix_clients_by_pid_uid_and_gid() {
+    // SAFETY: these calls have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let pid = std::process::id();
+    for (rules, ok) in [
+        (vec![format!("allow=uid:{uid}"), "deny=all".into()], true),
+        (
+            vec![format!("allow=uid:{}", uid + 1), "deny=all".into()],
+            false,
+        ),
+        (vec![format!("allow=gid:{gid}"), "deny=all".into()], true),
+        (vec![format!("deny=gid:{gid}")], false),
+        (vec![format!("allow=pid:{pid}"), "deny=all".into()], true),
+        (vec![format!("deny=pid:{pid}")], false),
+    ] {
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        let disk = start(false, &rules);
+        assert_eq!(disk.connect().is_ok(), ok, "{rules:?}");
+    }
+    // Over TCP there are no credentials: a uid rule never matches.
+    let disk = start(true, &[&format!("deny=uid:{uid}")]);
+    assert!(disk.connect().is_ok());
+}
+
 #[rstest::rstest]
 #[case("allow=1.2.3.4/40", "ip: allow: 1.2.3.4/40: bad prefix length")]
-#[case("deny=uid:0", "Unix socket credentials are not supported")]
+#[case("deny=pid:0", "pid: parameter out of range")]
+#[case("deny=uid:-1", "uid: parameter out of range")]
 #[case("deny=nowhere", "nowhere: not an address or keyword")]
 fn bad_rules(#[case] rule: &str, #[case] msg: &str) {
     let out = nbdkit()

@@ -147,8 +147,9 @@ pub struct ExportEntry {
 pub enum Peer {
     /// A TCP client.
     Tcp(std::net::SocketAddr),
-    /// A client on a Unix domain socket (whose address says nothing).
-    Unix,
+    /// A client on a Unix domain socket (whose address says nothing), with
+    /// its credentials when the kernel gave them (SO_PEERCRED).
+    Unix(Option<Cred>),
     /// Not on a socket (`-s` on pipes), or the address could not be read.
     Unknown,
 }
@@ -157,7 +158,7 @@ impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Peer::Tcp(a) => write!(f, "{a}"),
-            Peer::Unix => f.write_str("unix socket"),
+            Peer::Unix(_) => f.write_str("unix socket"),
             Peer::Unknown => f.write_str("unknown peer"),
         }
     }
@@ -167,6 +168,15 @@ impl std::fmt::Display for Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub peer: Peer,
+}
+
+/// A Unix socket client's process, user and group, as they were when it
+/// connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A plugin, built once at start-up.

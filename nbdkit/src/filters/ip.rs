@@ -4,9 +4,10 @@
 //!   an `allow` rule is let in, else one matching a `deny` rule is refused,
 //!   else it is let in. Rules: `all`/`any`, `allipv4`/`anyipv4`,
 //!   `allipv6`/`anyipv6`, `allunix`/`anyunix`, `A.B.C.D[/NN]`,
-//!   `A:B::C[/NN]`. (`pid:`, `uid:`, `gid:`, vsock rules are refused: this
-//!   nbdkit does not read Unix socket credentials.) A refused client is
-//!   disconnected before the handshake.
+//!   `A:B::C[/NN]`, and for clients on a Unix socket `pid:PID`, `uid:UID`
+//!   and `gid:GID` (the client's credentials when it connected). vsock
+//!   rules are refused. A refused client is disconnected before the
+//!   handshake.
 //!
 //! Example: `nbdkit --filter=ip -p 10809 memory 1G allow=127.0.0.1,::1 deny=all`
 
@@ -35,6 +36,9 @@ enum Rule {
     AnyV6,
     AnyUnix,
     Net(IpAddr, u8),
+    Pid(i64),
+    Uid(i64),
+    Gid(i64),
 }
 
 impl Rule {
@@ -44,10 +48,27 @@ impl Rule {
             "allipv4" | "anyipv4" => Rule::AnyV4,
             "allipv6" | "anyipv6" => Rule::AnyV6,
             "allunix" | "anyunix" => Rule::AnyUnix,
-            s if s.starts_with("pid:") || s.starts_with("uid:") || s.starts_with("gid:") => {
-                return Err(format!(
-                    "{s}: Unix socket credentials are not supported by this nbdkit"
-                ))
+            s if s.len() >= 4
+                && ["pid:", "uid:", "gid:"]
+                    .iter()
+                    .any(|p| s[..4].eq_ignore_ascii_case(p)) =>
+            {
+                let kind = s[..3].to_ascii_lowercase();
+                // As C: a pid is positive, a uid or gid not negative.
+                let out_of_range = || format!("{kind}: parameter out of range");
+                if s[4..].trim_start().starts_with('-') {
+                    return Err(out_of_range());
+                }
+                let n = crate::params::parse_uint(&format!("{kind}:"), &s[4..], i64::MAX as u64)?
+                    as i64;
+                if n == 0 && kind == "pid" {
+                    return Err(out_of_range());
+                }
+                match kind.as_str() {
+                    "pid" => Rule::Pid(n),
+                    "uid" => Rule::Uid(n),
+                    _ => Rule::Gid(n),
+                }
             }
             s if s.contains("vsock") => {
                 return Err(format!("{s}: vsock is not supported by this nbdkit"))
@@ -79,9 +100,16 @@ impl Rule {
             Peer::Tcp(a) => Some(normal(a.ip())),
             _ => None,
         };
+        let cred = match peer {
+            Peer::Unix(c) => *c,
+            _ => None,
+        };
         match (self, ip) {
             (Rule::Any, _) => true,
-            (Rule::AnyUnix, None) => matches!(peer, Peer::Unix),
+            (Rule::AnyUnix, None) => matches!(peer, Peer::Unix(_)),
+            (Rule::Pid(n), None) => cred.is_some_and(|c| i64::from(c.pid) == *n),
+            (Rule::Uid(n), None) => cred.is_some_and(|c| i64::from(c.uid) == *n),
+            (Rule::Gid(n), None) => cred.is_some_and(|c| i64::from(c.gid) == *n),
             (Rule::AnyV4, Some(IpAddr::V4(_))) => true,
             (Rule::AnyV6, Some(IpAddr::V6(_))) => true,
             (Rule::Net(net, bits), Some(ip)) => within(*net, *bits, ip),
@@ -203,11 +231,23 @@ mod tests {
         assert!(r("fe80::/10").matches(&tcp("[fe80::1]:5")));
         assert!(r("anyipv4").matches(&tcp("1.2.3.4:1")));
         assert!(!r("anyipv4").matches(&tcp("[::2]:1")));
-        assert!(r("anyunix").matches(&Peer::Unix));
-        assert!(!r("anyipv6").matches(&Peer::Unix));
+        assert!(r("anyunix").matches(&Peer::Unix(None)));
+        assert!(!r("anyipv6").matches(&Peer::Unix(None)));
+        let me = Peer::Unix(Some(crate::backend::Cred {
+            pid: 42,
+            uid: 1000,
+            gid: 100,
+        }));
+        assert!(r("pid:42").matches(&me));
+        assert!(r("UID:1000").matches(&me));
+        assert!(r("gid:100").matches(&me));
+        assert!(!r("uid:0").matches(&me));
+        assert!(!r("uid:1000").matches(&Peer::Unix(None)));
+        assert!(Rule::parse("pid:0").is_err());
+        assert!(Rule::parse("gid:-1").is_err());
         assert!(r("all").matches(&Peer::Unknown));
         assert!(Rule::parse("1.2.3.4/33").is_err());
-        assert!(Rule::parse("uid:0").is_err());
+        assert!(Rule::parse("uid:0").is_ok());
         assert!(Rule::parse("nonsense").is_err());
     }
 }

@@ -119,7 +119,7 @@ fn address(peer: &Peer) -> Result<String> {
     match peer {
         Peer::Tcp(std::net::SocketAddr::V4(a)) => Ok(format!("{}:{}", a.ip(), a.port())),
         Peer::Tcp(std::net::SocketAddr::V6(a)) => Ok(format!("[{}]:{}", a.ip(), a.port())),
-        Peer::Unix => Ok("unix".into()),
+        Peer::Unix(_) => Ok("unix".into()),
         Peer::Unknown => Err(Error::new(
             Errno::Inval,
             "getpeername: the client is not on a socket",
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(a("[::1]:44766"), "[::1]:44766");
         assert_eq!(a("[::ffff:127.0.0.1]:5"), "[::ffff:127.0.0.1]:5");
         assert_eq!(a("[fe80::1%3]:5"), "[fe80::1]:5");
-        assert_eq!(address(&Peer::Unix).unwrap(), "unix");
+        assert_eq!(address(&Peer::Unix(None)).unwrap(), "unix");
         assert!(address(&Peer::Unknown).is_err());
     }
 

@@ -211,8 +211,13 @@ async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, Peer)> {
         Listener::Unix(u) => {
             let (s, _) = u.accept().await?;
             big_send_buffer(&s);
+            let cred = s.peer_cred().ok().map(|c| crate::backend::Cred {
+                pid: c.pid().unwrap_or(0),
+                uid: c.uid(),
+                gid: c.gid(),
+            });
             let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w), Peer::Unix)
+            (Box::new(r), Box::new(w), Peer::Unix(cred))
         }
     })
 }

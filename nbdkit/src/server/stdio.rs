@@ -25,7 +25,18 @@ pub fn peer() -> Peer {
         return Peer::Tcp(std::net::SocketAddrV6::from(*v6).into());
     }
     match a.family() {
-        Some(AddressFamily::Unix) => Peer::Unix,
+        Some(AddressFamily::Unix) => Peer::Unix(
+            nix::sys::socket::getsockopt(
+                &std::os::fd::AsFd::as_fd(&std::io::stdin()),
+                nix::sys::socket::sockopt::PeerCredentials,
+            )
+            .ok()
+            .map(|c| crate::backend::Cred {
+                pid: c.pid(),
+                uid: c.uid(),
+                gid: c.gid(),
+            }),
+        ),
         _ => Peer::Unknown,
     }
 }
