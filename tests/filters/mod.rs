@@ -34,6 +34,8 @@ mod limit;
 mod log;
 /// extentlist, ddrescue, retry and pause.
 mod more;
+/// The multi-conn filter.
+mod multi_conn;
 /// The nocache filter.
 mod nocache;
 /// The noextents filter.

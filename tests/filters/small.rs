@@ -131,8 +131,10 @@ fn multi_conn_modes() {
     // auto, on a plugin without multi-conn: emulated.
     let d = start("multi-conn", &plugin, &[]);
     let mut a = d.connect().unwrap();
-    let b = d.connect().unwrap();
+    let mut b = d.connect().unwrap();
     assert!(a.info().can_multi_conn() && b.info().can_multi_conn());
+    a.write(0, b"a").unwrap();
+    b.write(0, b"b").unwrap();
     a.flush().unwrap();
     let lines = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
@@ -156,7 +158,7 @@ fn multi_conn_modes() {
 #[case(
     "--filter=multi-conn",
     "multi-conn-mode=maybe",
-    "multi-conn-mode=maybe"
+    "unknown multi-conn mode 'maybe'"
 )]
 fn bad_parameters(#[case] filter: &str, #[case] arg: &str, #[case] msg: &str) {
     let out = nbdkit()
