@@ -52,6 +52,8 @@ mod partition;
 mod protect;
 /// The rate filter.
 mod rate;
+/// The retry filter.
+mod retry;
 /// The retry-request filter.
 mod retry_request;
 /// nofilter, swab, checkwrite, readahead and multi-conn.
