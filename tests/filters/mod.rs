@@ -60,6 +60,8 @@ mod retry_request;
 mod small;
 /// The stats filter.
 mod stats;
+/// The swab filter.
+mod swab;
 /// The tar filter.
 mod tar;
 /// The truncate filter.
