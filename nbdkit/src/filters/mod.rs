@@ -164,26 +164,25 @@ pub(crate) async fn aligned_extents(
             // The first extent is shorter than a block.
             let mut have = e.length;
             let mut bits = e.flags;
-            let mut rest = list[1..].to_vec().into_iter();
+            let mut rest: Vec<Extent> = list[1..].to_vec();
+            let mut k = 0;
             while have < align {
-                let x = match rest.next() {
-                    Some(x) => x,
-                    None => {
-                        let at = offset + have;
-                        let mut more = Extents::new(at, align - have);
-                        let f = Flags {
-                            req_one: false,
-                            ..flags
-                        };
-                        next.extents((align - have) as u32, at, f, &mut more)
-                            .await?;
-                        more.check()?;
-                        rest = more.list().to_vec().into_iter();
-                        continue;
-                    }
-                };
-                have += x.length;
-                bits &= x.flags;
+                if k == rest.len() {
+                    let at = offset + have;
+                    let mut more = Extents::new(at, align - have);
+                    let f = Flags {
+                        req_one: false,
+                        ..flags
+                    };
+                    next.extents((align - have) as u32, at, f, &mut more)
+                        .await?;
+                    more.check()?;
+                    rest = more.list().to_vec();
+                    k = 0;
+                }
+                have += rest[k].length;
+                bits &= rest[k].flags;
+                k += 1;
             }
             list = vec![Extent {
                 offset,
