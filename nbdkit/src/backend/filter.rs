@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use crate::error::StartError;
 
 use super::{
-    BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Fua, Handle, Plugin,
-    Result, ThreadModel, Zero,
+    BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Handle, Plugin, Result,
+    ThreadModel, Zero,
 };
 
 /// A filter, built once at start-up.
@@ -199,10 +199,13 @@ impl Plugin for Guarded {
 }
 
 /// A guard is itself a handle: what the layer above sees. Whatever it
-/// emulates looks native from above, except extents: as in C, a layer
-/// above learns whether the layer below really has them (so, for example,
-/// the error filter injects no extents errors over a plugin without
-/// extents), and still gets one data extent when it asks anyway.
+/// emulates looks native from above, except extents and FUA: as in C, a
+/// layer above learns whether the layer below really has extents (so, for
+/// example, the error filter injects no extents errors over a plugin
+/// without extents), and still gets one data extent when it asks anyway;
+/// and it learns whether FUA is emulated below (so the blocksize filter
+/// flushes once after a split write instead of once per piece), and may
+/// still send the flag.
 #[async_trait]
 impl Handle for Export {
     async fn size(&self) -> Result<u64> {
@@ -212,11 +215,6 @@ impl Handle for Export {
     async fn caps(&self) -> Result<Caps> {
         let c = *Export::caps(self);
         Ok(Caps {
-            fua: if c.fua == Fua::None {
-                Fua::None
-            } else {
-                Fua::Native
-            },
             zero: if c.zero == Zero::None {
                 Zero::None
             } else {
@@ -241,6 +239,10 @@ impl Handle for Export {
 
     fn never_blocks(&self) -> bool {
         Export::never_blocks(self)
+    }
+
+    fn takes_fua_flag(&self) -> bool {
+        true
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -352,6 +354,9 @@ impl<T: FilterHandle> Handle for T {
     }
     fn never_blocks(&self) -> bool {
         FilterHandle::never_blocks(self)
+    }
+    fn takes_fua_flag(&self) -> bool {
+        true
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
         FilterHandle::pread(self, buf, offset, flags).await
