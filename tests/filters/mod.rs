@@ -52,6 +52,8 @@ mod partition;
 mod protect;
 /// The rate filter.
 mod rate;
+/// The readahead filter.
+mod readahead;
 /// The retry filter.
 mod retry;
 /// The retry-request filter.

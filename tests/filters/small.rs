@@ -87,6 +87,7 @@ fn readahead_prefetches_when_reading_in_order() {
         &[
             "eval",
             "get_size=echo 64M",
+            "thread_model=echo parallel",
             "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
             "can_cache=echo native",
             &format!("cache=echo $4 $3 >> {}", log.display()),

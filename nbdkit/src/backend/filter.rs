@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use crate::error::StartError;
 
 use super::{
-    BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Handle, Plugin, Result,
+    BlockSize, Caps, Client, Export, ExportEntry, Extents, Flags, Handle, Plugin, Result,
     ThreadModel, Zero,
 };
 
@@ -198,14 +198,15 @@ impl Plugin for Guarded {
     }
 }
 
-/// A guard is itself a handle: what the layer above sees. Whatever it
-/// emulates looks native from above, except extents and FUA: as in C, a
+/// A guard is itself a handle: what the layer above sees. What it emulates
+/// looks native from above, except extents, FUA and cache, as in C: a
 /// layer above learns whether the layer below really has extents (so, for
 /// example, the error filter injects no extents errors over a plugin
 /// without extents), and still gets one data extent when it asks anyway;
-/// and it learns whether FUA is emulated below (so the blocksize filter
+/// it learns whether FUA is emulated below (so the blocksize filter
 /// flushes once after a split write instead of once per piece), and may
-/// still send the flag.
+/// still send the flag; and it learns whether cache is emulated (so the
+/// readahead filter stays idle), and may still ask (the guard reads).
 #[async_trait]
 impl Handle for Export {
     async fn size(&self) -> Result<u64> {
@@ -219,11 +220,6 @@ impl Handle for Export {
                 Zero::None
             } else {
                 Zero::Native
-            },
-            cache: if c.cache == Cache::None {
-                Cache::None
-            } else {
-                Cache::Native
             },
             ..c
         })
