@@ -202,3 +202,69 @@ fn concurrent_partial_writes_to_one_block_all_land() {
         assert_eq!(chunk, [(i % 8) as u8 + 1; 25], "chunk {i}");
     }
 }
+
+/// An eval plugin of 64K that logs writes (with their flags) and flushes
+/// to `log`; with `native`, it does FUA itself, else FUA is a flush.
+fn fua_plugin(log: &std::path::Path, native: bool) -> Vec<String> {
+    let l = log.display();
+    let mut p = vec![
+        "eval".to_string(),
+        "get_size=echo 65536".into(),
+        "pread=head -c $3 /dev/zero".into(),
+        format!("pwrite=echo \"pwrite $3 $4 $5\" >>{l}; cat >/dev/null"),
+        format!("flush=echo flush >>{l}"),
+    ];
+    if native {
+        p.push("can_fua=echo native".into());
+    }
+    p
+}
+
+#[rstest::rstest]
+#[case(false, &["pwrite 512 0 ", "pwrite 512 512 ", "pwrite 512 1024 ", "flush"])]
+#[case(true, &["pwrite 512 0 fua", "pwrite 512 512 fua", "pwrite 512 1024 fua"])]
+fn fua_on_split_writes(#[case] native: bool, #[case] want: &[&str]) {
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let d = nbdkit_test::CaptiveDisk::builder("eval")
+        .args(&fua_plugin(&log, native)[1..])
+        .filter("blocksize")
+        .args(["minblock=512", "maxdata=512"])
+        .binary(bin())
+        .start()
+        .unwrap();
+    let mut c = d.connect().unwrap();
+    assert!(c.info().can_fua());
+    c.write_fua(0, &[1; 1536]).unwrap();
+    assert_eq!(slurp(&log).lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn extents_are_asked_for_as_c_asks() {
+    let dir = scratch();
+    let log = dir.path().join("log");
+    // The plugin describes exactly the range it is asked about.
+    let d = nbdkit_test::CaptiveDisk::builder("eval")
+        .args([
+            "get_size=echo 65536".to_string(),
+            "pread=head -c $3 /dev/zero".into(),
+            format!(
+                "extents=echo \"$3 $4\" >>{}; echo $4 $3 hole,zero",
+                log.display()
+            ),
+        ])
+        .filter("blocksize")
+        .args(["minblock=512"])
+        .binary(bin())
+        .start()
+        .unwrap();
+    let mut c = d.connect().unwrap();
+    // From the block holding the offset, for the length rounded up to
+    // blocks: [0, 512) for a request at 1; the client learns up to 512.
+    let got = c.block_status(1, 512).unwrap();
+    assert_eq!(slurp(&log), "512 0\n");
+    assert_eq!(
+        got.iter().map(|e| (e.offset, e.length)).collect::<Vec<_>>(),
+        [(1, 511)]
+    );
+}

@@ -96,3 +96,55 @@ fn fast_zero_can_fail_at_once() {
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
     refused(&["-U", "-", "--filter=delay", "memory", "1M"], args, msg);
 }
+
+/// `nbdkit -f -U sock --filter=noparallel --filter=delay null 1M
+/// serialize=connections rdelay=60 ARGS`: one client at a time, each read
+/// a minute long.
+fn slow_server() -> Server {
+    Server::start(&[
+        "--filter=noparallel",
+        "--filter=delay",
+        "null",
+        "1M",
+        "serialize=connections",
+        "rdelay=60",
+    ])
+}
+
+/// Connect, and leave a read waiting in the server.
+fn send_a_read(s: &Server) -> Raw {
+    let (mut raw, _, _) = Raw::open(s.connect(), false);
+    raw.request(0, 0, 1, 0, 512, &[]);
+    raw
+}
+
+#[test]
+fn a_waiting_read_ends_when_its_client_goes() {
+    let s = slow_server();
+    let raw = send_a_read(&s);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(raw);
+    // The next client is served at once, not after a minute.
+    let (r, took) = timed(|| {
+        let (mut raw, size, _) = Raw::open(s.connect(), false);
+        raw.request(3, 0, 2, 0, 0, &[]); // NBD_CMD_FLUSH
+        size
+    });
+    assert_eq!(r, 1 << 20);
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn a_waiting_read_ends_when_the_server_stops() {
+    let s = slow_server();
+    let mut raw = send_a_read(&s);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(s.pid(), libc::SIGTERM);
+    // The read gives up at once, with ESHUTDOWN, as C's does.
+    let (reply, took) = timed(|| raw.reply(0));
+    assert_eq!(reply.error, 108, "NBD_ESHUTDOWN");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (st, took) = timed(|| s.stop());
+    assert!(st.success(), "{st:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

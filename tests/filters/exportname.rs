@@ -68,15 +68,79 @@ fn default_export_and_strict_names() {
         .binary(bin())
         .start()
         .unwrap();
-    // "" is b.
-    assert_eq!(disk.connect().unwrap().size(), 8192);
+    // The client's "" is checked before it becomes b: not allowed.
+    assert!(disk.connect().is_err());
     let sock = disk.socket().unwrap();
+    assert_eq!(
+        nbdkit_test::Client::connect_unix(sock, "b").unwrap().size(),
+        8192
+    );
     assert_eq!(
         nbdkit_test::Client::connect_unix(sock, "c").unwrap().size(),
         12288
     );
     // a exists, but is not allowed.
     assert!(nbdkit_test::Client::connect_unix(sock, "a").is_err());
+}
+
+#[test]
+fn strict_allows_the_default_export_when_empty_is_named() {
+    let d = images();
+    let disk = nbdkit_test::CaptiveDisk::builder("file")
+        .arg(format!("dir={}", d.path().display()))
+        .filter("exportname")
+        .args([
+            "default-export=b",
+            "exportname-strict=true",
+            "exportname=",
+            "exportname=b",
+        ])
+        .binary(bin())
+        .start()
+        .unwrap();
+    // "" is allowed, and is b, which is allowed too.
+    assert_eq!(disk.connect().unwrap().size(), 8192);
+    // With "" named but the default not, "" resolves to a refused name.
+    let disk = nbdkit_test::CaptiveDisk::builder("file")
+        .arg(format!("dir={}", d.path().display()))
+        .filter("exportname")
+        .args(["default-export=a", "exportname-strict=true", "exportname="])
+        .binary(bin())
+        .start()
+        .unwrap();
+    assert!(disk.connect().is_err());
+}
+
+#[test]
+fn an_empty_default_export_leaves_the_plugin_its_own() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let dir = scratch();
+    let plugin = dir.path().join("plugin.sh");
+    std::fs::write(
+        &plugin,
+        "case $1 in\n\
+         default_export) echo a ;;\n\
+         open) echo \"$3\" ;;\n\
+         get_size) case $2 in a) echo 1 ;; *) exit 1 ;; esac ;;\n\
+         pread) exit 1 ;;\n\
+         *) exit 2 ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plugin = plugin.display().to_string();
+    let script = "nbdinfo --no-content --json \"$uri\" | grep -E '\"export-(name|size)\"'";
+    let args = ["--filter=exportname", "sh", &plugin, "default-export="];
+    let ours = run_captive(&bin(), &args, script);
+    // The client is told "", and gets a's size.
+    assert!(ours.contains("\"export-name\": \"\""), "{ours}");
+    assert!(ours.contains("\"export-size\": 1"), "{ours}");
+    if let Some(c) = c_nbdkit() {
+        assert_eq!(ours, run_captive(&c, &args, script));
+    }
 }
 
 #[test]

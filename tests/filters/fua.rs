@@ -88,3 +88,31 @@ fn unknown_mode() {
         "fua: unknown fuamode 'always'",
     );
 }
+
+#[test]
+fn a_layer_above_sees_fua_emulated_and_still_gets_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let disk = start(
+        &["log", "fua"],
+        "memory",
+        &[
+            "1M",
+            "fuamode=emulate",
+            &format!("logfile={}", log.display()),
+        ],
+    );
+    let mut c = disk.connect().unwrap();
+    c.write_fua(0, b"b").unwrap();
+    c.disconnect().unwrap();
+    disk.shutdown().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    // As in C: the log filter learns FUA is emulated below (1, not 2),
+    // and sees the client's flag; the flush is done below it.
+    assert!(log.contains(" fua=1 extents="), "{log}");
+    assert!(
+        log.contains("Write id=1 offset=0x0 count=0x1 fua=1"),
+        "{log}"
+    );
+    assert!(!log.contains("Flush"), "{log}");
+}

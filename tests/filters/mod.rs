@@ -34,6 +34,8 @@ mod limit;
 mod log;
 /// extentlist, ddrescue, retry and pause.
 mod more;
+/// The multi-conn filter.
+mod multi_conn;
 /// The nocache filter.
 mod nocache;
 /// The noextents filter.
@@ -50,12 +52,18 @@ mod partition;
 mod protect;
 /// The rate filter.
 mod rate;
+/// The readahead filter.
+mod readahead;
+/// The retry filter.
+mod retry;
 /// The retry-request filter.
 mod retry_request;
 /// nofilter, swab, checkwrite, readahead and multi-conn.
 mod small;
 /// The stats filter.
 mod stats;
+/// The swab filter.
+mod swab;
 /// The tar filter.
 mod tar;
 /// The truncate filter.

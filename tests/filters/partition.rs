@@ -85,25 +85,29 @@ fn writes_reach_the_right_place_below() {
 #[case(
     "@0x1be 0 0 0 0 0x83 0 0 0 le32:1 le32:10 @0x1fe 0x55 0xaa",
     "5",
-    "no extended partition"
+    "MBR logical partition selected, but there is no extended partition in the partition table"
 )]
 #[case(
     "@0x1be 0 0 0 0 0x83 0 0 0 le32:1 le32:100000 @0x1fe 0x55 0xaa",
     "1",
-    "is outside the disk"
+    "partition: partition is outside the disk"
 )]
-#[case("1 2 3", "1", "neither an MBR nor a GPT signature")]
+#[case(
+    "1 2 3",
+    "1",
+    "disk does not contain MBR or GPT partition table signature"
+)]
 #[case(GPT, "2", "GPT partition 2 not found")]
-#[case(GPT, "129", "GPT partition 129 is beyond the 128 entries")]
+#[case(GPT, "129", "GPT partition number out of range")]
 #[case(
     "@512 \"EFI PART\" @592 le32:128 le32:64 @0x1fe 0x55 0xaa",
     "1",
-    "smaller than 128"
+    "GPT partition entry size is < 128 bytes"
 )]
 #[case(
     "@512 \"EFI PART\" @592 le32:100000 le32:128",
     "1",
-    "does not fit on this disk"
+    "GPT partition table is too large for this disk"
 )]
 fn refuses_clients_when_the_partition_is_not_there(
     #[case] disk: &str,
@@ -127,7 +131,12 @@ fn a_tiny_disk_has_no_partitions() {
         .start()
         .unwrap();
     assert!(disk.connect().is_err());
-    assert!(disk.log().contains("too small"), "{}", disk.log());
+    assert!(
+        disk.log()
+            .contains("disk is too small to be a partitioned disk"),
+        "{}",
+        disk.log()
+    );
 }
 
 const SCRIPT: &str = r#"nbdinfo --size "$uri" && nbdinfo --map "$uri" && nbdcopy "$uri" - | od -An -tx1 -v | sha256sum"#;
@@ -174,8 +183,8 @@ fn serves_what_c_nbdkit_serves() {
 }
 
 #[rstest::rstest]
-#[case(&[], "partition: the partition=N parameter is required")]
-#[case(&["partition=0"], "partition: partition=0: partitions count from 1")]
+#[case(&[], "partition: you must supply the partition parameter on the command line")]
+#[case(&["partition=0"], "partition: invalid partition number")]
 #[case(&["partition=x"], "partition: empty string where we expected a number")]
 #[case(&["partition=-1"], "partition: negative numbers are not allowed")]
 #[case(&["partition=4294967296"], "partition")]

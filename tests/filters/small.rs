@@ -87,6 +87,7 @@ fn readahead_prefetches_when_reading_in_order() {
         &[
             "eval",
             "get_size=echo 64M",
+            "thread_model=echo parallel",
             "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
             "can_cache=echo native",
             &format!("cache=echo $4 $3 >> {}", log.display()),
@@ -131,8 +132,10 @@ fn multi_conn_modes() {
     // auto, on a plugin without multi-conn: emulated.
     let d = start("multi-conn", &plugin, &[]);
     let mut a = d.connect().unwrap();
-    let b = d.connect().unwrap();
+    let mut b = d.connect().unwrap();
     assert!(a.info().can_multi_conn() && b.info().can_multi_conn());
+    a.write(0, b"a").unwrap();
+    b.write(0, b"b").unwrap();
     a.flush().unwrap();
     let lines = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
@@ -156,7 +159,7 @@ fn multi_conn_modes() {
 #[case(
     "--filter=multi-conn",
     "multi-conn-mode=maybe",
-    "multi-conn-mode=maybe"
+    "unknown multi-conn mode 'maybe'"
 )]
 fn bad_parameters(#[case] filter: &str, #[case] arg: &str, #[case] msg: &str) {
     let out = nbdkit()

@@ -115,9 +115,12 @@ impl Export {
     }
 
     /// Split `flags.fua` into what to pass down and whether to flush after.
+    /// Emulated FUA is passed down to a handle that takes the flag anyway
+    /// (a filter): only the guard over the plugin flushes.
     fn fua(&self, flags: Flags) -> (Flags, bool) {
         match (flags.fua, self.caps.fua) {
             (true, Fua::Native) => (flags, false),
+            (true, Fua::Emulate) if self.handle.takes_fua_flag() => (flags, false),
             (true, _) => (
                 Flags {
                     fua: false,

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use crate::error::StartError;
 
 use super::{
-    BlockSize, Cache, Caps, Client, Export, ExportEntry, Extents, Flags, Fua, Handle, Plugin,
-    Result, ThreadModel, Zero,
+    BlockSize, Caps, Client, Export, ExportEntry, Extents, Flags, Handle, Plugin, Result,
+    ThreadModel, Zero,
 };
 
 /// A filter, built once at start-up.
@@ -216,11 +216,15 @@ impl Plugin for Guarded {
     }
 }
 
-/// A guard is itself a handle: what the layer above sees. Whatever it
-/// emulates looks native from above, except extents: as in C, a layer
-/// above learns whether the layer below really has them (so, for example,
-/// the error filter injects no extents errors over a plugin without
-/// extents), and still gets one data extent when it asks anyway.
+/// A guard is itself a handle: what the layer above sees. What it emulates
+/// looks native from above, except extents, FUA and cache, as in C: a
+/// layer above learns whether the layer below really has extents (so, for
+/// example, the error filter injects no extents errors over a plugin
+/// without extents), and still gets one data extent when it asks anyway;
+/// it learns whether FUA is emulated below (so the blocksize filter
+/// flushes once after a split write instead of once per piece), and may
+/// still send the flag; and it learns whether cache is emulated (so the
+/// readahead filter stays idle), and may still ask (the guard reads).
 #[async_trait]
 impl Handle for Export {
     async fn size(&self) -> Result<u64> {
@@ -230,20 +234,10 @@ impl Handle for Export {
     async fn caps(&self) -> Result<Caps> {
         let c = *Export::caps(self);
         Ok(Caps {
-            fua: if c.fua == Fua::None {
-                Fua::None
-            } else {
-                Fua::Native
-            },
             zero: if c.zero == Zero::None {
                 Zero::None
             } else {
                 Zero::Native
-            },
-            cache: if c.cache == Cache::None {
-                Cache::None
-            } else {
-                Cache::Native
             },
             ..c
         })
@@ -259,6 +253,10 @@ impl Handle for Export {
 
     fn never_blocks(&self) -> bool {
         Export::never_blocks(self)
+    }
+
+    fn takes_fua_flag(&self) -> bool {
+        true
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -370,6 +368,9 @@ impl<T: FilterHandle> Handle for T {
     }
     fn never_blocks(&self) -> bool {
         FilterHandle::never_blocks(self)
+    }
+    fn takes_fua_flag(&self) -> bool {
+        true
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
         FilterHandle::pread(self, buf, offset, flags).await

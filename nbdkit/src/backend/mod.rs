@@ -294,6 +294,15 @@ pub trait Handle: Send + Sync {
     /// act before the handle is dropped. By default nothing.
     async fn close(&self) {}
 
+    /// True if the handle takes the FUA flag even when its caps say FUA
+    /// is emulated: a filter passes it on (or acts on it). The guard above
+    /// then passes FUA down instead of turning it into a flush, so, as in
+    /// C nbdkit, FUA is emulated only at the plugin, and a filter sees the
+    /// flag the client sent. Plugins leave this false.
+    fn takes_fua_flag(&self) -> bool {
+        false
+    }
+
     /// True if no call ever blocks the thread: each either finishes at
     /// once (memory copies, arithmetic) or awaits. The server then runs a
     /// request on the connection's own task until it first waits, saving a

@@ -12,6 +12,14 @@
 //! - `maxlen=SIZE`: the largest trim, zero, cache or extents request
 //!   passed down (default 4G minus `minblock`); a multiple of `minblock`.
 //!
+//! FUA on a split request: every piece carries it when the layer below
+//! does FUA natively; when it emulates FUA, the pieces go without it and
+//! one flush follows. Extents come in whole blocks (a run ending
+//! mid-block is cut back; a first run shorter than a block is merged with
+//! what follows, keeping only the flags true of all of it), asked for
+//! from the block holding the offset, for the request's length rounded
+//! up to blocks.
+//!
 //! Clients are told the export takes any request (minimum 1, maximum
 //! 4G-1), preferring blocks of at least 4K and at least `minblock`.
 //!
@@ -21,9 +29,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::FilterInfo;
+use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extent, Extents, Filter, FilterHandle, Flags, Handle, Plugin,
+    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Handle, Plugin,
     Result,
 };
 use crate::error::StartError;
@@ -162,6 +170,30 @@ impl BlocksizeHandle {
         self.next.pwrite(&block, start, flags).await
     }
 
+    /// FUA on a request split into pieces: when the layer below does FUA
+    /// by flushing, the pieces go without it and one flush follows them
+    /// all (as C); when it is native, every piece carries it.
+    async fn fua(&self, flags: Flags) -> Result<(Flags, bool)> {
+        if flags.fua && self.next.caps().await?.fua == Fua::Emulate {
+            Ok((
+                Flags {
+                    fua: false,
+                    ..flags
+                },
+                true,
+            ))
+        } else {
+            Ok((flags, false))
+        }
+    }
+
+    async fn flush_after(&self, needed: bool) -> Result<()> {
+        if needed {
+            self.next.flush(Flags::default()).await?;
+        }
+        Ok(())
+    }
+
     /// Split a write or zero of `count` bytes at `offset` into an
     /// unaligned head, an aligned body and an unaligned tail.
     fn split(&self, offset: u64, count: u64) -> (u64, u64, u64) {
@@ -219,6 +251,7 @@ impl FilterHandle for BlocksizeHandle {
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        let (flags, flush) = self.fua(flags).await?;
         let (head, body, _) = self.split(offset, buf.len() as u64);
         let (h, rest) = buf.split_at(head as usize);
         let (b, t) = rest.split_at(body as usize);
@@ -239,10 +272,11 @@ impl FilterHandle for BlocksizeHandle {
             self.modify(pos, flags, |blk| blk[..t.len()].copy_from_slice(t))
                 .await?;
         }
-        Ok(())
+        self.flush_after(flush).await
     }
 
     async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        let (flags, flush) = self.fua(flags).await?;
         // Partial blocks at either end are left alone.
         let (head, body, _) = self.split(offset, u64::from(count));
         let mut pos = offset + head;
@@ -254,7 +288,7 @@ impl FilterHandle for BlocksizeHandle {
             pos += n;
             left -= n;
         }
-        Ok(())
+        self.flush_after(flush).await
     }
 
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
@@ -266,6 +300,7 @@ impl FilterHandle for BlocksizeHandle {
                 "blocksize: a fast zero must be one aligned request",
             ));
         }
+        let (flags, flush) = self.fua(flags).await?;
         let (head, body, tail) = self.split(offset, count);
         if head > 0 {
             let drop = self.misalign(offset) as usize;
@@ -287,7 +322,7 @@ impl FilterHandle for BlocksizeHandle {
             self.modify(pos, flags, |blk| blk[..tail as usize].fill(0))
                 .await?;
         }
-        Ok(())
+        self.flush_after(flush).await
     }
 
     async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
@@ -309,75 +344,32 @@ impl FilterHandle for BlocksizeHandle {
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
+        // As C: ask from the block holding `offset` for the request's
+        // length rounded up (so with an unaligned offset the answer may
+        // stop a block short: the client asks again), at most `maxlen`;
+        // the layer below may describe up to the end of the block
+        // holding the request's end.
         let start = self.round_down(offset);
-        let len = (u64::from(count) + offset - start)
+        let end = (offset + u64::from(count)).next_multiple_of(self.minblock);
+        let len = u64::from(count)
             .next_multiple_of(self.minblock)
-            .min(self.maxlen);
-        for e in self.aligned_extents(start, len, flags).await? {
+            .min(self.maxlen)
+            .min(end - start);
+        let mut aligned = Extents::with_limit(start, len, end);
+        aligned_extents(
+            &*self.next,
+            len as u32,
+            start,
+            flags,
+            self.minblock,
+            &mut aligned,
+        )
+        .await?;
+        for e in aligned.list() {
             if !ext.add(e.offset, e.length, e.flags) {
                 break;
             }
         }
         Ok(())
-    }
-}
-
-impl BlocksizeHandle {
-    /// Extents below from `start` (aligned), made of whole blocks: a run
-    /// ending mid-block is cut back to the block boundary, and a first
-    /// extent shorter than a block is merged with what follows into one
-    /// block whose flags hold only what is true of all of it.
-    async fn aligned_extents(&self, start: u64, len: u64, flags: Flags) -> Result<Vec<Extent>> {
-        let align = self.minblock;
-        let mut below = Extents::new(start, len);
-        self.next
-            .extents(len as u32, start, flags, &mut below)
-            .await?;
-        below.check()?;
-        let list = below.list();
-        let mut out = Vec::new();
-        for (i, e) in list.iter().enumerate() {
-            if e.length % align == 0 {
-                out.push(*e);
-                continue;
-            }
-            if i > 0 || e.length > align {
-                let cut = e.length / align * align;
-                if cut > 0 {
-                    out.push(Extent { length: cut, ..*e });
-                }
-                return Ok(out);
-            }
-            // The first extent is shorter than a block.
-            let mut have = e.length;
-            let mut bits = e.flags;
-            let mut rest = list[1..].to_vec();
-            let mut k = 0;
-            while have < align {
-                if k == rest.len() {
-                    let more_at = start + have;
-                    let mut more = Extents::new(more_at, align - have);
-                    let f = Flags {
-                        req_one: false,
-                        ..flags
-                    };
-                    self.next
-                        .extents((align - have) as u32, more_at, f, &mut more)
-                        .await?;
-                    more.check()?;
-                    rest = more.list().to_vec();
-                    k = 0;
-                }
-                have += rest[k].length;
-                bits &= rest[k].flags;
-                k += 1;
-            }
-            return Ok(vec![Extent {
-                offset: start,
-                length: align,
-                flags: bits,
-            }]);
-        }
-        Ok(out)
     }
 }

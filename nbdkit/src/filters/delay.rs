@@ -11,7 +11,9 @@
 //!   waiting (default true: it waits like any zero).
 //!
 //! A delay waits on a timer: it never holds up other requests or other
-//! clients, and server shutdown does not wait for it beyond its grace.
+//! clients. As in C, a waiting request (or open) gives up with ESHUTDOWN
+//! as soon as its client disconnects or the server begins to shut down;
+//! `delay-close` always waits its time out.
 //!
 //! Example: `nbdkit -U - --filter=delay memory 1G delay-read=500ms`
 
@@ -22,7 +24,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    shutdown, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin,
+    Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -85,10 +88,20 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     Ok(Arc::new(DelayFilter(d)))
 }
 
+/// A plain wait (for `delay-close`, which nothing interrupts).
 async fn pause(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
     }
+}
+
+/// A request's (or an open's) wait: it ends early, failing with
+/// ESHUTDOWN, when the server stops or the client goes away.
+async fn delay(d: Duration) -> Result<()> {
+    if d.is_zero() {
+        return Ok(());
+    }
+    shutdown::sleep(d).await
 }
 
 #[async_trait]
@@ -100,7 +113,9 @@ impl Filter for DelayFilter {
         export: &str,
         client: &Client,
     ) -> Result<Arc<dyn Handle>> {
-        pause(self.0.open).await;
+        if let Err(e) = delay(self.0.open).await {
+            return Err(Error::new(e.errno, format!("delay: {}", e.msg)));
+        }
         let next = next.open_for(readonly, export, client).await?;
         Ok(Arc::new(DelayHandle { next, d: self.0 }))
     }
@@ -120,23 +135,31 @@ impl FilterHandle for DelayHandle {
         // Waiting is asynchronous; the layer below decides.
         self.next.never_blocks()
     }
+    async fn caps(&self) -> Result<Caps> {
+        let mut c = self.next.caps().await?;
+        // Fast zeroes are refused here, at once.
+        if !self.d.zero.is_zero() && !self.d.fast_zero {
+            c.fast_zero = true;
+        }
+        Ok(c)
+    }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        pause(self.d.read).await;
+        delay(self.d.read).await?;
         self.next.pread(buf, offset, flags).await
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        pause(self.d.write).await;
+        delay(self.d.write).await?;
         self.next.pwrite(buf, offset, flags).await
     }
     async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        pause(self.d.trim).await;
+        delay(self.d.trim).await?;
         self.next.trim(count, offset, flags).await
     }
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
         if flags.fast_zero && !self.d.fast_zero && !self.d.zero.is_zero() {
             return Err(Error::new(Errno::NotSup, "delay: fast zero refused"));
         }
-        pause(self.d.zero).await;
+        delay(self.d.zero).await?;
         self.next.zero(count, offset, flags).await
     }
     async fn extents(
@@ -146,11 +169,11 @@ impl FilterHandle for DelayHandle {
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        pause(self.d.extents).await;
+        delay(self.d.extents).await?;
         self.next.extents(count, offset, flags, ext).await
     }
     async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        pause(self.d.cache).await;
+        delay(self.d.cache).await?;
         self.next.cache(count, offset, flags).await
     }
     async fn close(&self) {

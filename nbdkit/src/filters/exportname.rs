@@ -1,13 +1,17 @@
 //! `exportname`: change which export names are listed, defaulted and
 //! allowed, and their descriptions.
 //!
-//! - `default-export=NAME`: what a client asking for `""` gets.
+//! - `default-export=NAME`: what a client asking for `""` gets (`""` too:
+//!   then the layer below still opens its own default export, but the
+//!   client is told the name is `""`).
 //! - `exportname-list=keep|error|empty|defaultonly|explicit` (default
 //!   keep): what `NBD_OPT_LIST` shows: the plugin's list, an error,
 //!   nothing, only the default export, or only the `exportname=` names.
 //! - `exportname=NAME` (repeatable): names for `explicit` and `strict`.
 //! - `exportname-strict=true`: refuse any export not named by
-//!   `exportname=`.
+//!   `exportname=`; the name the client sent is checked too, before
+//!   `default-export` replaces an empty one, so `""` is refused unless
+//!   `exportname=` (empty) is given.
 //! - `exportdesc=keep|none|fixed:STRING|script:SCRIPT`: descriptions from
 //!   the plugin, none, one fixed string, or a script's output (`$name` is
 //!   the export).
@@ -63,7 +67,7 @@ struct ExportName {
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let fail = |m: String| StartError(format!("exportname: {m}"));
-    let default = p.take("default-export").filter(|s| !s.is_empty());
+    let default = p.take("default-export");
     let list = match p.take("exportname-list").as_deref() {
         None | Some("keep") => ListMode::Keep,
         Some("error") => ListMode::Error,
@@ -123,6 +127,16 @@ impl ExportName {
 #[async_trait]
 impl Filter for ExportName {
     async fn default_export(&self, next: &dyn Plugin, readonly: bool) -> Result<String> {
+        // Strict: a client may ask for "" only if "" is an allowed name.
+        if self.strict {
+            if !self.names.iter().any(String::is_empty) {
+                return Err(Error::new(
+                    Errno::Inval,
+                    "exportname: the default export (\"\") is not allowed (exportname-strict)",
+                ));
+            }
+            return Ok(self.default.clone().unwrap_or_default());
+        }
         match &self.default {
             Some(d) => Ok(d.clone()),
             None => next.default_export(readonly).await,
@@ -168,10 +182,17 @@ impl Filter for ExportName {
         if self.strict && !self.names.iter().any(|n| n == export) {
             return Err(Error::new(
                 Errno::Inval,
-                format!("exportname: export {export:?} is not allowed (exportname-strict)"),
+                format!("exportname: export '{export}' not found (exportname-strict)"),
             ));
         }
-        let next = next.open_for(readonly, export, client).await?;
+        // `default-export=` (empty) leaves "" for the layer below to
+        // resolve with its own default, as every layer does in C.
+        let below = if export.is_empty() {
+            next.default_export(readonly).await?
+        } else {
+            export.to_string()
+        };
+        let next = next.open_for(readonly, &below, client).await?;
         if matches!(self.desc, Desc::Keep) {
             return Ok(next);
         }

@@ -98,18 +98,36 @@ struct FuaHandle {
 }
 
 impl FuaHandle {
-    /// The flags to send down.
-    fn down(&self, flags: Flags) -> Flags {
+    /// The flags to send down, and whether to flush after.
+    fn down(&self, flags: Flags) -> (Flags, bool) {
         match self.mode {
-            Mode::Force => Flags { fua: true, ..flags },
-            Mode::Discard => Flags {
-                fua: false,
-                ..flags
-            },
-            // In emulate mode the guard above has already turned FUA into
-            // a flush; in none mode it never comes.
-            _ => flags,
+            Mode::Force => (Flags { fua: true, ..flags }, false),
+            Mode::Discard => (
+                Flags {
+                    fua: false,
+                    ..flags
+                },
+                false,
+            ),
+            // FUA is advertised as emulated, and the flag still comes
+            // here (as in C): it becomes a flush.
+            Mode::Emulate if flags.fua => (
+                Flags {
+                    fua: false,
+                    ..flags
+                },
+                true,
+            ),
+            // In none mode it never comes.
+            _ => (flags, false),
         }
+    }
+
+    async fn flush_after(&self, needed: bool) -> Result<()> {
+        if needed {
+            self.next.flush(Flags::default()).await?;
+        }
+        Ok(())
     }
 }
 
@@ -129,13 +147,19 @@ impl FilterHandle for FuaHandle {
         Ok(Caps { fua, ..c })
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next.pwrite(buf, offset, self.down(flags)).await
+        let (flags, flush) = self.down(flags);
+        self.next.pwrite(buf, offset, flags).await?;
+        self.flush_after(flush).await
     }
     async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.trim(count, offset, self.down(flags)).await
+        let (flags, flush) = self.down(flags);
+        self.next.trim(count, offset, flags).await?;
+        self.flush_after(flush).await
     }
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next.zero(count, offset, self.down(flags)).await
+        let (flags, flush) = self.down(flags);
+        self.next.zero(count, offset, flags).await?;
+        self.flush_after(flush).await
     }
     async fn flush(&self, flags: Flags) -> Result<()> {
         match self.mode {

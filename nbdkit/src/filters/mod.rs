@@ -131,6 +131,74 @@ pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs_f64(x * scale))
 }
 
+/// Extents from `next` for `[offset, offset + count)` (both multiples of
+/// `align`) made of whole `align`-sized blocks, added to `ext`, as C's
+/// `nbdkit_extents_aligned` makes them: the first extent that ends
+/// mid-block is cut back to the block boundary and ends the list; if the
+/// very first extent is shorter than a block, it is merged with what
+/// follows (asking again if need be) into one block whose flags are only
+/// what is true of all of it (the bitwise and: a hole only if all is hole,
+/// zero only if all reads as zero).
+pub(crate) async fn aligned_extents(
+    next: &dyn crate::backend::Handle,
+    count: u32,
+    offset: u64,
+    flags: crate::backend::Flags,
+    align: u64,
+    ext: &mut crate::backend::Extents,
+) -> crate::backend::Result<()> {
+    use crate::backend::{Extent, Extents, Flags};
+    let mut below = Extents::with_limit(offset, u64::from(count), ext.limit());
+    next.extents(count, offset, flags, &mut below).await?;
+    below.check()?;
+    let mut list = below.list().to_vec();
+    if let Some(i) = list.iter().position(|e| e.length % align != 0) {
+        let e = list[i];
+        if e.offset + e.length > offset + align {
+            let cut = e.length / align * align;
+            list.truncate(i);
+            if cut > 0 {
+                list.push(Extent { length: cut, ..e });
+            }
+        } else {
+            // The first extent is shorter than a block.
+            let mut have = e.length;
+            let mut bits = e.flags;
+            let mut rest: Vec<Extent> = list[1..].to_vec();
+            let mut k = 0;
+            while have < align {
+                if k == rest.len() {
+                    let at = offset + have;
+                    let mut more = Extents::new(at, align - have);
+                    let f = Flags {
+                        req_one: false,
+                        ..flags
+                    };
+                    next.extents((align - have) as u32, at, f, &mut more)
+                        .await?;
+                    more.check()?;
+                    rest = more.list().to_vec();
+                    k = 0;
+                }
+                have += rest[k].length;
+                bits &= rest[k].flags;
+                k += 1;
+            }
+            list = vec![Extent {
+                offset,
+                length: align,
+                flags: bits,
+            }];
+        }
+    }
+    for e in list {
+        if !ext.add(e.offset, e.length, e.flags) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

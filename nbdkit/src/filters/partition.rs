@@ -34,13 +34,13 @@ const SECTOR: u64 = 512;
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let Some(v) = p.take("partition") else {
         return Err(StartError(
-            "partition: the partition=N parameter is required".into(),
+            "partition: you must supply the partition parameter on the command line".into(),
         ));
     };
     let n = parse_uint("partition", &v, u64::from(u32::MAX)).map_err(StartError)?;
     if n == 0 {
         return Err(StartError(format!(
-            "partition: partition={v}: partitions count from 1"
+            "partition: invalid partition number (partition={v})"
         )));
     }
     Ok(Arc::new(PartitionFilter(n as u32)))
@@ -100,9 +100,10 @@ async fn find_mbr(next: &dyn Handle, size: u64, mbr: &[u8], n: u32) -> Result<(u
         .map(|i| mbr_entry(mbr, i))
         .find(|e| e.sectors > 0 && is_extended(e.kind))
     else {
-        return Err(fail(format!(
-            "MBR partition {n} is a logical partition, but the disk has no extended partition"
-        )));
+        return Err(fail(
+            "MBR logical partition selected, but there is no extended partition in the \
+             partition table",
+        ));
     };
     let ext_start = u64::from(ext.start) * SECTOR;
     let ext_end = (u64::from(ext.start) + u64::from(ext.sectors)) * SECTOR;
@@ -112,9 +113,9 @@ async fn find_mbr(next: &dyn Handle, size: u64, mbr: &[u8], n: u32) -> Result<(u
     let mut ebr = ext_start;
     for i in 5.. {
         if ebr < SECTOR || ebr >= size - SECTOR {
-            return Err(fail(format!(
-                "invalid EBR chain: an EBR at {ebr} is outside the disk"
-            )));
+            return Err(fail(
+                "invalid EBR chain: next EBR boot sector is located outside disk boundary",
+            ));
         }
         let sector = read(next, SECTOR as usize, ebr).await?;
         if i == n {
@@ -123,8 +124,9 @@ async fn find_mbr(next: &dyn Handle, size: u64, mbr: &[u8], n: u32) -> Result<(u
             let len = u64::from(e.sectors) * SECTOR;
             if offset <= ebr || offset + len > ext_end {
                 return Err(fail(format!(
-                    "logical partition {n} (offset {offset}, length {len}) is not inside \
-                     the extended partition"
+                    "logical partition start or size out of range (offset={offset}, \
+                     range={len}, ep:startsect={}, ep:nrsects={})",
+                    ext.start, ext.sectors
                 )));
             }
             return Ok((offset, len));
@@ -136,7 +138,7 @@ async fn find_mbr(next: &dyn Handle, size: u64, mbr: &[u8], n: u32) -> Result<(u
         let next_ebr = ext_start + u64::from(link.start) * SECTOR;
         if next_ebr <= ebr {
             return Err(fail(format!(
-                "invalid EBR chain: the EBR at {ebr} links back to {next_ebr}"
+                "invalid EBR chain: next EBR {next_ebr} <= current EBR {ebr}"
             )));
         }
         ebr = next_ebr;
@@ -150,17 +152,13 @@ async fn find_gpt(next: &dyn Handle, size: u64, header: &[u8], n: u32) -> Result
     let entries = le32(header, 80);
     let entry_size = le32(header, 84);
     if n > entries {
-        return Err(fail(format!(
-            "GPT partition {n} is beyond the {entries} entries of the partition array"
-        )));
+        return Err(fail("GPT partition number out of range"));
     }
     if entry_size < 128 {
-        return Err(fail(format!(
-            "GPT partition entries of {entry_size} bytes are smaller than 128"
-        )));
+        return Err(fail("GPT partition entry size is < 128 bytes"));
     }
     if size < 3 * SECTOR + 2 * u64::from(entries) * u64::from(entry_size) {
-        return Err(fail("the GPT partition array does not fit on this disk"));
+        return Err(fail("GPT partition table is too large for this disk"));
     }
     let at = 2 * SECTOR + u64::from(n - 1) * u64::from(entry_size);
     let entry = read(next, 128, at).await?;
@@ -175,7 +173,7 @@ async fn find_gpt(next: &dyn Handle, size: u64, header: &[u8], n: u32) -> Result
         .and_then(|d| d.checked_mul(SECTOR));
     match (start, len) {
         (Some(s), Some(l)) => Ok((s, l)),
-        _ => Err(fail("the partition is outside the disk")),
+        _ => Err(fail("partition is outside the disk")),
     }
 }
 
@@ -192,7 +190,7 @@ impl Filter for PartitionFilter {
         let n = self.0;
         let size = next.size().await?;
         if size < 2 * SECTOR {
-            return Err(fail("the disk is too small to hold a partition table"));
+            return Err(fail("disk is too small to be a partitioned disk"));
         }
         let lba01 = read(&*next, 2 * SECTOR as usize, 0).await?;
         let (kind, (offset, len)) = if size >= 2 * 34 * SECTOR && &lba01[512..520] == b"EFI PART" {
@@ -200,12 +198,12 @@ impl Filter for PartitionFilter {
         } else if lba01[0x1fe] == 0x55 && lba01[0x1ff] == 0xaa {
             ("MBR", find_mbr(&*next, size, &lba01, n).await?)
         } else {
-            return Err(fail("the disk has neither an MBR nor a GPT signature"));
+            return Err(fail(
+                "disk does not contain MBR or GPT partition table signature",
+            ));
         };
         if offset.checked_add(len).is_none_or(|end| end > size) || offset >= 1 << 63 {
-            return Err(fail(format!(
-                "partition {n} (offset {offset}, length {len}) is outside the disk"
-            )));
+            return Err(fail("partition is outside the disk"));
         }
         let description = next
             .description()

@@ -1,21 +1,35 @@
 //! `readahead`: prefetch what a sequential reader will want next.
 //!
-//! No parameters. Each read that follows on from the last one asks the
-//! layer below to cache the next stretch (doubling, up to 32 MiB, while
-//! reads stay sequential; back to 64 KiB when they jump). The prefetch
-//! runs in the background and never delays the read. It only helps a layer
-//! below that caches (`file`, or `--filter=cache`/`cow` underneath).
+//! No parameters. After each read, the layer below is asked to cache the
+//! window that follows it (from the end of the read, 32 KiB at first).
+//! The window doubles (up to 4 MiB) when a read starts past the end of
+//! the last prefetch, stays while reads go forward, and drops back to
+//! 32 KiB when they go back. The prefetches run in order on a
+//! connection's own background task and never delay the read (at most
+//! 256 wait; more are dropped, as prefetching is only advice).
+//!
+//! It only works over a layer that caches natively (`file`, or
+//! `--filter=cache`/`cow` underneath) in the `parallel` thread model;
+//! otherwise each connection logs a warning and the filter does nothing.
+//!
+//! Unlike C nbdkit 1.32, whose window is shared by all connections (so
+//! two sequential readers reset each other's), each connection has its
+//! own window.
 //!
 //! Example: `nbdkit --filter=readahead file disk.img`
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{
+    Cache, Client, Filter, FilterHandle, Flags, Handle, Plugin, Result, ThreadModel,
+};
 use crate::error::StartError;
+use crate::log;
 use crate::params::Params;
 
 pub static INFO: FilterInfo = FilterInfo {
@@ -25,17 +39,30 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-const MIN_WINDOW: u64 = 64 * 1024;
-const MAX_WINDOW: u64 = 32 << 20;
+const MIN_WINDOW: u64 = 32 * 1024;
+const MAX_WINDOW: u64 = 4 << 20;
+/// Prefetches waiting per connection before more are dropped.
+const QUEUE: usize = 256;
 
-struct ReadAhead;
+struct ReadAhead {
+    /// The server runs the `parallel` thread model.
+    parallel: AtomicBool,
+}
 
 fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(ReadAhead))
+    Ok(Arc::new(ReadAhead {
+        parallel: AtomicBool::new(true),
+    }))
 }
 
 #[async_trait]
 impl Filter for ReadAhead {
+    fn get_ready(&self, thread_model: ThreadModel) -> std::result::Result<(), StartError> {
+        self.parallel
+            .store(thread_model == ThreadModel::Parallel, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn open(
         &self,
         next: &dyn Plugin,
@@ -45,23 +72,51 @@ impl Filter for ReadAhead {
     ) -> Result<Arc<dyn Handle>> {
         let next = next.open_for(readonly, export, client).await?;
         let size = next.size().await?;
+        let native = next.caps().await?.cache == Cache::Native;
+        let parallel = self.parallel.load(Ordering::Relaxed);
+        if !(native && parallel) {
+            log::error(
+                "readahead: warning: underlying plugin does not support NBD_CMD_CACHE or \
+                 PARALLEL thread model, so the filter won't do anything",
+            );
+            if parallel {
+                log::error("readahead: try adding --filter=cache after this filter");
+            }
+            return Ok(next);
+        }
+        let (tx, mut rx) = mpsc::channel::<(u32, u64)>(QUEUE);
+        let below = next.clone();
+        tokio::spawn(async move {
+            while let Some((count, offset)) = rx.recv().await {
+                // Advice only: an error has nobody to go to.
+                let _ = below.cache(count, offset, Flags::default()).await;
+            }
+        });
         Ok(Arc::new(Ahead {
             next,
             size,
-            last_end: AtomicU64::new(u64::MAX),
-            window: AtomicU64::new(MIN_WINDOW),
-            prefetched_to: Arc::new(AtomicU64::new(0)),
+            state: Mutex::new(Window {
+                window: MIN_WINDOW,
+                last_offset: 0,
+                last_readahead: 0,
+            }),
+            prefetch: tx,
         }))
     }
+}
+
+struct Window {
+    window: u64,
+    last_offset: u64,
+    /// The end of the last prefetch.
+    last_readahead: u64,
 }
 
 struct Ahead {
     next: Arc<dyn Handle>,
     size: u64,
-    last_end: AtomicU64,
-    window: AtomicU64,
-    /// How far prefetches have been asked for.
-    prefetched_to: Arc<AtomicU64>,
+    state: Mutex<Window>,
+    prefetch: mpsc::Sender<(u32, u64)>,
 }
 
 #[async_trait]
@@ -70,29 +125,25 @@ impl FilterHandle for Ahead {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        let end = offset + buf.len() as u64;
-        let sequential = self.last_end.swap(end, Ordering::Relaxed) == offset;
-        let window = if sequential {
-            (self.window.load(Ordering::Relaxed) * 2).min(MAX_WINDOW)
-        } else {
-            MIN_WINDOW
+        let from = offset + buf.len() as u64;
+        let ahead = {
+            let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let count = if from < self.size {
+                w.window.min(self.size - from)
+            } else {
+                0
+            };
+            if w.last_readahead < offset {
+                w.window = (w.window * 2).min(MAX_WINDOW);
+            } else if w.last_offset >= offset {
+                w.window = MIN_WINDOW;
+            }
+            w.last_offset = offset;
+            w.last_readahead = from + count;
+            count
         };
-        self.window.store(window, Ordering::Relaxed);
-        let from = end.max(self.prefetched_to.load(Ordering::Relaxed));
-        let to = (end + window).min(self.size);
-        if sequential && from < to {
-            self.prefetched_to.store(to, Ordering::Relaxed);
-            let next = self.next.clone();
-            tokio::spawn(async move {
-                let mut pos = from;
-                while pos < to {
-                    let n = (to - pos).min(u64::from(u32::MAX >> 1)) as u32;
-                    if next.cache(n, pos, Flags::default()).await.is_err() {
-                        break;
-                    }
-                    pos += u64::from(n);
-                }
-            });
+        if ahead > 0 {
+            let _ = self.prefetch.try_send((ahead as u32, from));
         }
         self.next.pread(buf, offset, flags).await
     }

@@ -4,13 +4,22 @@
 //! - `retry-delay=SECS` (default 2; `NNms` too): the first wait.
 //! - `retry-exponential=yes|no` (default yes): double the wait each time.
 //! - `retry-readonly=yes|no` (default no): reopen read-only after a
-//!   failure, for the rest of the connection.
+//!   failure; from then on, writes, trims and zeroes on the connection fail
+//!   at once with EROFS, without retrying.
 //!
-//! The waits are timers, holding up nothing else. The connection's handle
-//! is replaced by the reopened one for every later request.
+//! Before each try the request is checked against the current handle (its
+//! size, which may have changed on reopen; whether it can write, trim,
+//! zero, FUA, flush, give extents or cache), and a failed check is retried
+//! like a failed call. A reopen that fails counts as a failed try (its
+//! error is ESHUTDOWN), and leaves the connection without a handle: the
+//! next request begins by reopening. Requests on a connection run one at
+//! a time (thread model `serialize_requests`), as in C nbdkit, so a reopen
+//! never pulls the handle from under another request. The waits are
+//! timers, holding up nothing else.
 //!
 //! Example: `nbdkit --filter=retry nbd socket=/tmp/flaky.sock retries=10`
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +27,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    Caps, Client, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    Cache, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Handle, Plugin,
+    Result, ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -52,9 +62,17 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     };
     let delay = match p.take("retry-delay") {
         None => Duration::from_secs(2),
-        Some(v) => parse_duration(&v).ok_or_else(|| {
-            StartError(format!("retry: retry-delay={v}: expected seconds or NNms"))
-        })?,
+        Some(v) => match parse_duration(&v) {
+            None => {
+                return Err(StartError(format!(
+                    "retry: retry-delay={v}: expected seconds or NNms"
+                )))
+            }
+            Some(d) if d.is_zero() => {
+                return Err(StartError("retry: retry-delay cannot be 0".to_string()))
+            }
+            Some(d) => d,
+        },
     };
     let exponential = p.take_bool("retry-exponential")?.unwrap_or(true);
     let readonly = p.take_bool("retry-readonly")?.unwrap_or(false);
@@ -68,6 +86,10 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for Retry {
+    fn thread_model(&self) -> ThreadModel {
+        ThreadModel::SerializeRequests
+    }
+
     async fn open_shared(
         &self,
         next: &Arc<dyn Plugin>,
@@ -77,76 +99,162 @@ impl Filter for Retry {
     ) -> Result<Arc<dyn Handle>> {
         let h = next.open_for(readonly, export, client).await?;
         Ok(Arc::new(Retrying {
-            current: Mutex::new(h),
+            current: Mutex::new(Some(h)),
             plugin: next.clone(),
             export: export.to_string(),
             client: client.clone(),
-            readonly: Mutex::new(readonly),
+            readonly,
+            reopens: AtomicU32::new(0),
             p: self.0,
         }))
     }
 }
 
 struct Retrying {
-    current: Mutex<Arc<dyn Handle>>,
+    /// The layer below; `None` after a reopen failed.
+    current: Mutex<Option<Arc<dyn Handle>>>,
     plugin: Arc<dyn Plugin>,
     export: String,
     client: Client,
-    readonly: Mutex<bool>,
+    /// How the client opened the connection.
+    readonly: bool,
+    reopens: AtomicU32,
     p: Policy,
 }
 
+/// One request's progress through its tries.
+struct Tries {
+    done: u32,
+    delay: Duration,
+}
+
+fn closed() -> Error {
+    Error::new(Errno::Shutdown, "retry: the plugin could not be reopened")
+}
+
 impl Retrying {
-    fn handle(&self) -> Arc<dyn Handle> {
+    fn handle(&self) -> Result<Arc<dyn Handle>> {
         self.current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+            .ok_or_else(closed)
     }
 
-    /// After a failure: wait, reopen (read-only if asked), swap in.
-    async fn reopen(&self, attempt: u32) -> Result<()> {
-        let mut d = self.p.delay;
-        if self.p.exponential {
-            d = d.saturating_mul(1 << attempt.min(20));
+    fn tries(&self) -> Tries {
+        Tries {
+            done: 0,
+            delay: self.p.delay,
         }
-        tokio::time::sleep(d).await;
-        let ro = {
-            let mut r = self.readonly.lock().unwrap_or_else(|e| e.into_inner());
-            *r |= self.p.readonly;
-            *r
-        };
-        let h = self.plugin.open_for(ro, &self.export, &self.client).await?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = h;
+    }
+
+    /// After reopening read-only, a write fails at once.
+    fn refuse_writes(&self) -> Result<()> {
+        if self.p.readonly && self.reopens.load(Ordering::Relaxed) > 0 {
+            return Err(Error::new(
+                Errno::Perm,
+                "retry: the connection was reopened read-only",
+            ));
+        }
         Ok(())
     }
 
-    /// After a failed try: give up with `err` if the tries are used up,
-    /// else reopen (a failed reopen counts as a failed try).
-    async fn failed(&self, what: &str, err: Error, attempt: &mut u32) -> Result<()> {
-        if *attempt >= self.p.retries {
-            return Err(err);
+    /// After a failed try: give up with the error if the tries are used
+    /// up; else wait, drop the old handle and open a new one (a failed
+    /// open is itself a failed try, with ESHUTDOWN).
+    async fn failed(&self, what: &str, mut err: Error, t: &mut Tries) -> Result<()> {
+        loop {
+            if t.done >= self.p.retries {
+                crate::log::debug(&format!(
+                    "retry: could not recover after {} retries",
+                    self.p.retries
+                ));
+                return Err(err);
+            }
+            crate::log::debug(&format!("retry: {what} failed: {err}"));
+            crate::log::debug(&format!(
+                "retry: retry {}: waiting {:?} before retrying",
+                t.done + 1,
+                t.delay
+            ));
+            tokio::time::sleep(t.delay).await;
+            t.done += 1;
+            if self.p.exponential {
+                t.delay = t.delay.saturating_mul(2);
+            }
+            self.reopens.fetch_add(1, Ordering::Relaxed);
+            // The old handle goes (and the plugin's close runs) before
+            // the new one is opened.
+            drop(
+                self.current
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+            let ro = self.readonly || self.p.readonly;
+            match self.plugin.open_for(ro, &self.export, &self.client).await {
+                Ok(h) => {
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+                    return Ok(());
+                }
+                Err(e) => {
+                    crate::log::debug(&format!("retry: reopen failed: {e}"));
+                    err = closed();
+                }
+            }
         }
-        crate::log::debug(&format!(
-            "retry: {what} failed ({err}); reopening, try {}",
-            *attempt + 1
-        ));
-        let _ = self.reopen(*attempt).await;
-        *attempt += 1;
-        Ok(())
     }
 }
 
-/// Run `$call` on the current handle `$h` until it works or the tries run
-/// out.
+/// The request `[offset, offset + count)` must fit the current handle's
+/// size, which a reopen may have changed.
+async fn in_range(h: &Arc<dyn Handle>, count: u32, offset: u64, write: bool) -> Result<()> {
+    if offset.saturating_add(u64::from(count)) > h.size().await? {
+        return Err(if write {
+            Error::new(
+                Errno::NoSpc,
+                "retry: request beyond the end after reopening",
+            )
+        } else {
+            Error::new(Errno::Io, "retry: request beyond the end after reopening")
+        });
+    }
+    Ok(())
+}
+
+fn need(ok: bool, errno: Errno, what: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            errno,
+            format!("retry: the reopened plugin cannot {what}"),
+        ))
+    }
+}
+
+/// Check FUA is possible when asked for.
+fn fua_ok(c: &Caps, flags: Flags) -> Result<()> {
+    need(!flags.fua || c.fua != Fua::None, Errno::Io, "do FUA")
+}
+
+/// Run `$body` (with `$h` the current handle) until it works or the tries
+/// run out; with `writes`, a connection reopened read-only fails at once.
 macro_rules! retrying {
-    ($self:ident, $what:expr, $h:ident => $call:expr) => {{
-        let mut attempt = 0;
+    ($self:ident, $what:expr, writes = $w:expr, $h:ident => $body:expr) => {{
+        let mut t = $self.tries();
         loop {
-            let $h = $self.handle();
-            match $call.await {
+            if $w {
+                $self.refuse_writes()?;
+            }
+            let r = async {
+                let $h = $self.handle()?;
+                $body
+            }
+            .await;
+            match r {
                 Ok(v) => break Ok(v),
-                Err(e) => $self.failed($what, e, &mut attempt).await?,
+                Err(e) => $self.failed($what, e, &mut t).await?,
             }
         }
     }};
@@ -154,41 +262,85 @@ macro_rules! retrying {
 
 /// [`FilterHandle::next`] wants a reference that lives as long as the
 /// handle; the current handle can change, so the pass-through methods are
-/// all written out below and `next` is only a fallback.
+/// all written out below and `next` is never called.
 #[async_trait]
 impl FilterHandle for Retrying {
     fn next(&self) -> &Arc<dyn Handle> {
         unreachable!("every method of the retry handle is written out")
     }
     async fn size(&self) -> Result<u64> {
-        self.handle().size().await
+        self.handle()?.size().await
     }
     async fn caps(&self) -> Result<Caps> {
-        self.handle().caps().await
+        self.handle()?.caps().await
     }
     async fn block_size(&self) -> Result<Option<crate::backend::BlockSize>> {
-        self.handle().block_size().await
+        self.handle()?.block_size().await
     }
     fn description(&self) -> Option<String> {
-        self.handle().description()
+        self.handle().ok()?.description()
     }
     fn never_blocks(&self) -> bool {
-        self.handle().never_blocks()
+        self.handle().map(|h| h.never_blocks()).unwrap_or(false)
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        retrying!(self, "pread", h => h.pread(buf, offset, flags))
+        let count = buf.len() as u32;
+        retrying!(self, "pread", writes = false, h => {
+            in_range(&h, count, offset, false).await?;
+            h.pread(&mut *buf, offset, flags).await
+        })
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        retrying!(self, "pwrite", h => h.pwrite(buf, offset, flags))
+        let count = buf.len() as u32;
+        retrying!(self, "pwrite", writes = true, h => {
+            in_range(&h, count, offset, true).await?;
+            let c = h.caps().await?;
+            need(c.write, Errno::Perm, "write")?;
+            fua_ok(&c, flags)?;
+            h.pwrite(buf, offset, flags).await
+        })
     }
     async fn flush(&self, flags: Flags) -> Result<()> {
-        retrying!(self, "flush", h => h.flush(flags))
+        retrying!(self, "flush", writes = false, h => {
+            need(h.caps().await?.flush, Errno::Io, "flush")?;
+            h.flush(flags).await
+        })
     }
     async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        retrying!(self, "trim", h => h.trim(count, offset, flags))
+        retrying!(self, "trim", writes = true, h => {
+            in_range(&h, count, offset, true).await?;
+            let c = h.caps().await?;
+            need(c.trim, Errno::Perm, "trim")?;
+            fua_ok(&c, flags)?;
+            h.trim(count, offset, flags).await
+        })
     }
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        retrying!(self, "zero", h => h.zero(count, offset, flags))
+        let mut t = self.tries();
+        loop {
+            self.refuse_writes()?;
+            // A fast zero that cannot be fast is no failure to retry.
+            if flags.fast_zero {
+                let fast = match self.handle() {
+                    Ok(h) => h.caps().await?.fast_zero,
+                    Err(_) => false,
+                };
+                need(fast, Errno::NotSup, "zero fast")?;
+            }
+            let r = async {
+                let h = self.handle()?;
+                in_range(&h, count, offset, true).await?;
+                let c = h.caps().await?;
+                need(c.zero != Zero::None, Errno::Perm, "zero")?;
+                fua_ok(&c, flags)?;
+                h.zero(count, offset, flags).await
+            }
+            .await;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => self.failed("zero", e, &mut t).await?,
+            }
+        }
     }
     async fn extents(
         &self,
@@ -197,8 +349,11 @@ impl FilterHandle for Retrying {
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        let got: Result<Extents> = retrying!(self, "extents", h => async {
-            let mut e = Extents::new(offset, u64::from(count));
+        // Each try starts from an empty list.
+        let got: Result<Extents> = retrying!(self, "extents", writes = false, h => {
+            in_range(&h, count, offset, false).await?;
+            need(h.caps().await?.extents, Errno::Io, "give extents")?;
+            let mut e = Extents::with_limit(offset, u64::from(count), ext.limit());
             h.extents(count, offset, flags, &mut e).await?;
             Ok::<Extents, Error>(e)
         });
@@ -210,9 +365,24 @@ impl FilterHandle for Retrying {
         Ok(())
     }
     async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        retrying!(self, "cache", h => h.cache(count, offset, flags))
+        retrying!(self, "cache", writes = false, h => {
+            in_range(&h, count, offset, false).await?;
+            need(h.caps().await?.cache != Cache::None, Errno::Io, "cache")?;
+            h.cache(count, offset, flags).await
+        })
     }
     async fn close(&self) {
-        self.handle().close().await
+        if let Ok(h) = self.handle() {
+            h.close().await
+        }
+    }
+}
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        crate::log::debug(&format!(
+            "retry: reopens needed: {}",
+            self.reopens.load(Ordering::Relaxed)
+        ));
     }
 }

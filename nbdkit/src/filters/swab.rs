@@ -4,7 +4,10 @@
 //!
 //! The size is rounded down to a whole number of words, and requests not
 //! aligned to words fail with EINVAL (put the blocksize filter below for
-//! byte access).
+//! byte access). Extents come in whole words too: a run of the layer
+//! below that ends mid-word is cut back to the word, and a first run
+//! shorter than a word is merged with what follows, keeping only the
+//! flags true of the whole word.
 //!
 //! Example: `nbdkit --filter=swab file disk.img`
 
@@ -12,9 +15,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::FilterInfo;
+use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -119,5 +122,19 @@ impl FilterHandle for Swapped {
     async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
         self.aligned(offset, u64::from(count))?;
         self.next.zero(count, offset, flags).await
+    }
+    async fn extents(
+        &self,
+        count: u32,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        self.aligned(offset, u64::from(count))?;
+        aligned_extents(&*self.next, count, offset, flags, self.w as u64, ext).await
+    }
+    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+        self.aligned(offset, u64::from(count))?;
+        self.next.cache(count, offset, flags).await
     }
 }

@@ -20,12 +20,13 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::pool::Pool;
 use super::{eflags, Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
+use crate::backend::shutdown::{in_connection, ConnectionEnd};
 use crate::backend::{Client, Errno, Error, Export, Flags};
 use crate::log;
 use crate::protocol::consts::*;
@@ -257,6 +258,9 @@ async fn transmission<R>(
     let slots = Arc::new(Semaphore::new(server.inflight()));
     let mut deadline: Option<Instant> = None;
     let mut said_goodbye = false;
+    // Wakes requests sleeping in `shutdown::sleep` (the delay filter)
+    // once the server stops or the client is gone.
+    let end = ConnectionEnd::default();
     loop {
         let next = next_request(&mut r, &conn, &slots, &mut said_goodbye);
         tokio::pin!(next);
@@ -267,6 +271,7 @@ async fn transmission<R>(
                 got = &mut next => break Some(got),
                 _ = shutdown.wait(), if deadline.is_none() => {
                     deadline = Some(Instant::now() + GRACE);
+                    end.fire();
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     log::debug("shutdown: grace period over, closing the connection");
@@ -289,7 +294,8 @@ async fn transmission<R>(
         let small = inc.req.len as usize <= INLINE_MAX;
         let task = {
             let conn = conn.clone();
-            async move { run_request(&conn, inc, slot).await }
+            let end = end.clone();
+            async move { in_connection(end, run_request(&conn, inc, slot)).await }
         };
         if small && conn.export.never_blocks() {
             // Run it here until it first waits; most requests on such a
@@ -304,6 +310,7 @@ async fn transmission<R>(
             tokio::spawn(task);
         }
     }
+    end.fire();
     // Let in-flight requests finish and send their replies; if shutdown is
     // under way, only within the grace period.
     let all = slots.acquire_many(server.inflight() as u32);
@@ -341,7 +348,19 @@ async fn next_request<R>(
 where
     R: AsyncRead + Send + Unpin,
 {
-    let slot = slots.clone().acquire_owned().await.expect("never closed");
+    let slot = match slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        // Every slot is busy: meanwhile, notice a client that has gone.
+        Err(_) => tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            more = r.fill_buf() => {
+                if more?.is_empty() {
+                    return Ok(None);
+                }
+                slots.clone().acquire_owned().await.expect("never closed")
+            }
+        },
+    };
     let mut hdr = [0u8; REQUEST_SIZE];
     match r.read_exact(&mut hdr).await {
         Ok(_) => {}

@@ -1,0 +1,80 @@
+//! The readahead filter: which prefetches it asks for, and when it gives
+//! up. (A first look is in `small.rs`.)
+
+use std::time::Duration;
+
+use crate::util::*;
+
+fn start(plugin: &[&str]) -> nbdkit_test::CaptiveDisk {
+    nbdkit_test::CaptiveDisk::builder(plugin[0])
+        .args(&plugin[1..])
+        .filter("readahead")
+        .binary(bin())
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_window_grows_on_skips_and_shrinks_on_going_back() {
+    let dir = scratch();
+    let log = dir.path().join("cache.log");
+    let cache = format!("cache=echo $4 $3 >> {}", log.display());
+    let d = start(&[
+        "eval",
+        "get_size=echo 1M",
+        "thread_model=echo parallel",
+        "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+        "can_cache=echo native",
+        &cache,
+    ]);
+    let mut c = d.connect().unwrap();
+    for at in [0, 100000, 200000, 0, 512] {
+        c.read(at, 512).unwrap();
+    }
+    let want = "512 32768\n100512 32768\n200512 65536\n512 131072\n1024 32768\n";
+    assert!(
+        wait_until(Duration::from_secs(10), || slurp(&log) == want),
+        "{}",
+        slurp(&log)
+    );
+    // Nothing past the end: a read of the last bytes asks for nothing
+    // (but, having skipped ahead, doubles the window for the next).
+    c.read((1 << 20) - 512, 512).unwrap();
+    c.read(0, 512).unwrap();
+    let want = format!("{want}512 65536\n");
+    assert!(
+        wait_until(Duration::from_secs(10), || slurp(&log) == want),
+        "{}",
+        slurp(&log)
+    );
+}
+
+#[test]
+fn without_native_cache_it_warns_and_does_nothing() {
+    let dir = scratch();
+    let log = dir.path().join("cache.log");
+    let cache = format!("cache=echo $4 $3 >> {}", log.display());
+    let d = start(&[
+        "eval",
+        "get_size=echo 1M",
+        "thread_model=echo parallel",
+        "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+        "can_cache=echo emulate",
+        &cache,
+    ]);
+    let mut c = d.connect().unwrap();
+    c.read(0, 512).unwrap();
+    c.read(512, 512).unwrap();
+    assert!(
+        d.log().contains(
+            "readahead: warning: underlying plugin does not support NBD_CMD_CACHE or PARALLEL \
+             thread model, so the filter won't do anything"
+        ),
+        "{}",
+        d.log()
+    );
+    assert!(d
+        .log()
+        .contains("readahead: try adding --filter=cache after this filter"));
+    assert!(!log.exists());
+}
