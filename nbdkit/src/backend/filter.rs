@@ -2,16 +2,17 @@
 //!
 //! A filter is built once from its parameters. Seen from the layer above it
 //! is a [`Plugin`]: a [`Layer`] joins it to the layer below, and every
-//! boundary has a guard ([`Export`]) so that each layer sees what C
-//! nbdkit's backend would give it: FUA, zero and cache emulated when the
-//! layer below lacks them, write capabilities gone under `-r`, extents
-//! always answerable.
+//! boundary has a [`Guard`] so that each layer sees what C nbdkit's backend
+//! would give it: FUA, zero and cache emulated when the layer below lacks
+//! them, write capabilities gone under `-r`, extents always answerable.
 //!
-//! Everything passes through by default: a filter's [`Filter`] methods
-//! open the layer below, and its per-connection handle implements
-//! [`FilterHandle`], whose methods all call `next()` unless overridden. A
-//! filter writes only what it changes.
+//! Everything passes through by default: [`Filter::open`] opens the layer
+//! below ([`Next`]), and a filter that changes data wraps the guard it gets
+//! in its own [`FilterHandle`], whose methods all pass through unless
+//! overridden. A filter writes only what it changes: one request kind
+//! (`zero`), or every request as one value (`op`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,8 +20,8 @@ use async_trait::async_trait;
 use crate::error::StartError;
 
 use super::{
-    BlockSize, Caps, Client, Export, ExportEntry, Extents, Flags, Handle, Plugin, Result,
-    ThreadModel, Zero,
+    BlockSize, Caps, Client, ExportEntry, Extents, Flags, Guard, Handle, Op, Plugin, Result,
+    ThreadModel,
 };
 
 /// A filter, built once at start-up.
@@ -50,42 +51,32 @@ pub trait Filter: Send + Sync + 'static {
     fn serving(&self) {}
 
     /// Open a connection: by default, the layer below's handle, unchanged.
-    /// A filter that changes data wraps it in a [`FilterHandle`].
+    /// A filter that changes data wraps the guard `next` opens in a
+    /// [`FilterHandle`]. `next` can be kept (it is cheap to clone) to
+    /// reopen the layer below later (retry).
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
     ) -> Result<Arc<dyn Handle>> {
-        next.open_for(readonly, export, client).await
-    }
-
-    /// [`Filter::open`] with the layer below held by reference count, for
-    /// filters that must reopen it later (retry). By default, `open`.
-    async fn open_shared(
-        &self,
-        next: &Arc<dyn Plugin>,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        self.open(&**next, readonly, export, client).await
+        Ok(next.open_for(readonly, export, client).await?)
     }
 
     /// A client has connected, before the handshake: by default the layer
     /// below is told.
-    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
+    async fn preconnect(&self, next: &Next, readonly: bool, client: &Client) -> Result<()> {
         next.preconnect(readonly, client).await
     }
 
     /// The export list, by default the layer below's.
-    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
         next.list_exports(readonly).await
     }
 
     /// The default export, by default the layer below's.
-    async fn default_export(&self, next: &dyn Plugin, readonly: bool) -> Result<String> {
+    async fn default_export(&self, next: &Next, readonly: bool) -> Result<String> {
         next.default_export(readonly).await
     }
 }
@@ -94,8 +85,7 @@ pub trait Filter: Send + Sync + 'static {
 pub struct Layer {
     filter: Arc<dyn Filter>,
     /// The layer below, behind a guard.
-    next: Arc<dyn Plugin>,
-    below: Arc<dyn Plugin>,
+    next: Next,
 }
 
 impl Layer {
@@ -109,8 +99,10 @@ impl Layer {
     pub fn named(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>, next_name: &'static str) -> Layer {
         Layer {
             filter,
-            next: Arc::new(Guarded(next.clone(), next_name)),
-            below: next,
+            next: Next {
+                below: next,
+                name: next_name,
+            },
         }
     }
 }
@@ -118,7 +110,9 @@ impl Layer {
 #[async_trait]
 impl Plugin for Layer {
     fn thread_model(&self) -> ThreadModel {
-        self.filter.thread_model().min(self.below.thread_model())
+        self.filter
+            .thread_model()
+            .min(self.next.below.thread_model())
     }
 
     async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
@@ -134,31 +128,29 @@ impl Plugin for Layer {
         export: &str,
         client: &Client,
     ) -> Result<Arc<dyn Handle>> {
-        self.filter
-            .open_shared(&self.next, readonly, export, client)
-            .await
+        self.filter.open(&self.next, readonly, export, client).await
     }
 
     fn unload(&self) {
-        self.below.unload()
+        self.next.below.unload()
     }
 
     fn after_fork(&self) -> std::result::Result<(), StartError> {
-        self.below.after_fork()?;
+        self.next.below.after_fork()?;
         self.filter.after_fork();
         Ok(())
     }
 
     async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {
-        self.filter.preconnect(&*self.next, readonly, client).await
+        self.filter.preconnect(&self.next, readonly, client).await
     }
 
     async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
-        self.filter.list_exports(&*self.next, readonly).await
+        self.filter.list_exports(&self.next, readonly).await
     }
 
     async fn default_export(&self, readonly: bool) -> Result<String> {
-        self.filter.default_export(&*self.next, readonly).await
+        self.filter.default_export(&self.next, readonly).await
     }
 }
 
@@ -172,147 +164,63 @@ pub fn trace_open(name: &str, readonly: bool, export: &str) {
     }
 }
 
-/// The layer below a filter, with a guard on every handle it opens.
-struct Guarded(Arc<dyn Plugin>, &'static str);
+/// The layer below a filter, as the filter sees it: every handle it opens
+/// comes behind a [`Guard`].
+#[derive(Clone)]
+pub struct Next {
+    below: Arc<dyn Plugin>,
+    /// The layer's name, for `-v` traces.
+    name: &'static str,
+}
 
-#[async_trait]
-impl Plugin for Guarded {
-    fn thread_model(&self) -> ThreadModel {
-        self.0.thread_model()
-    }
-
-    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
-        trace_open(self.1, readonly, export);
-        let h = self.0.open(readonly, export).await?;
-        Ok(Arc::new(Export::new(h, readonly).await?.named(self.1)))
-    }
-
-    async fn open_for(
+impl Next {
+    /// Open the layer below for a connection.
+    pub async fn open_for(
         &self,
         readonly: bool,
         export: &str,
         client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        trace_open(self.1, readonly, export);
-        let h = self.0.open_for(readonly, export, client).await?;
-        Ok(Arc::new(Export::new(h, readonly).await?.named(self.1)))
+    ) -> Result<Arc<Guard>> {
+        trace_open(self.name, readonly, export);
+        let h = self.below.open_for(readonly, export, client).await?;
+        Ok(Arc::new(Guard::new(h, readonly).await?.named(self.name)))
     }
 
-    fn unload(&self) {
-        self.0.unload()
+    /// Tell the layer below a client has connected.
+    pub async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {
+        self.below.preconnect(readonly, client).await
     }
 
-    async fn preconnect(&self, readonly: bool, client: &Client) -> Result<()> {
-        self.0.preconnect(readonly, client).await
+    /// The layer below's export list.
+    pub async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+        self.below.list_exports(readonly).await
     }
 
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
-        self.0.list_exports(readonly).await
-    }
-
-    async fn default_export(&self, readonly: bool) -> Result<String> {
-        let key = Arc::as_ptr(&self.0) as *const () as usize;
-        super::cached_default_export(key, self.0.default_export(readonly)).await
-    }
-}
-
-/// A guard is itself a handle: what the layer above sees. What it emulates
-/// looks native from above, except extents, FUA and cache, as in C: a
-/// layer above learns whether the layer below really has extents (so, for
-/// example, the error filter injects no extents errors over a plugin
-/// without extents), and still gets one data extent when it asks anyway;
-/// it learns whether FUA is emulated below (so the blocksize filter
-/// flushes once after a split write instead of once per piece), and may
-/// still send the flag; and it learns whether cache is emulated (so the
-/// readahead filter stays idle), and may still ask (the guard reads).
-#[async_trait]
-impl Handle for Export {
-    async fn size(&self) -> Result<u64> {
-        Ok(Export::size(self))
-    }
-
-    async fn caps(&self) -> Result<Caps> {
-        let c = *Export::caps(self);
-        Ok(Caps {
-            zero: if c.zero == Zero::None {
-                Zero::None
-            } else {
-                Zero::Native
-            },
-            ..c
-        })
-    }
-
-    async fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(Export::block_size(self))
-    }
-
-    fn description(&self) -> Option<String> {
-        Export::description(self)
-    }
-
-    fn never_blocks(&self) -> bool {
-        Export::never_blocks(self)
-    }
-
-    fn takes_fua_flag(&self) -> bool {
-        true
-    }
-
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        Export::pread(self, buf, offset, flags).await
-    }
-
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        Export::pwrite(self, buf, offset, flags).await
-    }
-
-    async fn flush(&self, _flags: Flags) -> Result<()> {
-        Export::flush(self).await
-    }
-
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        Export::trim(self, count, offset, flags).await
-    }
-
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        Export::zero(self, count, offset, flags).await
-    }
-
-    async fn extents(
-        &self,
-        count: u32,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        Export::extents_into(self, count, offset, flags.req_one, ext).await
-    }
-
-    async fn cache(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
-        Export::cache(self, count, offset).await
-    }
-
-    async fn close(&self) {
-        Export::close(self).await
+    /// The layer below's default export, asked once per connection.
+    pub async fn default_export(&self, readonly: bool) -> Result<String> {
+        let key = Arc::as_ptr(&self.below) as *const () as usize;
+        super::cached_default_export(key, self.below.default_export(readonly)).await
     }
 }
 
-/// A filter's per-connection handle: every method passes through to
-/// `next()` unless the filter overrides it.
-#[async_trait]
+/// A filter's per-connection handle. Every method passes through to the
+/// guard below (`next()`) unless the filter overrides it: one request kind
+/// (`pread`, `zero`, ...), or all of them at once (`op`, which by default
+/// hands each request to its own method). The methods return plain futures
+/// (write them as `async fn`): a request costs one boxed future per layer,
+/// where it enters the layer.
 pub trait FilterHandle: Send + Sync + 'static {
-    /// The layer below.
-    fn next(&self) -> &Arc<dyn Handle>;
+    /// The guard below.
+    fn next(&self) -> &Guard;
 
-    async fn size(&self) -> Result<u64> {
-        self.next().size().await
+    fn size(&self) -> impl Future<Output = Result<u64>> + Send {
+        self.next().size()
     }
-    async fn caps(&self) -> Result<Caps> {
-        self.next().caps().await
+    fn caps(&self) -> impl Future<Output = Result<Caps>> + Send {
+        self.next().caps()
     }
-    async fn block_size(&self) -> Result<Option<BlockSize>> {
-        self.next().block_size().await
+    fn block_size(&self) -> impl Future<Output = Result<Option<BlockSize>>> + Send {
+        self.next().block_size()
     }
     fn description(&self) -> Option<String> {
         self.next().description()
@@ -320,38 +228,97 @@ pub trait FilterHandle: Send + Sync + 'static {
     fn never_blocks(&self) -> bool {
         self.next().never_blocks()
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next().pread(buf, offset, flags).await
+    /// Every data request, as one value. By default each goes to its own
+    /// method below.
+    fn op(&self, op: Op<'_>) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            match op {
+                Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
+                Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
+                Op::Flush { flags } => self.flush(flags).await,
+                Op::Trim {
+                    count,
+                    offset,
+                    flags,
+                } => self.trim(count, offset, flags).await,
+                Op::Zero {
+                    count,
+                    offset,
+                    flags,
+                } => self.zero(count, offset, flags).await,
+                Op::Extents {
+                    count,
+                    offset,
+                    flags,
+                    ext,
+                } => self.extents(count, offset, flags, ext).await,
+                Op::Cache {
+                    count,
+                    offset,
+                    flags,
+                } => self.cache(count, offset, flags).await,
+            }
+        }
     }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.next().pwrite(buf, offset, flags).await
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        self.next().flush(flags).await
-    }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next().trim(count, offset, flags).await
-    }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next().zero(count, offset, flags).await
-    }
-    async fn extents(
+    fn pread(
         &self,
-        count: u32,
+        buf: &mut [u8],
+        offset: u64,
+        flags: Flags,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().pread(buf, offset, flags)
+    }
+    fn pwrite(
+        &self,
+        buf: &[u8],
+        offset: u64,
+        flags: Flags,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().pwrite(buf, offset, flags)
+    }
+    fn flush(&self, flags: Flags) -> impl Future<Output = Result<()>> + Send {
+        self.next().flush(flags)
+    }
+    fn trim(
+        &self,
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().trim(count, offset, flags)
+    }
+    fn zero(
+        &self,
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().zero(count, offset, flags)
+    }
+    fn extents(
+        &self,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
-    ) -> Result<()> {
-        self.next().extents(count, offset, flags, ext).await
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().extents(count, offset, flags, ext)
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.next().cache(count, offset, flags).await
+    fn cache(
+        &self,
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.next().cache(count, offset, flags)
     }
-    async fn close(&self) {
-        self.next().close().await
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        self.next().close()
     }
 }
 
+/// What the layer above calls: the one boxed step into a filter's handle.
+/// Each request becomes an [`Op`] for [`FilterHandle::op`].
 #[async_trait]
 impl<T: FilterHandle> Handle for T {
     async fn size(&self) -> Result<u64> {
@@ -373,31 +340,52 @@ impl<T: FilterHandle> Handle for T {
         true
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        FilterHandle::pread(self, buf, offset, flags).await
+        self.op(Op::Read { buf, offset, flags }).await
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        FilterHandle::pwrite(self, buf, offset, flags).await
+        self.op(Op::Write { buf, offset, flags }).await
     }
     async fn flush(&self, flags: Flags) -> Result<()> {
-        FilterHandle::flush(self, flags).await
+        self.op(Op::Flush { flags }).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        FilterHandle::trim(self, count, offset, flags).await
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.op(Op::Trim {
+            count,
+            offset,
+            flags,
+        })
+        .await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        FilterHandle::zero(self, count, offset, flags).await
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.op(Op::Zero {
+            count,
+            offset,
+            flags,
+        })
+        .await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        FilterHandle::extents(self, count, offset, flags, ext).await
+        self.op(Op::Extents {
+            count,
+            offset,
+            flags,
+            ext,
+        })
+        .await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        FilterHandle::cache(self, count, offset, flags).await
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.op(Op::Cache {
+            count,
+            offset,
+            flags,
+        })
+        .await
     }
     async fn close(&self) {
         FilterHandle::close(self).await

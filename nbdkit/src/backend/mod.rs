@@ -10,13 +10,15 @@
 //! - [`Caps`] is what a handle can do, fetched once per connection. Filters
 //!   (which are handles wrapping handles) edit it rather than overriding a
 //!   dozen `can_*` methods.
-//! - [`Export`] is the guard at the top of the chain: it emulates what the
-//!   handle lacks (FUA by flush, zero by writes, cache by reads, extents as
-//!   "all data"), so plugins stay small.
+//! - [`Guard`] stands above every layer: it emulates what the layer below
+//!   lacks (FUA by flush, zero by writes, cache by reads, extents as "all
+//!   data"), so plugins stay small.
+//! - A data request travels down the chain as one [`Op`] value: a filter
+//!   that treats every request alike handles that one value.
 
-mod export;
 mod extents;
 mod filter;
+mod guard;
 pub mod shutdown;
 
 use std::sync::Arc;
@@ -24,9 +26,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::error::{Errno, Error, Result};
-pub use export::Export;
 pub use extents::{Extent, Extents, HOLE, ZERO};
-pub use filter::{trace_open, Filter, FilterHandle, Layer};
+pub use filter::{trace_open, Filter, FilterHandle, Layer, Next};
+pub use guard::Guard;
 
 /// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
 /// The server enforces it; the strictest model in the chain wins.
@@ -130,6 +132,103 @@ pub struct Flags {
     pub fast_zero: bool,
     /// `extents` may stop after the first extent.
     pub req_one: bool,
+}
+
+/// One data request on its way down the chain. A filter that treats every
+/// request alike (counting, logging, delaying, failing them) handles this
+/// one value ([`FilterHandle::op`]); one that changes a single kind of
+/// request overrides just that method. Trim, zero, extents and cache
+/// counts are 64-bit; reads and writes are bounded by the server (64 MiB).
+#[non_exhaustive]
+pub enum Op<'a> {
+    Read {
+        buf: &'a mut [u8],
+        offset: u64,
+        flags: Flags,
+    },
+    Write {
+        buf: &'a [u8],
+        offset: u64,
+        flags: Flags,
+    },
+    Flush {
+        flags: Flags,
+    },
+    Trim {
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    },
+    Zero {
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    },
+    Extents {
+        count: u64,
+        offset: u64,
+        flags: Flags,
+        ext: &'a mut Extents,
+    },
+    Cache {
+        count: u64,
+        offset: u64,
+        flags: Flags,
+    },
+}
+
+impl Op<'_> {
+    /// The request's name, as C nbdkit's log and debug output spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Read { .. } => "pread",
+            Op::Write { .. } => "pwrite",
+            Op::Flush { .. } => "flush",
+            Op::Trim { .. } => "trim",
+            Op::Zero { .. } => "zero",
+            Op::Extents { .. } => "extents",
+            Op::Cache { .. } => "cache",
+        }
+    }
+
+    /// Where the request starts (0 for flush).
+    pub fn offset(&self) -> u64 {
+        match self {
+            Op::Read { offset, .. }
+            | Op::Write { offset, .. }
+            | Op::Trim { offset, .. }
+            | Op::Zero { offset, .. }
+            | Op::Extents { offset, .. }
+            | Op::Cache { offset, .. } => *offset,
+            Op::Flush { .. } => 0,
+        }
+    }
+
+    /// How many bytes it covers (0 for flush).
+    pub fn count(&self) -> u64 {
+        match self {
+            Op::Read { buf, .. } => buf.len() as u64,
+            Op::Write { buf, .. } => buf.len() as u64,
+            Op::Trim { count, .. }
+            | Op::Zero { count, .. }
+            | Op::Extents { count, .. }
+            | Op::Cache { count, .. } => *count,
+            Op::Flush { .. } => 0,
+        }
+    }
+
+    /// Its flags.
+    pub fn flags(&self) -> Flags {
+        match self {
+            Op::Read { flags, .. }
+            | Op::Write { flags, .. }
+            | Op::Flush { flags }
+            | Op::Trim { flags, .. }
+            | Op::Zero { flags, .. }
+            | Op::Extents { flags, .. }
+            | Op::Cache { flags, .. } => *flags,
+        }
+    }
 }
 
 /// Block size constraints: minimum, preferred, maximum.
@@ -328,30 +427,30 @@ pub trait Handle: Send + Sync {
     }
 
     /// Discard a range (advisory: reads may return old data or zeroes).
-    async fn trim(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+    async fn trim(&self, _count: u64, _offset: u64, _flags: Flags) -> Result<()> {
         Err(Error::new(Errno::Inval, "trim is not supported"))
     }
 
     /// Make a range read as zeroes. ENOTSUP lets the guard fall back to
     /// writing zeroes.
-    async fn zero(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+    async fn zero(&self, _count: u64, _offset: u64, _flags: Flags) -> Result<()> {
         Err(Error::new(Errno::NotSup, "zero is not supported"))
     }
 
     /// Describe allocation from `offset`: add at least one extent to `ext`.
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         _flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        ext.add(offset, u64::from(count), 0);
+        ext.add(offset, count, 0);
         Ok(())
     }
 
     /// Prefetch a range.
-    async fn cache(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _flags: Flags) -> Result<()> {
         Ok(())
     }
 }

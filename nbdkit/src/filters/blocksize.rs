@@ -31,8 +31,8 @@ use async_trait::async_trait;
 
 use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Handle, Plugin,
-    Result,
+    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
+    Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -105,7 +105,7 @@ struct BlocksizeFilter {
 impl Filter for BlocksizeFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -139,7 +139,7 @@ impl Filter for BlocksizeFilter {
 }
 
 struct BlocksizeHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     minblock: u64,
     maxdata: u64,
     maxlen: u64,
@@ -206,9 +206,8 @@ impl BlocksizeHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for BlocksizeHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
 
@@ -275,24 +274,23 @@ impl FilterHandle for BlocksizeHandle {
         self.flush_after(flush).await
     }
 
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let (flags, flush) = self.fua(flags).await?;
         // Partial blocks at either end are left alone.
-        let (head, body, _) = self.split(offset, u64::from(count));
+        let (head, body, _) = self.split(offset, count);
         let mut pos = offset + head;
         let mut left = body;
         while left > 0 {
             let n = left.min(self.maxlen);
             let _shared = self.lock.read().await;
-            self.next.trim(n as u32, pos, flags).await?;
+            self.next.trim(n, pos, flags).await?;
             pos += n;
             left -= n;
         }
         self.flush_after(flush).await
     }
 
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        let count = u64::from(count);
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         if flags.fast_zero && (self.misalign(offset | count) != 0 || count > self.maxlen) {
             // Anything needing more than one call below cannot be fast.
             return Err(Error::new(
@@ -314,7 +312,7 @@ impl FilterHandle for BlocksizeHandle {
         while left > 0 {
             let n = left.min(self.maxlen);
             let _shared = self.lock.read().await;
-            self.next.zero(n as u32, pos, flags).await?;
+            self.next.zero(n, pos, flags).await?;
             pos += n;
             left -= n;
         }
@@ -325,13 +323,13 @@ impl FilterHandle for BlocksizeHandle {
         self.flush_after(flush).await
     }
 
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let start = self.round_down(offset);
-        let end = (offset + u64::from(count)).next_multiple_of(self.minblock);
+        let end = (offset + count).next_multiple_of(self.minblock);
         let mut pos = start;
         while pos < end {
             let n = (end - pos).min(self.maxdata);
-            self.next.cache(n as u32, pos, flags).await?;
+            self.next.cache(n, pos, flags).await?;
             pos += n;
         }
         Ok(())
@@ -339,7 +337,7 @@ impl FilterHandle for BlocksizeHandle {
 
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -350,21 +348,13 @@ impl FilterHandle for BlocksizeHandle {
         // the layer below may describe up to the end of the block
         // holding the request's end.
         let start = self.round_down(offset);
-        let end = (offset + u64::from(count)).next_multiple_of(self.minblock);
-        let len = u64::from(count)
+        let end = (offset + count).next_multiple_of(self.minblock);
+        let len = count
             .next_multiple_of(self.minblock)
             .min(self.maxlen)
             .min(end - start);
         let mut aligned = Extents::with_limit(start, len, end);
-        aligned_extents(
-            &*self.next,
-            len as u32,
-            start,
-            flags,
-            self.minblock,
-            &mut aligned,
-        )
-        .await?;
+        aligned_extents(&self.next, len, start, flags, self.minblock, &mut aligned).await?;
         for e in aligned.list() {
             if !ext.add(e.offset, e.length, e.flags) {
                 break;

@@ -25,7 +25,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next,
+    Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -143,7 +144,7 @@ impl PolicyFilter {
 impl Filter for PolicyFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -163,24 +164,25 @@ impl Filter for PolicyFilter {
 }
 
 struct PolicyHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     limits: Option<BlockSize>,
     error: bool,
 }
 
 impl PolicyHandle {
     /// Under `blocksize-error-policy=error`, refuse what breaks the limits.
-    fn check(&self, what: &str, data: bool, count: u32, offset: u64) -> Result<()> {
+    fn check(&self, what: &str, data: bool, count: u64, offset: u64) -> Result<()> {
         let Some((min, _, max)) = self.limits.filter(|_| self.error) else {
             return Ok(());
         };
+        let (min, max) = (u64::from(min), u64::from(max));
         let why = if count < min {
             format!("length {count} is below the minimum block size {min}")
         } else if data && count > max {
             format!("length {count} is above the maximum block size {max}")
         } else if !count.is_multiple_of(min) {
             format!("length {count} is not a multiple of the minimum block size {min}")
-        } else if !offset.is_multiple_of(u64::from(min)) {
+        } else if !offset.is_multiple_of(min) {
             format!("offset {offset} is not a multiple of the minimum block size {min}")
         } else {
             return Ok(());
@@ -192,37 +194,36 @@ impl PolicyHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for PolicyHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn block_size(&self) -> Result<Option<BlockSize>> {
         Ok(self.limits)
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.check("pread", true, buf.len() as u32, offset)?;
+        self.check("pread", true, buf.len() as u64, offset)?;
         self.next.pread(buf, offset, flags).await
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.check("pwrite", true, buf.len() as u32, offset)?;
+        self.check("pwrite", true, buf.len() as u64, offset)?;
         self.next.pwrite(buf, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.check("zero", false, count, offset)?;
         self.next.zero(count, offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.check("trim", false, count, offset)?;
         self.next.trim(count, offset, flags).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.check("cache", false, count, offset)?;
         self.next.cache(count, offset, flags).await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,

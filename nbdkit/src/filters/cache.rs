@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use super::FilterInfo;
 use crate::backend::{
     Cache as CacheCap, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua,
-    Handle, Plugin, Result,
+    Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -136,7 +136,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for CacheFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -176,7 +176,7 @@ impl Filter for CacheFilter {
 }
 
 struct Cached {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     size: u64,
     mode: Mode,
     block: u64,
@@ -293,9 +293,8 @@ impl Cached {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Cached {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     fn never_blocks(&self) -> bool {
@@ -373,30 +372,30 @@ impl FilterHandle for Cached {
         }
         Ok(())
     }
-    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         // Held until the layer below is done, so no read can cache the old
         // bytes meanwhile.
         let mut guard = self.store.lock().await;
-        self.pass_range(&mut guard, offset, u64::from(count))
+        self.pass_range(&mut guard, offset, count)
             .await?;
         self.next.trim(count, offset, f).await
     }
-    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
-        self.pass_range(&mut guard, offset, u64::from(count))
+        self.pass_range(&mut guard, offset, count)
             .await?;
         self.next.zero(count, offset, f).await
     }
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         {
             let mut guard = self.store.lock().await;
             let s = &mut *guard;
-            let range = self.blocks_of(offset, u64::from(count));
+            let range = self.blocks_of(offset, count);
             self.write_back_range(s, Some(range)).await?;
         }
         // Only what was written back is known to be right below: report no
         // further than the request.
-        let mut mine = Extents::new(offset, u64::from(count));
+        let mut mine = Extents::new(offset, count);
         self.next.extents(count, offset, f, &mut mine).await?;
         for x in mine.list() {
             if !ext.add(x.offset, x.length, x.flags) {
@@ -405,10 +404,10 @@ impl FilterHandle for Cached {
         }
         Ok(())
     }
-    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
         let s = &mut *guard;
-        let (first, last) = self.blocks_of(offset, u64::from(count));
+        let (first, last) = self.blocks_of(offset, count);
         for b in first..=last {
             self.load(s, b, true).await?;
         }

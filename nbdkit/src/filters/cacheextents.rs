@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Extent, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    Client, Extent, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -49,7 +49,7 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for CacheExtents {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -65,7 +65,7 @@ impl Filter for CacheExtents {
 }
 
 struct Cached {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     size: u64,
     /// The last answer, contiguous from its first offset.
     mem: Arc<Memory>,
@@ -77,14 +77,13 @@ impl Cached {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Cached {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -129,13 +128,13 @@ impl FilterHandle for Cached {
         self.forget();
         r
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.forget();
         let r = self.next.trim(count, offset, flags).await;
         self.forget();
         r
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.forget();
         let r = self.next.zero(count, offset, flags).await;
         self.forget();

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Handle, Plugin, Result,
-    Zero,
+    Cache, Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next,
+    Result, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -34,7 +34,7 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for CheckWrite {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         _readonly: bool,
         export: &str,
         client: &Client,
@@ -45,7 +45,7 @@ impl Filter for CheckWrite {
 }
 
 struct Checker {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
 }
 
 /// Largest piece compared at a time.
@@ -77,9 +77,8 @@ impl Checker {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Checker {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {
@@ -105,10 +104,10 @@ impl FilterHandle for Checker {
     async fn flush(&self, _f: Flags) -> Result<()> {
         Ok(())
     }
-    async fn trim(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        self.same(offset, u64::from(count), None).await
+    async fn trim(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        self.same(offset, count, None).await
     }
-    async fn zero(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        self.same(offset, u64::from(count), None).await
+    async fn zero(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        self.same(offset, count, None).await
     }
 }

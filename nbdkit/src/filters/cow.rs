@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua,
-    Handle, Plugin, Result, Zero, HOLE, ZERO,
+    BlockSize, Cache, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard,
+    Handle, Next, Result, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -292,7 +292,7 @@ struct CowFilter {
 impl Filter for CowFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         _readonly: bool,
         export: &str,
         client: &Client,
@@ -312,7 +312,7 @@ impl Filter for CowFilter {
 }
 
 struct CowHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     overlay: Arc<Overlay>,
     on_cache: bool,
     on_read: OnRead,
@@ -356,10 +356,10 @@ fn split(offset: u64, count: u64, bs: u64) -> Split {
 impl CowHandle {
     /// Zero `[offset, offset + count)`, with whole blocks either written
     /// as zeroes or marked as trimmed.
-    async fn zero_or_trim(&self, count: u32, offset: u64, trim: bool) -> Result<()> {
+    async fn zero_or_trim(&self, count: u64, offset: u64, trim: bool) -> Result<()> {
         let ov = &*self.overlay;
         let bs = ov.block;
-        let s = split(offset, u64::from(count), bs);
+        let s = split(offset, count, bs);
         let save = self.on_read.now();
         let mut blk = s.blk;
         if s.head > 0 {
@@ -395,9 +395,8 @@ impl CowHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for CowHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
 
@@ -492,11 +491,11 @@ impl FilterHandle for CowHandle {
         Ok(())
     }
 
-    async fn trim(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, _flags: Flags) -> Result<()> {
         self.zero_or_trim(count, offset, true).await
     }
 
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         // Zeroing is never faster than writing here.
         if flags.fast_zero {
             return Err(Error::new(Errno::NotSup, "cow: fast zero is not possible"));
@@ -504,11 +503,11 @@ impl FilterHandle for CowHandle {
         self.zero_or_trim(count, offset, false).await
     }
 
-    async fn cache(&self, count: u32, offset: u64, _flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, _flags: Flags) -> Result<()> {
         let ov = &*self.overlay;
         let bs = ov.block;
         let first = offset / bs;
-        let end = (offset + u64::from(count)).div_ceil(bs);
+        let end = (offset + count).div_ceil(bs);
         let size = ov.size();
         let mut block = Vec::new();
         for blk in first..end {
@@ -528,7 +527,7 @@ impl FilterHandle for CowHandle {
                 block[n as usize..].fill(0);
                 ov.save(blk, &block).await?;
             } else if self.next_cache {
-                self.next.cache(n as u32, off, Flags::default()).await?;
+                self.next.cache(n, off, Flags::default()).await?;
             }
         }
         Ok(())
@@ -536,7 +535,7 @@ impl FilterHandle for CowHandle {
 
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -544,7 +543,7 @@ impl FilterHandle for CowHandle {
         let ov = &*self.overlay;
         let bs = ov.block;
         let mut blk = offset / bs;
-        let end_blk = (offset + u64::from(count)).div_ceil(bs);
+        let end_blk = (offset + count).div_ceil(bs);
         let size = ov.size();
         while blk < end_blk {
             let state = ov.state(blk);
@@ -567,7 +566,7 @@ impl FilterHandle for CowHandle {
                 while pos < stop {
                     let n = (stop - pos).min(u64::from(u32::MAX) / bs * bs);
                     let mut below = Extents::new(pos, n);
-                    self.next.extents(n as u32, pos, flags, &mut below).await?;
+                    self.next.extents(n, pos, flags, &mut below).await?;
                     below.check()?;
                     for e in below.list() {
                         ext.add(e.offset, e.length, e.flags);

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -81,7 +81,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for DdRescue {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         _readonly: bool,
         export: &str,
         client: &Client,
@@ -95,13 +95,12 @@ impl Filter for DdRescue {
 }
 
 struct Rescued {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     good: Arc<Vec<(u64, u64)>>,
 }
 
-#[async_trait]
 impl FilterHandle for Rescued {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {

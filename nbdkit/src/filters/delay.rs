@@ -24,8 +24,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    shutdown, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin,
-    Result,
+    shutdown, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle,
+    Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -108,7 +108,7 @@ async fn delay(d: Duration) -> Result<()> {
 impl Filter for DelayFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -122,13 +122,12 @@ impl Filter for DelayFilter {
 }
 
 struct DelayHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     d: Delays,
 }
 
-#[async_trait]
 impl FilterHandle for DelayHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     fn never_blocks(&self) -> bool {
@@ -151,11 +150,11 @@ impl FilterHandle for DelayHandle {
         delay(self.d.write).await?;
         self.next.pwrite(buf, offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         delay(self.d.trim).await?;
         self.next.trim(count, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         if flags.fast_zero && !self.d.fast_zero && !self.d.zero.is_zero() {
             return Err(Error::new(Errno::NotSup, "delay: fast zero refused"));
         }
@@ -164,7 +163,7 @@ impl FilterHandle for DelayHandle {
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -172,7 +171,7 @@ impl FilterHandle for DelayHandle {
         delay(self.d.extents).await?;
         self.next.extents(count, offset, flags, ext).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         delay(self.d.cache).await?;
         self.next.cache(count, offset, flags).await
     }

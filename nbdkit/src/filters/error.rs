@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -168,7 +168,7 @@ impl Injector {
 impl Filter for ErrorFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -182,13 +182,12 @@ impl Filter for ErrorFilter {
 }
 
 struct ErrorHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     filter: Arc<Injector>,
 }
 
-#[async_trait]
 impl FilterHandle for ErrorHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -199,17 +198,17 @@ impl FilterHandle for ErrorHandle {
         self.filter.inject(1)?;
         self.next.pwrite(buf, offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.filter.inject(2)?;
         self.next.trim(count, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.filter.inject(3)?;
         self.next.zero(count, offset, flags).await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -217,7 +216,7 @@ impl FilterHandle for ErrorHandle {
         self.filter.inject(4)?;
         self.next.extents(count, offset, flags, ext).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.filter.inject(5)?;
         self.next.cache(count, offset, flags).await
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{shutdown, Client, Filter, FilterHandle, Handle, Plugin, Result};
+use crate::backend::{shutdown, Client, Filter, FilterHandle, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -32,7 +32,7 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for ExitLast {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -48,12 +48,12 @@ impl Filter for ExitLast {
 
 /// A connection, counted while it lasts.
 pub(crate) struct Counted {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     count: Arc<AtomicUsize>,
 }
 
 impl FilterHandle for Counted {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
 }

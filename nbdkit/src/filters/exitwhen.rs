@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    shutdown, Client, Errno, Error, Filter, FilterHandle, Handle, Plugin, Result,
+    shutdown, Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -218,7 +218,7 @@ impl Filter for ExitWhen {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -240,12 +240,12 @@ impl Filter for ExitWhen {
 }
 
 struct Watched {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     state: Arc<State>,
 }
 
 impl FilterHandle for Watched {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
 }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, ExportEntry, Filter, FilterHandle, Handle, Plugin, Result,
+    Client, Errno, Error, ExportEntry, Filter, FilterHandle, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -126,7 +126,7 @@ impl ExportName {
 
 #[async_trait]
 impl Filter for ExportName {
-    async fn default_export(&self, next: &dyn Plugin, readonly: bool) -> Result<String> {
+    async fn default_export(&self, next: &Next, readonly: bool) -> Result<String> {
         // Strict: a client may ask for "" only if "" is an allowed name.
         if self.strict {
             if !self.names.iter().any(String::is_empty) {
@@ -143,7 +143,7 @@ impl Filter for ExportName {
         }
     }
 
-    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
         let list = match self.list {
             ListMode::Keep => next.list_exports(readonly).await?,
             ListMode::Error => {
@@ -174,7 +174,7 @@ impl Filter for ExportName {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -202,12 +202,12 @@ impl Filter for ExportName {
 }
 
 struct Described {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     description: Option<String>,
 }
 
 impl FilterHandle for Described {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     fn description(&self) -> Option<String> {

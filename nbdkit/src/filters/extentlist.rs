@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result, HOLE, ZERO,
+    Caps, Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -94,7 +94,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for ExtentList {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -108,13 +108,12 @@ impl Filter for ExtentList {
 }
 
 struct Listed {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     list: List,
 }
 
-#[async_trait]
 impl FilterHandle for Listed {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {
@@ -122,8 +121,8 @@ impl FilterHandle for Listed {
         c.extents = true;
         Ok(c)
     }
-    async fn extents(&self, count: u32, offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
-        let end = offset + u64::from(count);
+    async fn extents(&self, count: u64, offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
+        let end = offset + count;
         let mut pos = offset;
         for &(o, l, flags) in self.list.iter() {
             if o + l <= pos {

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Handle, Plugin, Result,
+    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -64,7 +64,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for FuaFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -93,7 +93,7 @@ impl Filter for FuaFilter {
 }
 
 struct FuaHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     mode: Mode,
 }
 
@@ -131,9 +131,8 @@ impl FuaHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for FuaHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {
@@ -151,12 +150,12 @@ impl FilterHandle for FuaHandle {
         self.next.pwrite(buf, offset, flags).await?;
         self.flush_after(flush).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let (flags, flush) = self.down(flags);
         self.next.trim(count, offset, flags).await?;
         self.flush_after(flush).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let (flags, flush) = self.down(flags);
         self.next.zero(count, offset, flags).await?;
         self.flush_after(flush).await

@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Filter, Flags, Fua, Handle, Plugin, Result, Zero,
+    Cache, Caps, Client, Errno, Error, Filter, Flags, Fua, Handle, Next, Result, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -115,7 +115,7 @@ impl Read for Below {
 impl Filter for Decompress {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         _readonly: bool,
         export: &str,
         client: &Client,

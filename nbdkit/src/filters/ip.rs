@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Handle, Peer, Plugin, Result};
+use crate::backend::{Client, Errno, Error, Filter, Handle, Next, Peer, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -189,14 +189,14 @@ impl IpFilter {
 impl Filter for IpFilter {
     /// Refused before the handshake, as C does: a denied client cannot
     /// even list the exports.
-    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
+    async fn preconnect(&self, next: &Next, readonly: bool, client: &Client) -> Result<()> {
         self.check(client)?;
         next.preconnect(readonly, client).await
     }
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -209,7 +209,7 @@ impl Filter for IpFilter {
                 format!("ip: client {:?} denied", client.peer),
             ));
         }
-        next.open_for(readonly, export, client).await
+        Ok(next.open_for(readonly, export, client).await?)
     }
 }
 

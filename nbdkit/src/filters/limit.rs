@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, FilterHandle, Handle, Plugin, Result};
+use crate::backend::{Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -44,7 +44,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for Limit {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -72,12 +72,12 @@ impl Drop for Slot {
 }
 
 struct Limited {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     _slot: Slot,
 }
 
 impl FilterHandle for Limited {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
 }

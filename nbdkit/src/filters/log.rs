@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Handle, Plugin,
-    Result, ThreadModel, Zero, HOLE, ZERO,
+    Cache, Caps, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
+    Next, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -209,7 +209,7 @@ impl Filter for LogFilter {
         self.0.entry(None, 0, "Fork", Kind::Print, "");
     }
 
-    async fn preconnect(&self, next: &dyn Plugin, readonly: bool, client: &Client) -> Result<()> {
+    async fn preconnect(&self, next: &Next, readonly: bool, client: &Client) -> Result<()> {
         let l = &self.0;
         let id = l.list_ids.fetch_add(1, Ordering::Relaxed) + 1;
         l.entry(
@@ -224,7 +224,7 @@ impl Filter for LogFilter {
         r
     }
 
-    async fn list_exports(&self, next: &dyn Plugin, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
         let l = &self.0;
         // As C: the number the client's Preconnect took.
         let id = l.list_ids.load(Ordering::Relaxed).max(1);
@@ -250,7 +250,7 @@ impl Filter for LogFilter {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -305,7 +305,7 @@ impl Filter for LogFilter {
 }
 
 struct LogHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     log: Arc<Logger>,
     conn: u64,
     ids: AtomicU64,
@@ -338,9 +338,8 @@ impl Drop for LogHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for LogHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     fn never_blocks(&self) -> bool {
@@ -375,7 +374,7 @@ impl FilterHandle for LogHandle {
         let r = self.next.flush(flags).await;
         self.leave(id, "Flush", r)
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let id = self.enter(
             "Trim",
             &format!(
@@ -386,7 +385,7 @@ impl FilterHandle for LogHandle {
         let r = self.next.trim(count, offset, flags).await;
         self.leave(id, "Trim", r)
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let id = self.enter(
             "Zero",
             &format!(
@@ -399,14 +398,14 @@ impl FilterHandle for LogHandle {
         let r = self.next.zero(count, offset, flags).await;
         self.leave(id, "Zero", r)
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let id = self.enter("Cache", &format!("offset={offset:#x} count={count:#x}"));
         let r = self.next.cache(count, offset, flags).await;
         self.leave(id, "Cache", r)
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,

@@ -140,15 +140,15 @@ pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
 /// what is true of all of it (the bitwise and: a hole only if all is hole,
 /// zero only if all reads as zero).
 pub(crate) async fn aligned_extents(
-    next: &dyn crate::backend::Handle,
-    count: u32,
+    next: &crate::backend::Guard,
+    count: u64,
     offset: u64,
     flags: crate::backend::Flags,
     align: u64,
     ext: &mut crate::backend::Extents,
 ) -> crate::backend::Result<()> {
     use crate::backend::{Extent, Extents, Flags};
-    let mut below = Extents::with_limit(offset, u64::from(count), ext.limit());
+    let mut below = Extents::with_limit(offset, count, ext.limit());
     next.extents(count, offset, flags, &mut below).await?;
     below.check()?;
     let mut list = below.list().to_vec();
@@ -174,8 +174,7 @@ pub(crate) async fn aligned_extents(
                         req_one: false,
                         ..flags
                     };
-                    next.extents((align - have) as u32, at, f, &mut more)
-                        .await?;
+                    next.extents(align - have, at, f, &mut more).await?;
                     more.check()?;
                     rest = more.list().to_vec();
                     k = 0;

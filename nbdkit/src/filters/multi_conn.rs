@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Handle, Plugin, Result,
+    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Result,
     ThreadModel,
 };
 use crate::error::StartError;
@@ -87,7 +87,7 @@ struct Group {
 }
 
 struct Member {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     dirty: AtomicU8,
 }
 
@@ -141,7 +141,7 @@ impl Filter for MultiConn {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -280,9 +280,8 @@ impl Conn {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Conn {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.member.next
     }
 
@@ -306,7 +305,7 @@ impl FilterHandle for Conn {
         self.member.next.pread(buf, offset, flags).await
     }
 
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.mark_dirty(false);
         self.member.next.cache(count, offset, flags).await
     }
@@ -317,13 +316,13 @@ impl FilterHandle for Conn {
         self.after_write(flush).await
     }
 
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let (flags, flush) = self.before_write(flags);
         self.member.next.trim(count, offset, flags).await?;
         self.after_write(flush).await
     }
 
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let (flags, flush) = self.before_write(flags);
         self.member.next.zero(count, offset, flags).await?;
         self.after_write(flush).await

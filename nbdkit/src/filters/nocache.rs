@@ -13,7 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Cache, Caps, Client, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{
+    Cache, Caps, Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -47,7 +49,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for NoCache {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -58,13 +60,12 @@ impl Filter for NoCache {
 }
 
 struct NoCacheHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     mode: Mode,
 }
 
-#[async_trait]
 impl FilterHandle for NoCacheHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {
@@ -79,7 +80,7 @@ impl FilterHandle for NoCacheHandle {
             ..self.next.caps().await?
         })
     }
-    async fn cache(&self, _count: u32, _offset: u64, _flags: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _flags: Flags) -> Result<()> {
         // Only reached in nop mode.
         Ok(())
     }

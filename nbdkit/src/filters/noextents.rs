@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Caps, Client, Filter, FilterHandle, Handle, Plugin, Result};
+use crate::backend::{Caps, Client, Filter, FilterHandle, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -29,7 +29,7 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for NoExtents {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -39,11 +39,10 @@ impl Filter for NoExtents {
     }
 }
 
-struct NoExtentsHandle(Arc<dyn Handle>);
+struct NoExtentsHandle(Arc<Guard>);
 
-#[async_trait]
 impl FilterHandle for NoExtentsHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.0
     }
     async fn caps(&self) -> Result<Caps> {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Caps, Client, Filter, FilterHandle, Handle, Plugin, Result, ThreadModel};
+use crate::backend::{
+    Caps, Client, Filter, FilterHandle, Guard, Handle, Next, Result, ThreadModel,
+};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -47,7 +49,7 @@ impl Filter for NoParallel {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -61,11 +63,10 @@ impl Filter for NoParallel {
 }
 
 /// One client at a time: multi-conn would be a lie.
-struct NoMultiConn(Arc<dyn Handle>);
+struct NoMultiConn(Arc<Guard>);
 
-#[async_trait]
 impl FilterHandle for NoMultiConn {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.0
     }
     async fn caps(&self) -> Result<Caps> {

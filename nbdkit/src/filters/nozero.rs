@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Handle, Plugin, Result, Zero,
+    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -84,7 +84,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for NoZero {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -108,13 +108,12 @@ impl Filter for NoZero {
 }
 
 struct NoZeroHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     f: NoZero,
 }
 
-#[async_trait]
 impl FilterHandle for NoZeroHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn caps(&self) -> Result<Caps> {
@@ -132,7 +131,7 @@ impl FilterHandle for NoZeroHandle {
             ..c
         })
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let mut flags = flags;
         if flags.fast_zero {
             match self.f.fast {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Handle, Plugin, Result};
+use crate::backend::{Client, Errno, Error, Filter, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -42,7 +42,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for OffsetFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
@@ -181,7 +181,7 @@ async fn find_gpt(next: &dyn Handle, size: u64, header: &[u8], n: u32) -> Result
 impl Filter for PartitionFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,

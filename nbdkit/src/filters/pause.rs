@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::FilterInfo;
-use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -103,7 +103,7 @@ impl Filter for Pause {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -117,7 +117,7 @@ impl Filter for Pause {
 }
 
 struct Paused {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     gate: Arc<Gate>,
 }
 
@@ -151,9 +151,8 @@ impl Paused {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Paused {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -168,17 +167,17 @@ impl FilterHandle for Paused {
         let _r = self.enter().await;
         self.next.flush(flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let _r = self.enter().await;
         self.next.trim(count, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let _r = self.enter().await;
         self.next.zero(count, offset, flags).await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -186,7 +185,7 @@ impl FilterHandle for Paused {
         let _r = self.enter().await;
         self.next.extents(count, offset, flags, ext).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let _r = self.enter().await;
         self.next.cache(count, offset, flags).await
     }

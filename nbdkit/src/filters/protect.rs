@@ -17,7 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{
+    Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+};
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
@@ -113,7 +115,7 @@ struct ProtectFilter(Arc<Vec<Range>>);
 impl Filter for ProtectFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -127,7 +129,7 @@ impl Filter for ProtectFilter {
 }
 
 struct ProtectHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     ranges: Arc<Vec<Range>>,
 }
 
@@ -162,21 +164,20 @@ impl ProtectHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for ProtectHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         self.check(Some(buf), buf.len() as u64, offset).await?;
         self.next.pwrite(buf, offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.check(None, u64::from(count), offset).await?;
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.check(None, count, offset).await?;
         self.next.trim(count, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.check(None, u64::from(count), offset).await?;
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.check(None, count, offset).await?;
         self.next.zero(count, offset, flags).await
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::size::parse_size;
@@ -130,7 +130,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for RateFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -150,7 +150,7 @@ impl Filter for RateFilter {
 }
 
 struct Limited {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     total: Arc<Mutex<Bucket>>,
     mine: Mutex<Bucket>,
     burst: f64,
@@ -176,9 +176,8 @@ impl Limited {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Limited {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {

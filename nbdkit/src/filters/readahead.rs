@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Client, Filter, FilterHandle, Flags, Handle, Plugin, Result, ThreadModel,
+    Cache, Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::log;
@@ -65,7 +65,7 @@ impl Filter for ReadAhead {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -84,7 +84,7 @@ impl Filter for ReadAhead {
             }
             return Ok(next);
         }
-        let (tx, mut rx) = mpsc::channel::<(u32, u64)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(u64, u64)>(QUEUE);
         let below = next.clone();
         tokio::spawn(async move {
             while let Some((count, offset)) = rx.recv().await {
@@ -113,15 +113,14 @@ struct Window {
 }
 
 struct Ahead {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     size: u64,
     state: Mutex<Window>,
-    prefetch: mpsc::Sender<(u32, u64)>,
+    prefetch: mpsc::Sender<(u64, u64)>,
 }
 
-#[async_trait]
 impl FilterHandle for Ahead {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -143,7 +142,7 @@ impl FilterHandle for Ahead {
             count
         };
         if ahead > 0 {
-            let _ = self.prefetch.try_send((ahead as u32, from));
+            let _ = self.prefetch.try_send((ahead, from));
         }
         self.next.pread(buf, offset, flags).await
     }

@@ -27,8 +27,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Handle, Plugin,
-    Result, ThreadModel, Zero,
+    Cache, Caps, Client, Errno, Error, Extents, Filter, Flags, Fua, Guard, Handle, Next, Result,
+    ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -90,9 +90,9 @@ impl Filter for Retry {
         ThreadModel::SerializeRequests
     }
 
-    async fn open_shared(
+    async fn open(
         &self,
-        next: &Arc<dyn Plugin>,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -112,8 +112,8 @@ impl Filter for Retry {
 
 struct Retrying {
     /// The layer below; `None` after a reopen failed.
-    current: Mutex<Option<Arc<dyn Handle>>>,
-    plugin: Arc<dyn Plugin>,
+    current: Mutex<Option<Arc<Guard>>>,
+    plugin: Next,
     export: String,
     client: Client,
     /// How the client opened the connection.
@@ -133,7 +133,7 @@ fn closed() -> Error {
 }
 
 impl Retrying {
-    fn handle(&self) -> Result<Arc<dyn Handle>> {
+    fn handle(&self) -> Result<Arc<Guard>> {
         self.current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -208,8 +208,8 @@ impl Retrying {
 
 /// The request `[offset, offset + count)` must fit the current handle's
 /// size, which a reopen may have changed.
-async fn in_range(h: &Arc<dyn Handle>, count: u32, offset: u64, write: bool) -> Result<()> {
-    if offset.saturating_add(u64::from(count)) > h.size().await? {
+async fn in_range(h: &Guard, count: u64, offset: u64, write: bool) -> Result<()> {
+    if offset.saturating_add(count) > h.size().await? {
         return Err(if write {
             Error::new(
                 Errno::NoSpc,
@@ -260,13 +260,13 @@ macro_rules! retrying {
     }};
 }
 
-/// [`FilterHandle::next`] wants a reference that lives as long as the
-/// handle; the current handle can change, so the pass-through methods are
-/// all written out below and `next` is never called.
+/// The layer below can change under a request (a reopen), so the retry
+/// handle is a [`Handle`] of its own rather than a [`FilterHandle`] with
+/// one `next()`: every method is written out.
 #[async_trait]
-impl FilterHandle for Retrying {
-    fn next(&self) -> &Arc<dyn Handle> {
-        unreachable!("every method of the retry handle is written out")
+impl Handle for Retrying {
+    fn takes_fua_flag(&self) -> bool {
+        true
     }
     async fn size(&self) -> Result<u64> {
         self.handle()?.size().await
@@ -284,14 +284,14 @@ impl FilterHandle for Retrying {
         self.handle().map(|h| h.never_blocks()).unwrap_or(false)
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        let count = buf.len() as u32;
+        let count = buf.len() as u64;
         retrying!(self, "pread", writes = false, h => {
             in_range(&h, count, offset, false).await?;
             h.pread(&mut *buf, offset, flags).await
         })
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        let count = buf.len() as u32;
+        let count = buf.len() as u64;
         retrying!(self, "pwrite", writes = true, h => {
             in_range(&h, count, offset, true).await?;
             let c = h.caps().await?;
@@ -306,7 +306,7 @@ impl FilterHandle for Retrying {
             h.flush(flags).await
         })
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         retrying!(self, "trim", writes = true, h => {
             in_range(&h, count, offset, true).await?;
             let c = h.caps().await?;
@@ -315,7 +315,7 @@ impl FilterHandle for Retrying {
             h.trim(count, offset, flags).await
         })
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let mut t = self.tries();
         loop {
             self.refuse_writes()?;
@@ -344,7 +344,7 @@ impl FilterHandle for Retrying {
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
@@ -353,7 +353,7 @@ impl FilterHandle for Retrying {
         let got: Result<Extents> = retrying!(self, "extents", writes = false, h => {
             in_range(&h, count, offset, false).await?;
             need(h.caps().await?.extents, Errno::Io, "give extents")?;
-            let mut e = Extents::with_limit(offset, u64::from(count), ext.limit());
+            let mut e = Extents::with_limit(offset, count, ext.limit());
             h.extents(count, offset, flags, &mut e).await?;
             Ok::<Extents, Error>(e)
         });
@@ -364,7 +364,7 @@ impl FilterHandle for Retrying {
         }
         Ok(())
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         retrying!(self, "cache", writes = false, h => {
             in_range(&h, count, offset, false).await?;
             need(h.caps().await?.cache != Cache::None, Errno::Io, "cache")?;

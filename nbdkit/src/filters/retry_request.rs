@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
-use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -91,7 +91,7 @@ impl Policy {
 impl Filter for RetryRequest {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -108,13 +108,12 @@ impl Filter for RetryRequest {
 }
 
 struct Retrying {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     p: Policy,
 }
 
-#[async_trait]
 impl FilterHandle for Retrying {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -138,26 +137,26 @@ impl FilterHandle for Retrying {
     async fn flush(&self, flags: Flags) -> Result<()> {
         self.p.run("flush", || self.next.flush(flags)).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.p
             .run("trim", || self.next.trim(count, offset, flags))
             .await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.p
             .run("zero", || self.next.zero(count, offset, flags))
             .await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
         let mut tries = 0;
         loop {
-            let mut fresh = Extents::new(offset, u64::from(count));
+            let mut fresh = Extents::new(offset, count);
             match self.next.extents(count, offset, flags, &mut fresh).await {
                 Err(e) if tries < self.p.retries => {
                     tries += 1;
@@ -178,7 +177,7 @@ impl FilterHandle for Retrying {
             }
         }
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.p
             .run("cache", || self.next.cache(count, offset, flags))
             .await

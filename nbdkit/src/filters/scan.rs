@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -65,7 +65,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for Scan {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -89,12 +89,12 @@ impl Filter for Scan {
                         pos.store(0, Ordering::SeqCst);
                         continue;
                     }
-                    let n = step.min(size - at) as u32;
+                    let n = step.min(size - at);
                     if h.cache(n, at, Flags::default()).await.is_err() {
                         return;
                     }
                     // Moved ahead by a read meanwhile? Keep the larger.
-                    pos.fetch_max(at + u64::from(n), Ordering::SeqCst);
+                    pos.fetch_max(at + n, Ordering::SeqCst);
                     tokio::task::yield_now().await;
                 }
             });
@@ -109,7 +109,7 @@ impl Filter for Scan {
 }
 
 struct Scanned {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     pos: Arc<AtomicU64>,
     clients: Arc<AtomicUsize>,
     ahead: bool,
@@ -121,9 +121,8 @@ impl Drop for Scanned {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Scanned {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result, ThreadModel,
+    Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -286,7 +286,7 @@ impl Filter for StatsFilter {
 
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -300,7 +300,7 @@ impl Filter for StatsFilter {
 }
 
 struct StatsHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     stats: Arc<Stats>,
 }
 
@@ -320,9 +320,8 @@ impl StatsHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for StatsHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -335,31 +334,31 @@ impl FilterHandle for StatsHandle {
         let r = self.next.pwrite(buf, offset, flags).await;
         self.count(r, WRITE, buf.len() as u64, offset, t)
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let t = Instant::now();
         let r = self.next.trim(count, offset, flags).await;
-        self.count(r, TRIM, count.into(), offset, t)
+        self.count(r, TRIM, count, offset, t)
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let t = Instant::now();
         let r = self.next.zero(count, offset, flags).await;
-        self.count(r, ZERO, count.into(), offset, t)
+        self.count(r, ZERO, count, offset, t)
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
         let t = Instant::now();
         let r = self.next.extents(count, offset, flags, ext).await;
-        self.count(r, EXTENTS, count.into(), offset, t)
+        self.count(r, EXTENTS, count, offset, t)
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let t = Instant::now();
         let r = self.next.cache(count, offset, flags).await;
-        self.count(r, CACHE, count.into(), offset, t)
+        self.count(r, CACHE, count, offset, t)
     }
     async fn flush(&self, flags: Flags) -> Result<()> {
         let t = Instant::now();

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 
 use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result,
+    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next,
+    Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -50,7 +51,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for Swab {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -64,7 +65,7 @@ impl Filter for Swab {
 }
 
 struct Swapped {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     w: usize,
 }
 
@@ -87,9 +88,8 @@ impl Swapped {
     }
 }
 
-#[async_trait]
 impl FilterHandle for Swapped {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn size(&self) -> Result<u64> {
@@ -115,26 +115,26 @@ impl FilterHandle for Swapped {
         self.swap(&mut b);
         self.next.pwrite(&b, offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.aligned(offset, u64::from(count))?;
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.aligned(offset, count)?;
         self.next.trim(count, offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.aligned(offset, u64::from(count))?;
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.aligned(offset, count)?;
         self.next.zero(count, offset, flags).await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        self.aligned(offset, u64::from(count))?;
-        aligned_extents(&*self.next, count, offset, flags, self.w as u64, ext).await
+        self.aligned(offset, count)?;
+        aligned_extents(&self.next, count, offset, flags, self.w as u64, ext).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        self.aligned(offset, u64::from(count))?;
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        self.aligned(offset, count)?;
         self.next.cache(count, offset, flags).await
     }
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Plugin, Result};
+use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Next, Result};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::plugins::tar::find_member_in;
@@ -50,7 +50,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for TarFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,

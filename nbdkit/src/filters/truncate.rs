@@ -17,8 +17,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Handle, Plugin, Result, HOLE,
-    ZERO,
+    Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -70,7 +70,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for TruncateFilter {
     async fn open(
         &self,
-        next: &dyn Plugin,
+        next: &Next,
         readonly: bool,
         export: &str,
         client: &Client,
@@ -97,7 +97,7 @@ impl Filter for TruncateFilter {
 }
 
 struct TruncateHandle {
-    next: Arc<dyn Handle>,
+    next: Arc<Guard>,
     /// Size of the layer below.
     real: u64,
     /// Size we serve.
@@ -115,9 +115,8 @@ impl TruncateHandle {
     }
 }
 
-#[async_trait]
 impl FilterHandle for TruncateHandle {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn size(&self) -> Result<u64> {
@@ -154,43 +153,41 @@ impl FilterHandle for TruncateHandle {
         }
         Ok(())
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        let n = self.inside(u64::from(count), offset);
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        let n = self.inside(count, offset);
         if n > 0 {
-            self.next.trim(n as u32, offset, flags).await?;
+            self.next.trim(n, offset, flags).await?;
         }
         Ok(())
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        let n = self.inside(u64::from(count), offset);
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        let n = self.inside(count, offset);
         if n > 0 {
             if flags.fast_zero && !self.next.caps().await?.fast_zero {
                 return Err(Error::new(Errno::NotSup, "fast zero is not possible"));
             }
-            self.next.zero(n as u32, offset, flags).await?;
+            self.next.zero(n, offset, flags).await?;
         }
         Ok(())
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
-        let n = self.inside(u64::from(count), offset);
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        let n = self.inside(count, offset);
         if n > 0 {
-            self.next.cache(n as u32, offset, flags).await?;
+            self.next.cache(n, offset, flags).await?;
         }
         Ok(())
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        let n = self.inside(u64::from(count), offset);
+        let n = self.inside(count, offset);
         if n > 0 {
             let mut inner = Extents::new(offset, self.real - offset);
-            self.next
-                .extents(n as u32, offset, flags, &mut inner)
-                .await?;
+            self.next.extents(n, offset, flags, &mut inner).await?;
             for e in inner.list() {
                 if !ext.add(e.offset, e.length, e.flags) {
                     return Ok(());

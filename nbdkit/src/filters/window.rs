@@ -4,21 +4,18 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use crate::backend::{Extents, FilterHandle, Flags, Handle, Result};
+use crate::backend::{Extents, FilterHandle, Flags, Guard, Result};
 
 pub(crate) struct Window {
-    pub next: Arc<dyn Handle>,
+    pub next: Arc<Guard>,
     pub base: u64,
     pub size: u64,
     /// Replaces the description from below, when set.
     pub description: Option<String>,
 }
 
-#[async_trait]
 impl FilterHandle for Window {
-    fn next(&self) -> &Arc<dyn Handle> {
+    fn next(&self) -> &Guard {
         &self.next
     }
     async fn size(&self) -> Result<u64> {
@@ -33,18 +30,18 @@ impl FilterHandle for Window {
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         self.next.pwrite(buf, self.base + offset, flags).await
     }
-    async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.next.trim(count, self.base + offset, flags).await
     }
-    async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.next.zero(count, self.base + offset, flags).await
     }
-    async fn cache(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.next.cache(count, self.base + offset, flags).await
     }
     async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,

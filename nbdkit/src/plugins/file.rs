@@ -540,13 +540,13 @@ impl Handle for Disk {
         blocking(|| self.datasync())
     }
 
-    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let offset = self.base + offset;
         blocking(|| {
             let r = self.fallocate(
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 offset,
-                u64::from(count),
+                count,
             );
             match r {
                 // Trim is advisory: a file system that cannot punch holes
@@ -554,17 +554,17 @@ impl Handle for Disk {
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
                 r => r,
             }?;
-            self.after_write(offset, u64::from(count), f.fua)
+            self.after_write(offset, count, f.fua)
         })
     }
 
-    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         // C's order: a hole where trimming is allowed (reads back as zero,
         // frees the space), else ZERO_RANGE, else a hole filled in again.
         // Where none is supported the guard writes zeroes (or refuses a
         // fast zero); any other failure is the client's error.
         let offset = self.base + offset;
-        let len = u64::from(count);
+        let len = count;
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let unsupported =
             |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS));
@@ -595,10 +595,10 @@ impl Handle for Disk {
         })
     }
 
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         // Positions in the file; extents are reported relative to `base`.
         let from = self.base + offset;
-        let range = (from, from + u64::from(count));
+        let range = (from, from + count);
         let file_end = self.base + self.size;
         blocking(|| {
             seek_extents(&self.file, file_end, range, offset, f.req_one, ext);
@@ -606,13 +606,13 @@ impl Handle for Disk {
         })
     }
 
-    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         // SAFETY: advisory call on our own descriptor.
         unsafe {
             libc::posix_fadvise(
                 self.file.as_raw_fd(),
                 (self.base + offset) as i64,
-                i64::from(count),
+                count as i64,
                 libc::POSIX_FADV_WILLNEED,
             )
         };

@@ -78,16 +78,16 @@ impl Handle for Disk {
         Err(full())
     }
 
-    async fn trim(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn trim(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Err(full())
     }
 
-    async fn extents(&self, _count: u32, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, _count: u64, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
         ext.add(0, self.0, HOLE | ZERO);
         Ok(())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

@@ -186,28 +186,28 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn trim(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        self.data.zero(u64::from(count), offset);
+    async fn trim(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        self.data.zero(count, offset);
         Ok(())
     }
 
-    async fn zero(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        self.data.zero(u64::from(count), offset);
+    async fn zero(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        self.data.zero(count, offset);
         Ok(())
     }
 
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         if !self.extents {
-            ext.add(offset, u64::from(count), 0);
+            ext.add(offset, count, 0);
             return Ok(());
         }
-        self.data.runs(u64::from(count), offset, |off, len, state| {
+        self.data.runs(count, offset, |off, len, state| {
             ext.add(off, len, state.flags()) && !(f.req_one && ext.list().len() > 1)
         });
         Ok(())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

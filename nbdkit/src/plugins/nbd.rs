@@ -326,6 +326,24 @@ impl RemoteHandle {
     fn remote(&self) -> &Remote {
         &self.remote
     }
+
+    /// A trim, zero or cache of any 64-bit length, as requests the remote
+    /// server's 32-bit length field can carry.
+    async fn in_pieces(&self, cmd: Command, flags: u16, count: u64, offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < count || (count == 0 && done == 0) {
+            let n = wire_count(count - done);
+            self.remote()
+                .conn
+                .request(cmd, flags, offset + done, n, &[])
+                .await?;
+            done += u64::from(n);
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn flags_of(f: &Flags, fua_ok: bool) -> u16 {
@@ -415,30 +433,23 @@ impl Handle for RemoteHandle {
         Ok(())
     }
 
-    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let fl = flags_of(&f, true) & CMD_FLAG_FUA;
-        self.remote()
-            .conn
-            .request(Command::Trim, fl, offset, count, &[])
-            .await?;
-        Ok(())
+        self.in_pieces(Command::Trim, fl, count, offset).await
     }
 
-    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let fl = flags_of(&f, true) & (CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO);
-        self.remote()
-            .conn
-            .request(Command::WriteZeroes, fl, offset, count, &[])
-            .await?;
-        Ok(())
+        self.in_pieces(Command::WriteZeroes, fl, count, offset)
+            .await
     }
 
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         let fl = flags_of(&f, false) & CMD_FLAG_REQ_ONE;
         let a = self
             .remote()
             .conn
-            .request(Command::BlockStatus, fl, offset, count, &[])
+            .request(Command::BlockStatus, fl, offset, wire_count(count), &[])
             .await?;
         let mut pos = offset;
         for (len, flags) in a.extents {
@@ -450,11 +461,17 @@ impl Handle for RemoteHandle {
         Ok(())
     }
 
-    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        self.remote()
-            .conn
-            .request(Command::Cache, 0, offset, count, &[])
-            .await?;
-        Ok(())
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        self.in_pieces(Command::Cache, 0, count, offset).await
     }
+}
+
+/// The most one request to the remote server may cover: its 32-bit length
+/// field, kept to whole 4 KiB blocks.
+const WIRE_MAX: u64 = (u32::MAX as u64) & !4095;
+
+/// A 64-bit count as one request's length (block status may answer less
+/// than asked anyway).
+fn wire_count(count: u64) -> u32 {
+    count.min(WIRE_MAX) as u32
 }

@@ -72,20 +72,20 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn trim(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn trim(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 
-    async fn zero(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn zero(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 
-    async fn extents(&self, _count: u32, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, _count: u64, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
         ext.add(0, self.0, 3);
         Ok(())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

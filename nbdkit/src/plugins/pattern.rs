@@ -77,7 +77,7 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

@@ -119,15 +119,15 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn trim(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn trim(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Err(trim_zero())
     }
 
-    async fn zero(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn zero(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Err(trim_zero())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

@@ -357,16 +357,16 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn trim(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         self.only_holes(count, offset)
     }
 
-    async fn zero(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         self.only_holes(count, offset)
     }
 
-    async fn extents(&self, count: u32, offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
-        let end = offset + u64::from(count);
+    async fn extents(&self, count: u64, offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
+        let end = offset + count;
         let last = end.div_ceil(BLOCK);
         let mut b = offset / BLOCK;
         while b < last {
@@ -381,16 +381,16 @@ impl Handle for Disk {
         Ok(())
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }
 
 impl Disk {
     /// Trim and zero may only touch holes, which already read as zeroes.
-    fn only_holes(&self, count: u32, offset: u64) -> Result<()> {
+    fn only_holes(&self, count: u64, offset: u64) -> Result<()> {
         let first = offset / BLOCK;
-        let last = (offset + u64::from(count)).div_ceil(BLOCK);
+        let last = (offset + count).div_ceil(BLOCK);
         // (A zero-length request at an unaligned offset still checks its
         // block, as in C.)
         let data = first < last && (self.map.get(first) || self.map.run_end(first, last) < last);

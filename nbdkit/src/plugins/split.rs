@@ -200,9 +200,9 @@ impl Handle for Split {
         })
     }
 
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         blocking(|| {
-            for (piece, at, n) in self.spans(offset, u64::from(count)) {
+            for (piece, at, n) in self.spans(offset, count) {
                 let more = if piece.seekable_holes {
                     seek_extents(
                         &piece.file,
@@ -223,8 +223,8 @@ impl Handle for Split {
         })
     }
 
-    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
-        for (piece, at, n) in self.spans(offset, u64::from(count)) {
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        for (piece, at, n) in self.spans(offset, count) {
             // Advisory: a failure only means nothing gets prefetched.
             // SAFETY: posix_fadvise on our own descriptor.
             unsafe {

@@ -178,13 +178,13 @@ impl Handle for Private {
     async fn flush(&self, f: Flags) -> Result<()> {
         self.0.flush(f).await
     }
-    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         self.0.trim(count, offset, f).await
     }
-    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         self.0.zero(count, offset, f).await
     }
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         self.0.extents(count, offset, f, ext).await
     }
 }

@@ -60,7 +60,7 @@ impl Handle for Disk {
         Err(Error::new(Errno::Io, "unexpected call to pread"))
     }
 
-    async fn cache(&self, _count: u32, _offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }
 }

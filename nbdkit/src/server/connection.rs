@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::pool::Pool;
 use super::{eflags, Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
-use crate::backend::{Client, Errno, Error, Export, Flags};
+use crate::backend::{Client, Errno, Error, Flags, Guard};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
@@ -38,7 +38,7 @@ use crate::protocol::{errno, reply};
 struct Opener<'a> {
     server: &'a Server,
     client: Client,
-    export: Option<Export>,
+    export: Option<Guard>,
 }
 
 impl Exports for Opener<'_> {
@@ -74,7 +74,7 @@ impl Exports for Opener<'_> {
                 .plugin
                 .open_for(srv.readonly, &name, &self.client)
                 .await?;
-            Ok::<_, crate::backend::Error>(Export::new(h, srv.readonly).await?.named(srv.top_name))
+            Ok::<_, crate::backend::Error>(Guard::new(h, srv.readonly).await?.named(srv.top_name))
         };
         let export = opened.await.map_err(|e| {
             let m = format!("{}: open export '{name}': {e}", srv.plugin_name);
@@ -83,9 +83,9 @@ impl Exports for Opener<'_> {
         })?;
         let info = ExportInfo {
             name,
-            size: export.size(),
-            eflags: eflags(export.caps(), srv.thread_model),
-            block_size: export.block_size(),
+            size: export.export_size(),
+            eflags: eflags(export.effective_caps(), srv.thread_model),
+            block_size: export.export_block_size(),
             description: export.description(),
         };
         if keep {
@@ -161,7 +161,7 @@ where
 
 /// What the request tasks of one connection share.
 struct Conn {
-    export: Export,
+    export: Guard,
     neg: Negotiated,
     /// To the writer task. Unbounded, but every entry holds an in-flight
     /// slot, so there are never more than `inflight` of them.
@@ -478,26 +478,26 @@ async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, 
             ok()
         }
         Command::Flush => {
-            ex.flush().await?;
+            ex.flush(Flags::default()).await?;
             ok()
         }
         Command::Trim => {
-            ex.trim(req.len, req.offset, flags).await?;
+            ex.trim(u64::from(req.len), req.offset, flags).await?;
             ok()
         }
         Command::WriteZeroes => {
-            ex.zero(req.len, req.offset, flags).await?;
+            ex.zero(u64::from(req.len), req.offset, flags).await?;
             ok()
         }
         Command::Cache => {
-            ex.cache(req.len, req.offset).await?;
+            ex.cache(u64::from(req.len), req.offset, flags).await?;
             ok()
         }
         Command::BlockStatus => {
             // As C sends them: with REQ_ONE the first extent, no longer than
             // the request; else every extent, the last one possibly reaching
             // past the request, each at most 4 GiB - 1.
-            let ext = ex.extents(req.len, req.offset, flags.req_one).await?;
+            let ext = ex.block_status(req.len, req.offset, flags.req_one).await?;
             let state = |e: &crate::backend::Extent| e.flags & (STATE_HOLE | STATE_ZERO);
             let pairs: Vec<(u32, u32)> = if flags.req_one {
                 ext.list()

@@ -640,14 +640,14 @@ impl Handle for ScriptHandle {
         Ok(())
     }
 
-    async fn trim(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let (c, o) = (count.to_string(), offset.to_string());
         let flags = flag_list(&[(f.fua, "fua")]);
         self.simple("trim", &[&c, &o, &flags], None).await?;
         Ok(())
     }
 
-    async fn zero(&self, count: u32, offset: u64, f: Flags) -> Result<()> {
+    async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let (c, o) = (count.to_string(), offset.to_string());
         let flags = flag_list(&[
             (f.fua, "fua"),
@@ -658,7 +658,7 @@ impl Handle for ScriptHandle {
         Ok(())
     }
 
-    async fn extents(&self, count: u32, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
+    async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         let (c, o) = (count.to_string(), offset.to_string());
         let flags = flag_list(&[(f.req_one, "req_one")]);
         let out = self.simple("extents", &[&c, &o, &flags], None).await?;
@@ -696,7 +696,7 @@ impl Handle for ScriptHandle {
         Ok(())
     }
 
-    async fn cache(&self, count: u32, offset: u64, _f: Flags) -> Result<()> {
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         let (c, o) = (count.to_string(), offset.to_string());
         self.simple("cache", &[&c, &o], None).await?;
         Ok(())

@@ -1,13 +1,21 @@
-//! The guard at the top of the chain.
+//! The guard: one above every layer (the plugin and each filter).
 //!
-//! Requests arrive here already validated by `protocol::request` (range,
-//! flags, read-only). The guard turns what the client asked for into what the
-//! handle can do: it emulates FUA with a flush, WRITE_ZEROES with writes and
-//! CACHE with reads, and reports "all data" when the handle has no extents.
+//! Requests arrive at the top guard already validated by `protocol::request`
+//! (range, flags, read-only). A guard turns what the layer above asked for
+//! into what the layer below can do: it emulates FUA with a flush (over the
+//! plugin only: a filter gets the flag), WRITE_ZEROES with writes and CACHE
+//! with reads, reports "all data" when the layer has no extents, and refuses
+//! writes to a read-only export.
+//!
+//! A filter's handle sees the guard below it as its `next()`: the guard's
+//! methods are the [`Handle`] calls, called directly (no boxing), so a
+//! request costs one boxed future per layer, at the call into the layer.
 
 use std::sync::Arc;
 
-use super::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Result, Zero};
+use async_trait::async_trait;
+
+use super::{BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Op, Result, Zero};
 
 /// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
 static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
@@ -22,19 +30,19 @@ const CACHE_CHUNK: usize = 64 << 20;
 static CACHE_SINKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// One connection's open export.
-pub struct Export {
+pub struct Guard {
     handle: Arc<dyn Handle>,
     caps: Caps,
     size: u64,
-    block_size: Option<super::BlockSize>,
+    block_size: Option<BlockSize>,
     /// The layer's name for `-v` traces ("" for none).
     name: &'static str,
 }
 
-impl Export {
+impl Guard {
     /// Wrap a freshly opened handle. With `readonly`, every write capability
     /// is dropped whatever the handle says.
-    pub async fn new(handle: Arc<dyn Handle>, readonly: bool) -> Result<Export> {
+    pub async fn new(handle: Arc<dyn Handle>, readonly: bool) -> Result<Guard> {
         let size = handle.size().await?;
         let mut caps = handle.caps().await?;
         if readonly || !caps.write {
@@ -51,7 +59,7 @@ impl Export {
             caps.fua = Fua::None;
         }
         let block_size = handle.block_size().await?;
-        Ok(Export {
+        Ok(Guard {
             handle,
             caps,
             size,
@@ -62,7 +70,7 @@ impl Export {
 
     /// Name the layer this guard stands above, for the `-v` trace of each
     /// call (`memory: pread count=512 offset=0`, as C prints it).
-    pub fn named(mut self, name: &'static str) -> Export {
+    pub fn named(mut self, name: &'static str) -> Guard {
         self.name = name;
         self
     }
@@ -74,19 +82,46 @@ impl Export {
         }
     }
 
-    /// Effective capabilities.
-    pub fn caps(&self) -> &Caps {
+    /// Effective capabilities: what the server advertises to the client.
+    pub fn effective_caps(&self) -> &Caps {
         &self.caps
     }
 
-    /// Size in bytes.
-    pub fn size(&self) -> u64 {
+    /// Size in bytes, as fetched at open.
+    pub fn export_size(&self) -> u64 {
         self.size
     }
 
-    /// Block size constraints.
-    pub fn block_size(&self) -> Option<super::BlockSize> {
+    /// Block size constraints, as fetched at open.
+    pub fn export_block_size(&self) -> Option<BlockSize> {
         self.block_size
+    }
+
+    /// Size in bytes (the [`Handle`] call).
+    pub async fn size(&self) -> Result<u64> {
+        Ok(self.size)
+    }
+
+    /// What the layer above sees of the layer below: whatever the guard
+    /// emulates looks native, except FUA and cache, which show as emulated
+    /// (so a filter above still gets the FUA flag, as in C), and extents,
+    /// which say whether the layer below really has them (an emulated
+    /// extents call still answers "all data").
+    pub async fn caps(&self) -> Result<Caps> {
+        let c = self.caps;
+        Ok(Caps {
+            zero: if c.zero == Zero::None {
+                Zero::None
+            } else {
+                Zero::Native
+            },
+            ..c
+        })
+    }
+
+    /// Block size constraints (the [`Handle`] call).
+    pub async fn block_size(&self) -> Result<Option<BlockSize>> {
+        Ok(self.block_size)
     }
 
     /// Description for NBD_INFO_DESCRIPTION.
@@ -158,13 +193,13 @@ impl Export {
     }
 
     /// FLUSH.
-    pub async fn flush(&self) -> Result<()> {
+    pub async fn flush(&self, _flags: Flags) -> Result<()> {
         self.trace(|| "flush".into());
         self.handle.flush(Flags::default()).await
     }
 
     /// TRIM.
-    pub async fn trim(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    pub async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.trace(|| {
             let fua = u8::from(flags.fua);
             format!("trim count={count} offset={offset} fua={fua}")
@@ -176,7 +211,7 @@ impl Export {
     }
 
     /// WRITE_ZEROES, emulated with writes when the handle cannot zero.
-    pub async fn zero(&self, count: u32, offset: u64, flags: Flags) -> Result<()> {
+    pub async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         self.trace(|| {
             format!(
                 "zero count={count} offset={offset} may_trim={} fua={} fast={}",
@@ -204,8 +239,8 @@ impl Export {
             ..Flags::default()
         };
         let mut done = 0u64;
-        while done < u64::from(count) {
-            let n = (u64::from(count) - done).min(ZEROES.len() as u64) as usize;
+        while done < count {
+            let n = (count - done).min(ZEROES.len() as u64) as usize;
             self.handle
                 .pwrite(&ZEROES[..n], offset + done, wflags)
                 .await?;
@@ -215,7 +250,7 @@ impl Export {
     }
 
     /// BLOCK_STATUS for `base:allocation`.
-    pub async fn extents(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
+    pub async fn block_status(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
         self.trace(|| {
             format!(
                 "extents count={count} offset={offset} req_one={}",
@@ -230,7 +265,9 @@ impl Export {
                 req_one,
                 ..Flags::default()
             };
-            self.handle.extents(count, offset, flags, &mut ext).await?;
+            self.handle
+                .extents(u64::from(count), offset, flags, &mut ext)
+                .await?;
             ext.check()?;
         } else {
             ext.add(offset, u64::from(count), 0);
@@ -238,35 +275,35 @@ impl Export {
         Ok(ext)
     }
 
-    /// BLOCK_STATUS into a layer above's extents, which may reach past the
+    /// Extents into a layer above's collector, which may reach past the
     /// request (cacheextents keeps all it is told).
-    pub async fn extents_into(
+    pub async fn extents(
         &self,
-        count: u32,
+        count: u64,
         offset: u64,
-        req_one: bool,
+        flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
         self.trace(|| {
             format!(
                 "extents count={count} offset={offset} req_one={}",
-                u8::from(req_one)
+                u8::from(flags.req_one)
             )
         });
         if self.caps.extents {
             let flags = Flags {
-                req_one,
+                req_one: flags.req_one,
                 ..Flags::default()
             };
             self.handle.extents(count, offset, flags, ext).await
         } else {
-            ext.add(offset, u64::from(count), 0);
+            ext.add(offset, count, 0);
             Ok(())
         }
     }
 
     /// CACHE, emulated with reads when the handle has no cache of its own.
-    pub async fn cache(&self, count: u32, offset: u64) -> Result<()> {
+    pub async fn cache(&self, count: u64, offset: u64, _flags: Flags) -> Result<()> {
         self.trace(|| format!("cache count={count} offset={offset}"));
         match self.caps.cache {
             Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
@@ -277,8 +314,8 @@ impl Export {
                     .map_err(|_| Error::new(Errno::Shutdown, "shutting down"))?;
                 let mut buf = vec![0u8; (count as usize).min(CACHE_CHUNK)];
                 let mut done = 0u64;
-                while done < u64::from(count) {
-                    let n = (u64::from(count) - done).min(buf.len() as u64) as usize;
+                while done < count {
+                    let n = (count - done).min(buf.len() as u64) as usize;
                     self.handle
                         .pread(&mut buf[..n], offset + done, Flags::default())
                         .await?;
@@ -287,5 +324,90 @@ impl Export {
                 Ok(())
             }
         }
+    }
+
+    /// One request, whatever it is: what a filter passes down when it
+    /// treats every request alike.
+    pub async fn op(&self, op: Op<'_>) -> Result<()> {
+        match op {
+            Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
+            Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
+            Op::Flush { flags } => self.flush(flags).await,
+            Op::Trim {
+                count,
+                offset,
+                flags,
+            } => self.trim(count, offset, flags).await,
+            Op::Zero {
+                count,
+                offset,
+                flags,
+            } => self.zero(count, offset, flags).await,
+            Op::Extents {
+                count,
+                offset,
+                flags,
+                ext,
+            } => self.extents(count, offset, flags, ext).await,
+            Op::Cache {
+                count,
+                offset,
+                flags,
+            } => self.cache(count, offset, flags).await,
+        }
+    }
+}
+
+/// A guard is itself a handle: what a filter that changes nothing hands to
+/// the layer above.
+#[async_trait]
+impl Handle for Guard {
+    async fn size(&self) -> Result<u64> {
+        Guard::size(self).await
+    }
+    async fn caps(&self) -> Result<Caps> {
+        Guard::caps(self).await
+    }
+    async fn block_size(&self) -> Result<Option<BlockSize>> {
+        Guard::block_size(self).await
+    }
+    fn description(&self) -> Option<String> {
+        Guard::description(self)
+    }
+    fn never_blocks(&self) -> bool {
+        Guard::never_blocks(self)
+    }
+    fn takes_fua_flag(&self) -> bool {
+        true
+    }
+    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+        Guard::pread(self, buf, offset, flags).await
+    }
+    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
+        Guard::pwrite(self, buf, offset, flags).await
+    }
+    async fn flush(&self, flags: Flags) -> Result<()> {
+        Guard::flush(self, flags).await
+    }
+    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        Guard::trim(self, count, offset, flags).await
+    }
+    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        Guard::zero(self, count, offset, flags).await
+    }
+    async fn extents(
+        &self,
+        count: u64,
+        offset: u64,
+        flags: Flags,
+        ext: &mut Extents,
+    ) -> Result<()> {
+        Guard::extents(self, count, offset, flags, ext).await
+    }
+    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
+        Guard::cache(self, count, offset, flags).await
+    }
+    async fn close(&self) {
+        Guard::close(self).await
     }
 }
