@@ -177,18 +177,108 @@ pub enum Op<'a> {
     },
 }
 
+/// What kind of request an [`Op`] is, without its data: for filters that
+/// count, log or aim at kinds of request.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Read,
+    Write,
+    Flush,
+    Trim,
+    Zero,
+    Extents,
+    Cache,
+}
+
+impl OpKind {
+    /// The callback's name, as C nbdkit spells it (`pread`, `zero`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Read => "pread",
+            OpKind::Write => "pwrite",
+            OpKind::Flush => "flush",
+            OpKind::Trim => "trim",
+            OpKind::Zero => "zero",
+            OpKind::Extents => "extents",
+            OpKind::Cache => "cache",
+        }
+    }
+}
+
 impl Op<'_> {
+    /// The same request again, borrowing this one's buffers: for a filter
+    /// that may send a request more than once (retry-request).
+    pub fn reborrow(&mut self) -> Op<'_> {
+        match self {
+            Op::Read { buf, offset, flags } => Op::Read {
+                buf,
+                offset: *offset,
+                flags: *flags,
+            },
+            Op::Write { buf, offset, flags } => Op::Write {
+                buf,
+                offset: *offset,
+                flags: *flags,
+            },
+            Op::Flush { flags } => Op::Flush { flags: *flags },
+            Op::Trim {
+                count,
+                offset,
+                flags,
+            } => Op::Trim {
+                count: *count,
+                offset: *offset,
+                flags: *flags,
+            },
+            Op::Zero {
+                count,
+                offset,
+                flags,
+            } => Op::Zero {
+                count: *count,
+                offset: *offset,
+                flags: *flags,
+            },
+            Op::Extents {
+                count,
+                offset,
+                flags,
+                ext,
+            } => Op::Extents {
+                count: *count,
+                offset: *offset,
+                flags: *flags,
+                ext,
+            },
+            Op::Cache {
+                count,
+                offset,
+                flags,
+            } => Op::Cache {
+                count: *count,
+                offset: *offset,
+                flags: *flags,
+            },
+        }
+    }
+
+    /// Which kind of request this is.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Read { .. } => OpKind::Read,
+            Op::Write { .. } => OpKind::Write,
+            Op::Flush { .. } => OpKind::Flush,
+            Op::Trim { .. } => OpKind::Trim,
+            Op::Zero { .. } => OpKind::Zero,
+            Op::Extents { .. } => OpKind::Extents,
+            Op::Cache { .. } => OpKind::Cache,
+        }
+    }
+
     /// The request's name, as C nbdkit's log and debug output spell it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Read { .. } => "pread",
-            Op::Write { .. } => "pwrite",
-            Op::Flush { .. } => "flush",
-            Op::Trim { .. } => "trim",
-            Op::Zero { .. } => "zero",
-            Op::Extents { .. } => "extents",
-            Op::Cache { .. } => "cache",
-        }
+        self.kind().name()
     }
 
     /// Where the request starts (0 for flush).

@@ -376,14 +376,12 @@ impl FilterHandle for Cached {
         // Held until the layer below is done, so no read can cache the old
         // bytes meanwhile.
         let mut guard = self.store.lock().await;
-        self.pass_range(&mut guard, offset, count)
-            .await?;
+        self.pass_range(&mut guard, offset, count).await?;
         self.next.trim(count, offset, f).await
     }
     async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let mut guard = self.store.lock().await;
-        self.pass_range(&mut guard, offset, count)
-            .await?;
+        self.pass_range(&mut guard, offset, count).await?;
         self.next.zero(count, offset, f).await
     }
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    shutdown, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle,
-    Next, Result,
+    shutdown, Caps, Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind,
+    Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -142,38 +142,24 @@ impl FilterHandle for DelayHandle {
         }
         Ok(c)
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        delay(self.d.read).await?;
-        self.next.pread(buf, offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        delay(self.d.write).await?;
-        self.next.pwrite(buf, offset, flags).await
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        delay(self.d.trim).await?;
-        self.next.trim(count, offset, flags).await
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        if flags.fast_zero && !self.d.fast_zero && !self.d.zero.is_zero() {
-            return Err(Error::new(Errno::NotSup, "delay: fast zero refused"));
-        }
-        delay(self.d.zero).await?;
-        self.next.zero(count, offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        delay(self.d.extents).await?;
-        self.next.extents(count, offset, flags, ext).await
-    }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        delay(self.d.cache).await?;
-        self.next.cache(count, offset, flags).await
+    async fn op(&self, op: Op<'_>) -> Result<()> {
+        let wait = match op.kind() {
+            OpKind::Read => self.d.read,
+            OpKind::Write => self.d.write,
+            OpKind::Trim => self.d.trim,
+            OpKind::Zero => {
+                let fast = op.flags().fast_zero;
+                if fast && !self.d.fast_zero && !self.d.zero.is_zero() {
+                    return Err(Error::new(Errno::NotSup, "delay: fast zero refused"));
+                }
+                self.d.zero
+            }
+            OpKind::Extents => self.d.extents,
+            OpKind::Cache => self.d.cache,
+            _ => Duration::ZERO,
+        };
+        delay(wait).await?;
+        self.next.op(op).await
     }
     async fn close(&self) {
         pause(self.d.close).await;

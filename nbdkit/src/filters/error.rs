@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -39,7 +39,7 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-/// The request kinds errors can be aimed at.
+/// The request kinds errors can be aimed at, by their names (`OpKind`'s).
 const METHODS: [&str; 7] = [
     "pread", "pwrite", "trim", "zero", "extents", "cache", "flush",
 ];
@@ -135,7 +135,10 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 impl Injector {
     /// Should this request fail, and how?
-    fn inject(&self, method: usize) -> Result<()> {
+    fn inject(&self, kind: OpKind) -> Result<()> {
+        let Some(method) = METHODS.iter().position(|m| *m == kind.name()) else {
+            return Ok(());
+        };
         let s = &self.settings[method];
         let rate = s.rate.unwrap_or(0.0);
         if rate <= 0.0 {
@@ -190,38 +193,8 @@ impl FilterHandle for ErrorHandle {
     fn next(&self) -> &Guard {
         &self.next
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        self.filter.inject(0)?;
-        self.next.pread(buf, offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.filter.inject(1)?;
-        self.next.pwrite(buf, offset, flags).await
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.filter.inject(2)?;
-        self.next.trim(count, offset, flags).await
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.filter.inject(3)?;
-        self.next.zero(count, offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        self.filter.inject(4)?;
-        self.next.extents(count, offset, flags, ext).await
-    }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.filter.inject(5)?;
-        self.next.cache(count, offset, flags).await
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        self.filter.inject(6)?;
-        self.next.flush(flags).await
+    async fn op(&self, op: Op<'_>) -> Result<()> {
+        self.filter.inject(op.kind())?;
+        self.next.op(op).await
     }
 }

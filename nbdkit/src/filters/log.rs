@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use super::FilterInfo;
 use crate::backend::{
     Cache, Caps, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
-    Next, Result, ThreadModel, Zero, HOLE, ZERO,
+    Next, Op, OpKind, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -346,77 +346,69 @@ impl FilterHandle for LogHandle {
         // Writing the log (or running the script) blocks.
         false
     }
-    async fn caps(&self) -> Result<Caps> {
-        self.next.caps().await
-    }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
-        let id = self.enter(
-            "Read",
-            &format!("offset={offset:#x} count={:#x}", buf.len()),
-        );
-        let r = self.next.pread(buf, offset, flags).await;
-        self.leave(id, "Read", r)
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        let id = self.enter(
-            "Write",
-            &format!(
-                "offset={offset:#x} count={:#x} fua={}",
-                buf.len(),
-                u8::from(flags.fua)
+    async fn op(&self, op: Op<'_>) -> Result<()> {
+        let (offset, count, f) = (op.offset(), op.count(), op.flags());
+        let (act, args) = match op.kind() {
+            OpKind::Read => ("Read", format!("offset={offset:#x} count={count:#x}")),
+            OpKind::Write => (
+                "Write",
+                format!(
+                    "offset={offset:#x} count={count:#x} fua={}",
+                    u8::from(f.fua)
+                ),
             ),
-        );
-        let r = self.next.pwrite(buf, offset, flags).await;
-        self.leave(id, "Write", r)
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        let id = self.enter("Flush", "");
-        let r = self.next.flush(flags).await;
-        self.leave(id, "Flush", r)
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let id = self.enter(
-            "Trim",
-            &format!(
-                "offset={offset:#x} count={count:#x} fua={}",
-                u8::from(flags.fua)
+            OpKind::Trim => (
+                "Trim",
+                format!(
+                    "offset={offset:#x} count={count:#x} fua={}",
+                    u8::from(f.fua)
+                ),
             ),
-        );
-        let r = self.next.trim(count, offset, flags).await;
-        self.leave(id, "Trim", r)
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let id = self.enter(
-            "Zero",
-            &format!(
-                "offset={offset:#x} count={count:#x} trim={} fua={} fast={}",
-                u8::from(flags.may_trim),
-                u8::from(flags.fua),
-                u8::from(flags.fast_zero)
+            OpKind::Zero => (
+                "Zero",
+                format!(
+                    "offset={offset:#x} count={count:#x} trim={} fua={} fast={}",
+                    u8::from(f.may_trim),
+                    u8::from(f.fua),
+                    u8::from(f.fast_zero)
+                ),
             ),
-        );
-        let r = self.next.zero(count, offset, flags).await;
-        self.leave(id, "Zero", r)
+            OpKind::Cache => ("Cache", format!("offset={offset:#x} count={count:#x}")),
+            OpKind::Extents => (
+                "Extents",
+                format!(
+                    "offset={offset:#x} count={count:#x} req_one={}",
+                    u8::from(f.req_one)
+                ),
+            ),
+            _ => ("Flush", String::new()),
+        };
+        let id = self.enter(act, &args);
+        match op {
+            Op::Extents {
+                count,
+                offset,
+                flags,
+                ext,
+            } => self.extents_logged(id, count, offset, flags, ext).await,
+            op => {
+                let r = self.next.op(op).await;
+                self.leave(id, act, r)
+            }
+        }
     }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let id = self.enter("Cache", &format!("offset={offset:#x} count={count:#x}"));
-        let r = self.next.cache(count, offset, flags).await;
-        self.leave(id, "Cache", r)
-    }
-    async fn extents(
+}
+
+impl LogHandle {
+    /// Extents, logged with the list the layer below gave.
+    async fn extents_logged(
         &self,
+        id: u64,
         count: u64,
         offset: u64,
         flags: Flags,
         ext: &mut Extents,
     ) -> Result<()> {
-        let id = self.enter(
-            "Extents",
-            &format!(
-                "offset={offset:#x} count={count:#x} req_one={}",
-                u8::from(flags.req_one)
-            ),
-        );
         let mut got = Extents::with_limit(offset, ext.end().saturating_sub(offset), ext.limit());
         let r = self.next.extents(count, offset, flags, &mut got).await;
         if r.is_err() {

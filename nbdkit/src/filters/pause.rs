@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::FilterInfo;
-use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
+use crate::backend::{Client, Filter, FilterHandle, Guard, Handle, Next, Op, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -155,38 +155,8 @@ impl FilterHandle for Paused {
     fn next(&self) -> &Guard {
         &self.next
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+    async fn op(&self, op: Op<'_>) -> Result<()> {
         let _r = self.enter().await;
-        self.next.pread(buf, offset, flags).await
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.pwrite(buf, offset, flags).await
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.flush(flags).await
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.trim(count, offset, flags).await
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.zero(count, offset, flags).await
-    }
-    async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.extents(count, offset, flags, ext).await
-    }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let _r = self.enter().await;
-        self.next.cache(count, offset, flags).await
+        self.next.op(op).await
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
-use crate::backend::{Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
+use crate::backend::{Client, Extents, Filter, FilterHandle, Guard, Handle, Next, Op, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -116,70 +116,43 @@ impl FilterHandle for Retrying {
     fn next(&self) -> &Guard {
         &self.next
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+    async fn op(&self, mut op: Op<'_>) -> Result<()> {
+        let what = op.name();
         let mut tries = 0;
         loop {
-            match self.next.pread(buf, offset, flags).await {
+            // Extents go to a fresh list each try, so that a failed try
+            // leaves nothing behind in the caller's.
+            let r = match op.reborrow() {
+                Op::Extents {
+                    count,
+                    offset,
+                    flags,
+                    ext,
+                } => {
+                    let mut fresh = Extents::with_limit(offset, count, ext.limit());
+                    let r = self.next.extents(count, offset, flags, &mut fresh).await;
+                    if r.is_ok() {
+                        for x in fresh.list() {
+                            if !ext.add(x.offset, x.length, x.flags) {
+                                break;
+                            }
+                        }
+                    }
+                    r
+                }
+                again => self.next.op(again).await,
+            };
+            match r {
                 Err(e) if tries < self.p.retries => {
                     tries += 1;
-                    crate::log::debug(&format!("retry-request: pread failed ({e}), retry {tries}"));
+                    crate::log::debug(&format!(
+                        "retry-request: {what} failed ({e}), retry {tries} of {}",
+                        self.p.retries
+                    ));
                     tokio::time::sleep(self.p.delay).await;
                 }
                 r => return r,
             }
         }
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        self.p
-            .run("pwrite", || self.next.pwrite(buf, offset, flags))
-            .await
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        self.p.run("flush", || self.next.flush(flags)).await
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.p
-            .run("trim", || self.next.trim(count, offset, flags))
-            .await
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.p
-            .run("zero", || self.next.zero(count, offset, flags))
-            .await
-    }
-    async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            let mut fresh = Extents::new(offset, count);
-            match self.next.extents(count, offset, flags, &mut fresh).await {
-                Err(e) if tries < self.p.retries => {
-                    tries += 1;
-                    crate::log::debug(&format!(
-                        "retry-request: extents failed ({e}), retry {tries}"
-                    ));
-                    tokio::time::sleep(self.p.delay).await;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    for x in fresh.list() {
-                        if !ext.add(x.offset, x.length, x.flags) {
-                            break;
-                        }
-                    }
-                    return Ok(());
-                }
-            }
-        }
-    }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.p
-            .run("cache", || self.next.cache(count, offset, flags))
-            .await
     }
 }

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, ThreadModel,
+    Client, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -324,45 +324,19 @@ impl FilterHandle for StatsHandle {
     fn next(&self) -> &Guard {
         &self.next
     }
-    async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
+    async fn op(&self, op: Op<'_>) -> Result<()> {
+        let which = match op.kind() {
+            OpKind::Read => READ,
+            OpKind::Write => WRITE,
+            OpKind::Trim => TRIM,
+            OpKind::Zero => ZERO,
+            OpKind::Extents => EXTENTS,
+            OpKind::Cache => CACHE,
+            _ => FLUSH,
+        };
+        let (count, offset) = (op.count(), op.offset());
         let t = Instant::now();
-        let r = self.next.pread(buf, offset, flags).await;
-        self.count(r, READ, buf.len() as u64, offset, t)
-    }
-    async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.pwrite(buf, offset, flags).await;
-        self.count(r, WRITE, buf.len() as u64, offset, t)
-    }
-    async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.trim(count, offset, flags).await;
-        self.count(r, TRIM, count, offset, t)
-    }
-    async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.zero(count, offset, flags).await;
-        self.count(r, ZERO, count, offset, t)
-    }
-    async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
-    ) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.extents(count, offset, flags, ext).await;
-        self.count(r, EXTENTS, count, offset, t)
-    }
-    async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.cache(count, offset, flags).await;
-        self.count(r, CACHE, count, offset, t)
-    }
-    async fn flush(&self, flags: Flags) -> Result<()> {
-        let t = Instant::now();
-        let r = self.next.flush(flags).await;
-        self.count(r, FLUSH, 0, 0, t)
+        let r = self.next.op(op).await;
+        self.count(r, which, count, offset, t)
     }
 }
