@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
-    Next, Op, OpKind, Result, ThreadModel, Zero, HOLE, ZERO,
+    Cache, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Op,
+    OpKind, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
