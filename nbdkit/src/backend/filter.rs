@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use crate::error::StartError;
 
 use super::{
-    BlockSize, Caps, Client, ExportEntry, Extents, Flags, Guard, Handle, Op, Plugin, Result,
-    ThreadModel,
+    BlockSize, Caps, Client, ExportEntry, Extents, Flags, Guard, Handle, Op, OpenArgs, Plugin,
+    Result, ThreadModel,
 };
 
 /// A filter, built once at start-up.
@@ -54,14 +54,8 @@ pub trait Filter: Send + Sync + 'static {
     /// A filter that changes data wraps the guard `next` opens in a
     /// [`FilterHandle`]. `next` can be kept (it is cheap to clone) to
     /// reopen the layer below later (retry).
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        Ok(next.open_for(readonly, export, client).await?)
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        Ok(next.open(args).await?)
     }
 
     /// A client has connected, before the handshake: by default the layer
@@ -115,20 +109,8 @@ impl Plugin for Layer {
             .min(self.next.below.thread_model())
     }
 
-    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
-        let client = Client {
-            peer: super::Peer::Unknown,
-        };
-        self.open_for(readonly, export, &client).await
-    }
-
-    async fn open_for(
-        &self,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        self.filter.open(&self.next, readonly, export, client).await
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        self.filter.open(&self.next, args).await
     }
 
     fn unload(&self) {
@@ -175,15 +157,12 @@ pub struct Next {
 
 impl Next {
     /// Open the layer below for a connection.
-    pub async fn open_for(
-        &self,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<Guard>> {
-        trace_open(self.name, readonly, export);
-        let h = self.below.open_for(readonly, export, client).await?;
-        Ok(Arc::new(Guard::new(h, readonly).await?.named(self.name)))
+    pub async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<Guard>> {
+        trace_open(self.name, args.readonly, args.export);
+        let h = self.below.open(args).await?;
+        Ok(Arc::new(
+            Guard::new(h, args.readonly).await?.named(self.name),
+        ))
     }
 
     /// Tell the layer below a client has connected.

@@ -359,6 +359,46 @@ pub struct Client {
     pub peer: Peer,
 }
 
+/// What a layer is opened with, for one connection. More may come (TLS):
+/// read the fields, and build changed copies with the `with_` methods.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub struct OpenArgs<'a> {
+    /// Open read-only (`-r`, or a filter that only reads below).
+    pub readonly: bool,
+    /// The export name.
+    pub export: &'a str,
+    /// Who is connecting.
+    pub client: &'a Client,
+}
+
+impl<'a> OpenArgs<'a> {
+    pub fn new(readonly: bool, export: &'a str, client: &'a Client) -> OpenArgs<'a> {
+        OpenArgs {
+            readonly,
+            export,
+            client,
+        }
+    }
+
+    /// The same, read-only or not.
+    pub fn with_readonly(self, readonly: bool) -> OpenArgs<'a> {
+        OpenArgs { readonly, ..self }
+    }
+
+    /// The same, for another export.
+    pub fn with_export<'b>(self, export: &'b str) -> OpenArgs<'b>
+    where
+        'a: 'b,
+    {
+        OpenArgs {
+            readonly: self.readonly,
+            export,
+            client: self.client,
+        }
+    }
+}
+
 /// A Unix socket client's process, user and group, as they were when it
 /// connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,21 +416,10 @@ pub trait Plugin: Send + Sync + 'static {
         ThreadModel::Parallel
     }
 
-    /// Open a connection's handle on export `export_name` (already resolved:
-    /// "" has been replaced by [`Plugin::default_export`]).
-    async fn open(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Handle>>;
-
-    /// [`Plugin::open`] for a known client: what the server calls. Only
-    /// plugins that serve something about the client (like `info`) need
-    /// more than the default, which ignores it.
-    async fn open_for(
-        &self,
-        readonly: bool,
-        export_name: &str,
-        _client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        self.open(readonly, export_name).await
-    }
+    /// Open a connection's handle: on export `args.export` (already
+    /// resolved: "" has been replaced by [`Plugin::default_export`]),
+    /// read-only if `args.readonly`, for client `args.client`.
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>>;
 
     /// nbdkit is exiting, after serving: remove what the plugin made for
     /// itself (a script's `$tmpdir`). By default nothing.

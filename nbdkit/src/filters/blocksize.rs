@@ -31,8 +31,8 @@ use async_trait::async_trait;
 
 use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
-    Next, Result,
+    BlockSize, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next,
+    OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -103,14 +103,8 @@ struct BlocksizeFilter {
 
 #[async_trait]
 impl Filter for BlocksizeFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let below = next.block_size().await?;
         let (below_min, below_max) = below.map_or((1, 0), |(min, _, max)| {
             (u64::from(min.max(1)), u64::from(max))

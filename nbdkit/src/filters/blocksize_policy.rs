@@ -25,7 +25,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next,
+    BlockSize, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs,
     Result,
 };
 use crate::error::StartError;
@@ -142,14 +142,8 @@ impl PolicyFilter {
 
 #[async_trait]
 impl Filter for PolicyFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let below = match (self.min, self.pref, self.max) {
             (Some(_), Some(_), Some(_)) => None,
             _ => next.block_size().await?,

@@ -28,8 +28,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache as CacheCap, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua,
-    Guard, Handle, Next, Result,
+    Cache as CacheCap, Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard,
+    Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -134,14 +134,9 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for CacheFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { export, .. } = *args;
+        let next = next.open(args).await?;
         let size = next.size().await?;
         let store = {
             let mut stores = self.stores.lock().await;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Extent, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    Extent, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -47,14 +47,8 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for CacheExtents {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let size = next.size().await?;
         Ok(Arc::new(Cached {
             next,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next,
+    Cache, Caps, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, OpenArgs,
     Result, Zero,
 };
 use crate::error::StartError;
@@ -32,14 +32,8 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for CheckWrite {
-    async fn open(
-        &self,
-        next: &Next,
-        _readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(true, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(&args.with_readonly(true)).await?;
         Ok(Arc::new(Checker { next }))
     }
 }

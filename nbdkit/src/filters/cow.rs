@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard,
-    Handle, Next, Result, Zero, HOLE, ZERO,
+    BlockSize, Cache, Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
+    Next, OpenArgs, Result, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -290,15 +290,9 @@ struct CowFilter {
 
 #[async_trait]
 impl Filter for CowFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        _readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         // Nothing is ever written below.
-        let next = next.open_for(true, export, client).await?;
+        let next = next.open(&args.with_readonly(true)).await?;
         self.overlay.set_size(next.size().await?)?;
         let next_cache = next.caps().await?.cache != Cache::None;
         Ok(Arc::new(CowHandle {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    Caps, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -79,14 +79,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for DdRescue {
-    async fn open(
-        &self,
-        next: &Next,
-        _readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(true, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(&args.with_readonly(true)).await?;
         Ok(Arc::new(Rescued {
             next,
             good: self.0.clone(),

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    shutdown, Caps, Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind,
+    shutdown, Caps, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, OpenArgs,
     Result,
 };
 use crate::error::StartError;
@@ -106,17 +106,11 @@ async fn delay(d: Duration) -> Result<()> {
 
 #[async_trait]
 impl Filter for DelayFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         if let Err(e) = delay(self.0.open).await {
             return Err(Error::new(e.errno, format!("delay: {}", e.msg)));
         }
-        let next = next.open_for(readonly, export, client).await?;
+        let next = next.open(args).await?;
         Ok(Arc::new(DelayHandle { next, d: self.0 }))
     }
 }

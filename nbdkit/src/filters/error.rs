@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, Result,
+    Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -169,14 +169,8 @@ impl Injector {
 
 #[async_trait]
 impl Filter for ErrorFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(ErrorHandle {
             next,
             filter: self.0.clone(),

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    shutdown, Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Result,
+    shutdown, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -216,13 +216,7 @@ impl Filter for ExitWhen {
         }
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let s = &self.0;
         if tokio::task::block_in_place(|| s.check()) {
             return Err(Error::new(
@@ -230,7 +224,7 @@ impl Filter for ExitWhen {
                 "exitwhen: nbdkit is exiting: no new clients",
             ));
         }
-        let next = next.open_for(readonly, export, client).await?;
+        let next = next.open(args).await?;
         s.clients.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::new(Watched {
             next,

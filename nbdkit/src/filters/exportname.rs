@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, ExportEntry, Filter, FilterHandle, Guard, Handle, Next, Result,
+    Errno, Error, ExportEntry, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -172,13 +172,10 @@ impl Filter for ExportName {
             .collect())
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs {
+            readonly, export, ..
+        } = *args;
         if self.strict && !self.names.iter().any(|n| n == export) {
             return Err(Error::new(
                 Errno::Inval,
@@ -192,7 +189,7 @@ impl Filter for ExportName {
         } else {
             export.to_string()
         };
-        let next = next.open_for(readonly, &below, client).await?;
+        let next = next.open(&args.with_export(&below)).await?;
         if matches!(self.desc, Desc::Keep) {
             return Ok(next);
         }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, HOLE, ZERO,
+    Caps, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -92,14 +92,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for ExtentList {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(Listed {
             next,
             list: self.0.clone(),

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Result,
+    Caps, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -62,14 +62,9 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for FuaFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { readonly, .. } = *args;
+        let next = next.open(args).await?;
         if !readonly {
             let c = next.caps().await?;
             let missing = match self.0 {

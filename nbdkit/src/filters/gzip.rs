@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Filter, Flags, Fua, Handle, Next, Result, Zero,
+    Cache, Caps, Errno, Error, Filter, Flags, Fua, Handle, Next, OpenArgs, Result, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -113,14 +113,8 @@ impl Read for Below {
 
 #[async_trait]
 impl Filter for Decompress {
-    async fn open(
-        &self,
-        next: &Next,
-        _readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let below = next.open_for(true, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let below = next.open(&args.with_readonly(true)).await?;
         let plain = self
             .plain
             .get_or_try_init(|| self.inflate(below))

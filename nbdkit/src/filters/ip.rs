@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Handle, Next, Peer, Result};
+use crate::backend::{Client, Errno, Error, Filter, Handle, Next, OpenArgs, Peer, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -194,13 +194,8 @@ impl Filter for IpFilter {
         next.preconnect(readonly, client).await
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { client, .. } = *args;
         let allowed = self.allow.iter().any(|r| r.matches(&client.peer))
             || !self.deny.iter().any(|r| r.matches(&client.peer));
         if !allowed {
@@ -209,7 +204,7 @@ impl Filter for IpFilter {
                 format!("ip: client {:?} denied", client.peer),
             ));
         }
-        Ok(next.open_for(readonly, export, client).await?)
+        Ok(next.open(args).await?)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Result};
+use crate::backend::{Errno, Error, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -42,13 +42,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for Limit {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let now = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         let slot = Slot(self.count.clone());
         if self.max > 0 && now > self.max {
@@ -57,7 +51,7 @@ impl Filter for Limit {
                 format!("limit: too many clients, limit is {}", self.max),
             ));
         }
-        let next = next.open_for(readonly, export, client).await?;
+        let next = next.open(args).await?;
         Ok(Arc::new(Limited { next, _slot: slot }))
     }
 }

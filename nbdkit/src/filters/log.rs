@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use super::FilterInfo;
 use crate::backend::{
     Cache, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Op,
-    OpKind, Result, ThreadModel, Zero, HOLE, ZERO,
+    OpKind, OpenArgs, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -248,14 +248,9 @@ impl Filter for LogFilter {
         r
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { export, .. } = *args;
+        let next = next.open(args).await?;
         let size = next.size().await?;
         let c = next.caps().await?;
         let (min, pref, max) = next.block_size().await?.unwrap_or((0, 0, 0));

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Result,
+    Caps, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, OpenArgs, Result,
     ThreadModel,
 };
 use crate::error::StartError;
@@ -139,14 +139,9 @@ impl Filter for MultiConn {
         Ok(())
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { export, .. } = *args;
+        let next = next.open(args).await?;
         let caps = next.caps().await?;
         let mode = match self.mode {
             Mode::Auto if self.serialized.load(Ordering::Relaxed) => Mode::Disable,

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    Cache, Caps, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -47,14 +47,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for NoCache {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(NoCacheHandle { next, mode: self.0 }))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Caps, Client, Filter, FilterHandle, Guard, Handle, Next, Result};
+use crate::backend::{Caps, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -27,14 +27,8 @@ fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for NoExtents {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(NoExtentsHandle(next)))
     }
 }

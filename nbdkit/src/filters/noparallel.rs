@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Filter, FilterHandle, Guard, Handle, Next, Result, ThreadModel,
+    Caps, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -47,14 +47,8 @@ impl Filter for NoParallel {
         self.0
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         if self.0 == ThreadModel::SerializeConnections {
             return Ok(Arc::new(NoMultiConn(next)));
         }

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, Zero,
+    Caps, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -82,14 +82,9 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for NoZero {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { readonly, .. } = *args;
+        let next = next.open(args).await?;
         let below = next.caps().await?;
         let passes = matches!(self.zero, ZeroMode::NoTrim | ZeroMode::Plugin);
         if !readonly && passes && below.zero == Zero::None {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Handle, Next, Result};
+use crate::backend::{Errno, Error, Filter, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -40,14 +40,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for OffsetFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let real = next.size().await?;
         let size = match self.range {
             Some(r) if self.offset.checked_add(r).is_none_or(|end| end > real) => {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Next, Result};
+use crate::backend::{Errno, Error, Filter, Flags, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
@@ -179,14 +179,8 @@ async fn find_gpt(next: &dyn Handle, size: u64, header: &[u8], n: u32) -> Result
 
 #[async_trait]
 impl Filter for PartitionFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let n = self.0;
         let size = next.size().await?;
         if size < 2 * SECTOR {

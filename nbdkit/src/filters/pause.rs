@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Guard, Handle, Next, Op, Result};
+use crate::backend::{Filter, FilterHandle, Guard, Handle, Next, Op, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -101,14 +101,8 @@ impl Filter for Pause {
         let _ = std::fs::remove_file(&self.1);
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(Paused {
             next,
             gate: self.0.clone(),

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
+    Errno, Error, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
@@ -113,14 +113,8 @@ struct ProtectFilter(Arc<Vec<Range>>);
 
 #[async_trait]
 impl Filter for ProtectFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(ProtectHandle {
             next,
             ranges: self.0.clone(),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
+use crate::backend::{Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::size::parse_size;
@@ -128,14 +128,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for RateFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(Limited {
             next,
             total: self.total.clone(),

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result, ThreadModel,
+    Cache, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::log;
@@ -63,14 +63,8 @@ impl Filter for ReadAhead {
         Ok(())
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let size = next.size().await?;
         let native = next.caps().await?.cache == Cache::Native;
         let parallel = self.parallel.load(Ordering::Relaxed);

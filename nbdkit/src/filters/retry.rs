@@ -27,8 +27,8 @@ use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
 use crate::backend::{
-    Cache, Caps, Client, Errno, Error, Extents, Filter, Flags, Fua, Guard, Handle, Next, Result,
-    ThreadModel, Zero,
+    Cache, Caps, Client, Errno, Error, Extents, Filter, Flags, Fua, Guard, Handle, Next, OpenArgs,
+    Result, ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -90,14 +90,14 @@ impl Filter for Retry {
         ThreadModel::SerializeRequests
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let h = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs {
+            readonly,
+            export,
+            client,
+            ..
+        } = *args;
+        let h = next.open(args).await?;
         Ok(Arc::new(Retrying {
             current: Mutex::new(Some(h)),
             plugin: next.clone(),
@@ -192,7 +192,8 @@ impl Retrying {
                     .take(),
             );
             let ro = self.readonly || self.p.readonly;
-            match self.plugin.open_for(ro, &self.export, &self.client).await {
+            let args = OpenArgs::new(ro, &self.export, &self.client);
+            match self.plugin.open(&args).await {
                 Ok(h) => {
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
                     return Ok(());

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{parse_duration, FilterInfo};
-use crate::backend::{Client, Extents, Filter, FilterHandle, Guard, Handle, Next, Op, Result};
+use crate::backend::{Extents, Filter, FilterHandle, Guard, Handle, Next, Op, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -89,19 +89,11 @@ impl Policy {
 
 #[async_trait]
 impl Filter for RetryRequest {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = if self.0.open {
-            self.0
-                .run("open", || next.open_for(readonly, export, client))
-                .await?
+            self.0.run("open", || next.open(args)).await?
         } else {
-            next.open_for(readonly, export, client).await?
+            next.open(args).await?
         };
         Ok(Arc::new(Retrying { next, p: self.0 }))
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{Client, Filter, FilterHandle, Flags, Guard, Handle, Next, Result};
+use crate::backend::{Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -63,14 +63,9 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for Scan {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let OpenArgs { export, .. } = *args;
+        let next = next.open(args).await?;
         let first = self.clients.fetch_add(1, Ordering::SeqCst) == 0;
         if first && export.is_empty() {
             if !self.clock {

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Client, Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, Result, ThreadModel,
+    Filter, FilterHandle, Guard, Handle, Next, Op, OpKind, OpenArgs, Result, ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -284,14 +284,8 @@ impl Filter for StatsFilter {
         }
     }
 
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         Ok(Arc::new(StatsHandle {
             next,
             stats: self.0.clone(),

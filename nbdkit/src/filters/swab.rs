@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::{aligned_extents, FilterInfo};
 use crate::backend::{
-    BlockSize, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next,
+    BlockSize, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs,
     Result,
 };
 use crate::error::StartError;
@@ -49,14 +49,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for Swab {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         if self.0 == 1 {
             return Ok(next);
         }

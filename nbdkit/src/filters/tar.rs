@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use super::window::Window;
 use super::FilterInfo;
-use crate::backend::{Client, Errno, Error, Filter, Flags, Handle, Next, Result};
+use crate::backend::{Errno, Error, Filter, Flags, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::plugins::tar::find_member_in;
@@ -48,14 +48,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for TarFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         // The header scan reads a block at a time through the layer below;
         // the scanner is synchronous, so it runs as blocking work.
         let archive = next.size().await?;

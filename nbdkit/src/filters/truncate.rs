@@ -17,8 +17,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Client, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, Result,
-    HOLE, ZERO,
+    Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs,
+    Result, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -68,14 +68,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 
 #[async_trait]
 impl Filter for TruncateFilter {
-    async fn open(
-        &self,
-        next: &Next,
-        readonly: bool,
-        export: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
-        let next = next.open_for(readonly, export, client).await?;
+    async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let next = next.open(args).await?;
         let real = next.size().await?;
         let mut size = self.truncate.unwrap_or(real);
         if let Some(n) = self.round_up {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::PluginInfo;
-use crate::backend::{Caps, Error, Flags, Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Caps, Error, Flags, Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
@@ -55,7 +55,8 @@ struct Example2 {
 
 #[async_trait]
 impl Plugin for Example2 {
-    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (_readonly, _export) = (args.readonly, args.export);
         let file = File::open(&self.path).map_err(|e| {
             let e = Error::from(e);
             Error::new(e.errno, format!("open: {}: {}", self.path.display(), e.msg))

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
+    Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result,
     ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::{io_message, StartError};
@@ -290,7 +290,8 @@ impl FilePlugin {
 
 #[async_trait]
 impl Plugin for FilePlugin {
-    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, export) = (args.readonly, args.export);
         let entry = match self.source {
             Source::Dir(_) | Source::DirFd(_) => Some(entry_name(export)?),
             _ => None,

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::ThreadModel;
-use crate::backend::{Cache, Caps, Client, Errno, Error, Flags, Handle, Peer, Plugin, Result};
+use crate::backend::{Cache, Caps, Errno, Error, Flags, Handle, OpenArgs, Peer, Plugin, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -83,19 +83,8 @@ struct Info {
 
 #[async_trait]
 impl Plugin for Info {
-    async fn open(&self, readonly: bool, export_name: &str) -> Result<Arc<dyn Handle>> {
-        let client = Client {
-            peer: Peer::Unknown,
-        };
-        self.open_for(readonly, export_name, &client).await
-    }
-
-    async fn open_for(
-        &self,
-        _readonly: bool,
-        export_name: &str,
-        client: &Client,
-    ) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (export_name, client) = (args.export, args.client);
         let contents = match self.mode {
             Mode::ExportName => Contents::Fixed(export_name.as_bytes().to_vec()),
             Mode::Base64ExportName => Contents::Fixed(

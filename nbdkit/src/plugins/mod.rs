@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::backend::{Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -60,7 +60,8 @@ pub struct Shared(pub Arc<dyn Handle>);
 
 #[async_trait]
 impl Plugin for Shared {
-    async fn open(&self, _readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (_readonly, _export) = (args.readonly, args.export);
         Ok(self.0.clone())
     }
 }

@@ -33,8 +33,8 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
-    ThreadModel, Zero,
+    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs,
+    Plugin, Result, ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -285,7 +285,8 @@ impl Plugin for NbdPlugin {
         Ok(name.await.ok().flatten().unwrap_or_default())
     }
 
-    async fn open(&self, _readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (_readonly, export) = (args.readonly, args.export);
         if let Some(cell) = &self.shared {
             let r = cell
                 .get_or_try_init(|| async { self.connect(&self.export).await.map(Arc::new) })

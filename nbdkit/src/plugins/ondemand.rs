@@ -23,7 +23,7 @@ use async_trait::async_trait;
 
 use super::tmpdisk::{Maker, Private};
 use super::PluginInfo;
-use crate::backend::{Errno, Error, ExportEntry, Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Errno, Error, ExportEntry, Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
@@ -106,7 +106,8 @@ impl Plugin for OnDemand {
         Ok(out)
     }
 
-    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, export) = (args.readonly, args.export);
         if !valid(export) {
             return Err(Error::new(
                 Errno::Inval,

@@ -38,7 +38,8 @@ use async_trait::async_trait;
 use super::file::{blocking, read_file, seek_extents};
 use super::PluginInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero,
+    Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result, ThreadModel,
+    Zero,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -87,7 +88,8 @@ struct Split {
 
 #[async_trait]
 impl Plugin for SplitPlugin {
-    async fn open(&self, readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, _export) = (args.readonly, args.export);
         blocking(|| {
             let mut pieces = Vec::with_capacity(self.paths.len());
             let mut start = 0;

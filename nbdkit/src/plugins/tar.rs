@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::PluginInfo;
-use crate::backend::{Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
@@ -68,7 +68,8 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
 
 #[async_trait]
 impl Plugin for TarPlugin {
-    async fn open(&self, readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, _export) = (args.readonly, args.export);
         super::file::open_window(&self.tar, readonly, self.offset, self.size)
     }
 }

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Handle, Plugin, Result, ThreadModel,
+    BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Handle, OpenArgs, Plugin, Result,
+    ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -128,7 +129,8 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
 
 #[async_trait]
 impl Plugin for TmpDisk {
-    async fn open(&self, readonly: bool, _export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, _export) = (args.readonly, args.export);
         let file = tokio::task::block_in_place(|| -> std::io::Result<std::fs::File> {
             let base = std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into());
             let dir = tempfile::Builder::new()

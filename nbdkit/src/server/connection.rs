@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::pool::Pool;
 use super::{eflags, Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
-use crate::backend::{Client, Errno, Error, Flags, Guard};
+use crate::backend::{Client, Errno, Error, Flags, Guard, OpenArgs};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
@@ -70,10 +70,8 @@ impl Exports for Opener<'_> {
         };
         crate::backend::trace_open(srv.top_name, srv.readonly, &name);
         let opened = async {
-            let h = srv
-                .plugin
-                .open_for(srv.readonly, &name, &self.client)
-                .await?;
+            let args = OpenArgs::new(srv.readonly, &name, &self.client);
+            let h = srv.plugin.open(&args).await?;
             Ok::<_, crate::backend::Error>(Guard::new(h, srv.readonly).await?.named(srv.top_name))
         };
         let export = opened.await.map_err(|e| {

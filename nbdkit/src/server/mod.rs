@@ -293,7 +293,7 @@ mod tests {
         fn thread_model(&self) -> ThreadModel {
             self.1
         }
-        async fn open(&self, _ro: bool, _name: &str) -> Result<Arc<dyn crate::Handle>> {
+        async fn open(&self, _args: &crate::backend::OpenArgs<'_>) -> Result<Arc<dyn crate::Handle>> {
             Ok(self.0.clone())
         }
     }

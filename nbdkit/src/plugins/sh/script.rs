@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, Plugin, Result,
-    ThreadModel, Zero, HOLE, ZERO,
+    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs,
+    Plugin, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::size::parse_size;
 
@@ -366,7 +366,8 @@ impl Plugin for ScriptPlugin {
         }
     }
 
-    async fn open(&self, readonly: bool, export: &str) -> Result<Arc<dyn Handle>> {
+    async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+        let (readonly, export) = (args.readonly, args.export);
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
         let handle = match r.call("open", &[ro, export, "false"], None).await {
