@@ -33,13 +33,7 @@ fn variables_on_a_private_unix_socket() {
 #[test]
 fn private_directory_is_private() {
     nbdkit()
-        .args([
-            "-U",
-            "-",
-            "null",
-            "--run",
-            r#"stat -c %a "$(dirname "$unixsocket")""#,
-        ])
+        .args(["-U", "-", "null", "--run", r#"stat -c %a "$(dirname "$unixsocket")""#])
         .assert()
         .success()
         .stdout("700\n");
@@ -48,13 +42,7 @@ fn private_directory_is_private() {
 #[test]
 fn variables_are_not_exported() {
     nbdkit()
-        .args([
-            "-U",
-            "-",
-            "null",
-            "--run",
-            r#"sh -c 'echo "[$uri][$port]"'"#,
-        ])
+        .args(["-U", "-", "null", "--run", r#"sh -c 'echo "[$uri][$port]"'"#])
         .assert()
         .success()
         .stdout("[][]\n");
@@ -63,17 +51,7 @@ fn variables_are_not_exported() {
 #[test]
 fn variables_on_tcp() {
     let out = nbdkit()
-        .args([
-            "-p",
-            "0",
-            "-i",
-            "127.0.0.1",
-            "-e",
-            "a/b",
-            "memory",
-            "1M",
-            "--run",
-        ])
+        .args(["-p", "0", "-i", "127.0.0.1", "-e", "a/b", "memory", "1M", "--run"])
         .arg(r#"echo "$port"; echo "$uri"; echo "[$unixsocket]""#)
         .output()
         .unwrap();
@@ -94,22 +72,11 @@ fn the_server_is_listening_when_the_command_runs() {
         return;
     }
     let out = Command::new(bin())
-        .args([
-            "-U",
-            "-",
-            "memory",
-            "1M",
-            "--run",
-            r#"nbdinfo --size "$uri""#,
-        ])
+        .args(["-U", "-", "memory", "1M", "--run", r#"nbdinfo --size "$uri""#])
         .env("PATH", path_env())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1048576\n");
 }
 
@@ -120,10 +87,7 @@ fn the_server_is_listening_when_the_command_runs() {
 #[case("kill -9 $$", 137)]
 #[case("kill -TERM $$", 143)]
 fn exit_status_is_the_commands(#[case] cmd: &str, #[case] code: i32) {
-    nbdkit()
-        .args(["-U", "-", "null", "--run", cmd])
-        .assert()
-        .code(code);
+    nbdkit().args(["-U", "-", "null", "--run", cmd]).assert().code(code);
 }
 
 #[test]
@@ -166,10 +130,7 @@ fn start_sleeping(dir: &Path) -> (std::process::Child, i32) {
     // the test's own directory (our `-U -` honours $TMPDIR).
     let child = Command::new(bin())
         .args(["-U", "-", "null", "--run"])
-        .arg(format!(
-            "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60",
-            pidfile.display()
-        ))
+        .arg(format!("echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60", pidfile.display()))
         .env("TMPDIR", dir)
         .stdout(Stdio::null())
         .spawn()
@@ -187,10 +148,7 @@ fn sigkill_on_nbdkit_leaves_nothing_running() {
     child.kill().unwrap();
     child.wait().unwrap();
     // The server was in the killed process; the command gets SIGTERM.
-    assert!(
-        wait_until(Duration::from_secs(5), || !alive(cmd)),
-        "command {cmd} survived"
-    );
+    assert!(wait_until(Duration::from_secs(5), || !alive(cmd)), "command {cmd} survived");
 }
 
 #[rstest::rstest]

@@ -37,10 +37,8 @@ fn version() {
         .success()
         .stdout(predicate::str::is_match(r"\nnull 1\.\d+\.\d+\n$").unwrap());
     // Each filter in the order given, then the plugin, as C prints them.
-    let out = nbdkit()
-        .args(["--filter=cow", "--filter=delay", "memory", "--version"])
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["--filter=cow", "--filter=delay", "memory", "--version"]).output().unwrap();
     assert!(out.status.success());
     let names: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
@@ -63,10 +61,7 @@ fn dump_config() {
 
 #[test]
 fn dump_plugin() {
-    for args in [
-        &["memory", "--dump-plugin"][..],
-        &["--dump-plugin", "memory"][..],
-    ] {
+    for args in [&["memory", "--dump-plugin"][..], &["--dump-plugin", "memory"][..]] {
         nbdkit()
             .args(args)
             .assert()
@@ -87,10 +82,7 @@ fn dump_plugin() {
             .map(String::from)
             .collect()
     };
-    assert_eq!(
-        has("example1"),
-        ["has_load=1", "has_open=1", "has_get_size=1", "has_pread=1"]
-    );
+    assert_eq!(has("example1"), ["has_load=1", "has_open=1", "has_get_size=1", "has_pread=1"]);
     assert!(!has("pattern").contains(&"has_pwrite=1".to_string()));
     for p in ["sh", "eval"] {
         nbdkit()
@@ -101,10 +93,8 @@ fn dump_plugin() {
     }
     if let Some(c) = c_nbdkit() {
         for p in ["memory", "null", "file", "nbd", "sh", "data"] {
-            let theirs = std::process::Command::new(&c)
-                .args(["--dump-plugin", p])
-                .output()
-                .unwrap();
+            let theirs =
+                std::process::Command::new(&c).args(["--dump-plugin", p]).output().unwrap();
             let theirs: Vec<String> = String::from_utf8(theirs.stdout)
                 .unwrap()
                 .lines()
@@ -116,12 +106,7 @@ fn dump_plugin() {
     }
     // The thread model a script chooses, and the filters' say in it.
     let tm = |args: &[&str], script: &str| -> String {
-        let out = nbdkit()
-            .arg("--dump-plugin")
-            .args(args)
-            .write_stdin(script)
-            .output()
-            .unwrap();
+        let out = nbdkit().arg("--dump-plugin").args(args).write_stdin(script).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout)
             .unwrap()
@@ -134,17 +119,11 @@ fn dump_plugin() {
     assert_eq!(tm(&["sh", "-"], plain), "serialize_all_requests");
     assert_eq!(tm(&["sh", "-"], parallel), "parallel");
     assert_eq!(
-        tm(
-            &["--filter=noparallel", "sh", "-", "serialize=connections"],
-            parallel
-        ),
+        tm(&["--filter=noparallel", "sh", "-", "serialize=connections"], parallel),
         "serialize_connections"
     );
     assert_eq!(
-        tm(
-            &["--filter=noparallel", "memory", "serialize=connections"],
-            ""
-        ),
+        tm(&["--filter=noparallel", "memory", "serialize=connections"], ""),
         "serialize_connections"
     );
     // -s with --dump-plugin is refused, as in C.
@@ -152,9 +131,7 @@ fn dump_plugin() {
         .args(["-s", "--dump-plugin", "memory"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains(
-            "cannot be used in this combination",
-        ));
+        .stderr(predicate::str::contains("cannot be used in this combination"));
 }
 
 #[test]
@@ -167,11 +144,7 @@ fn long_and_short_options() {
         .stdout(predicate::str::contains("--run\n"))
         .stdout(predicate::str::contains("--long-options\n").not())
         .stdout(predicate::str::contains("--short-options\n").not());
-    nbdkit()
-        .arg("--short-options")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("-U\n"));
+    nbdkit().arg("--short-options").assert().success().stdout(predicate::str::contains("-U\n"));
 }
 
 /// Bad command lines: exit 1, one line on stderr naming the problem, and
@@ -216,17 +189,7 @@ fn bad_command_lines(#[case] args: &[&str], #[case] msg: &str) {
 fn options_may_follow_the_plugin() {
     // getopt-style permutation, `--opt value`, bundled short options.
     nbdkit()
-        .args([
-            "-U",
-            "-",
-            "memory",
-            "1M",
-            "-fr",
-            "--run",
-            "echo ok",
-            "--exportname",
-            "e",
-        ])
+        .args(["-U", "-", "memory", "1M", "-fr", "--run", "echo ok", "--exportname", "e"])
         .assert()
         .success()
         .stdout("ok\n");

@@ -41,12 +41,7 @@ fn start(extra: &[&str]) -> Parent {
     let _ = pidfile;
     assert!(alive(server));
     assert!(socket.exists());
-    Parent {
-        sh,
-        server,
-        socket,
-        _dir: dir,
-    }
+    Parent { sh, server, socket, _dir: dir }
 }
 
 fn gone_within_a_second(p: &Parent) {
@@ -55,10 +50,7 @@ fn gone_within_a_second(p: &Parent) {
         "server {} still running",
         p.server
     );
-    assert!(
-        wait_until(Duration::from_millis(500), || !p.socket.exists()),
-        "socket left behind"
-    );
+    assert!(wait_until(Duration::from_millis(500), || !p.socket.exists()), "socket left behind");
 }
 
 #[test]
@@ -99,22 +91,15 @@ fn the_parents_spawning_thread_may_exit() {
     let s2 = sock.clone();
     let mut srv = std::thread::spawn(move || {
         let mut c = Command::new(bin());
-        c.args(["--exit-with-parent", "-U"])
-            .arg(&s2)
-            .args(["--print-uri", "memory", "1M"]);
+        c.args(["--exit-with-parent", "-U"]).arg(&s2).args(["--print-uri", "memory", "1M"]);
         Server::spawn(c, tempfile::tempdir().unwrap())
     })
     .join()
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        alive(srv.pid()),
-        "server died with the thread that spawned it"
-    );
-    let (mut c, size, _) = Raw::open(
-        std::os::unix::net::UnixStream::connect(&sock).unwrap(),
-        false,
-    );
+    assert!(alive(srv.pid()), "server died with the thread that spawned it");
+    let (mut c, size, _) =
+        Raw::open(std::os::unix::net::UnixStream::connect(&sock).unwrap(), false);
     assert_eq!(size, 1 << 20);
     c.request(CMD_DISC, 0, 1, 0, 0, b"");
     assert!(srv.child.try_wait().unwrap().is_none());

@@ -62,9 +62,8 @@ fn normalise(s: &str) -> String {
         out.push_str(&rest[..i + KEY.len()]);
         out.push_str("SOCKET");
         rest = &rest[i + KEY.len()..];
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(rest.len());
+        let end =
+            rest.find(|c: char| c.is_whitespace() || c == '"' || c == '\'').unwrap_or(rest.len());
         rest = &rest[end..];
     }
     out.push_str(rest);
@@ -79,10 +78,7 @@ fn same_as_c(args: &[&str], cmd: &str) -> Option<String> {
     let c = c_server()?;
     let mine = normalise(&ours(args, cmd));
     let theirs = normalise(&run_on(&c, args, cmd).0);
-    assert_eq!(
-        mine, theirs,
-        "output differs from C nbdkit for {args:?} --run {cmd:?}"
-    );
+    assert_eq!(mine, theirs, "output differs from C nbdkit for {args:?} --run {cmd:?}");
     Some(mine)
 }
 
@@ -105,10 +101,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 fn nbdsh_script(dir: &Path, name: &str, script: &str, extra: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, script).unwrap();
-    format!(
-        r#"nbdsh {extra} -u "$uri" -c 'exec(open("{}").read())'"#,
-        p.display()
-    )
+    format!(r#"nbdsh {extra} -u "$uri" -c 'exec(open("{}").read())'"#, p.display())
 }
 
 // ------------------------------------------------------------- 1. qemu-img info
@@ -121,10 +114,7 @@ fn qemu_img_info_memory_1g() {
     let args = ["memory", "1G"];
     let cmd = r#"qemu-img info "$uri""#;
     let out = ours(&args, cmd);
-    assert!(
-        out.contains("virtual size: 1 GiB (1073741824 bytes)"),
-        "{out}"
-    );
+    assert!(out.contains("virtual size: 1 GiB (1073741824 bytes)"), "{out}");
     assert!(out.contains("file format: raw"), "{out}");
     same_as_c(&args, cmd);
 }
@@ -153,10 +143,7 @@ fn pattern_sha(size: &str) {
     let out = ours(&args, cmd);
     assert_eq!(out.len(), 64 + 4, "{out:?}");
     // sha256 of the empty stream: the copy must not have been empty.
-    assert!(
-        !out.starts_with("e3b0c44298fc1c149afbf4c8996fb924"),
-        "{out}"
-    );
+    assert!(!out.starts_with("e3b0c44298fc1c149afbf4c8996fb924"), "{out}");
     same_as_c(&args, cmd);
 }
 
@@ -186,10 +173,7 @@ fn nbdcopy_pattern_bytes_are_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.img");
     let size = 3 * 1024 * 1024 + 5;
-    ours(
-        &["pattern", &size.to_string()],
-        &format!(r#"nbdcopy "$uri" '{}'"#, out.display()),
-    );
+    ours(&["pattern", &size.to_string()], &format!(r#"nbdcopy "$uri" '{}'"#, out.display()));
     let got = std::fs::read(&out).unwrap();
     assert_eq!(got.len(), size);
     assert!(got == pattern(0, size), "pattern bytes differ");
@@ -231,11 +215,7 @@ fn nbdcopy_file_to_export_and_back() {
     std::fs::write(&src, &data).unwrap();
     ours(
         &["memory", "4M"],
-        &format!(
-            r#"nbdcopy '{}' "$uri" && nbdcopy "$uri" '{}'"#,
-            src.display(),
-            dst.display()
-        ),
+        &format!(r#"nbdcopy '{}' "$uri" && nbdcopy "$uri" '{}'"#, src.display(), dst.display()),
     );
     let back = std::fs::read(&dst).unwrap();
     assert_eq!(back.len(), data.len());
@@ -346,10 +326,7 @@ fn nbdinfo_map_after_write() {
         return;
     }
     let out = ours(&["memory", "4M"], WRITE_1M);
-    let rows: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         rows,
         vec![
@@ -506,10 +483,7 @@ fn nbdinfo_list_shows_default_export() {
     assert!(out.contains("export-size: 1048576 (1M)"), "{out}");
     same_as_c(&["memory", "1M"], r#"nbdinfo --list "$uri""#);
     same_as_c(&["-e", "foo", "memory", "1M"], r#"nbdinfo --list "$uri""#);
-    same_as_c(
-        &["-e", "foo", "memory", "1M"],
-        r#"nbdinfo --list --json "$uri""#,
-    );
+    same_as_c(&["-e", "foo", "memory", "1M"], r#"nbdinfo --list --json "$uri""#);
 }
 
 // -------------------------------------------------------------- 8. -e NAME
@@ -590,12 +564,8 @@ fn nbdinfo_queries() {
     let out = ours(&["pattern", "2M"], cmd);
     assert!(out.starts_with("2097152\ntrim=2\nzero=2\n"), "{out}");
     assert!(out.ends_with("ro=0\n"), "{out}");
-    for args in [
-        &["memory", "1M"][..],
-        &["pattern", "2M"],
-        &["null", "3M"],
-        &["-r", "null", "3M"],
-    ] {
+    for args in [&["memory", "1M"][..], &["pattern", "2M"], &["null", "3M"], &["-r", "null", "3M"]]
+    {
         same_as_c(args, cmd);
     }
 }

@@ -79,16 +79,7 @@ fn pidfile_fifo_is_a_readiness_signal() {
 #[test]
 fn print_uri_with_kernel_chosen_port() {
     let mut c = Command::new(bin());
-    c.args([
-        "-f",
-        "-p",
-        "0",
-        "-i",
-        "127.0.0.1",
-        "--print-uri",
-        "memory",
-        "1M",
-    ]);
+    c.args(["-f", "-p", "0", "-i", "127.0.0.1", "--print-uri", "memory", "1M"]);
     let srv = Server::spawn(c, tempfile::tempdir().unwrap());
     let port: u16 = srv
         .uri
@@ -240,16 +231,8 @@ fn background_sh_script_and_verbose_output() {
         .stderr(std::fs::File::create(&errfile).unwrap())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "the parent reports success"
-    );
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "the parent reports success");
     let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
     let (mut c, size, _) = Raw::open(UnixStream::connect(&sock).unwrap(), false);
     assert_eq!(size, 512);
@@ -267,10 +250,7 @@ fn startup_is_fast() {
     // start-up (the bench compares properly).
     let start = Instant::now();
     for _ in 0..10 {
-        nbdkit()
-            .args(["-U", "-", "memory", "1M", "--run", "true"])
-            .assert()
-            .success();
+        nbdkit().args(["-U", "-", "memory", "1M", "--run", "true"]).assert().success();
     }
     let each = start.elapsed() / 10;
     assert!(each < Duration::from_millis(500), "{each:?} per start");
@@ -284,25 +264,16 @@ fn user_and_group_switch_keeps_cleanup_working() {
         return;
     }
     let out = nbdkit()
-        .args([
-            "-u", "nobody", "-g", "nogroup", "-U", "-", "memory", "1M", "--run",
-        ])
+        .args(["-u", "nobody", "-g", "nogroup", "-U", "-", "memory", "1M", "--run"])
         .arg(r#"stat -c %U /proc/$PPID; echo "$unixsocket""#)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let l: Vec<&str> = text.lines().collect();
     assert_eq!(l[0], "nobody", "the server runs as the new user");
     assert!(!Path::new(l[1]).exists(), "socket removed");
-    assert!(
-        !Path::new(l[1]).parent().unwrap().exists(),
-        "private directory removed"
-    );
+    assert!(!Path::new(l[1]).parent().unwrap().exists(), "private directory removed");
 }
 
 /// Socket activation as client libraries use it (`nbdinfo -- [ nbdkit ... ]`):
@@ -343,10 +314,7 @@ fn socket_activation_refuses_listening_options() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     for (opt, flag) in [
         ("-U /nonexistent/s", "-U"),

@@ -40,10 +40,7 @@ fn ask(r: &mut Raw, cmd: u16, flags: u16, offset: u64, len: u32, data: &[u8]) ->
     r.request(cmd, flags, COOKIE, offset, len, data);
     let rl = if cmd == CMD_READ { len as usize } else { 0 };
     let rep = r.reply(rl);
-    assert_eq!(
-        rep.cookie, COOKIE,
-        "reply to cmd {cmd} has the wrong cookie"
-    );
+    assert_eq!(rep.cookie, COOKIE, "reply to cmd {cmd} has the wrong cookie");
     (rep.error, rep.data)
 }
 
@@ -180,10 +177,7 @@ fn round_trips(structured: bool) {
     assert_eq!(err(&mut r, CMD_TRIM, 0, off + 100, 1000, &[]), 0);
     let after = read_ok(&mut r, off, 5000);
     assert_eq!(&after[..100], &d[..100]);
-    assert!(
-        after[100..1100].iter().all(|&b| b == 0),
-        "trimmed range not zero"
-    );
+    assert!(after[100..1100].iter().all(|&b| b == 0), "trimmed range not zero");
     assert_eq!(&after[1100..], &d[1100..]);
 
     // Write zeroes, then zeros; neighbours survive.
@@ -253,10 +247,7 @@ fn block_status_on_memory() {
         assert_eq!(e, 0);
         let ds = descriptors(&d);
         assert_eq!(ds.len(), 1, "REQ_ONE at {off}+{len}: {ds:?}");
-        assert!(
-            ds[0].0 > 0 && ds[0].0 <= len,
-            "REQ_ONE at {off}+{len}: {ds:?}"
-        );
+        assert!(ds[0].0 > 0 && ds[0].0 <= len, "REQ_ONE at {off}+{len}: {ds:?}");
         assert_eq!(ds[0].1, want, "REQ_ONE at {off}+{len}: {ds:?}");
     }
     // Without REQ_ONE on a small range: the extent goes on to the end of
@@ -319,12 +310,7 @@ fn pipelined(structured: bool) {
         assert!(!seen[i as usize], "two replies for cookie {}", rep.cookie);
         seen[i as usize] = true;
         let want = fill(100 + i, region(i).1 as usize);
-        assert_eq!(
-            rep.data,
-            want[..rlen(i) as usize],
-            "data for cookie {}",
-            rep.cookie
-        );
+        assert_eq!(rep.data, want[..rlen(i) as usize], "data for cookie {}", rep.cookie);
     }
     still_good(&mut r);
 }
@@ -351,67 +337,19 @@ fn range_and_command_errors() {
         let cases: Vec<Case> = vec![
             ("read past end", CMD_READ, 0, MIB - 10, 20, vec![], EINVAL),
             ("read beyond end", CMD_READ, 0, MIB, 1, vec![], EINVAL),
-            (
-                "read offset overflow",
-                CMD_READ,
-                0,
-                u64::MAX - 5,
-                10,
-                vec![],
-                EINVAL,
-            ),
-            (
-                "write past end",
-                CMD_WRITE,
-                0,
-                MIB - 10,
-                20,
-                vec![7; 20],
-                ENOSPC,
-            ),
-            (
-                "zeroes past end",
-                CMD_WRITE_ZEROES,
-                0,
-                MIB - 10,
-                20,
-                vec![],
-                ENOSPC,
-            ),
+            ("read offset overflow", CMD_READ, 0, u64::MAX - 5, 10, vec![], EINVAL),
+            ("write past end", CMD_WRITE, 0, MIB - 10, 20, vec![7; 20], ENOSPC),
+            ("zeroes past end", CMD_WRITE_ZEROES, 0, MIB - 10, 20, vec![], ENOSPC),
             ("trim past end", CMD_TRIM, 0, MIB - 10, 20, vec![], EINVAL),
             ("cache past end", CMD_CACHE, 0, MIB - 10, 20, vec![], EINVAL),
             ("zero-length read", CMD_READ, 0, 0, 0, vec![], EINVAL),
             ("zero-length write", CMD_WRITE, 0, 0, 0, vec![], ENOSPC),
             ("unknown command 42", 42, 0, 0, 512, vec![], EINVAL),
-            (
-                "unknown flag 0x100",
-                CMD_READ,
-                0x100,
-                0,
-                512,
-                vec![],
-                EINVAL,
-            ),
+            ("unknown flag 0x100", CMD_READ, 0x100, 0, 512, vec![], EINVAL),
             ("flush with offset", CMD_FLUSH, 0, 1, 0, vec![], EINVAL),
             ("flush with length", CMD_FLUSH, 0, 0, 1, vec![], EINVAL),
-            (
-                "FAST_ZERO on read",
-                CMD_READ,
-                FLAG_FAST_ZERO,
-                0,
-                512,
-                vec![],
-                EINVAL,
-            ),
-            (
-                "REQ_ONE on read",
-                CMD_READ,
-                FLAG_REQ_ONE,
-                0,
-                512,
-                vec![],
-                EINVAL,
-            ),
+            ("FAST_ZERO on read", CMD_READ, FLAG_FAST_ZERO, 0, 512, vec![], EINVAL),
+            ("REQ_ONE on read", CMD_READ, FLAG_REQ_ONE, 0, 512, vec![], EINVAL),
         ];
         for (what, cmd, flags, off, len, data, want) in cases {
             let (e, _) = ask(&mut r, cmd, flags, off, len, &data);
@@ -454,13 +392,7 @@ fn read_only_errors() {
         let cases: Vec<(&str, u16, u64, u32, Vec<u8>)> = vec![
             ("write", CMD_WRITE, 0, 16, vec![1; 16]),
             ("write out of range", CMD_WRITE, MIB - 4, 16, vec![1; 16]),
-            (
-                "write far out of range",
-                CMD_WRITE,
-                1 << 40,
-                16,
-                vec![1; 16],
-            ),
+            ("write far out of range", CMD_WRITE, 1 << 40, 16, vec![1; 16]),
             ("trim", CMD_TRIM, 0, 16, vec![]),
             ("write zeroes", CMD_WRITE_ZEROES, 0, 16, vec![]),
         ];
@@ -553,10 +485,7 @@ fn handshake_options() {
     assert_eq!(d.len(), 12);
     assert_eq!(u16::from_be_bytes(d[0..2].try_into().unwrap()), 0);
     assert_eq!(u64::from_be_bytes(d[2..10].try_into().unwrap()), MIB);
-    assert_ne!(
-        u16::from_be_bytes(d[10..12].try_into().unwrap()) & EF_HAS_FLAGS,
-        0
-    );
+    assert_ne!(u16::from_be_bytes(d[10..12].try_into().unwrap()) & EF_HAS_FLAGS, 0);
     assert_eq!(r.opt_reply(OPT_INFO).0, REP_ACK);
 
     // And after all that, GO and transmission.
@@ -806,11 +735,7 @@ fn parallel_clients() {
                     let off = i * 40_000 + round * 7001 + 3;
                     let d = fill(i * 100 + round, 5000 + i as usize);
                     write_ok(&mut r, off, &d);
-                    assert_eq!(
-                        read_ok(&mut r, off, d.len() as u32),
-                        d,
-                        "client {i} round {round}"
-                    );
+                    assert_eq!(read_ok(&mut r, off, d.len() as u32), d, "client {i} round {round}");
                 }
             })
         })
@@ -824,11 +749,7 @@ fn parallel_clients() {
         for round in 0..5u64 {
             let off = i * 40_000 + round * 7001 + 3;
             let d = fill(i * 100 + round, 5000 + i as usize);
-            assert_eq!(
-                read_ok(&mut r, off, d.len() as u32),
-                d,
-                "client {i} round {round}"
-            );
+            assert_eq!(read_ok(&mut r, off, d.len() as u32), d, "client {i} round {round}");
         }
     }
     fresh_client_works(&srv, 40);
@@ -870,10 +791,7 @@ fn try_read_error(r: &mut Raw, cookie: u64) -> Option<u32> {
     }
     let mut h = [0u8; 16];
     r.s.read_exact(&mut h).ok()?;
-    assert_eq!(
-        u32::from_be_bytes(h[0..4].try_into().unwrap()),
-        SIMPLE_MAGIC
-    );
+    assert_eq!(u32::from_be_bytes(h[0..4].try_into().unwrap()), SIMPLE_MAGIC);
     let e = u32::from_be_bytes(h[4..8].try_into().unwrap());
     assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), cookie);
     if e == 0 {
@@ -1017,23 +935,14 @@ fn only_reads_and_block_status_get_structured_replies() {
     assert_eq!(magic_of(&mut r, CMD_WRITE, 0, 3, b"abc"), (SIMPLE_MAGIC, 0));
     assert_eq!(magic_of(&mut r, CMD_FLUSH, 0, 0, b"").0, SIMPLE_MAGIC);
     assert_eq!(magic_of(&mut r, CMD_TRIM, 0, 512, b"").0, SIMPLE_MAGIC);
-    assert_eq!(
-        magic_of(&mut r, CMD_WRITE_ZEROES, 0, 512, b"").0,
-        SIMPLE_MAGIC
-    );
+    assert_eq!(magic_of(&mut r, CMD_WRITE_ZEROES, 0, 512, b"").0, SIMPLE_MAGIC);
     // An error on a write (past the end) is simple too.
     let (m, e) = magic_of(&mut r, CMD_TRIM, MIB, 512, b"");
     assert_eq!(m, SIMPLE_MAGIC);
     assert_ne!(e, 0);
     assert_eq!(magic_of(&mut r, CMD_READ, 0, 3, b"").0, STRUCTURED_MAGIC);
-    assert_eq!(
-        magic_of(&mut r, CMD_BLOCK_STATUS, 0, 512, b"").0,
-        STRUCTURED_MAGIC
-    );
+    assert_eq!(magic_of(&mut r, CMD_BLOCK_STATUS, 0, 512, b"").0, STRUCTURED_MAGIC);
     // A read error is a structured error chunk.
-    assert_eq!(
-        magic_of(&mut r, CMD_READ, MIB, 512, b"").0,
-        STRUCTURED_MAGIC
-    );
+    assert_eq!(magic_of(&mut r, CMD_READ, MIB, 512, b"").0, STRUCTURED_MAGIC);
     still_good(&mut r);
 }

@@ -39,10 +39,7 @@ pub fn c_nbdkit() -> Option<PathBuf> {
 /// A PATH with /usr/bin first, so Debian's python3 (which has the nbd
 /// module that nbdsh needs) wins.
 pub fn path_env() -> String {
-    format!(
-        "/usr/bin:/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    )
+    format!("/usr/bin:/bin:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// Whether an external tool is there. Under CI=true a missing tool fails
@@ -104,11 +101,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("sock");
         let mut c = Command::new(bin());
-        c.arg("-f")
-            .arg("-U")
-            .arg(&sock)
-            .arg("--print-uri")
-            .args(args);
+        c.arg("-f").arg("-U").arg(&sock).arg("--print-uri").args(args);
         let mut s = Self::spawn(c, dir);
         s.socket = Some(sock);
         s
@@ -119,16 +112,9 @@ impl Server {
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn nbdkit");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(!line.is_empty(), "server did not print its URI");
-        Server {
-            child,
-            uri: line.trim().to_string(),
-            socket: None,
-            dir,
-        }
+        Server { child, uri: line.trim().to_string(), socket: None, dir }
     }
 
     pub fn pid(&self) -> i32 {
@@ -195,11 +181,7 @@ pub fn run_captive(nbdkit: &Path, args: &[&str], script: &str) -> String {
         .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
-    format!(
-        "status {:?}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout)
-    )
+    format!("status {:?}\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout))
 }
 
 /// Make a FIFO (a pidfile that is also a readiness signal).
@@ -280,10 +262,7 @@ pub struct Reply {
 impl Raw {
     pub fn new(s: UnixStream) -> Raw {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw {
-            s,
-            structured: false,
-        }
+        Raw { s, structured: false }
     }
 
     pub fn u16(&mut self) -> u16 {
@@ -355,12 +334,7 @@ impl Raw {
         p.extend_from_slice(&0u16.to_be_bytes());
         self.option(OPT_GO, &p);
         let (t, d) = self.opt_reply(OPT_GO);
-        assert_eq!(
-            t,
-            REP_INFO,
-            "GO failed: {t:#x} {:?}",
-            String::from_utf8_lossy(&d)
-        );
+        assert_eq!(t, REP_INFO, "GO failed: {t:#x} {:?}", String::from_utf8_lossy(&d));
         let size = u64::from_be_bytes(d[2..10].try_into().unwrap());
         let flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
         assert_eq!(self.opt_reply(OPT_GO).0, REP_ACK);
@@ -376,13 +350,7 @@ impl Raw {
     }
 
     pub fn request(
-        &mut self,
-        cmd: u16,
-        flags: u16,
-        cookie: u64,
-        offset: u64,
-        len: u32,
-        data: &[u8],
+        &mut self, cmd: u16, flags: u16, cookie: u64, offset: u64, len: u32, data: &[u8],
     ) {
         let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
         b.extend_from_slice(&flags.to_be_bytes());
@@ -400,16 +368,8 @@ impl Raw {
         if magic == SIMPLE_MAGIC {
             let error = self.u32();
             let cookie = self.u64();
-            let data = if error == 0 {
-                self.bytes(read_len)
-            } else {
-                vec![]
-            };
-            return Reply {
-                cookie,
-                error,
-                data,
-            };
+            let data = if error == 0 { self.bytes(read_len) } else { vec![] };
+            return Reply { cookie, error, data };
         }
         assert_eq!(magic, STRUCTURED_MAGIC);
         let flags = self.u16();
@@ -419,21 +379,9 @@ impl Raw {
         let len = self.u32() as usize;
         let body = self.bytes(len);
         match typ {
-            0 => Reply {
-                cookie,
-                error: 0,
-                data: vec![],
-            },
-            1 => Reply {
-                cookie,
-                error: 0,
-                data: body[8..].to_vec(),
-            },
-            5 => Reply {
-                cookie,
-                error: 0,
-                data: body[4..].to_vec(),
-            },
+            0 => Reply { cookie, error: 0, data: vec![] },
+            1 => Reply { cookie, error: 0, data: body[8..].to_vec() },
+            5 => Reply { cookie, error: 0, data: body[4..].to_vec() },
             0x8001 | 0x8002 => Reply {
                 cookie,
                 error: u32::from_be_bytes(body[0..4].try_into().unwrap()),
@@ -453,9 +401,7 @@ impl Raw {
 
 /// The pattern plugin's bytes for `[offset, offset+len)`.
 pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
-    (offset..offset + len as u64)
-        .map(|p| (p & !7).to_be_bytes()[(p % 8) as usize])
-        .collect()
+    (offset..offset + len as u64).map(|p| (p & !7).to_be_bytes()[(p % 8) as usize]).collect()
 }
 
 // ------------------------------------------------------- comparing with C
@@ -496,22 +442,14 @@ pub fn assert_refused(args: &[&str], msg: &str) {
     refused(&["-U", "-"], args, msg);
     if let Some(c) = c_nbdkit() {
         let theirs = run_captive(&c, args, "true");
-        assert!(
-            theirs.starts_with("status Some(1)"),
-            "{args:?}: C: {theirs}"
-        );
+        assert!(theirs.starts_with("status Some(1)"), "{args:?}: C: {theirs}");
     }
 }
 
 /// `nbdkit -U - PREFIX... ARGS... --run true` must fail at start-up with
 /// exit status 1 and exactly one line on stderr, containing `msg`.
 pub fn refused(prefix: &[&str], args: &[&str], msg: &str) {
-    let out = nbdkit()
-        .args(prefix)
-        .args(args)
-        .args(["--run", "true"])
-        .output()
-        .unwrap();
+    let out = nbdkit().args(prefix).args(args).args(["--run", "true"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{prefix:?} {args:?}: {err}");
     assert!(err.contains(msg), "{err}");

@@ -42,12 +42,7 @@ fn main() {
             let r = t.elapsed();
             drop(disk.connect().expect("connect"));
             if name.is_empty() {
-                name = disk
-                    .command_line()
-                    .split(' ')
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
+                name = disk.command_line().split(' ').next().unwrap_or("").to_string();
             }
             let t = Instant::now();
             drop(disk);

@@ -37,9 +37,7 @@ pub(crate) fn find(explicit: Option<&Path>) -> Result<PathBuf, Error> {
 
 /// The search itself, with the environment passed in so it can be tested.
 fn search(
-    explicit: Option<&Path>,
-    var: &dyn Fn(&str) -> Option<OsString>,
-    targets: Vec<PathBuf>,
+    explicit: Option<&Path>, var: &dyn Fn(&str) -> Option<OsString>, targets: Vec<PathBuf>,
     path: OsString,
 ) -> Result<PathBuf, Error> {
     if let Some(p) = explicit {
@@ -100,10 +98,7 @@ fn target_candidates() -> Vec<PathBuf> {
     // target/<profile>/examples/; the package's binaries sit one level up.
     if let Ok(exe) = std::env::current_exe() {
         if let Some(deps) = exe.parent() {
-            if deps
-                .file_name()
-                .is_some_and(|n| n == "deps" || n == "examples")
-            {
+            if deps.file_name().is_some_and(|n| n == "deps" || n == "examples") {
                 if let Some(profile) = deps.parent() {
                     out.push(profile.join("nbdkit"));
                 }
@@ -139,16 +134,11 @@ fn is_executable(p: &Path) -> bool {
 /// Asked once per binary per process, from its `--help`; a probe that
 /// fails is reported, not remembered.
 pub(crate) fn has_print_uri(
-    bin: &Path,
-    env: &[(OsString, OsString)],
-    deadline: Instant,
+    bin: &Path, env: &[(OsString, OsString)], deadline: Instant,
 ) -> Result<bool, Error> {
     static CACHE: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
     let cached = |f: &dyn Fn(&mut HashMap<PathBuf, bool>) -> Option<bool>| {
-        f(CACHE
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashMap::new))
+        f(CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new))
     };
     if let Some(v) = cached(&|m| m.get(bin).copied()) {
         return Ok(v);
@@ -201,11 +191,7 @@ mod tests {
     #[test]
     fn order_is_explicit_env_cargo_target_path() {
         let t = tempfile::tempdir().unwrap();
-        let (a, b, c) = (
-            exe(t.path(), "a"),
-            exe(t.path(), "b"),
-            exe(t.path(), "c/nbdkit"),
-        );
+        let (a, b, c) = (exe(t.path(), "a"), exe(t.path(), "b"), exe(t.path(), "c/nbdkit"));
         let target = exe(t.path(), "target/debug/nbdkit");
         let path = OsString::from(t.path().join("c"));
         let env = |want: &'static str, val: PathBuf| {
@@ -215,18 +201,8 @@ mod tests {
             search(explicit, var, targets, path.clone()).unwrap()
         };
         assert_eq!(found(Some(&a), &env(ENV_BIN, b.clone()), vec![]), a);
-        assert_eq!(
-            found(None, &env(ENV_BIN, b.clone()), vec![target.clone()]),
-            b
-        );
-        assert_eq!(
-            found(
-                None,
-                &env("CARGO_BIN_EXE_nbdkit", a.clone()),
-                vec![target.clone()]
-            ),
-            a
-        );
+        assert_eq!(found(None, &env(ENV_BIN, b.clone()), vec![target.clone()]), b);
+        assert_eq!(found(None, &env("CARGO_BIN_EXE_nbdkit", a.clone()), vec![target.clone()]), a);
         assert_eq!(found(None, &none, vec![target.clone()]), target);
         assert_eq!(found(None, &none, vec![]), c);
     }
@@ -242,13 +218,7 @@ mod tests {
 
     #[test]
     fn not_found_lists_everything_tried() {
-        let e = search(
-            None,
-            &none,
-            vec!["/t/debug/nbdkit".into()],
-            "/p1:/p2".into(),
-        )
-        .unwrap_err();
+        let e = search(None, &none, vec!["/t/debug/nbdkit".into()], "/p1:/p2".into()).unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::BinaryNotFound));
         let msg = e.to_string();
         for want in [

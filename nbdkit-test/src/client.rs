@@ -457,14 +457,7 @@ impl Client {
         let cap = u64::from(u32::MAX) / align * align;
         let n = len.min(cap) as u32;
         let mut out = Vec::new();
-        self.transact(
-            NBD_CMD_BLOCK_STATUS,
-            0,
-            offset,
-            n,
-            &[],
-            Sink::Status(&mut out),
-        )?;
+        self.transact(NBD_CMD_BLOCK_STATUS, 0, offset, n, &[], Sink::Status(&mut out))?;
         Ok(out)
     }
 
@@ -554,13 +547,7 @@ impl Client {
 
     /// Send one request and read its whole reply.
     fn transact(
-        &mut self,
-        cmd: u16,
-        flags: u16,
-        offset: u64,
-        len: u32,
-        data: &[u8],
-        sink: Sink<'_>,
+        &mut self, cmd: u16, flags: u16, offset: u64, len: u32, data: &[u8], sink: Sink<'_>,
     ) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::new(
@@ -582,12 +569,7 @@ impl Client {
     }
 
     fn send_request(
-        &mut self,
-        flags: u16,
-        cmd: u16,
-        offset: u64,
-        len: u32,
-        data: &[u8],
+        &mut self, flags: u16, cmd: u16, offset: u64, len: u32, data: &[u8],
     ) -> io::Result<u64> {
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.wrapping_add(1);
@@ -610,12 +592,7 @@ impl Client {
     /// error reported by the server (the stream is still in step); `Err` is
     /// an I/O error or a protocol violation.
     fn recv_reply(
-        &mut self,
-        cookie: u64,
-        cmd: u16,
-        offset: u64,
-        len: u32,
-        sink: Sink<'_>,
+        &mut self, cookie: u64, cmd: u16, offset: u64, len: u32, sink: Sink<'_>,
     ) -> io::Result<Option<u32>> {
         let name = cmd_name(cmd);
         self.recv_reply_inner(cookie, cmd, offset, len, sink)
@@ -623,12 +600,7 @@ impl Client {
     }
 
     fn recv_reply_inner(
-        &mut self,
-        cookie: u64,
-        cmd: u16,
-        offset: u64,
-        len: u32,
-        mut sink: Sink<'_>,
+        &mut self, cookie: u64, cmd: u16, offset: u64, len: u32, mut sink: Sink<'_>,
     ) -> io::Result<Option<u32>> {
         let name = cmd_name(cmd);
         let s = &mut self.stream;
@@ -666,9 +638,7 @@ impl Client {
                 return Ok(None);
             }
             if magic != NBD_STRUCTURED_REPLY_MAGIC {
-                return Err(invalid(format!(
-                    "bad reply magic 0x{magic:08x} in reply to {name}"
-                )));
+                return Err(invalid(format!("bad reply magic 0x{magic:08x} in reply to {name}")));
             }
             if !self.structured {
                 return Err(invalid(format!(
@@ -692,9 +662,7 @@ impl Client {
                         )));
                     }
                     if !done {
-                        return Err(invalid(format!(
-                            "{tname} chunk without NBD_REPLY_FLAG_DONE"
-                        )));
+                        return Err(invalid(format!("{tname} chunk without NBD_REPLY_FLAG_DONE")));
                     }
                 }
                 NBD_REPLY_TYPE_OFFSET_DATA => {
@@ -768,11 +736,7 @@ impl Client {
                             let eoff = offset.checked_add(sum).ok_or_else(|| {
                                 invalid("block status extents extend beyond 2^64")
                             })?;
-                            out.push(Extent {
-                                offset: eoff,
-                                length: elen,
-                                flags: eflags,
-                            });
+                            out.push(Extent { offset: eoff, length: elen, flags: eflags });
                             sum += elen;
                         }
                     }
@@ -976,9 +940,7 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
                 base_allocation: None,
             })
         }
-        m => Err(invalid(format!(
-            "unknown handshake magic 0x{m:016x} after NBDMAGIC"
-        ))),
+        m => Err(invalid(format!("unknown handshake magic 0x{m:016x} after NBDMAGIC"))),
     }
 }
 
@@ -1006,11 +968,7 @@ fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
         t => return Err(unexpected_reply(NBD_OPT_STRUCTURED_REPLY, t, data.len())),
     };
 
-    let base_allocation = if structured {
-        set_meta_context(s, export)?
-    } else {
-        None
-    };
+    let base_allocation = if structured { set_meta_context(s, export)? } else { None };
 
     go(s, export, no_zeroes, structured, base_allocation)
 }
@@ -1050,11 +1008,7 @@ fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
 
 /// `NBD_OPT_GO`, falling back to `NBD_OPT_EXPORT_NAME` if unsupported.
 fn go(
-    s: &mut Stream,
-    export: &str,
-    no_zeroes: bool,
-    structured: bool,
-    base_allocation: Option<u32>,
+    s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, base_allocation: Option<u32>,
 ) -> io::Result<Negotiated> {
     let mut payload = Vec::new();
     put_string32(&mut payload, export)?;
@@ -1146,11 +1100,7 @@ fn go(
 /// `NBD_OPT_EXPORT_NAME`: the server either answers with the export's size
 /// and flags or closes the connection.
 fn export_name(
-    s: &mut Stream,
-    export: &str,
-    no_zeroes: bool,
-    structured: bool,
-    base_allocation: Option<u32>,
+    s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, base_allocation: Option<u32>,
 ) -> io::Result<Negotiated> {
     send_option(s, NBD_OPT_EXPORT_NAME, export.as_bytes())?;
     let size = read_u64(s).map_err(|e| {
@@ -1413,10 +1363,7 @@ mod tests {
     fn errno_mapping() {
         assert_eq!(nbd_error(NBD_EIO).raw_os_error(), Some(libc::EIO));
         assert_eq!(nbd_error(NBD_ENOSPC).raw_os_error(), Some(libc::ENOSPC));
-        assert_eq!(
-            nbd_error(NBD_ESHUTDOWN).raw_os_error(),
-            Some(libc::ESHUTDOWN)
-        );
+        assert_eq!(nbd_error(NBD_ESHUTDOWN).raw_os_error(), Some(libc::ESHUTDOWN));
         assert_eq!(nbd_error(9999).raw_os_error(), Some(libc::EINVAL));
     }
 }

@@ -92,8 +92,7 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -138,8 +137,7 @@ impl Builder {
 
     /// Set an environment variable for the server.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Builder {
-        self.env
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -182,10 +180,7 @@ enum Mode {
     PrintUri,
     /// Older nbdkit (C 1.32): a socket in a directory of ours, and the
     /// pidfile written to a pipe as the readiness signal.
-    PidfileUnix {
-        dir: tempfile::TempDir,
-        socket: PathBuf,
-    },
+    PidfileUnix { dir: tempfile::TempDir, socket: PathBuf },
     /// Older nbdkit on TCP: a listening socket we bound ourselves, passed
     /// by socket activation, so the port is known without a race.
     PidfileTcp { port: u16 },
@@ -229,10 +224,8 @@ impl Launch {
             if b.tcp {
                 let l = TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| Error::io("cannot bind 127.0.0.1:0", e))?;
-                let port = l
-                    .local_addr()
-                    .map_err(|e| Error::io("cannot read the bound port", e))?
-                    .port();
+                let port =
+                    l.local_addr().map_err(|e| Error::io("cannot read the bound port", e))?.port();
                 listener = Some(l);
                 Mode::PidfileTcp { port }
             } else {
@@ -267,10 +260,8 @@ impl Launch {
 
         let stderr = tempfile::tempfile()
             .map_err(|e| Error::io("cannot create a file for the server's stderr", e))?;
-        let clone = |f: &File| {
-            f.try_clone()
-                .map_err(|e| Error::io("cannot duplicate the stderr file", e))
-        };
+        let clone =
+            |f: &File| f.try_clone().map_err(|e| Error::io("cannot duplicate the stderr file", e));
         let mut display =
             quote_words(std::iter::once(bin.as_os_str()).chain(opts.iter().map(|o| o.as_os_str())));
         let mut cmd = match listener {
@@ -297,8 +288,7 @@ impl Launch {
                 c
             }
         };
-        cmd.envs(b.env.iter().map(|(k, v)| (k, v)))
-            .stderr(clone(&stderr)?);
+        cmd.envs(b.env.iter().map(|(k, v)| (k, v))).stderr(clone(&stderr)?);
         if matches!(mode, Mode::PrintUri) {
             cmd.stdout(Stdio::piped());
         } else {
@@ -315,10 +305,7 @@ impl Launch {
                     kv
                 })
                 .collect();
-            display = format!(
-                "{} {display}",
-                quote_words(vars.iter().map(|s| s.as_os_str()))
-            );
+            display = format!("{} {display}", quote_words(vars.iter().map(|s| s.as_os_str())));
         }
         Ok(Launch {
             cmd,
@@ -333,16 +320,7 @@ impl Launch {
     }
 
     fn run(self, deadline: Instant) -> Result<CaptiveDisk, Error> {
-        let Launch {
-            cmd,
-            display,
-            mode,
-            keep,
-            pidfile,
-            stderr,
-            export_name,
-            stop_timeout,
-        } = self;
+        let Launch { cmd, display, mode, keep, pidfile, stderr, export_name, stop_timeout } = self;
         let spawned = spawn::spawn(cmd, keep);
         // The child has its copies now (the Command, and with it a
         // socket-activation listener, was dropped by the spawner); our
@@ -493,10 +471,7 @@ impl CaptiveDisk {
     {
         let mut it = args.into_iter();
         let plugin = it.next().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Usage,
-                "CaptiveDisk::new needs at least a plugin name",
-            )
+            Error::new(ErrorKind::Usage, "CaptiveDisk::new needs at least a plugin name")
         })?;
         Builder::new(plugin).args(it).start()
     }
@@ -565,8 +540,7 @@ impl CaptiveDisk {
     /// Stop the server now (SIGTERM, then SIGKILL after a few seconds) and
     /// return how it exited. Dropping the guard does the same.
     pub fn shutdown(mut self) -> io::Result<ExitStatus> {
-        self.stop()
-            .ok_or_else(|| io::Error::other("the server could not be reaped"))
+        self.stop().ok_or_else(|| io::Error::other("the server could not be reaped"))
     }
 
     /// Stop, reap and clean up; idempotent.
@@ -617,18 +591,14 @@ impl CaptiveDisk {
         let mut t = lines[start..].join("\n");
         if t.len() > 8192 {
             let cut = t.len() - 8192;
-            let cut = (cut..t.len())
-                .find(|&i| t.is_char_boundary(i))
-                .unwrap_or(t.len());
+            let cut = (cut..t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(t.len());
             t = t.split_off(cut);
         }
         t
     }
 
     fn error(&self, kind: ErrorKind, msg: String) -> Error {
-        Error::new(kind, msg)
-            .with_command(self.command.clone())
-            .with_stderr(self.tail())
+        Error::new(kind, msg).with_command(self.command.clone()).with_stderr(self.tail())
     }
 }
 
@@ -664,8 +634,7 @@ fn quote_words<'a>(words: impl Iterator<Item = &'a OsStr>) -> String {
         .map(|w| {
             let s = w.to_string_lossy();
             if !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_=./:,+@%".contains(&b))
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=./:,+@%".contains(&b))
             {
                 s.into_owned()
             } else {

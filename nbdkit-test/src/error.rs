@@ -39,13 +39,7 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            command: None,
-            stderr: None,
-            source: None,
-        }
+        Error { kind, message: message.into(), command: None, stderr: None, source: None }
     }
 
     pub(crate) fn io(message: impl Into<String>, source: io::Error) -> Error {

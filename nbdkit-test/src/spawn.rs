@@ -52,15 +52,15 @@ pub(crate) fn spawn(mut cmd: Command, keep: Vec<RawFd>) -> io::Result<Child> {
             Some((pid, tx)) if *pid == parent => tx.clone(),
             _ => {
                 let (tx, rx) = mpsc::channel::<Job>();
-                std::thread::Builder::new()
-                    .name("nbdkit-test-spawner".into())
-                    .spawn(move || {
+                std::thread::Builder::new().name("nbdkit-test-spawner".into()).spawn(
+                    move || {
                         // The sender lives in a static, so this loop ends
                         // only with the process.
                         for mut job in rx {
                             let _ = job.reply.send(spawn_retrying(&mut job.cmd));
                         }
-                    })?;
+                    },
+                )?;
                 *guard = Some((parent, tx.clone()));
                 tx
             }
@@ -69,9 +69,7 @@ pub(crate) fn spawn(mut cmd: Command, keep: Vec<RawFd>) -> io::Result<Child> {
     let (reply, answer) = mpsc::channel();
     tx.send(Job { cmd, reply })
         .map_err(|_| io::Error::other("the nbdkit-test spawner thread is gone"))?;
-    answer
-        .recv()
-        .map_err(|_| io::Error::other("the nbdkit-test spawner thread is gone"))?
+    answer.recv().map_err(|_| io::Error::other("the nbdkit-test spawner thread is gone"))?
 }
 
 /// `Command::spawn`, retried on ETXTBSY: a binary that was just written
@@ -197,11 +195,7 @@ fn wait_read(fd: &OwnedFd, pidfd: Option<&OwnedFd>, deadline: Instant, buf: &mut
         }
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut fds = [
-            libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd {
                 fd: pidfd.map_or(-1, |p| p.as_raw_fd()),
                 events: libc::POLLIN,
@@ -312,11 +306,7 @@ pub(crate) fn wait_exit(child: &mut Child, pidfd: Option<&OwnedFd>, limit: Durat
         let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
         match pidfd {
             Some(p) => {
-                let mut pfd = libc::pollfd {
-                    fd: p.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
+                let mut pfd = libc::pollfd { fd: p.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, ms) };
             }

@@ -51,11 +51,7 @@ pub(crate) fn tcp(port: u16, export: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     /// `nbd://host[:port][/export]`
-    Tcp {
-        host: String,
-        port: u16,
-        export: String,
-    },
+    Tcp { host: String, port: u16, export: String },
     /// `nbd+unix:///[export]?socket=PATH`
     Unix { socket: PathBuf, export: String },
 }
@@ -63,10 +59,7 @@ pub(crate) enum Target {
 /// Parse the subset of NBD URIs this client supports.
 pub(crate) fn parse(uri: &str) -> io::Result<Target> {
     let bad = |msg: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid NBD URI {uri:?}: {msg}"),
-        )
+        io::Error::new(io::ErrorKind::InvalidInput, format!("invalid NBD URI {uri:?}: {msg}"))
     };
     let unsupported = |what: &str| {
         io::Error::new(
@@ -75,9 +68,7 @@ pub(crate) fn parse(uri: &str) -> io::Result<Target> {
         )
     };
 
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| bad("expected scheme://"))?;
+    let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad("expected scheme://"))?;
     let unix = match scheme.to_ascii_lowercase().as_str() {
         "nbd" => false,
         "nbd+unix" => true,
@@ -111,15 +102,12 @@ pub(crate) fn parse(uri: &str) -> io::Result<Target> {
 
     if unix {
         if !authority.is_empty() {
-            return Err(bad(
-                "nbd+unix URIs take no host: use nbd+unix:///export?socket=PATH",
-            ));
+            return Err(bad("nbd+unix URIs take no host: use nbd+unix:///export?socket=PATH"));
         }
         match socket {
-            Some(path) if !path.is_empty() => Ok(Target::Unix {
-                socket: PathBuf::from(OsString::from_vec(path)),
-                export,
-            }),
+            Some(path) if !path.is_empty() => {
+                Ok(Target::Unix { socket: PathBuf::from(OsString::from_vec(path)), export })
+            }
             _ => Err(bad("nbd+unix URIs need ?socket=PATH")),
         }
     } else {
@@ -129,16 +117,11 @@ pub(crate) fn parse(uri: &str) -> io::Result<Target> {
         // Drop any user name (used only with TLS).
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| bad("unterminated [IPv6 address]"))?;
+            let (host, after) =
+                bracketed.split_once(']').ok_or_else(|| bad("unterminated [IPv6 address]"))?;
             let port = match after {
                 "" => None,
-                _ => Some(
-                    after
-                        .strip_prefix(':')
-                        .ok_or_else(|| bad("junk after [IPv6 address]"))?,
-                ),
+                _ => Some(after.strip_prefix(':').ok_or_else(|| bad("junk after [IPv6 address]"))?),
             };
             (host, port)
         } else {
@@ -185,11 +168,7 @@ mod tests {
     use super::*;
 
     fn tcp_target(host: &str, port: u16, export: &str) -> Target {
-        Target::Tcp {
-            host: host.into(),
-            port,
-            export: export.into(),
-        }
+        Target::Tcp { host: host.into(), port, export: export.into() }
     }
 
     #[test]
@@ -202,70 +181,39 @@ mod tests {
 
     #[test]
     fn tcp_default_port_and_empty_export() {
-        assert_eq!(
-            parse("nbd://localhost").unwrap(),
-            tcp_target("localhost", 10809, "")
-        );
-        assert_eq!(
-            parse("nbd://localhost/").unwrap(),
-            tcp_target("localhost", 10809, "")
-        );
-        assert_eq!(
-            parse("nbd://localhost:/x").unwrap(),
-            tcp_target("localhost", 10809, "x")
-        );
+        assert_eq!(parse("nbd://localhost").unwrap(), tcp_target("localhost", 10809, ""));
+        assert_eq!(parse("nbd://localhost/").unwrap(), tcp_target("localhost", 10809, ""));
+        assert_eq!(parse("nbd://localhost:/x").unwrap(), tcp_target("localhost", 10809, "x"));
     }
 
     #[test]
     fn tcp_ipv6_and_user() {
-        assert_eq!(
-            parse("nbd://[::1]:10810/e").unwrap(),
-            tcp_target("::1", 10810, "e")
-        );
+        assert_eq!(parse("nbd://[::1]:10810/e").unwrap(), tcp_target("::1", 10810, "e"));
         assert_eq!(parse("nbd://[::1]").unwrap(), tcp_target("::1", 10809, ""));
-        assert_eq!(
-            parse("nbd://me@127.0.0.1/e").unwrap(),
-            tcp_target("127.0.0.1", 10809, "e")
-        );
+        assert_eq!(parse("nbd://me@127.0.0.1/e").unwrap(), tcp_target("127.0.0.1", 10809, "e"));
     }
 
     #[test]
     fn percent_decoding_of_export() {
-        assert_eq!(
-            parse("nbd://h/a%20b%2Fc/d").unwrap(),
-            tcp_target("h", 10809, "a b/c/d")
-        );
-        assert_eq!(
-            parse("nbd://h/caf%C3%A9").unwrap(),
-            tcp_target("h", 10809, "café")
-        );
+        assert_eq!(parse("nbd://h/a%20b%2Fc/d").unwrap(), tcp_target("h", 10809, "a b/c/d"));
+        assert_eq!(parse("nbd://h/caf%C3%A9").unwrap(), tcp_target("h", 10809, "café"));
     }
 
     #[test]
     fn unix_socket() {
         assert_eq!(
             parse("nbd+unix:///exp?socket=/tmp/x%20y").unwrap(),
-            Target::Unix {
-                socket: PathBuf::from("/tmp/x y"),
-                export: "exp".into(),
-            }
+            Target::Unix { socket: PathBuf::from("/tmp/x y"), export: "exp".into() }
         );
         assert_eq!(
             parse("nbd+unix://?socket=/s&tls=off").unwrap(),
-            Target::Unix {
-                socket: PathBuf::from("/s"),
-                export: String::new(),
-            }
+            Target::Unix { socket: PathBuf::from("/s"), export: String::new() }
         );
     }
 
     #[test]
     fn rejects_tls_and_vsock_as_unsupported() {
-        for uri in [
-            "nbds://h/e",
-            "nbds+unix:///e?socket=/s",
-            "nbd+vsock://1:2/e",
-        ] {
+        for uri in ["nbds://h/e", "nbds+unix:///e?socket=/s", "nbd+vsock://1:2/e"] {
             let err = parse(uri).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{uri}");
         }
@@ -299,10 +247,7 @@ mod tests {
         assert_eq!(u, "nbd+unix:///my%20exp?socket=/tmp/a%20b/socket");
         assert_eq!(
             parse(&u).unwrap(),
-            Target::Unix {
-                socket: "/tmp/a b/socket".into(),
-                export: "my exp".into()
-            }
+            Target::Unix { socket: "/tmp/a b/socket".into(), export: "my exp".into() }
         );
         let t = tcp(1234, "e/f");
         assert_eq!(t, "nbd://127.0.0.1:1234/e/f");

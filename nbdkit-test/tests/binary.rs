@@ -13,8 +13,7 @@ fn by_default_the_nbdkit_built_beside_this_test_runs() {
     let profile = exe.parent().unwrap().parent().unwrap();
     let want = profile.join("nbdkit");
     assert!(
-        disk.command_line()
-            .starts_with(&format!("{} ", want.display())),
+        disk.command_line().starts_with(&format!("{} ", want.display())),
         "{}",
         disk.command_line()
     );
@@ -35,10 +34,8 @@ fn child_reports_its_binary() {
 #[test]
 fn nbdkit_test_bin_chooses_the_binary() {
     let Some(c) = c_nbdkit() else { return };
-    let out = run_child(
-        "binary::child_reports_its_binary",
-        &[("NBDKIT_TEST_BIN", c.to_str().unwrap())],
-    );
+    let out =
+        run_child("binary::child_reports_its_binary", &[("NBDKIT_TEST_BIN", c.to_str().unwrap())]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(&format!("COMMAND {} ", c.display())),
@@ -49,10 +46,8 @@ fn nbdkit_test_bin_chooses_the_binary() {
 
 #[test]
 fn nbdkit_test_bin_pointing_nowhere_is_an_error() {
-    let out = run_child(
-        "binary::child_reports_its_binary",
-        &[("NBDKIT_TEST_BIN", "/no/such/nbdkit")],
-    );
+    let out =
+        run_child("binary::child_reports_its_binary", &[("NBDKIT_TEST_BIN", "/no/such/nbdkit")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ERROR NBDKIT_TEST_BIN=/no/such/nbdkit is not an executable file"),
@@ -62,19 +57,13 @@ fn nbdkit_test_bin_pointing_nowhere_is_an_error() {
 
 #[test]
 fn an_explicit_binary_that_is_missing_is_an_error() {
-    let err = CaptiveDisk::builder("null")
-        .binary("/no/such/nbdkit")
-        .start()
-        .unwrap_err();
+    let err = CaptiveDisk::builder("null").binary("/no/such/nbdkit").start().unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::BinaryNotFound), "{err}");
     assert!(err.to_string().contains("/no/such/nbdkit"));
 }
 
 fn c_disk(c: &PathBuf, tcp: bool) -> CaptiveDisk {
-    let mut b = CaptiveDisk::builder("memory")
-        .arg("size=1M")
-        .export_name("c side")
-        .binary(c);
+    let mut b = CaptiveDisk::builder("memory").arg("size=1M").export_name("c side").binary(c);
     if tcp {
         b = b.tcp();
     }
@@ -88,10 +77,7 @@ fn c_nbdkit_on_a_unix_socket() {
     assert!(disk.command_line().starts_with(&c.display().to_string()));
     let socket = disk.socket().unwrap().to_path_buf();
     let dir = socket.parent().unwrap().to_path_buf();
-    assert_eq!(
-        disk.uri(),
-        format!("nbd+unix:///c%20side?socket={}", socket.display())
-    );
+    assert_eq!(disk.uri(), format!("nbd+unix:///c%20side?socket={}", socket.display()));
     let mut nbd = disk.connect().unwrap();
     nbd.write(512, b"C wrote").unwrap();
     assert_eq!(nbd.read(512, 7).unwrap(), b"C wrote");
@@ -111,11 +97,7 @@ fn c_nbdkit_on_tcp_by_socket_activation() {
     let disk = c_disk(&c, true);
     let port = disk.port().unwrap();
     assert_eq!(disk.uri(), format!("nbd://127.0.0.1:{port}/c%20side"));
-    assert!(
-        disk.command_line().starts_with("LISTEN_FDS=1 "),
-        "{}",
-        disk.command_line()
-    );
+    assert!(disk.command_line().starts_with("LISTEN_FDS=1 "), "{}", disk.command_line());
     let mut nbd = disk.connect().unwrap();
     assert_eq!(nbd.size(), 1 << 20);
     nbd.write(0, b"tcp").unwrap();
@@ -125,11 +107,7 @@ fn c_nbdkit_on_tcp_by_socket_activation() {
 #[test]
 fn c_nbdkit_start_failure_carries_its_stderr() {
     let Some(c) = c_nbdkit() else { return };
-    let err = CaptiveDisk::builder("memory")
-        .arg("size=banana")
-        .binary(&c)
-        .start()
-        .unwrap_err();
+    let err = CaptiveDisk::builder("memory").arg("size=banana").binary(&c).start().unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Exited(_)), "{err}");
     assert!(err.stderr().unwrap().contains("banana"), "{err}");
 }

@@ -36,16 +36,7 @@ fn write_read_flush_trim_zero_cache() {
     assert_eq!(nbd.read(4096, 32768).unwrap(), vec![0; 32768]);
     nbd.zero(4096 + 32768, 1000).unwrap();
     assert_eq!(nbd.read(4096 + 32768, 1000).unwrap(), vec![0; 1000]);
-    nbd.zero_with(
-        0,
-        3,
-        ZeroFlags {
-            no_hole: true,
-            fua: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    nbd.zero_with(0, 3, ZeroFlags { no_hole: true, fua: true, ..Default::default() }).unwrap();
     assert_eq!(nbd.read(0, 3).unwrap(), [0; 3]);
     nbd.cache(0, 65536).unwrap();
     let mut buf = [1u8; 10];
@@ -65,16 +56,9 @@ fn block_status_shows_holes_and_data() {
     for w in ext.windows(2) {
         assert_eq!(w[0].offset + w[0].length, w[1].offset, "{ext:?}");
     }
-    let at = |off: u64| {
-        *ext.iter()
-            .find(|e| e.offset <= off && off < e.offset + e.length)
-            .unwrap()
-    };
+    let at = |off: u64| *ext.iter().find(|e| e.offset <= off && off < e.offset + e.length).unwrap();
     assert!(at(0).is_hole() && at(0).is_zero(), "{ext:?}");
-    assert!(
-        !at(256 << 10).is_hole() && !at(256 << 10).is_zero(),
-        "{ext:?}"
-    );
+    assert!(!at(256 << 10).is_hole() && !at(256 << 10).is_zero(), "{ext:?}");
 }
 
 #[test]
@@ -85,16 +69,9 @@ fn server_errors_carry_the_errno() {
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     // The connection goes on after an error.
     assert_eq!(nbd.read(0, 2).unwrap(), [0, 0]);
-    let ro = CaptiveDisk::builder("memory")
-        .arg("size=1M")
-        .readonly()
-        .start()
-        .unwrap();
+    let ro = CaptiveDisk::builder("memory").arg("size=1M").readonly().start().unwrap();
     let mut nbd = ro.connect().unwrap();
-    assert_eq!(
-        nbd.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(nbd.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
 }
 
 #[test]
@@ -110,11 +87,8 @@ fn large_requests_are_split() {
 
 #[test]
 fn simple_replies_without_structured_reply() {
-    let disk = CaptiveDisk::builder("pattern")
-        .arg("size=1M")
-        .server_arg("--no-sr")
-        .start()
-        .unwrap();
+    let disk =
+        CaptiveDisk::builder("pattern").arg("size=1M").server_arg("--no-sr").start().unwrap();
     let mut nbd = disk.connect().unwrap();
     assert_eq!(nbd.read(64, 8).unwrap(), 64u64.to_be_bytes());
     assert!(nbd.block_status(0, 4096).is_err());
@@ -135,19 +109,11 @@ fn oldstyle_servers_work() {
 
 #[test]
 fn connect_by_uri_unix_and_tcp() {
-    let unix = CaptiveDisk::builder("pattern")
-        .arg("size=1M")
-        .export_name("x y")
-        .start()
-        .unwrap();
+    let unix = CaptiveDisk::builder("pattern").arg("size=1M").export_name("x y").start().unwrap();
     let mut a = Client::connect_uri(unix.uri()).unwrap();
     assert_eq!(a.info().name, "x y");
     assert_eq!(a.read(24, 8).unwrap(), 24u64.to_be_bytes());
-    let tcp = CaptiveDisk::builder("pattern")
-        .arg("size=1M")
-        .tcp()
-        .start()
-        .unwrap();
+    let tcp = CaptiveDisk::builder("pattern").arg("size=1M").tcp().start().unwrap();
     let mut b = Client::connect_uri(tcp.uri()).unwrap();
     assert_eq!(b.read(32, 8).unwrap(), 32u64.to_be_bytes());
     b.disconnect().unwrap();

@@ -29,17 +29,12 @@ fn child_starts_disks_then_dies() {
     let report = PathBuf::from(std::env::var("NBDKIT_TEST_REPORT").unwrap());
     let plain = CaptiveDisk::new(["memory", "size=1M"]).unwrap();
     let tcp = CaptiveDisk::builder("null").tcp().start().unwrap();
-    let threaded = std::thread::spawn(|| CaptiveDisk::new(["null"]).unwrap())
-        .join()
-        .unwrap();
+    let threaded = std::thread::spawn(|| CaptiveDisk::new(["null"]).unwrap()).join().unwrap();
     let kept = KEPT.get_or_init(|| CaptiveDisk::new(["pattern", "size=1M"]).unwrap());
     // A fake server that ignores --exit-with-parent and SIGTERM's default
     // is all that stops it: only the parent-death signal can.
     // It lives in the parent test's temporary directory, which outlives us.
-    let fake = fake_nbdkit(
-        report.parent().unwrap(),
-        "echo 'nbd://127.0.0.1:9'\nexec sleep 600",
-    );
+    let fake = fake_nbdkit(report.parent().unwrap(), "echo 'nbd://127.0.0.1:9'\nexec sleep 600");
     let fake = CaptiveDisk::builder("null").binary(fake).start().unwrap();
     let mut lines = String::new();
     for d in [&plain, &tcp, &threaded, kept, &fake] {
@@ -78,17 +73,11 @@ fn every_server_goes_when_the_test_process_dies(#[case] how: &str) {
     let report = tmp.path().join("report");
     let out = run_child(
         "crash::child_starts_disks_then_dies",
-        &[
-            ("NBDKIT_TEST_CRASH", how),
-            ("NBDKIT_TEST_REPORT", report.to_str().unwrap()),
-        ],
+        &[("NBDKIT_TEST_CRASH", how), ("NBDKIT_TEST_REPORT", report.to_str().unwrap())],
     );
     let died = Instant::now();
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "the child wrote no report ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("the child wrote no report ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr))
     });
     assert_eq!(out.status.success(), how == "return", "{:?}", out.status);
     let servers: Vec<(u32, String)> = text
@@ -107,10 +96,7 @@ fn every_server_goes_when_the_test_process_dies(#[case] how: &str) {
         );
         assert!(!alive(*pid));
     }
-    eprintln!(
-        "{how}: all servers gone {:?} after the test process",
-        died.elapsed()
-    );
+    eprintln!("{how}: all servers gone {:?} after the test process", died.elapsed());
     for (_, place) in &servers {
         if place == "fake" {
             continue;

@@ -53,9 +53,6 @@ fn a_fresh_crate_can_use_captive_disk() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let ours = workspace.join("target");
-    assert!(
-        stdout.contains(&format!("COMMAND {}/", ours.display())),
-        "not our nbdkit: {stdout}"
-    );
+    assert!(stdout.contains(&format!("COMMAND {}/", ours.display())), "not our nbdkit: {stdout}");
     assert!(stdout.contains("1 passed"), "{stdout}");
 }

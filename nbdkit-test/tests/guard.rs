@@ -11,17 +11,11 @@ use crate::util::{alive, child_mode, fake_nbdkit, fake_pid, run_child};
 #[test]
 fn ready_on_return_and_serves_data() {
     let disk = CaptiveDisk::new(["memory", "size=1M"]).unwrap();
-    let socket = disk
-        .socket()
-        .expect("a Unix socket by default")
-        .to_path_buf();
+    let socket = disk.socket().expect("a Unix socket by default").to_path_buf();
     assert!(socket.exists());
     assert_eq!(disk.port(), None);
     assert_eq!(disk.export_name(), "");
-    assert_eq!(
-        disk.uri(),
-        format!("nbd+unix://?socket={}", socket.display())
-    );
+    assert_eq!(disk.uri(), format!("nbd+unix://?socket={}", socket.display()));
     assert!(alive(disk.pid()));
     // No retry: the first connect must succeed.
     let mut nbd = disk.connect().unwrap();
@@ -51,10 +45,7 @@ fn drop_stops_reaps_and_removes_socket_and_directory() {
     drop(nbd);
     drop(disk);
     // Reaped, not a zombie: /proc has no entry at all.
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "pid {pid} remains"
-    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} remains");
     assert!(!socket.exists());
     assert!(!dir.exists());
 }
@@ -76,29 +67,18 @@ fn builder_sets_export_name_readonly_and_quotes_the_uri() {
         .unwrap();
     assert_eq!(disk.export_name(), "my disk/ä");
     let socket = disk.socket().unwrap().display().to_string();
-    assert_eq!(
-        disk.uri(),
-        format!("nbd+unix:///my%20disk/%C3%A4?socket={socket}")
-    );
+    assert_eq!(disk.uri(), format!("nbd+unix:///my%20disk/%C3%A4?socket={socket}"));
     let mut nbd = disk.connect().unwrap();
     assert!(nbd.info().read_only());
     let err = nbd.write(0, b"no").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
-    assert!(
-        disk.command_line().contains(" -r "),
-        "{}",
-        disk.command_line()
-    );
+    assert!(disk.command_line().contains(" -r "), "{}", disk.command_line());
 }
 
 #[test]
 fn tcp_on_loopback_with_a_kernel_chosen_port() {
-    let disk = CaptiveDisk::builder("pattern")
-        .arg("size=1M")
-        .export_name("e")
-        .tcp()
-        .start()
-        .unwrap();
+    let disk =
+        CaptiveDisk::builder("pattern").arg("size=1M").export_name("e").tcp().start().unwrap();
     let port = disk.port().expect("a port on TCP");
     assert_ne!(port, 0);
     assert_eq!(disk.socket(), None);
@@ -116,45 +96,25 @@ fn tcp_on_loopback_with_a_kernel_chosen_port() {
 fn environment_reaches_the_server() {
     // TMPDIR decides where `-U -` makes its directory.
     let tmp = tempfile::tempdir().unwrap();
-    let disk = CaptiveDisk::builder("null")
-        .env("TMPDIR", tmp.path())
-        .start()
-        .unwrap();
-    assert!(
-        disk.socket().unwrap().starts_with(tmp.path()),
-        "{:?}",
-        disk.socket()
-    );
+    let disk = CaptiveDisk::builder("null").env("TMPDIR", tmp.path()).start().unwrap();
+    assert!(disk.socket().unwrap().starts_with(tmp.path()), "{:?}", disk.socket());
     assert!(disk.command_line().starts_with("TMPDIR="));
 }
 
 #[test]
 fn server_arg_goes_before_the_plugin() {
-    let disk = CaptiveDisk::builder("null")
-        .arg("size=1M")
-        .server_arg("--no-sr")
-        .start()
-        .unwrap();
+    let disk = CaptiveDisk::builder("null").arg("size=1M").server_arg("--no-sr").start().unwrap();
     let cmd = disk.command_line();
-    assert!(
-        cmd.find("--no-sr").unwrap() < cmd.find(" null size=1M").unwrap(),
-        "{cmd}"
-    );
+    assert!(cmd.find("--no-sr").unwrap() < cmd.find(" null size=1M").unwrap(), "{cmd}");
     assert_eq!(disk.connect().unwrap().read(0, 4).unwrap(), [0; 4]);
 }
 
 #[test]
 fn a_failed_start_says_why_with_command_and_stderr() {
     let err = CaptiveDisk::new(["memory", "size=banana"]).unwrap_err();
-    assert!(
-        matches!(err.kind(), ErrorKind::Exited(s) if s.code() == Some(1)),
-        "{err}"
-    );
+    assert!(matches!(err.kind(), ErrorKind::Exited(s) if s.code() == Some(1)), "{err}");
     let text = err.to_string();
-    assert!(
-        text.starts_with("nbdkit exited before it was ready"),
-        "{text}"
-    );
+    assert!(text.starts_with("nbdkit exited before it was ready"), "{text}");
     assert!(text.contains("command: "), "{text}");
     assert!(text.contains("memory size=banana"), "{text}");
     assert!(err.stderr().unwrap().contains("banana"), "{text}");
@@ -168,11 +128,7 @@ fn filters_are_passed_on() {
         .arg("error-pread-rate=1")
         .start()
         .unwrap();
-    assert!(
-        disk.command_line().contains("--filter=error memory"),
-        "{}",
-        disk.command_line()
-    );
+    assert!(disk.command_line().contains("--filter=error memory"), "{}", disk.command_line());
     let mut c = disk.connect().unwrap();
     c.write(0, b"x").unwrap();
     let e = c.read(0, 1).unwrap_err();
@@ -206,10 +162,7 @@ fn a_server_that_never_gets_ready_times_out_and_is_killed() {
 #[test]
 fn drop_kills_a_server_that_ignores_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = fake_nbdkit(
-        dir.path(),
-        "trap '' TERM\necho 'nbd://127.0.0.1:9'\nexec sleep 600",
-    );
+    let bin = fake_nbdkit(dir.path(), "trap '' TERM\necho 'nbd://127.0.0.1:9'\nexec sleep 600");
     let disk = CaptiveDisk::builder("memory")
         .binary(&bin)
         .stop_timeout(Duration::from_millis(200))
@@ -225,11 +178,7 @@ fn drop_kills_a_server_that_ignores_sigterm() {
 
 #[test]
 fn log_debug_and_output_never_reach_the_test() {
-    let disk = CaptiveDisk::builder("memory")
-        .arg("size=1M")
-        .verbose()
-        .start()
-        .unwrap();
+    let disk = CaptiveDisk::builder("memory").arg("size=1M").verbose().start().unwrap();
     drop(disk.connect().unwrap());
     let log = disk.log();
     assert!(log.contains("nbdkit"), "{log}");
@@ -251,20 +200,13 @@ fn child_panics_holding_a_disk() {
     if child_mode("NBDKIT_TEST_PANIC").is_none() {
         return;
     }
-    let _disk = CaptiveDisk::builder("memory")
-        .arg("size=1M")
-        .verbose()
-        .start()
-        .unwrap();
+    let _disk = CaptiveDisk::builder("memory").arg("size=1M").verbose().start().unwrap();
     panic!("deliberate");
 }
 
 #[test]
 fn drop_during_a_panic_shows_the_servers_stderr() {
-    let out = run_child(
-        "guard::child_panics_holding_a_disk",
-        &[("NBDKIT_TEST_PANIC", "1")],
-    );
+    let out = run_child("guard::child_panics_holding_a_disk", &[("NBDKIT_TEST_PANIC", "1")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
@@ -285,11 +227,7 @@ fn server_stdout_is_drained_into_the_log() {
         "echo 'nbd://127.0.0.1:9'\nhead -c 300000 /dev/zero | tr '\\0' x\n\
          echo past-the-output > \"$FIFO\"\nexec sleep 600",
     );
-    let disk = CaptiveDisk::builder("memory")
-        .binary(&bin)
-        .env("FIFO", &fifo)
-        .start()
-        .unwrap();
+    let disk = CaptiveDisk::builder("memory").binary(&bin).env("FIFO", &fifo).start().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(std::fs::read_to_string(fifo).unwrap()));
     let got = rx.recv_timeout(Duration::from_secs(20));

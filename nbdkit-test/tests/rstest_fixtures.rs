@@ -25,19 +25,13 @@ fn writes_stick(disk: CaptiveDisk) {
 
 #[rstest]
 fn pattern_is_shared(shared: &CaptiveDisk) {
-    assert_eq!(
-        shared.connect().unwrap().read(8, 8).unwrap(),
-        8u64.to_be_bytes()
-    );
+    assert_eq!(shared.connect().unwrap().read(8, 8).unwrap(), 8u64.to_be_bytes());
 }
 
 #[rstest]
 fn pattern_is_shared_again(shared: &CaptiveDisk) {
     // Same server whichever test started it.
-    assert_eq!(
-        shared.connect().unwrap().read(1 << 19, 8).unwrap(),
-        (1u64 << 19).to_be_bytes()
-    );
+    assert_eq!(shared.connect().unwrap().read(1 << 19, 8).unwrap(), (1u64 << 19).to_be_bytes());
 }
 
 #[rstest]

@@ -21,10 +21,7 @@ fn a_shared_disk_outlives_the_thread_that_created_it() {
     // Create it on a thread that then exits, as libtest's test threads do.
     let pid = std::thread::spawn(|| {
         let d = shared();
-        d.connect()
-            .unwrap()
-            .write(0, b"from a dead thread")
-            .unwrap();
+        d.connect().unwrap().write(0, b"from a dead thread").unwrap();
         d.pid()
     })
     .join()
@@ -78,11 +75,7 @@ fn c_nbdkit_made_on_a_finished_thread_keeps_serving() {
     // C nbdkit's --exit-with-parent follows the thread that forked it.
     let Some(c) = c_nbdkit() else { return };
     let disk = std::thread::spawn(move || {
-        CaptiveDisk::builder("memory")
-            .arg("size=1M")
-            .binary(c)
-            .start()
-            .unwrap()
+        CaptiveDisk::builder("memory").arg("size=1M").binary(c).start().unwrap()
     })
     .join()
     .unwrap();

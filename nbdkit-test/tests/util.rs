@@ -38,11 +38,7 @@ pub fn wait_gone(pid: u32, limit: Duration) -> bool {
         if now >= deadline {
             return false;
         }
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = (deadline - now).as_millis().max(1) as i32;
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, ms) };
@@ -71,13 +67,7 @@ pub fn c_nbdkit() -> Option<PathBuf> {
 /// the environment.
 pub fn run_child(test: &str, envs: &[(&str, &str)]) -> Output {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([test, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .envs(envs.iter().copied())
         .output()
         .unwrap()
@@ -108,11 +98,7 @@ pub fn fake_nbdkit(dir: &std::path::Path, body: &str) -> PathBuf {
 
 /// The pid a fake nbdkit recorded.
 pub fn fake_pid(dir: &std::path::Path) -> u32 {
-    std::fs::read_to_string(dir.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap()
 }
 
 /// Make a FIFO.

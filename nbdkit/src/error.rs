@@ -91,10 +91,7 @@ pub struct Error {
 impl Error {
     /// An error with a log message.
     pub fn new(errno: Errno, msg: impl Into<String>) -> Error {
-        Error {
-            errno,
-            msg: msg.into(),
-        }
+        Error { errno, msg: msg.into() }
     }
 }
 

@@ -3,10 +3,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> =
+        std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     match nbdkit::cli::parse(&args).and_then(nbdkit::lifecycle::run) {
         Ok(code) => code,
         Err(e) => {

@@ -47,11 +47,7 @@ impl DebugFlag {
         let v = parse_uint("flag", body, 1 << 31).map_err(|_| bad())?;
         let v = if neg { -(v as i64) } else { v as i64 };
         let value = i32::try_from(v).map_err(|_| bad())?;
-        Ok(DebugFlag {
-            name: name.into(),
-            flag: flag.into(),
-            value,
-        })
+        Ok(DebugFlag { name: name.into(), flag: flag.into(), value })
     }
 }
 
@@ -94,10 +90,7 @@ impl DebugFlags {
                     f.name, f.flag, f.name
                 );
             } else {
-                eprintln!(
-                    "nbdkit: warning: debug flag -D {}.{} was not used",
-                    f.name, f.flag
-                );
+                eprintln!("nbdkit: warning: debug flag -D {}.{} was not used", f.name, f.flag);
             }
         }
     }
@@ -106,12 +99,7 @@ impl DebugFlags {
 impl Params {
     /// Parameters for the plugin called `owner`.
     pub fn new(owner: &str, items: Vec<(String, String)>) -> Params {
-        Params {
-            owner: owner.to_string(),
-            items,
-            stdio_safe: true,
-            debug: DebugFlags::default(),
-        }
+        Params { owner: owner.to_string(), items, stdio_safe: true, debug: DebugFlags::default() }
     }
 
     /// Say whether a plugin may read stdin (a script from `-`, a
@@ -186,10 +174,7 @@ impl Params {
     /// Take a required size.
     pub fn require_size(&mut self, key: &str) -> Result<u64, StartError> {
         self.take_size(key)?.ok_or_else(|| {
-            StartError(format!(
-                "{}: you must specify {key}=<SIZE> on the command line",
-                self.owner
-            ))
+            StartError(format!("{}: you must specify {key}=<SIZE> on the command line", self.owner))
         })
     }
 
@@ -248,24 +233,17 @@ pub fn parse_uint(what: &str, s: &str, max: u64) -> Result<u64, String> {
         [b'0', ..] => (8, 0),
         _ => (10, 0),
     };
-    let digits = b[start..]
-        .iter()
-        .take_while(|c| char::from(**c).is_digit(radix))
-        .count();
+    let digits = b[start..].iter().take_while(|c| char::from(**c).is_digit(radix)).count();
     if digits == 0 {
         return Err(format!("{what}: empty string where we expected a number"));
     }
     let end = start + digits;
-    let value = u64::from_str_radix(&body[start..end], radix)
-        .ok()
-        .filter(|v| *v <= max)
-        .ok_or_else(|| {
-            format!("{what}: could not parse number: \"{t}\": Numerical result out of range")
-        })?;
+    let value =
+        u64::from_str_radix(&body[start..end], radix).ok().filter(|v| *v <= max).ok_or_else(
+            || format!("{what}: could not parse number: \"{t}\": Numerical result out of range"),
+        )?;
     if end < body.len() {
-        return Err(format!(
-            "{what}: could not parse number: \"{t}\": trailing garbage"
-        ));
+        return Err(format!("{what}: could not parse number: \"{t}\": trailing garbage"));
     }
     Ok(value)
 }
@@ -294,10 +272,7 @@ mod tests {
             assert_eq!(p.take_bool("k").unwrap(), Some(want), "{v}");
         }
         let mut p = Params::new("x", vec![("k".into(), "maybe".into())]);
-        assert_eq!(
-            p.take_bool("k").unwrap_err().0,
-            "x: k: could not decipher boolean (maybe)"
-        );
+        assert_eq!(p.take_bool("k").unwrap_err().0, "x: k: could not decipher boolean (maybe)");
     }
 
     #[test]
@@ -320,10 +295,7 @@ mod tests {
             ("abc", "n: empty string where we expected a number"),
             ("-1", "n: negative numbers are not allowed"),
             (" -0", "n: negative numbers are not allowed"),
-            (
-                "12abc",
-                "n: could not parse number: \"12abc\": trailing garbage",
-            ),
+            ("12abc", "n: could not parse number: \"12abc\": trailing garbage"),
             ("0x", "n: could not parse number: \"0x\": trailing garbage"),
             ("08", "n: could not parse number: \"08\": trailing garbage"),
             (
@@ -333,10 +305,7 @@ mod tests {
         ] {
             assert_eq!(parse_uint("n", s, max), Err(e.to_string()), "{s}");
         }
-        assert_eq!(
-            parse_uint("n", "18446744073709551615", u64::MAX),
-            Ok(u64::MAX)
-        );
+        assert_eq!(parse_uint("n", "18446744073709551615", u64::MAX), Ok(u64::MAX));
         assert!(parse_uint("n", "18446744073709551616", u64::MAX)
             .unwrap_err()
             .ends_with("Numerical result out of range"));

@@ -36,11 +36,7 @@ pub fn parse_size(s: &str) -> Result<u64, StartError> {
         "t" | "T" => 40,
         "p" | "P" => 50,
         "e" | "E" => 60,
-        _ => {
-            return Err(StartError(format!(
-                "could not parse size: unknown suffix '{suffix}'"
-            )))
-        }
+        _ => return Err(StartError(format!("could not parse size: unknown suffix '{suffix}'"))),
     };
     if n > (i64::MAX as u64) >> shift {
         return Err(too_big());

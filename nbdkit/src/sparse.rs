@@ -72,10 +72,7 @@ fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, u
 impl Sparse {
     /// An empty (all zero) array.
     pub fn new() -> Sparse {
-        Sparse {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            locked: false,
-        }
+        Sparse { shards: (0..SHARDS).map(|_| Shard::default()).collect(), locked: false }
     }
 
     /// An all-zero array of `size` bytes whose pages are all allocated now
@@ -93,10 +90,7 @@ impl Sparse {
                 return Err(std::io::Error::last_os_error());
             }
             let (shard, key) = s.shard(page);
-            shard
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, p);
+            shard.write().unwrap_or_else(|e| e.into_inner()).insert(key, p);
         }
         Ok(s)
     }
@@ -122,9 +116,7 @@ impl Sparse {
         for (page, at, n, b) in pieces(offset, buf.len()) {
             let (shard, key) = self.shard(page);
             let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            let p = map
-                .entry(key)
-                .or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
+            let p = map.entry(key).or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
             p[at..at + n].copy_from_slice(&buf[b..b + n]);
         }
     }
@@ -155,10 +147,7 @@ impl Sparse {
     /// Whether the page holding `offset` is allocated.
     pub fn allocated(&self, offset: u64) -> bool {
         let (shard, key) = self.shard(offset >> PAGE_SHIFT);
-        shard
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&key)
+        shard.read().unwrap_or_else(|e| e.into_inner()).contains_key(&key)
     }
 
     /// What the page holding `offset` is: unallocated, allocated but all

@@ -49,22 +49,13 @@ pub fn unix(socket: &Path, export: &str) -> String {
 /// `uri=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Tcp {
-        host: String,
-        port: u16,
-        export: String,
-    },
-    Unix {
-        socket: String,
-        export: String,
-    },
+    Tcp { host: String, port: u16, export: String },
+    Unix { socket: String, export: String },
 }
 
 /// Read an NBD URI; TLS and vsock schemes are refused with a reason.
 pub fn parse(uri: &str) -> Result<Target, String> {
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or("not a URI (expected nbd://...)")?;
+    let (scheme, rest) = uri.split_once("://").ok_or("not a URI (expected nbd://...)")?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let export = unquote(path).ok_or("bad %-escape in the export name")?;
@@ -74,10 +65,9 @@ pub fn parse(uri: &str) -> Result<Target, String> {
         .map(|v| unquote(v).ok_or("bad %-escape in the socket path"))
         .transpose()?;
     match scheme {
-        "nbd+unix" => Ok(Target::Unix {
-            socket: socket.ok_or("nbd+unix URIs need ?socket=PATH")?,
-            export,
-        }),
+        "nbd+unix" => {
+            Ok(Target::Unix { socket: socket.ok_or("nbd+unix URIs need ?socket=PATH")?, export })
+        }
         "nbd" => {
             let (host, port) = match authority.strip_prefix('[') {
                 Some(h) => {
@@ -96,11 +86,7 @@ pub fn parse(uri: &str) -> Result<Target, String> {
                 None | Some("") => 10809,
                 Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
             };
-            Ok(Target::Tcp {
-                host: host.to_string(),
-                port,
-                export,
-            })
+            Ok(Target::Tcp { host: host.to_string(), port, export })
         }
         s if s.starts_with("nbds") => Err("TLS (nbds://) is not supported by this nbdkit".into()),
         s => Err(format!("unsupported URI scheme {s:?}")),
@@ -142,35 +128,17 @@ mod tests {
     fn parsing() {
         assert_eq!(
             parse("nbd+unix:///a%20b?socket=/tmp/s").unwrap(),
-            Target::Unix {
-                socket: "/tmp/s".into(),
-                export: "a b".into()
-            }
+            Target::Unix { socket: "/tmp/s".into(), export: "a b".into() }
         );
         assert_eq!(
             parse("nbd://[::1]:99/x").unwrap(),
-            Target::Tcp {
-                host: "::1".into(),
-                port: 99,
-                export: "x".into()
-            }
+            Target::Tcp { host: "::1".into(), port: 99, export: "x".into() }
         );
         assert_eq!(
             parse("nbd://h").unwrap(),
-            Target::Tcp {
-                host: "h".into(),
-                port: 10809,
-                export: "".into()
-            }
+            Target::Tcp { host: "h".into(), port: 10809, export: "".into() }
         );
-        for bad in [
-            "nbds://h",
-            "nbd+unix:///x",
-            "http://h",
-            "nbd://",
-            "nbd://h:x",
-            "junk",
-        ] {
+        for bad in ["nbds://h", "nbd+unix:///x", "http://h", "nbd://", "nbd://h:x", "junk"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -7,10 +7,7 @@ fn start(filters: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
     for f in filters {
         b = b.filter(f);
     }
-    b.args(args)
-        .binary(bin())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
+    b.args(args).binary(bin()).start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[rstest::rstest]
@@ -55,10 +52,7 @@ fn unaligned_ends_of_a_trim_are_ignored() {
 fn a_fast_zero_that_needs_splitting_is_refused() {
     let disk = start(&["blocksize"], &["1M", "minblock=4096", "maxlen=8192"]);
     let mut c = disk.connect().unwrap();
-    let fast = ZeroFlags {
-        fast: true,
-        ..ZeroFlags::default()
-    };
+    let fast = ZeroFlags { fast: true, ..ZeroFlags::default() };
     for (off, len) in [(100, 4096), (0, 4000), (0, 12288)] {
         let e = c.zero_with(off, len, fast).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTSUP), "{off} {len}");
@@ -70,22 +64,14 @@ fn a_fast_zero_that_needs_splitting_is_refused() {
 /// the blocksize filter, every request still succeeds.
 #[test]
 fn the_plugin_sees_only_aligned_bounded_requests() {
-    let policy = [
-        "blocksize-error-policy=error",
-        "blocksize-minimum=512",
-        "blocksize-maximum=4096",
-    ];
+    let policy =
+        ["blocksize-error-policy=error", "blocksize-minimum=512", "blocksize-maximum=4096"];
     let bare = start(&["blocksize-policy"], &[&["1M"][..], &policy].concat());
     let mut c = bare.connect().unwrap();
-    assert_eq!(
-        c.read(1, 10).unwrap_err().raw_os_error(),
-        Some(libc::EINVAL)
-    );
+    assert_eq!(c.read(1, 10).unwrap_err().raw_os_error(), Some(libc::EINVAL));
 
-    let disk = start(
-        &["blocksize", "blocksize-policy"],
-        &[&["1M", "maxdata=4096"][..], &policy].concat(),
-    );
+    let disk =
+        start(&["blocksize", "blocksize-policy"], &[&["1M", "maxdata=4096"][..], &policy].concat());
     let mut c = disk.connect().unwrap();
     let data: Vec<u8> = (0..20000u32).map(|i| i as u8).collect();
     c.write(3, &data).unwrap();
@@ -170,11 +156,7 @@ h.cache(7000, 1)
 #[case(&["minblock=512", "maxlen=513"], "blocksize: maxlen=513 must be a multiple of minblock (512)")]
 #[case(&["maxlen=lots"], "blocksize: maxlen")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    refused(
-        &["-U", "-", "--filter=blocksize", "memory", "1M"],
-        args,
-        msg,
-    );
+    refused(&["-U", "-", "--filter=blocksize", "memory", "1M"], args, msg);
 }
 
 /// Partial-block writes from many clients at once into the same blocks:
@@ -248,10 +230,7 @@ fn extents_are_asked_for_as_c_asks() {
         .args([
             "get_size=echo 65536".to_string(),
             "pread=head -c $3 /dev/zero".into(),
-            format!(
-                "extents=echo \"$3 $4\" >>{}; echo $4 $3 hole,zero",
-                log.display()
-            ),
+            format!("extents=echo \"$3 $4\" >>{}; echo $4 $3 hole,zero", log.display()),
         ])
         .filter("blocksize")
         .args(["minblock=512"])
@@ -263,8 +242,5 @@ fn extents_are_asked_for_as_c_asks() {
     // blocks: [0, 512) for a request at 1; the client learns up to 512.
     let got = c.block_status(1, 512).unwrap();
     assert_eq!(slurp(&log), "512 0\n");
-    assert_eq!(
-        got.iter().map(|e| (e.offset, e.length)).collect::<Vec<_>>(),
-        [(1, 511)]
-    );
+    assert_eq!(got.iter().map(|e| (e.offset, e.length)).collect::<Vec<_>>(), [(1, 511)]);
 }

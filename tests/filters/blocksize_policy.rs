@@ -7,18 +7,13 @@ fn start(filters: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
     for f in filters {
         b = b.filter(f);
     }
-    b.args(args)
-        .binary(bin())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
+    b.args(args).binary(bin()).start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn advertised(filters: &[&str], args: &[&str]) -> Option<(u32, u32, u32)> {
     let disk = start(filters, args);
     let c = disk.connect().unwrap();
-    c.info()
-        .block_size
-        .map(|b| (b.minimum, b.preferred, b.maximum))
+    c.info().block_size.map(|b| (b.minimum, b.preferred, b.maximum))
 }
 
 #[rstest::rstest]
@@ -39,10 +34,7 @@ fn what_is_not_given_comes_from_below() {
         advertised(&["blocksize-policy", "cow"], &["blocksize-minimum=512"]),
         Some((512, 65536, u32::MAX))
     );
-    assert_eq!(
-        advertised(&["blocksize-policy", "cow"], &[]),
-        Some((1, 65536, u32::MAX))
-    );
+    assert_eq!(advertised(&["blocksize-policy", "cow"], &[]), Some((1, 65536, u32::MAX)));
 }
 
 #[test]
@@ -56,11 +48,7 @@ fn constraints_out_of_order_refuse_clients() {
 fn the_error_policy_refuses_what_breaks_the_constraints() {
     let disk = start(
         &["blocksize-policy"],
-        &[
-            "blocksize-error-policy=error",
-            "blocksize-minimum=512",
-            "blocksize-maximum=4096",
-        ],
+        &["blocksize-error-policy=error", "blocksize-minimum=512", "blocksize-maximum=4096"],
     );
     let mut c = disk.connect().unwrap();
     let einval = |r: std::io::Result<()>| {
@@ -121,10 +109,8 @@ for f in [lambda: h.pread(100, 0), lambda: h.pread(512, 1), lambda: h.pread(8192
 
 #[test]
 fn the_allow_policy_passes_everything_on() {
-    let disk = start(
-        &["blocksize-policy"],
-        &["blocksize-error-policy=allow", "blocksize-minimum=512"],
-    );
+    let disk =
+        start(&["blocksize-policy"], &["blocksize-error-policy=allow", "blocksize-minimum=512"]);
     let mut c = disk.connect().unwrap();
     c.write(1, b"odd").unwrap();
     assert_eq!(c.read(1, 3).unwrap(), b"odd");
@@ -140,11 +126,7 @@ fn advertises_what_c_nbdkit_advertises() {
         &[][..],
         &["blocksize-preferred=64K"],
         &["blocksize-minimum=512", "blocksize-maximum=1M"],
-        &[
-            "blocksize-minimum=4K",
-            "blocksize-preferred=8K",
-            "blocksize-maximum=64K",
-        ],
+        &["blocksize-minimum=4K", "blocksize-preferred=8K", "blocksize-maximum=64K"],
     ] {
         for below in [&["memory", "1M"][..], &["--filter=cow", "memory", "1M"]] {
             let mut all = vec!["--filter=blocksize-policy"];
@@ -169,9 +151,5 @@ fn advertises_what_c_nbdkit_advertises() {
 #[case(&["blocksize-preferred=8K", "blocksize-maximum=4K"], "blocksize-preferred=8192 is larger than blocksize-maximum=4096")]
 #[case(&["blocksize-minimum=512", "blocksize-maximum=1000"], "blocksize-maximum=1000 must be 4G-1 or a multiple of blocksize-minimum (512)")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    refused(
-        &["-U", "-", "--filter=blocksize-policy", "memory", "1M"],
-        args,
-        msg,
-    );
+    refused(&["-U", "-", "--filter=blocksize-policy", "memory", "1M"], args, msg);
 }

@@ -9,10 +9,7 @@ struct Backend {
 impl Backend {
     fn new() -> Backend {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::File::create(dir.path().join("disk"))
-            .unwrap()
-            .set_len(1 << 20)
-            .unwrap();
+        std::fs::File::create(dir.path().join("disk")).unwrap().set_len(1 << 20).unwrap();
         Backend { dir }
     }
     fn log(&self) -> String {
@@ -86,8 +83,7 @@ fn writeback_waits_for_a_flush_writethrough_does_not() {
     // Written back when the client says goodbye.
     c.disconnect().unwrap();
     assert!(
-        wait_until(std::time::Duration::from_secs(10), || b.count("pwrite")
-            == 1),
+        wait_until(std::time::Duration::from_secs(10), || b.count("pwrite") == 1),
         "{}",
         b.log()
     );
@@ -120,9 +116,7 @@ fn data_stays_right_under_mixed_requests() {
     let mut model = vec![0u8; 4 << 20];
     let mut x: u64 = 12345;
     for i in 0..300u32 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let off = (x >> 33) % ((4 << 20) - 9000);
         let len = 1 + (x >> 20) as usize % 8000;
         match i % 4 {
@@ -147,22 +141,9 @@ fn data_stays_right_under_mixed_requests() {
 
 #[test]
 fn bad_parameters() {
-    for arg in [
-        "cache=sometimes",
-        "cache-min-block-size=1000",
-        "cache-on-read=maybe",
-    ] {
+    for arg in ["cache=sometimes", "cache-min-block-size=1000", "cache-on-read=maybe"] {
         let out = nbdkit()
-            .args([
-                "-U",
-                "-",
-                "--filter=cache",
-                "memory",
-                "1M",
-                arg,
-                "--run",
-                "true",
-            ])
+            .args(["-U", "-", "--filter=cache", "memory", "1M", arg, "--run", "true"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{arg}");

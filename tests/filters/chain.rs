@@ -36,29 +36,12 @@ fn the_first_filter_given_is_closest_to_the_client() {
 #[test]
 fn each_key_goes_to_its_owner_and_strays_are_named() {
     // Filter keys and plugin keys mix freely on the command line.
-    let disk = start(&[
-        "--filter=error",
-        "error-pwrite-rate=1",
-        "size=1M",
-        "error-pwrite=ENOSPC",
-    ]);
+    let disk = start(&["--filter=error", "error-pwrite-rate=1", "size=1M", "error-pwrite=ENOSPC"]);
     let mut c = disk.connect().unwrap();
     assert_eq!(c.size(), 1 << 20);
-    assert_eq!(
-        c.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::ENOSPC)
-    );
+    assert_eq!(c.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::ENOSPC));
     let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "--filter=error",
-            "memory",
-            "1M",
-            "error-rat=1",
-            "--run",
-            "true",
-        ])
+        .args(["-U", "-", "--filter=error", "memory", "1M", "error-rat=1", "--run", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -69,10 +52,8 @@ fn each_key_goes_to_its_owner_and_strays_are_named() {
 
 #[test]
 fn help_shows_each_filter_and_the_plugin() {
-    let out = nbdkit()
-        .args(["--filter=delay", "--filter=error", "memory", "--help"])
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["--filter=delay", "--filter=error", "memory", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let (d, e, m) = (
         text.find("filter: delay").unwrap(),
@@ -94,19 +75,8 @@ fn verbose_traces_each_layer() {
         return;
     }
     let out = nbdkit()
-        .args([
-            "-v",
-            "-U",
-            "-",
-            "--filter=noextents",
-            "--filter=nozero",
-            "memory",
-            "1M",
-        ])
-        .args([
-            "--run",
-            "nbdsh -u \"$uri\" -c 'h.pread(512, 1024); h.flush()'",
-        ])
+        .args(["-v", "-U", "-", "--filter=noextents", "--filter=nozero", "memory", "1M"])
+        .args(["--run", "nbdsh -u \"$uri\" -c 'h.pread(512, 1024); h.flush()'"])
         .env("PATH", path_env())
         .output()
         .unwrap();

@@ -8,18 +8,12 @@ pub fn start(filters: &[&str], plugin: &str, args: &[&str]) -> nbdkit_test::Capt
     for f in filters {
         b = b.filter(f);
     }
-    b.args(args)
-        .binary(bin())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
+    b.args(args).binary(bin()).start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Run `nbdkit -U - ARGS --run 'SCRIPT'` on `nbdkit`: its stdout.
 pub fn run_with(nbdkit: &std::path::Path, args: &str, script: &str) -> String {
-    let out = sh(&format!(
-        "{} -U - {args} --run '{script}' 2>/dev/null",
-        nbdkit.display()
-    ));
+    let out = sh(&format!("{} -U - {args} --run '{script}' 2>/dev/null", nbdkit.display()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -35,12 +29,7 @@ pub fn same_as_c(args: &str, script: &str) -> String {
 
 /// Start-up fails: exit 1 and one line on stderr containing `msg`.
 pub fn refuses(args: &[&str], msg: &str) {
-    let out = nbdkit()
-        .args(["-U", "-"])
-        .args(args)
-        .args(["--run", "true"])
-        .output()
-        .unwrap();
+    let out = nbdkit().args(["-U", "-"]).args(args).args(["--run", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{args:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(msg), "{err}");

@@ -9,14 +9,9 @@ fn gzip_and_xz_serve_the_plain_bytes_like_c() {
     }
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("d.img");
-    let data: Vec<u8> = (0..3u32 << 20)
-        .map(|i| (i / 4096) as u8 ^ (i as u8))
-        .collect();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i / 4096) as u8 ^ (i as u8)).collect();
     std::fs::write(&img, &data).unwrap();
-    let out = sh(&format!(
-        "cd '{}' && gzip -k d.img && xz -k d.img",
-        d.path().display()
-    ));
+    let out = sh(&format!("cd '{}' && gzip -k d.img && xz -k d.img", d.path().display()));
     assert!(out.status.success());
     for (filter, ext) in [("gzip", "gz"), ("xz", "xz")] {
         let disk = nbdkit_test::CaptiveDisk::builder("file")

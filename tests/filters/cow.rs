@@ -14,13 +14,7 @@ fn start(plugin: &str, args: &[&str]) -> nbdkit_test::CaptiveDisk {
 }
 
 /// A file served by the file plugin under the cow filter.
-fn file_disk(
-    args: &[&str],
-) -> (
-    tempfile::TempDir,
-    std::path::PathBuf,
-    nbdkit_test::CaptiveDisk,
-) {
+fn file_disk(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, nbdkit_test::CaptiveDisk) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
     let mut data = vec![b'o'; 1 << 20];
@@ -98,35 +92,16 @@ fn trim_and_zero_read_as_zeroes() {
     // Trim: whole blocks become holes, partial ones are zeroed.
     c.trim(65536 + 14, 3 * 65536).unwrap();
     assert_eq!(c.read(65536 + 8, 8).unwrap(), [0, 0, 0, 0, 0, 1, 0, 0]);
-    assert!(c
-        .read(65536 + 14, 3 * 65536)
-        .unwrap()
-        .iter()
-        .all(|&b| b == 0));
+    assert!(c.read(65536 + 14, 3 * 65536).unwrap().iter().all(|&b| b == 0));
     assert_eq!(c.read(4 * 65536 + 8, 8).unwrap(), [0, 0, 0, 0, 0, 0, 0, 8]);
     let ext = c.extents(0, 1 << 20).unwrap();
     let flags: Vec<_> = ext.iter().map(|e| (e.offset, e.length, e.flags)).collect();
-    assert_eq!(
-        flags,
-        [(0, 131072, 0), (131072, 131072, 3), (262144, 786432, 0)]
-    );
+    assert_eq!(flags, [(0, 131072, 0), (131072, 131072, 3), (262144, 786432, 0)]);
     // Zero: all data, all zeroes.
     c.zero(500000, 100000).unwrap();
     assert!(c.read(500000, 100000).unwrap().iter().all(|&b| b == 0));
-    assert_eq!(
-        c.read(600000, 8).unwrap(),
-        [0, 0, 0, 0, 0, 0x09, 0x27, 0xc0]
-    );
-    let err = c
-        .zero_with(
-            0,
-            65536,
-            ZeroFlags {
-                fast: true,
-                ..ZeroFlags::default()
-            },
-        )
-        .unwrap_err();
+    assert_eq!(c.read(600000, 8).unwrap(), [0, 0, 0, 0, 0, 0x09, 0x27, 0xc0]);
+    let err = c.zero_with(0, 65536, ZeroFlags { fast: true, ..ZeroFlags::default() }).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTSUP));
 }
 
@@ -137,10 +112,7 @@ fn extents_combine_overlay_and_plugin() {
     c.write(200000, b"x").unwrap();
     let ext = c.extents(0, 1 << 20).unwrap();
     let got: Vec<_> = ext.iter().map(|e| (e.offset, e.length, e.flags)).collect();
-    assert_eq!(
-        got,
-        [(0, 196608, 3), (196608, 65536, 0), (262144, 786432, 3)]
-    );
+    assert_eq!(got, [(0, 196608, 3), (196608, 65536, 0), (262144, 786432, 3)]);
 }
 
 #[test]
@@ -265,10 +237,7 @@ fn an_unusable_tmpdir_is_a_start_up_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cow: cannot make the overlay in /nonexistent/dir"),
-        "{err}"
-    );
+    assert!(err.contains("cow: cannot make the overlay in /nonexistent/dir"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 

@@ -78,10 +78,7 @@ fn open_and_close_delays() {
 
 #[test]
 fn fast_zero_can_fail_at_once() {
-    let fast = ZeroFlags {
-        fast: true,
-        ..Default::default()
-    };
+    let fast = ZeroFlags { fast: true, ..Default::default() };
     let disk = start(&["delay-zero=2", "delay-fast-zero=false"]);
     let mut c = disk.connect().unwrap();
     let (r, took) = timed(|| c.zero_with(0, 512, fast));

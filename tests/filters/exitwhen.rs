@@ -43,12 +43,7 @@ fn idle_servers_notice_by_polling() {
             let _ = self.0.wait();
         }
     }
-    let mut sleeper = Reaped(
-        std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap(),
-    );
+    let mut sleeper = Reaped(std::process::Command::new("sleep").arg("60").spawn().unwrap());
     for event in [
         format!("exit-when-file-deleted={}", flag.display()),
         format!("exit-when-process-exits={}", sleeper.0.id()),
@@ -58,10 +53,7 @@ fn idle_servers_notice_by_polling() {
         let disk = start(&[event.clone(), "exit-when-poll=1".into()]);
         let pid = disk.pid() as i32;
         if !is_script {
-            assert!(
-                !wait_until(Duration::from_millis(1500), || !alive(pid)),
-                "{event}"
-            );
+            assert!(!wait_until(Duration::from_millis(1500), || !alive(pid)), "{event}");
         }
         if event.contains("deleted") {
             std::fs::remove_file(&flag).unwrap();
@@ -69,10 +61,7 @@ fn idle_servers_notice_by_polling() {
             sleeper.0.kill().unwrap();
             sleeper.0.wait().unwrap();
         }
-        assert!(
-            wait_until(Duration::from_secs(10), || !alive(pid)),
-            "{event}"
-        );
+        assert!(wait_until(Duration::from_secs(10), || !alive(pid)), "{event}");
     }
 }
 

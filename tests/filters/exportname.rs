@@ -4,10 +4,7 @@ use crate::util::*;
 fn images() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for (n, size) in [("a", 4096u64), ("b", 8192), ("c", 12288)] {
-        std::fs::File::create(d.path().join(n))
-            .unwrap()
-            .set_len(size)
-            .unwrap();
+        std::fs::File::create(d.path().join(n)).unwrap().set_len(size).unwrap();
     }
     d
 }
@@ -42,15 +39,9 @@ fn list_modes_and_descriptions_match_c_nbdkit() {
             assert_eq!(ours, listed(c, d.path(), args), "{args}");
         }
     }
-    let ours = listed(
-        &bin(),
-        d.path(),
-        "exportname-list=explicit exportname=a exportdesc=fixed:hello",
-    );
-    assert!(
-        ours.contains("\"a\"") && ours.contains("hello") && !ours.contains("\"b\""),
-        "{ours}"
-    );
+    let ours =
+        listed(&bin(), d.path(), "exportname-list=explicit exportname=a exportdesc=fixed:hello");
+    assert!(ours.contains("\"a\"") && ours.contains("hello") && !ours.contains("\"b\""), "{ours}");
 }
 
 #[test]
@@ -59,26 +50,15 @@ fn default_export_and_strict_names() {
     let disk = nbdkit_test::CaptiveDisk::builder("file")
         .arg(format!("dir={}", d.path().display()))
         .filter("exportname")
-        .args([
-            "default-export=b",
-            "exportname-strict=true",
-            "exportname=b",
-            "exportname=c",
-        ])
+        .args(["default-export=b", "exportname-strict=true", "exportname=b", "exportname=c"])
         .binary(bin())
         .start()
         .unwrap();
     // The client's "" is checked before it becomes b: not allowed.
     assert!(disk.connect().is_err());
     let sock = disk.socket().unwrap();
-    assert_eq!(
-        nbdkit_test::Client::connect_unix(sock, "b").unwrap().size(),
-        8192
-    );
-    assert_eq!(
-        nbdkit_test::Client::connect_unix(sock, "c").unwrap().size(),
-        12288
-    );
+    assert_eq!(nbdkit_test::Client::connect_unix(sock, "b").unwrap().size(), 8192);
+    assert_eq!(nbdkit_test::Client::connect_unix(sock, "c").unwrap().size(), 12288);
     // a exists, but is not allowed.
     assert!(nbdkit_test::Client::connect_unix(sock, "a").is_err());
 }
@@ -89,12 +69,7 @@ fn strict_allows_the_default_export_when_empty_is_named() {
     let disk = nbdkit_test::CaptiveDisk::builder("file")
         .arg(format!("dir={}", d.path().display()))
         .filter("exportname")
-        .args([
-            "default-export=b",
-            "exportname-strict=true",
-            "exportname=",
-            "exportname=b",
-        ])
+        .args(["default-export=b", "exportname-strict=true", "exportname=", "exportname=b"])
         .binary(bin())
         .start()
         .unwrap();
@@ -147,16 +122,7 @@ fn an_empty_default_export_leaves_the_plugin_its_own() {
 fn bad_modes() {
     for arg in ["exportname-list=some", "exportdesc=maybe"] {
         let out = nbdkit()
-            .args([
-                "-U",
-                "-",
-                "--filter=exportname",
-                "memory",
-                "1M",
-                arg,
-                "--run",
-                "true",
-            ])
+            .args(["-U", "-", "--filter=exportname", "memory", "1M", arg, "--run", "true"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{arg}");

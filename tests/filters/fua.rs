@@ -23,11 +23,7 @@ fn sent_down(mode: &str) -> String {
     let disk = start(
         &["fua", "log"],
         "memory",
-        &[
-            "1M",
-            &format!("fuamode={mode}"),
-            &format!("logfile={}", log.display()),
-        ],
+        &["1M", &format!("fuamode={mode}"), &format!("logfile={}", log.display())],
     );
     let mut c = disk.connect().unwrap();
     c.write(0, b"a").unwrap();
@@ -83,10 +79,7 @@ fn flags_as_c() {
 
 #[test]
 fn unknown_mode() {
-    refuses(
-        &["--filter=fua", "memory", "1M", "fuamode=always"],
-        "fua: unknown fuamode 'always'",
-    );
+    refuses(&["--filter=fua", "memory", "1M", "fuamode=always"], "fua: unknown fuamode 'always'");
 }
 
 #[test]
@@ -96,11 +89,7 @@ fn a_layer_above_sees_fua_emulated_and_still_gets_the_flag() {
     let disk = start(
         &["log", "fua"],
         "memory",
-        &[
-            "1M",
-            "fuamode=emulate",
-            &format!("logfile={}", log.display()),
-        ],
+        &["1M", "fuamode=emulate", &format!("logfile={}", log.display())],
     );
     let mut c = disk.connect().unwrap();
     c.write_fua(0, b"b").unwrap();
@@ -110,9 +99,6 @@ fn a_layer_above_sees_fua_emulated_and_still_gets_the_flag() {
     // As in C: the log filter learns FUA is emulated below (1, not 2),
     // and sees the client's flag; the flush is done below it.
     assert!(log.contains(" fua=1 extents="), "{log}");
-    assert!(
-        log.contains("Write id=1 offset=0x0 count=0x1 fua=1"),
-        "{log}"
-    );
+    assert!(log.contains("Write id=1 offset=0x0 count=0x1 fua=1"), "{log}");
     assert!(!log.contains("Flush"), "{log}");
 }

@@ -18,11 +18,7 @@ fn allow_is_checked_before_deny_and_unmatched_clients_get_in() {
         (true, &["allow=127.0.0.1", "deny=all"][..], true),
         (true, &["deny=127.0.0.0/8"][..], false),
         (true, &["allow=anyipv6", "deny=all"][..], false),
-        (
-            true,
-            &["allow=10.0.0.0/8,127.0.0.0/24", "deny=any"][..],
-            true,
-        ),
+        (true, &["allow=10.0.0.0/8,127.0.0.0/24", "deny=any"][..], true),
         (true, &["deny=anyunix"][..], true),
         (false, &["deny=anyunix"][..], false),
         (false, &["allow=allunix", "deny=all"][..], true),
@@ -42,10 +38,7 @@ fn unix_clients_by_pid_uid_and_gid() {
     let pid = std::process::id();
     for (rules, ok) in [
         (vec![format!("allow=uid:{uid}"), "deny=all".into()], true),
-        (
-            vec![format!("allow=uid:{}", uid + 1), "deny=all".into()],
-            false,
-        ),
+        (vec![format!("allow=uid:{}", uid + 1), "deny=all".into()], false),
         (vec![format!("allow=gid:{gid}"), "deny=all".into()], true),
         (vec![format!("deny=gid:{gid}")], false),
         (vec![format!("allow=pid:{pid}"), "deny=all".into()], true),
@@ -67,16 +60,7 @@ fn unix_clients_by_pid_uid_and_gid() {
 #[case("deny=nowhere", "nowhere: not an address or keyword")]
 fn bad_rules(#[case] rule: &str, #[case] msg: &str) {
     let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "--filter=ip",
-            "memory",
-            "1M",
-            rule,
-            "--run",
-            "true",
-        ])
+        .args(["-U", "-", "--filter=ip", "memory", "1M", rule, "--run", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -13,9 +13,7 @@ fn clients_beyond_the_limit_are_refused_until_one_leaves() {
     assert!(disk.connect().is_err(), "a third client");
     a.disconnect().unwrap();
     // The slot is given back when the server has closed a's connection.
-    assert!(wait_until(std::time::Duration::from_secs(5), || disk
-        .connect()
-        .is_ok()));
+    assert!(wait_until(std::time::Duration::from_secs(5), || disk.connect().is_ok()));
 }
 
 #[test]

@@ -8,10 +8,7 @@ fn lines(p: &std::path::Path) -> Vec<String> {
         .lines()
         .map(|l| {
             let (date, rest) = l.split_at(26);
-            assert!(
-                date.as_bytes()[4] == b'-' && date.as_bytes()[19] == b'.',
-                "{l}"
-            );
+            assert!(date.as_bytes()[4] == b'-' && date.as_bytes()[19] == b'.', "{l}");
             rest.trim_start().to_string()
         })
         .collect()
@@ -24,11 +21,7 @@ fn logs_each_request_with_its_outcome() {
     let disk = start(
         &["log", "error"],
         "memory",
-        &[
-            "1M",
-            &format!("logfile={}", log.display()),
-            "error-trim-rate=1",
-        ],
+        &["1M", &format!("logfile={}", log.display()), "error-trim-rate=1"],
     );
     let mut c = disk.connect().unwrap();
     c.write_fua(0, &[1; 512]).unwrap();
@@ -43,10 +36,7 @@ fn logs_each_request_with_its_outcome() {
     assert_eq!(l[2], "Preconnect id=1 readonly=0 ...");
     assert_eq!(l[3], "...Preconnect id=1 return=0");
     let l = &l[3..];
-    assert!(
-        l[1].starts_with("connection=1 Connect export=\"\" tls=0 size=0x100000 "),
-        "{l:?}"
-    );
+    assert!(l[1].starts_with("connection=1 Connect export=\"\" tls=0 size=0x100000 "), "{l:?}");
     assert_eq!(
         &l[2..],
         [
@@ -83,11 +73,7 @@ fn appends_or_truncates() {
 }
 
 fn lines_raw(p: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(p).unwrap().lines().map(String::from).collect()
 }
 
 #[test]
@@ -111,10 +97,7 @@ fn logscript_gets_shell_variables() {
     disk.shutdown().unwrap();
     let got = std::fs::read_to_string(&out).unwrap();
     assert!(got.starts_with("PRINT Ready    \n"), "{got}");
-    assert!(
-        got.contains("ENTER Read 1 1 0x200 0x400\nLEAVE Read 1 1  \n"),
-        "{got}"
-    );
+    assert!(got.contains("ENTER Read 1 1 0x200 0x400\nLEAVE Read 1 1  \n"), "{got}");
 }
 
 #[test]
@@ -138,16 +121,12 @@ fn same_log_as_c() {
             script,
         );
         // C forks for --run; we do not.
-        lines(&log)
-            .into_iter()
-            .filter(|l| l != "Fork")
-            .collect::<Vec<_>>()
+        lines(&log).into_iter().filter(|l| l != "Fork").collect::<Vec<_>>()
     };
     let ours = log_of(&bin());
     assert!(ours.iter().any(|l| l.starts_with("Preconnect")), "{ours:?}");
     assert!(
-        ours.iter()
-            .any(|l| l.contains("...Extents id=1 extents=(0x0 0x100000 \"hole,zero\")")),
+        ours.iter().any(|l| l.contains("...Extents id=1 extents=(0x0 0x100000 \"hole,zero\")")),
         "{ours:?}"
     );
     assert_eq!(ours, log_of(&c));
@@ -156,16 +135,8 @@ fn same_log_as_c() {
 #[test]
 fn an_unwritable_logfile_stops_start_up() {
     refuses(
-        &[
-            "--filter=log",
-            "memory",
-            "1M",
-            "logfile=/nonexistent/dir/log",
-        ],
+        &["--filter=log", "memory", "1M", "logfile=/nonexistent/dir/log"],
         "log: open: /nonexistent/dir/log: ",
     );
-    refuses(
-        &["--filter=log", "memory", "1M", "logappend=maybe"],
-        "logappend",
-    );
+    refuses(&["--filter=log", "memory", "1M", "logappend=maybe"], "logappend");
 }

@@ -20,11 +20,7 @@ fn extentlist_serves_the_listed_extents_like_c() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("extents");
     std::fs::write(&list, "1M 1M hole,zero\n0 64K\n3M 1M 2\n").unwrap();
-    let d = start(
-        "extentlist",
-        &["null", "4M"],
-        &[&format!("extentlist={}", list.display())],
-    );
+    let d = start("extentlist", &["null", "4M"], &[&format!("extentlist={}", list.display())]);
     let ext: Vec<(u64, u64, u32)> = d
         .connect()
         .unwrap()
@@ -33,14 +29,7 @@ fn extentlist_serves_the_listed_extents_like_c() {
         .iter()
         .map(|e| (e.offset, e.length, e.flags))
         .collect();
-    assert_eq!(
-        ext,
-        [
-            (0, 65536, 0),
-            (65536, (3 << 20) - 65536, 3),
-            (3 << 20, 1 << 20, 2)
-        ]
-    );
+    assert_eq!(ext, [(0, 65536, 0), (65536, (3 << 20) - 65536, 3), (3 << 20, 1 << 20, 2)]);
     if have("nbdinfo") {
         if let Some(c) = c_nbdkit() {
             let map = |n: &std::path::Path| {
@@ -65,19 +54,13 @@ fn ddrescue_fails_reads_of_unrescued_areas() {
         "# mapfile\n0x0 +\n0x00000000 0x00000200 +\n0x00000200 0x00000200 -\n0x00000400 0x000FFC00 +\n",
     )
     .unwrap();
-    let d = start(
-        "ddrescue",
-        &["pattern", "1M"],
-        &[&format!("ddrescue-mapfile={}", map.display())],
-    );
+    let d =
+        start("ddrescue", &["pattern", "1M"], &[&format!("ddrescue-mapfile={}", map.display())]);
     let mut c = d.connect().unwrap();
     assert!(c.info().read_only());
     assert_eq!(c.read(0, 8).unwrap(), 0u64.to_be_bytes());
     assert_eq!(c.read(512, 8).unwrap_err().raw_os_error(), Some(libc::EIO));
-    assert_eq!(
-        c.read(256, 512).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
-    );
+    assert_eq!(c.read(256, 512).unwrap_err().raw_os_error(), Some(libc::EIO));
     assert_eq!(c.read(1024, 8).unwrap(), 1024u64.to_be_bytes());
 }
 
@@ -93,21 +76,14 @@ fn retry_reopens_the_plugin_after_a_failure() {
     let d = start("retry", &flaky, &["retry-delay=50ms"]);
     assert_eq!(d.connect().unwrap().read(0, 4).unwrap(), [0; 4]);
     let d = start("retry", &flaky, &["retries=0"]);
-    assert_eq!(
-        d.connect().unwrap().read(0, 4).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
-    );
+    assert_eq!(d.connect().unwrap().read(0, 4).unwrap_err().raw_os_error(), Some(libc::EIO));
 }
 
 #[test]
 fn pause_holds_requests_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("ctl");
-    let d = start(
-        "pause",
-        &["memory", "1M"],
-        &[&format!("pause-control={}", ctl.display())],
-    );
+    let d = start("pause", &["memory", "1M"], &[&format!("pause-control={}", ctl.display())]);
     let mut s = std::os::unix::net::UnixStream::connect(&ctl).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut ask = |c: u8| {
@@ -120,10 +96,7 @@ fn pause_holds_requests_until_resumed() {
     let mut c = d.connect().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || tx.send(c.read(0, 4).unwrap()).unwrap());
-    assert!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "a read went through a pause"
-    );
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "a read went through a pause");
     assert_eq!(ask(b'r'), b'R');
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), [0; 4]);
     reader.join().unwrap();
@@ -147,12 +120,7 @@ fn cacheextents_answers_from_the_last_reply() {
         &[],
     );
     let mut c = d.connect().unwrap();
-    let calls = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default().lines().count();
     c.block_status(0, 4096).unwrap();
     c.block_status(8192, 4096).unwrap();
     assert_eq!(calls(), 1, "the second was answered from the cache");
@@ -184,10 +152,7 @@ fn scan_prefetches_the_whole_disk() {
         "{}",
         offsets()
     );
-    let mut got: Vec<u64> = offsets()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let mut got: Vec<u64> = offsets().lines().map(|l| l.trim().parse().unwrap()).collect();
     got.sort();
     assert_eq!(got, (0..8).map(|i| i << 20).collect::<Vec<u64>>());
 }
@@ -240,10 +205,7 @@ fn retry_readonly_keeps_refusing_writes() {
     assert!(c.write(0, b"x").is_err());
     std::fs::remove_file(&trigger).unwrap();
     // Reopened read-only: writes stay refused for this connection.
-    assert_eq!(
-        c.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(c.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
     assert_eq!(c.read(0, 1).unwrap(), [0]);
 }
 
@@ -277,11 +239,7 @@ fn exitwhen_and_pause_work_in_the_background_too() {
         .output()
         .unwrap();
     assert!(st.status.success());
-    let pid: i32 = std::fs::read_to_string(&pidf)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
     // The pause control thread answers in the forked server.
     let mut s = std::os::unix::net::UnixStream::connect(&ctl).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -291,8 +249,5 @@ fn exitwhen_and_pause_work_in_the_background_too() {
     assert_eq!(&b, b"X");
     // And the exitwhen thread polls there.
     std::fs::write(&stop, b"").unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || !alive(pid)),
-        "still running"
-    );
+    assert!(wait_until(Duration::from_secs(10), || !alive(pid)), "still running");
 }

@@ -21,9 +21,7 @@ fn plugin(log: &std::path::Path, fua: bool) -> Vec<String> {
     ];
     if fua {
         p.push("can_fua=echo native".to_owned());
-        p.push(format!(
-            "pwrite=cat >/dev/null; case $5 in *fua*) echo fua-$2 >> {log};; esac"
-        ));
+        p.push(format!("pwrite=cat >/dev/null; case $5 in *fua*) echo fua-$2 >> {log};; esac"));
     } else {
         p.push("pwrite=cat >/dev/null".to_owned());
     }
@@ -42,11 +40,8 @@ fn start(plugin: &[String], args: &[&str]) -> nbdkit_test::CaptiveDisk {
 
 /// The handles that flushed (or saw FUA), sorted, and the log emptied.
 fn flushed(log: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect();
     let _ = std::fs::remove_file(log);
     v.sort();
     v
@@ -160,23 +155,13 @@ fn emulation_needs_flush() {
         .start()
         .unwrap();
     assert!(d.connect().is_err());
-    assert!(
-        d.log()
-            .contains("emulating multi-conn requires working flush"),
-        "{}",
-        d.log()
-    );
+    assert!(d.log().contains("emulating multi-conn requires working flush"), "{}", d.log());
 }
 
 #[test]
 fn bad_track_dirty_level() {
     assert_refused(
-        &[
-            "--filter=multi-conn",
-            "memory",
-            "1M",
-            "multi-conn-track-dirty=sometimes",
-        ],
+        &["--filter=multi-conn", "memory", "1M", "multi-conn-track-dirty=sometimes"],
         "unknown multi-conn track-dirty setting 'sometimes'",
     );
 }

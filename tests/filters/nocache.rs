@@ -22,17 +22,11 @@ fn advertised_modes(#[case] mode: &str) {
 #[test]
 fn emulate_reads_and_nop_does_not() {
     // Reads below fail; only emulation reads.
-    let disk = start(
-        &["nocache", "error"],
-        "memory",
-        &["1M", "cachemode=emulate", "error-pread-rate=1"],
-    );
+    let disk =
+        start(&["nocache", "error"], "memory", &["1M", "cachemode=emulate", "error-pread-rate=1"]);
     assert!(disk.connect().unwrap().cache(0, 4096).is_err());
-    let disk = start(
-        &["nocache", "error"],
-        "memory",
-        &["1M", "cachemode=nop", "error-pread-rate=1"],
-    );
+    let disk =
+        start(&["nocache", "error"], "memory", &["1M", "cachemode=nop", "error-pread-rate=1"]);
     disk.connect().unwrap().cache(0, 4096).unwrap();
 }
 

@@ -50,16 +50,7 @@ fn disk_plain() -> nbdkit_test::CaptiveDisk {
 #[test]
 fn bad_mode_is_refused() {
     let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "--filter=noparallel",
-            "memory",
-            "1M",
-            "serialize=some",
-            "--run",
-            "true",
-        ])
+        .args(["-U", "-", "--filter=noparallel", "memory", "1M", "serialize=some", "--run", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -3,11 +3,7 @@ use nbdkit_test::client::ZeroFlags;
 use super::common::*;
 use crate::util::*;
 
-const FAST: ZeroFlags = ZeroFlags {
-    fast: true,
-    no_hole: false,
-    fua: false,
-};
+const FAST: ZeroFlags = ZeroFlags { fast: true, no_hole: false, fua: false };
 
 #[test]
 fn zero_is_hidden_by_default() {
@@ -26,10 +22,7 @@ fn emulate_writes_zeroes_and_fails_fast_zero() {
     assert_eq!(c.read(0, 4096).unwrap(), vec![0; 4096]);
     // Written zeroes are data, not a hole.
     assert_eq!(c.extents(0, 4096).unwrap()[0].flags & 1, 0);
-    assert_eq!(
-        c.zero_with(0, 512, FAST).unwrap_err().raw_os_error(),
-        Some(libc::ENOTSUP)
-    );
+    assert_eq!(c.zero_with(0, 512, FAST).unwrap_err().raw_os_error(), Some(libc::ENOTSUP));
 }
 
 #[test]
@@ -37,28 +30,17 @@ fn fast_zero_modes() {
     let try_fast = |args: &[&str]| {
         let disk = start(&["nozero"], "memory", args);
         let mut c = disk.connect().unwrap();
-        (
-            c.info().can_fast_zero(),
-            c.zero_with(0, 512, FAST).map_err(|e| e.raw_os_error()),
-        )
+        (c.info().can_fast_zero(), c.zero_with(0, 512, FAST).map_err(|e| e.raw_os_error()))
     };
     assert_eq!(try_fast(&["1M", "zeromode=plugin"]), (true, Ok(())));
     assert_eq!(
         try_fast(&["1M", "zeromode=plugin", "fastzeromode=slow"]),
         (true, Err(Some(libc::ENOTSUP)))
     );
-    let disk = start(
-        &["nozero"],
-        "memory",
-        &["1M", "zeromode=plugin", "fastzeromode=none"],
-    );
+    let disk = start(&["nozero"], "memory", &["1M", "zeromode=plugin", "fastzeromode=none"]);
     assert!(!disk.connect().unwrap().info().can_fast_zero());
     // data has zero but no fast zero: ignore turns a fast zero into a zero.
-    let disk = start(
-        &["nozero"],
-        "data",
-        &["1 2 3", "zeromode=notrim", "fastzeromode=ignore"],
-    );
+    let disk = start(&["nozero"], "data", &["1 2 3", "zeromode=notrim", "fastzeromode=ignore"]);
     let mut c = disk.connect().unwrap();
     assert!(c.info().can_fast_zero());
     c.zero_with(0, 3, FAST).unwrap();

@@ -19,11 +19,7 @@ fn serves_the_window_only() {
 #[test]
 fn offsets_reach_the_plugin_shifted() {
     // The data plugin shows where each byte really came from.
-    let disk = start(
-        &["offset"],
-        "data",
-        &["\"abcdefgh\"", "offset=2", "range=4"],
-    );
+    let disk = start(&["offset"], "data", &["\"abcdefgh\"", "offset=2", "range=4"]);
     let mut c = disk.connect().unwrap();
     assert_eq!(c.read(0, 4).unwrap(), b"cdef");
 }
@@ -50,9 +46,6 @@ fn a_window_past_the_end_cannot_be_opened() {
 
 #[test]
 fn bad_sizes_are_refused() {
-    refuses(
-        &["--filter=offset", "memory", "1M", "offset=lots"],
-        "offset",
-    );
+    refuses(&["--filter=offset", "memory", "1M", "offset=lots"], "offset");
     refuses(&["--filter=offset", "memory", "1M", "range=-1"], "range");
 }

@@ -37,10 +37,7 @@ fn start(disk: &str, args: &[&str]) -> nbdkit_test::CaptiveDisk {
 #[case(GPT, "1", 1 << 20, b"G1")]
 #[case(GPT, "3", 1 << 20, b"G3")]
 fn serves_the_partition(
-    #[case] disk: &str,
-    #[case] n: &str,
-    #[case] size: u64,
-    #[case] first: &[u8],
+    #[case] disk: &str, #[case] n: &str, #[case] size: u64, #[case] first: &[u8],
 ) {
     let disk = start(disk, &[&format!("partition={n}")]);
     let mut c = disk.connect().unwrap();
@@ -92,11 +89,7 @@ fn writes_reach_the_right_place_below() {
     "1",
     "partition: partition is outside the disk"
 )]
-#[case(
-    "1 2 3",
-    "1",
-    "disk does not contain MBR or GPT partition table signature"
-)]
+#[case("1 2 3", "1", "disk does not contain MBR or GPT partition table signature")]
 #[case(GPT, "2", "GPT partition 2 not found")]
 #[case(GPT, "129", "GPT partition number out of range")]
 #[case(
@@ -110,9 +103,7 @@ fn writes_reach_the_right_place_below() {
     "GPT partition table is too large for this disk"
 )]
 fn refuses_clients_when_the_partition_is_not_there(
-    #[case] disk: &str,
-    #[case] n: &str,
-    #[case] msg: &str,
+    #[case] disk: &str, #[case] n: &str, #[case] msg: &str,
 ) {
     let disk = start(disk, &[&format!("partition={n}")]);
     assert!(disk.connect().is_err());
@@ -131,12 +122,7 @@ fn a_tiny_disk_has_no_partitions() {
         .start()
         .unwrap();
     assert!(disk.connect().is_err());
-    assert!(
-        disk.log()
-            .contains("disk is too small to be a partitioned disk"),
-        "{}",
-        disk.log()
-    );
+    assert!(disk.log().contains("disk is too small to be a partitioned disk"), "{}", disk.log());
 }
 
 const SCRIPT: &str = r#"nbdinfo --size "$uri" && nbdinfo --map "$uri" && nbdcopy "$uri" - | od -An -tx1 -v | sha256sum"#;
@@ -161,20 +147,9 @@ fn serves_what_c_nbdkit_serves() {
         ("1 2 3", "1", false),
     ] {
         let part = format!("partition={n}");
-        let args = [
-            "--filter=partition",
-            "data",
-            disk,
-            "size=4M",
-            "allocator=sparse",
-            &part,
-        ];
+        let args = ["--filter=partition", "data", disk, "size=4M", "allocator=sparse", &part];
         let ours = run_captive(&bin(), &args, &format!("{SCRIPT} 2>/dev/null"));
-        assert_eq!(
-            ours.starts_with("status Some(0)"),
-            ok,
-            "{n} of {disk}: {ours}"
-        );
+        assert_eq!(ours.starts_with("status Some(0)"), ok, "{n} of {disk}: {ours}");
         if let Some(c) = &c {
             let theirs = run_captive(c, &args, &format!("{SCRIPT} 2>/dev/null"));
             assert_eq!(ours, theirs, "{n} of {disk}");
@@ -189,11 +164,7 @@ fn serves_what_c_nbdkit_serves() {
 #[case(&["partition=-1"], "partition: negative numbers are not allowed")]
 #[case(&["partition=4294967296"], "partition")]
 fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
-    refused(
-        &["-U", "-", "--filter=partition", "memory", "1M"],
-        args,
-        msg,
-    );
+    refused(&["-U", "-", "--filter=partition", "memory", "1M"], args, msg);
 }
 
 #[test]
@@ -224,10 +195,7 @@ fn the_description_names_the_partition() {
     ];
     let script = r#"nbdinfo "$uri" | grep -E 'description|export-size'"#;
     let ours = run_captive(&bin(), &args, script);
-    assert!(
-        ours.contains("description: partition 1 of MBR disk: a test disk"),
-        "{ours}"
-    );
+    assert!(ours.contains("description: partition 1 of MBR disk: a test disk"), "{ours}");
     if let Some(c) = c_nbdkit() {
         assert_eq!(ours, run_captive(&c, &args, script));
     }

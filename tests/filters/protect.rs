@@ -20,25 +20,15 @@ fn protected_bytes_change_only_to_themselves() {
 fn zero_and_trim_of_data_are_refused() {
     let disk = start(&["protect"], "data", &["1 2 3 @4096 9", "protect=0-10"]);
     let mut c = disk.connect().unwrap();
-    assert_eq!(
-        c.zero(0, 512).unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
-    assert_eq!(
-        c.trim(0, 512).unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(c.zero(0, 512).unwrap_err().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(c.trim(0, 512).unwrap_err().raw_os_error(), Some(libc::EPERM));
     c.zero(11, 100).unwrap();
     assert_eq!(c.read(0, 3).unwrap(), [1, 2, 3]);
 }
 
 #[test]
 fn complement_and_many_ranges() {
-    let disk = start(
-        &["protect"],
-        "memory",
-        &["1M", "protect=~4096-8191", "protect=0x100-0x1ff"],
-    );
+    let disk = start(&["protect"], "memory", &["1M", "protect=~4096-8191", "protect=0x100-0x1ff"]);
     let mut c = disk.connect().unwrap();
     c.write(4096, &[1; 4096]).unwrap();
     for off in [0, 4095, 8192, 1 << 19] {
@@ -62,10 +52,7 @@ for off in [0, 511, 512, 1023, 1024, 5000]:
         "--filter=protect memory 1M protect=~512-1023 protect=5000-",
         script,
     );
-    assert!(
-        out.contains("512 ok\n") && out.contains("0 EPERM\n"),
-        "{out}"
-    );
+    assert!(out.contains("512 ok\n") && out.contains("0 EPERM\n"), "{out}");
 }
 
 #[rstest::rstest]

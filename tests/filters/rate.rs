@@ -43,16 +43,7 @@ fn the_rate_file_changes_the_rate() {
 fn bad_rates() {
     for arg in ["rate=fast", "burstiness=0"] {
         let out = nbdkit()
-            .args([
-                "-U",
-                "-",
-                "--filter=rate",
-                "memory",
-                "1M",
-                arg,
-                "--run",
-                "true",
-            ])
+            .args(["-U", "-", "--filter=rate", "memory", "1M", arg, "--run", "true"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{arg}");

@@ -32,21 +32,13 @@ fn the_window_grows_on_skips_and_shrinks_on_going_back() {
         c.read(at, 512).unwrap();
     }
     let want = "512 32768\n100512 32768\n200512 65536\n512 131072\n1024 32768\n";
-    assert!(
-        wait_until(Duration::from_secs(10), || slurp(&log) == want),
-        "{}",
-        slurp(&log)
-    );
+    assert!(wait_until(Duration::from_secs(10), || slurp(&log) == want), "{}", slurp(&log));
     // Nothing past the end: a read of the last bytes asks for nothing
     // (but, having skipped ahead, doubles the window for the next).
     c.read((1 << 20) - 512, 512).unwrap();
     c.read(0, 512).unwrap();
     let want = format!("{want}512 65536\n");
-    assert!(
-        wait_until(Duration::from_secs(10), || slurp(&log) == want),
-        "{}",
-        slurp(&log)
-    );
+    assert!(wait_until(Duration::from_secs(10), || slurp(&log) == want), "{}", slurp(&log));
 }
 
 #[test]
@@ -73,8 +65,6 @@ fn without_native_cache_it_warns_and_does_nothing() {
         "{}",
         d.log()
     );
-    assert!(d
-        .log()
-        .contains("readahead: try adding --filter=cache after this filter"));
+    assert!(d.log().contains("readahead: try adding --filter=cache after this filter"));
     assert!(!log.exists());
 }

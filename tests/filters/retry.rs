@@ -51,16 +51,10 @@ fn readonly_reopen_refuses_writes_without_retrying() {
     let mut c = d.connect().unwrap();
     // The write fails; the plugin is reopened read-only, once, and the
     // retried write fails at once as read-only.
-    assert_eq!(
-        c.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(c.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
     assert_eq!(opens(dir.path()), "2");
     // So does every later write, with no further reopen.
-    assert_eq!(
-        c.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(c.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
     assert_eq!(c.zero(0, 1).unwrap_err().raw_os_error(), Some(libc::EPERM));
     assert_eq!(opens(dir.path()), "2");
     assert_eq!(c.read(0, 1).unwrap(), [0]);
@@ -84,10 +78,7 @@ fn failed_reopen_leaves_no_handle() {
     let disk = start(&reopen_fails_once(dir.path()), &["retries=1"]);
     let mut c = disk.connect().unwrap();
     // The one retry is spent on the failed reopen: ESHUTDOWN.
-    assert_eq!(
-        c.read(0, 1).unwrap_err().raw_os_error(),
-        Some(libc::ESHUTDOWN)
-    );
+    assert_eq!(c.read(0, 1).unwrap_err().raw_os_error(), Some(libc::ESHUTDOWN));
     // The next request reopens first, never using h1 again.
     assert_eq!(c.read(8, 1).unwrap(), [0]);
     assert_eq!(preads(dir.path()), ["h1 0", "h3 8"]);

@@ -19,11 +19,7 @@ fn compare_with_c(args: &str, cmd: &str) {
     }
     let run = |nbdkit: &std::path::Path| {
         let out = sh(&format!("{} -U - {args} --run '{cmd}'", nbdkit.display()));
-        assert!(
-            out.status.success(),
-            "{args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ours = run(&bin());
@@ -69,10 +65,7 @@ fn checkwrite_accepts_the_same_data_only() {
     assert!(!c.info().read_only());
     c.write(0, &[1, 2, 3]).unwrap();
     c.zero(100, 100).unwrap();
-    assert_eq!(
-        c.write(0, &[9]).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
-    );
+    assert_eq!(c.write(0, &[9]).unwrap_err().raw_os_error(), Some(libc::EIO));
     assert_eq!(c.zero(0, 10).unwrap_err().raw_os_error(), Some(libc::EIO));
     // Nothing was written.
     assert_eq!(c.read(0, 3).unwrap(), [1, 2, 3]);
@@ -102,17 +95,9 @@ fn readahead_prefetches_when_reading_in_order() {
         wait_until(std::time::Duration::from_secs(10), || log.exists()),
         "no prefetch was asked for"
     );
-    let first: u64 = std::fs::read_to_string(&log)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        first >= 65536,
-        "prefetch starts after what was read: {first}"
-    );
+    let first: u64 =
+        std::fs::read_to_string(&log).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(first >= 65536, "prefetch starts after what was read: {first}");
 }
 
 #[test]
@@ -138,17 +123,9 @@ fn multi_conn_modes() {
     b.write(0, b"b").unwrap();
     a.flush().unwrap();
     let lines = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        lines.lines().count(),
-        2,
-        "a flush reaches both connections: {lines}"
-    );
+    assert_eq!(lines.lines().count(), 2, "a flush reaches both connections: {lines}");
     // disable, on a plugin with it.
-    let d = start(
-        "multi-conn",
-        &["memory", "1M"],
-        &["multi-conn-mode=disable"],
-    );
+    let d = start("multi-conn", &["memory", "1M"], &["multi-conn-mode=disable"]);
     assert!(!d.connect().unwrap().info().can_multi_conn());
     let d = start("multi-conn", &plugin, &["multi-conn-mode=plugin"]);
     assert!(!d.connect().unwrap().info().can_multi_conn());
@@ -156,16 +133,10 @@ fn multi_conn_modes() {
 
 #[rstest::rstest]
 #[case("--filter=swab", "swab-bits=12", "swab-bits=12")]
-#[case(
-    "--filter=multi-conn",
-    "multi-conn-mode=maybe",
-    "unknown multi-conn mode 'maybe'"
-)]
+#[case("--filter=multi-conn", "multi-conn-mode=maybe", "unknown multi-conn mode 'maybe'")]
 fn bad_parameters(#[case] filter: &str, #[case] arg: &str, #[case] msg: &str) {
-    let out = nbdkit()
-        .args(["-U", "-", filter, "memory", "1M", arg, "--run", "true"])
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["-U", "-", filter, "memory", "1M", arg, "--run", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(msg));
 }

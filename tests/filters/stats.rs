@@ -20,11 +20,7 @@ fn masked(text: &str) -> String {
 fn writes_the_summary_at_exit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stats");
-    let disk = start(
-        &["stats"],
-        "memory",
-        &["1M", &format!("statsfile={}", file.display())],
-    );
+    let disk = start(&["stats"], "memory", &["1M", &format!("statsfile={}", file.display())]);
     let mut c = disk.connect().unwrap();
     for i in 0..4 {
         c.write(i * 4096, &[1; 4096]).unwrap();
@@ -58,12 +54,7 @@ fn threshold_zero_drops_the_breakdown_and_append_keeps_old_text() {
     let disk = start(
         &["stats"],
         "memory",
-        &[
-            "1M",
-            &format!("statsfile={}", file.display()),
-            "statsthreshold=0",
-            "statsappend=true",
-        ],
+        &["1M", &format!("statsfile={}", file.display()), "statsthreshold=0", "statsappend=true"],
     );
     disk.connect().unwrap().read(0, 512).unwrap();
     disk.shutdown().unwrap();
@@ -85,11 +76,7 @@ h.zero(4096, 4096); h.trim(8192,8192); h.flush(); h.cache(512,0)\"; nbdinfo --ma
     let summary = |nbdkit: &std::path::Path| {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stats");
-        run_with(
-            nbdkit,
-            &format!("--filter=stats memory 1M statsfile={}", file.display()),
-            script,
-        );
+        run_with(nbdkit, &format!("--filter=stats memory 1M statsfile={}", file.display()), script);
         masked(&std::fs::read_to_string(&file).unwrap())
     };
     let ours = summary(&bin());

@@ -20,10 +20,7 @@ fn runs(one: bool) -> String {
         (47, 1, ""),
     ];
     if !one {
-        let lines: Vec<String> = all
-            .iter()
-            .map(|(o, l, t)| format!("echo {o} {l} {t}"))
-            .collect();
+        let lines: Vec<String> = all.iter().map(|(o, l, t)| format!("echo {o} {l} {t}")).collect();
         return format!("extents={}", lines.join("; "));
     }
     let arms: Vec<String> = all
@@ -43,11 +40,7 @@ fn seen(bits: u32, one: bool) -> Vec<(u64, u32)> {
         .start()
         .unwrap();
     let mut c = d.connect().unwrap();
-    c.extents(0, 48)
-        .unwrap()
-        .iter()
-        .map(|e| (e.length, e.flags))
-        .collect()
+    c.extents(0, 48).unwrap().iter().map(|e| (e.length, e.flags)).collect()
 }
 
 #[rstest::rstest]
@@ -71,8 +64,5 @@ fn unaligned_cache_is_refused() {
         .unwrap();
     let mut c = d.connect().unwrap();
     c.cache(0, 8).unwrap();
-    assert_eq!(
-        c.cache(2, 8).unwrap_err().raw_os_error(),
-        Some(libc::EINVAL)
-    );
+    assert_eq!(c.cache(2, 8).unwrap_err().raw_os_error(), Some(libc::EINVAL));
 }

@@ -15,18 +15,11 @@ fn serves_the_same_member_as_the_tar_plugin_and_c_nbdkit() {
             d.path().display(),
             nbdkit.display()
         ));
-        assert!(
-            out.status.success(),
-            "{args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     for member in ["disk.img", LONG] {
-        let ours = run(
-            &bin(),
-            &format!("file pax.tar --filter=tar tar-entry={member}"),
-        );
+        let ours = run(&bin(), &format!("file pax.tar --filter=tar tar-entry={member}"));
         let plugin = run(&bin(), &format!("tar tar=pax.tar file={member}"));
         // Flags differ (the plugin is a file window, the filter passes the
         // file plugin's through), the bytes must not.
@@ -56,19 +49,12 @@ fn writes_land_in_the_archive_and_missing_entries_are_refused() {
     assert_eq!(c.size(), 1 << 20);
     assert_eq!(c.read(0, 5).unwrap(), b"hello");
     c.write_fua(1, b"ELLO").unwrap();
-    let out = sh(&format!(
-        "cd '{}' && tar xOf ustar.tar disk.img | head -c 5",
-        d.path().display()
-    ));
+    let out = sh(&format!("cd '{}' && tar xOf ustar.tar disk.img | head -c 5", d.path().display()));
     assert_eq!(out.stdout, b"hELLO");
     // Not there: the client is refused at the handshake.
     let missing = start("nope.img", &[]);
     assert!(missing.connect().is_err());
-    assert!(
-        missing.log().contains("nope.img: no such member"),
-        "{}",
-        missing.log()
-    );
+    assert!(missing.log().contains("nope.img: no such member"), "{}", missing.log());
     // Beyond tar-limit.
     let limited = start(LONG, &["tar-limit=1024"]);
     assert!(limited.connect().is_err());
@@ -77,10 +63,8 @@ fn writes_land_in_the_archive_and_missing_entries_are_refused() {
 
 #[test]
 fn tar_entry_is_required() {
-    let out = nbdkit()
-        .args(["-U", "-", "--filter=tar", "null", "1M", "--run", "true"])
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["-U", "-", "--filter=tar", "null", "1M", "--run", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tar: you must supply tar-entry=<PATH>"));
 }

@@ -17,24 +17,13 @@ fn shrinks_and_grows() {
     // Zeroes past the end are fine, and so is the part inside.
     c.write(990, &[[7u8; 10], [0u8; 10]].concat()).unwrap();
     assert_eq!(c.read(990, 20).unwrap(), [[7u8; 10], [0u8; 10]].concat());
-    assert_eq!(
-        c.write(2000, b"x").unwrap_err().raw_os_error(),
-        Some(libc::ENOSPC)
-    );
+    assert_eq!(c.write(2000, b"x").unwrap_err().raw_os_error(), Some(libc::ENOSPC));
     c.zero(500, 2000).unwrap();
     c.trim(0, 3000).unwrap();
     c.cache(0, 3000).unwrap();
     assert!(c.info().can_fast_zero());
     // The layer below (memory) can fast zero, so a fast zero works.
-    c.zero_with(
-        0,
-        3000,
-        ZeroFlags {
-            fast: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    c.zero_with(0, 3000, ZeroFlags { fast: true, ..Default::default() }).unwrap();
 }
 
 #[test]
@@ -44,23 +33,12 @@ fn fast_zero_fails_when_the_plugin_cannot() {
     let disk = start(
         &["truncate", "nozero"],
         "memory",
-        &[
-            "3",
-            "truncate=1000",
-            "zeromode=emulate",
-            "fastzeromode=none",
-        ],
+        &["3", "truncate=1000", "zeromode=emulate", "fastzeromode=none"],
     );
     let mut c = disk.connect().unwrap();
     assert!(c.info().can_fast_zero());
-    let fast = ZeroFlags {
-        fast: true,
-        ..Default::default()
-    };
-    assert_eq!(
-        c.zero_with(0, 10, fast).unwrap_err().raw_os_error(),
-        Some(libc::ENOTSUP)
-    );
+    let fast = ZeroFlags { fast: true, ..Default::default() };
+    assert_eq!(c.zero_with(0, 10, fast).unwrap_err().raw_os_error(), Some(libc::ENOTSUP));
     c.zero_with(100, 10, fast).unwrap();
 }
 

@@ -24,11 +24,7 @@ fn served(nbdkit: &std::path::Path, args: &[&str], dir: &std::path::Path) -> Str
         "status {:?}\n{}{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stdout),
-        if out.status.success() {
-            String::new()
-        } else {
-            "(failed)".into()
-        }
+        if out.status.success() { String::new() } else { "(failed)".into() }
     )
 }
 
@@ -85,10 +81,7 @@ const SAME_AS_C: &[&[&str]] = &[
     &[""],
     &["1 @65536", "allocator=malloc"],
     &["@1048576 1 @2097152", "allocator=sparse"],
-    &[
-        "@0x1be 0 0 2 0 0x83 0x20 0x20 0 le32:1 le32:0x7ff @0x1fe 0x55 0xaa",
-        "size=1M",
-    ],
+    &["@0x1be 0 0 2 0 0x83 0x20 0x20 0 le32:1 le32:0x7ff @0x1fe 0x55 0xaa", "size=1M"],
 ];
 
 #[test]

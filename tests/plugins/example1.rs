@@ -13,11 +13,7 @@ fn flags_and_extents_match_c_nbdkit() {
             "{} -U - example1 --run 'nbdinfo \"$uri\" | grep -v \"uri:\\|content:\"; nbdinfo --map \"$uri\"'",
             nbdkit.display()
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ours = info(&bin());
@@ -41,15 +37,8 @@ fn the_captive_example_copies_a_disk_with_a_real_filesystem() {
         dir.path().display(),
         bin().display()
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "Hello from the nbdkit example1 disk.\n"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello from the nbdkit example1 disk.\n");
     let disk = std::fs::read(dir.path().join("disk.img")).unwrap();
     assert_eq!(disk.len(), 100 << 20);
     // One Linux partition from sector 2048 to the end, and the signature.
@@ -65,10 +54,7 @@ fn writes_are_refused_and_parameters_too() {
     let mut c = d.connect().unwrap();
     let e = c.write(0, b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-    let out = nbdkit()
-        .args(["-U", "-", "example1", "foo=bar", "--run", "true"])
-        .output()
-        .unwrap();
+    let out = nbdkit().args(["-U", "-", "example1", "foo=bar", "--run", "true"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("foo"));
 }

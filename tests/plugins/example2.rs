@@ -12,10 +12,7 @@ fn stderr_of(args: &[&str]) -> (Option<i32>, String) {
         .args(["--run", "true"])
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -48,10 +45,7 @@ fn the_extra_flag_logs_the_size_with_v() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(
-        err.contains("debug: extra debugging: the file is 1024 bytes"),
-        "{err}"
-    );
+    assert!(err.contains("debug: extra debugging: the file is 1024 bytes"), "{err}");
     assert!(!err.contains("warning"), "{err}");
     // Without the flag, nothing extra.
     let (code, err) = stderr_of(&["-v", "example2", &arg]);
@@ -70,10 +64,7 @@ fn unknown_and_unused_flags_warn() {
     );
     let (code, err) = stderr_of(&["-D", "example1.foo=1", "example2"]);
     assert_eq!(code, Some(1));
-    assert!(
-        err.contains("warning: debug flag -D example1.foo was not used"),
-        "{err}"
-    );
+    assert!(err.contains("warning: debug flag -D example1.foo was not used"), "{err}");
     let (_, err) = stderr_of(&["-D", "example2.extra=1", "example2"]);
     assert!(!err.contains("warning"), "{err}");
 }
@@ -91,8 +82,5 @@ fn unknown_and_unused_flags_warn() {
 fn badly_formed_flags_are_refused(#[case] flag: &str) {
     let (code, err) = stderr_of(&["-D", flag, "example2", "file=/dev/null"]);
     assert_eq!(code, Some(1), "{flag}: {err}");
-    assert!(
-        err.contains("-D (Debug Flag) must have the format NAME.FLAG=N"),
-        "{flag}: {err}"
-    );
+    assert!(err.contains("-D (Debug Flag) must have the format NAME.FLAG=N"), "{flag}: {err}");
 }

@@ -21,10 +21,7 @@ fn reads_and_writes_reach_the_file() {
     c.write_fua(4096, b"hello").unwrap();
     c.flush().unwrap();
     let mut back = [0u8; 5];
-    std::fs::File::open(&img)
-        .unwrap()
-        .read_exact_at(&mut back, 4096)
-        .unwrap();
+    std::fs::File::open(&img).unwrap().read_exact_at(&mut back, 4096).unwrap();
     assert_eq!(&back, b"hello");
     // Zero and trim read back as zeroes, in the file too.
     c.zero(100_000, 4).unwrap();
@@ -50,10 +47,7 @@ fn zero_punches_a_hole_only_when_it_may_trim() {
     let full = blocks();
     let disk = disk(&["file", img.to_str().unwrap()]);
     let mut c = disk.connect().unwrap();
-    let no_hole = nbdkit_test::client::ZeroFlags {
-        no_hole: true,
-        ..Default::default()
-    };
+    let no_hole = nbdkit_test::client::ZeroFlags { no_hole: true, ..Default::default() };
     c.zero_with(0, 256 << 10, no_hole).unwrap();
     c.flush().unwrap();
     assert_eq!(blocks(), full, "NO_HOLE keeps the blocks");
@@ -75,15 +69,9 @@ fn extents_show_holes() {
     let disk = disk(&["file", &format!("file={}", img.display())]);
     let ext = disk.connect().unwrap().extents(0, 1 << 20).unwrap();
     assert_eq!(ext.iter().map(|e| e.length).sum::<u64>(), 1 << 20);
-    assert!(
-        ext[0].is_hole() && ext[0].is_zero(),
-        "starts with a hole: {ext:?}"
-    );
+    assert!(ext[0].is_hole() && ext[0].is_zero(), "starts with a hole: {ext:?}");
     // The data written at 100000 is in an allocated extent.
-    let at = ext
-        .iter()
-        .find(|e| e.offset <= 100_000 && 100_000 < e.offset + e.length)
-        .unwrap();
+    let at = ext.iter().find(|e| e.offset <= 100_000 && 100_000 < e.offset + e.length).unwrap();
     assert!(!at.is_hole() && !at.is_zero(), "{ext:?}");
 }
 
@@ -143,11 +131,9 @@ fn dir_disk(dir: &std::path::Path, export: &str) -> nbdkit_test::CaptiveDisk {
 #[test]
 fn dir_serves_each_file_by_export_name() {
     let d = image_dir();
-    for (name, size, data) in [
-        ("a.img", 1 << 20, b"in a"),
-        ("b c.img", 2 << 20, b"in b"),
-        ("link.img", 1 << 20, b"in a"),
-    ] {
+    for (name, size, data) in
+        [("a.img", 1 << 20, b"in a"), ("b c.img", 2 << 20, b"in b"), ("link.img", 1 << 20, b"in a")]
+    {
         let disk = dir_disk(d.path(), name);
         let mut c = disk.connect().unwrap();
         assert_eq!(c.size(), size, "{name}");
@@ -157,10 +143,7 @@ fn dir_serves_each_file_by_export_name() {
     let disk = dir_disk(d.path(), "b c.img");
     disk.connect().unwrap().write_fua(100, b"written").unwrap();
     let mut back = [0u8; 7];
-    std::fs::File::open(d.path().join("b c.img"))
-        .unwrap()
-        .read_exact_at(&mut back, 100)
-        .unwrap();
+    std::fs::File::open(d.path().join("b c.img")).unwrap().read_exact_at(&mut back, 100).unwrap();
     assert_eq!(&back, b"written");
     // directory= is dir= under another name.
     let disk = nbdkit_test::CaptiveDisk::builder("file")
@@ -185,11 +168,7 @@ fn dir_refuses_what_it_does_not_serve(#[case] export: &str) {
     // The same server, asked for another name: refused at the handshake,
     // and (for the FIFO) without hanging.
     let err = nbdkit_test::Client::connect_unix(disk.socket().unwrap(), export).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        std::io::ErrorKind::NotFound,
-        "{export:?}: {err}"
-    );
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{export:?}: {err}");
     // The server is fine afterwards.
     assert_eq!(disk.connect().unwrap().read(0, 4).unwrap(), b"in a");
 }
@@ -206,11 +185,7 @@ fn dir_lists_the_same_exports_as_c_nbdkit() {
             nbdkit.display(),
             d.path().display()
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut names: Vec<String> = text
             .lines()
@@ -239,11 +214,7 @@ fn fd_serves_an_inherited_descriptor_read_only_if_opened_so() {
             bin().display(),
             img.display()
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ro = run("<");
@@ -265,11 +236,7 @@ fn dirfd_serves_a_directory_descriptor() {
         bin().display(),
         d.path().display()
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2097152\n3\n");
 }
 
@@ -287,11 +254,7 @@ fn flags_and_extents_match_c_nbdkit() {
                 nbdkit.display(),
                 img.display()
             ));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert_eq!(info(&bin()), info(&c), "{extra}");

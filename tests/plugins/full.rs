@@ -32,17 +32,12 @@ fn writes_trims_and_zeroes_fail_with_enospc() {
     let mut c = d.connect().unwrap();
     assert!(c.info().can_fast_zero() && !c.info().can_flush());
     assert_eq!(c.read(0, 4096).unwrap(), vec![0u8; 4096]);
-    for e in [
-        c.write(0, b"x").unwrap_err(),
-        c.trim(0, 512).unwrap_err(),
-        c.zero(0, 512).unwrap_err(),
-    ] {
+    for e in
+        [c.write(0, b"x").unwrap_err(), c.trim(0, 512).unwrap_err(), c.zero(0, 512).unwrap_err()]
+    {
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
-    let fast = nbdkit_test::client::ZeroFlags {
-        fast: true,
-        ..Default::default()
-    };
+    let fast = nbdkit_test::client::ZeroFlags { fast: true, ..Default::default() };
     let e = c.zero_with(0, 512, fast).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTSUP));
     let ext = c.extents(0, 1 << 20).unwrap();

@@ -30,10 +30,7 @@ fn export_names_same_as_c_nbdkit() {
     for mode in ["mode=exportname", "export-name", "EXPORTNAME"] {
         let out = assert_same_as_c(&["info", mode], &open_each(names), &["nbdsh"]);
         if let Some(out) = out {
-            assert!(
-                out.contains("'hello' 5 bytearray(b'hello') True True"),
-                "{out}"
-            );
+            assert!(out.contains("'hello' 5 bytearray(b'hello') True True"), "{out}");
         }
     }
     assert_same_as_c(&["info"], DESCRIBE, &["nbdinfo", "nbdcopy"]);
@@ -48,10 +45,7 @@ fn base64_export_names_same_as_c_nbdkit() {
     for mode in ["mode=base64exportname", "base64-export-name"] {
         let out = assert_same_as_c(&["info", mode], &open_each(names), &["nbdsh"]);
         if let Some(out) = out {
-            assert!(
-                out.contains("'AAEC/w==' 4 bytearray(b'\\x00\\x01\\x02\\xff')"),
-                "{out}"
-            );
+            assert!(out.contains("'AAEC/w==' 4 bytearray(b'\\x00\\x01\\x02\\xff')"), "{out}");
             assert!(out.contains("'aGVsbG8' refused"), "{out}");
         }
     }
@@ -102,11 +96,7 @@ fn address_over_a_unix_socket_and_stdio_same_as_c_nbdkit() {
 /// Serve `info address` on TCP at `host` with `nbdkit`; connect from
 /// Python and check the disk holds the client's own address.
 fn tcp_address(nbdkit: &std::path::Path, host: &str) -> String {
-    let port = std::net::TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
     let script = format!(
         r#"nbdsh -c "
 import socket
@@ -125,11 +115,7 @@ print(got == want, got.startswith('{}'), h.can_multi_conn())
         .env("PATH", path_env())
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
@@ -170,14 +156,8 @@ print(h.pread(4, 8)[0] == 0)
         .filter_map(|m| assert_same_as_c(&["info", m], script, &["nbdsh"]))
         .collect();
     if let [time, uptime, conntime] = &outs[..] {
-        assert_eq!(
-            time,
-            "status Some(0)\n12 False True True\nTrue\nTrue False\nTrue\n"
-        );
-        assert_eq!(
-            uptime,
-            "status Some(0)\n12 False True True\nTrue\nFalse True\nTrue\n"
-        );
+        assert_eq!(time, "status Some(0)\n12 False True True\nTrue\nTrue False\nTrue\n");
+        assert_eq!(uptime, "status Some(0)\n12 False True True\nTrue\nFalse True\nTrue\n");
         assert_eq!(conntime, uptime);
     }
 }

@@ -41,11 +41,7 @@ for off, ln, fl in [(0, 1 << 20, 0), (65636, 200, 0), (0, 1000, 8), (200000, 409
     h.block_status(ln, off, cb, fl)
 ""#;
     assert_same_as_c(&["memory", "2M"], script, &["nbdsh"]);
-    assert_same_as_c(
-        &["data", "1*40000 @100000 2*5", "size=2M"],
-        script,
-        &["nbdsh"],
-    );
+    assert_same_as_c(&["data", "1*40000 @100000 2*5", "size=2M"], script, &["nbdsh"]);
 }
 
 /// The locked memory (`VmLck`, in kB) of the server running `args`, seen
@@ -53,20 +49,14 @@ for off, ln, fl in [(0, 1 << 20, 0), (65636, 200, 0), (0, 1000, 8), (200000, 409
 fn locked_kb(args: &[&str]) -> u64 {
     let out = run_captive(&bin(), args, "grep VmLck /proc/$PPID/status");
     assert!(out.starts_with("status Some(0)"), "{args:?}: {out}");
-    out.split_whitespace()
-        .nth(3)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"))
+    out.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"))
 }
 
 #[test]
 fn mlock_locks_the_disk_in_ram() {
     assert_eq!(locked_kb(&["memory", "1M"]), 0);
     assert_eq!(locked_kb(&["memory", "1M", "allocator=malloc"]), 0);
-    assert_eq!(
-        locked_kb(&["memory", "1M", "allocator=malloc,mlock=false"]),
-        0
-    );
+    assert_eq!(locked_kb(&["memory", "1M", "allocator=malloc,mlock=false"]), 0);
     assert!(locked_kb(&["memory", "1M", "allocator=malloc,mlock=true"]) >= 1024);
     assert!(locked_kb(&["data", "1 @1048576", "allocator=malloc,mlock=yes"]) >= 1024);
     // And the disk still works.
@@ -74,10 +64,7 @@ fn mlock_locks_the_disk_in_ram() {
     let mut c = d.connect().unwrap();
     c.write(99990, b"0123456789").unwrap();
     c.zero(99990, 5).unwrap();
-    assert_eq!(
-        c.read(99988, 12).unwrap(),
-        [&[0u8; 7][..], b"56789"].concat()
-    );
+    assert_eq!(c.read(99988, 12).unwrap(), [&[0u8; 7][..], b"56789"].concat());
     for plugin in ["memory", "data"] {
         let out = nbdkit().args(["--dump-plugin", plugin]).output().unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("\nmlock=yes\n"));
@@ -106,14 +93,8 @@ fn mlock_over_the_limit_is_a_clear_error() {
 }
 
 #[rstest::rstest]
-#[case(
-    "allocator=sparse,mlock=true",
-    "allocator=sparse does not take extra parameters"
-)]
-#[case(
-    "allocator=malloc,mlock=maybe",
-    "mlock: could not decipher boolean (maybe)"
-)]
+#[case("allocator=sparse,mlock=true", "allocator=sparse does not take extra parameters")]
+#[case("allocator=malloc,mlock=maybe", "mlock: could not decipher boolean (maybe)")]
 #[case("allocator=malloc,foo=1", "allocator=malloc: unknown parameter foo")]
 fn bad_allocator_parameters(#[case] arg: &str, #[case] msg: &str) {
     assert_refused(&["memory", "1M", arg], msg);

@@ -32,11 +32,7 @@ nbdcopy "$uri" - | sha256sum"#;
             back.socket().unwrap().display(),
             cmd.replace('\'', "'\\''")
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ours = run(&bin());
@@ -58,11 +54,7 @@ fn uri_hostname_and_export() {
     let port = back.port().unwrap().to_string();
     for args in [
         vec![back.uri().to_string()],
-        vec![
-            "hostname=127.0.0.1".into(),
-            format!("port={port}"),
-            "export=e".into(),
-        ],
+        vec!["hostname=127.0.0.1".into(), format!("port={port}"), "export=e".into()],
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let p = proxy(&args);
@@ -83,10 +75,7 @@ fn requests_stay_parallel_on_one_server_connection() {
         "get_size=echo 1M",
         "pread=sleep 1; dd if=/dev/zero count=$3 iflag=count_bytes status=none",
     ]);
-    let p = proxy(&[
-        &format!("socket={}", back.socket().unwrap().display()),
-        "shared=true",
-    ]);
+    let p = proxy(&[&format!("socket={}", back.socket().unwrap().display()), "shared=true"]);
     let mut a = p.connect().unwrap();
     let mut b = p.connect().unwrap();
     let t = Instant::now();
@@ -94,11 +83,7 @@ fn requests_stay_parallel_on_one_server_connection() {
     let tb = std::thread::spawn(move || b.read(512, 512).unwrap());
     assert_eq!(ta.join().unwrap(), vec![0; 512]);
     assert_eq!(tb.join().unwrap(), vec![0; 512]);
-    assert!(
-        t.elapsed() < Duration::from_millis(1900),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -132,11 +117,7 @@ fn retry_waits_for_the_server_to_appear() {
         nbdkit_test::Client::connect_unix(s, "").map(|mut c| c.read(8, 8).unwrap())
     });
     // The proxy has failed at least once before the backend exists.
-    assert!(
-        wait_until(Duration::from_secs(20), || p.log().contains("retrying")),
-        "{}",
-        p.log()
-    );
+    assert!(wait_until(Duration::from_secs(20), || p.log().contains("retrying")), "{}", p.log());
     let _back = nbdkit_test::CaptiveDisk::builder("pattern")
         .arg("1M")
         .server_arg(format!("--unix={}", sock.display()))
@@ -175,10 +156,7 @@ fn dynamic_export_lists_the_servers_exports() {
     let socket = format!("socket={}", back.socket().unwrap().display());
     let list = "nbdinfo --list --json \"$uri\" | jq -c '[.exports[] | [.\"export-name\", .description, .\"export-size\"]]'";
     let out = run_captive(&bin(), &["nbd", &socket, "dynamic-export=true"], list);
-    assert_eq!(
-        out,
-        "status Some(0)\n[[\"first\",\"the first\",6],[\"second\",null,7]]\n"
-    );
+    assert_eq!(out, "status Some(0)\n[[\"first\",\"the first\",6],[\"second\",null,7]]\n");
     // The default export is the server's "first".
     let info = "nbdinfo --no-content \"$uri\" | grep export=";
     let out = run_captive(&bin(), &["nbd", &socket, "dynamic-export=true"], info);

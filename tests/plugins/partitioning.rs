@@ -17,9 +17,8 @@ use crate::util::*;
 fn parts() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let fill = |name: &str, len: usize, seed: u8| {
-        let data: Vec<u8> = (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-            .collect();
+        let data: Vec<u8> =
+            (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect();
         std::fs::write(dir.path().join(name), data).unwrap();
     };
     fill("p1", 10, 1);
@@ -70,10 +69,7 @@ fn whole(disk: &CaptiveDisk) -> Vec<u8> {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A GPT disk with the unique partition GUIDs and the CRCs that cover
@@ -159,10 +155,7 @@ fn gpt_with_more_than_128_partitions_same_as_c_nbdkit() {
     }
     let (theirs, ours, same_second) = served_by_both(&c, &args);
     // 256 entries: 64 sectors of them.
-    assert_eq!(
-        u32::from_le_bytes(ours[512 + 80..512 + 84].try_into().unwrap()),
-        256
-    );
+    assert_eq!(u32::from_le_bytes(ours[512 + 80..512 + 84].try_into().unwrap()), 256);
     if same_second {
         assert!(ours == theirs);
     } else {
@@ -186,35 +179,15 @@ fn sfdisk_reads_the_mbr_and_ebrs() {
     let dir = parts();
     let img = saved(
         dir.path(),
-        &[
-            "partition-type=mbr",
-            "p1",
-            "p2",
-            "mbr-id=0x82",
-            "p3",
-            "p4",
-            "mbr-id=default",
-            "p5",
-        ],
+        &["partition-type=mbr", "p1", "p2", "mbr-id=0x82", "p3", "p4", "mbr-id=default", "p5"],
     );
     let out = sh(&format!("sfdisk -d '{}'", img.display()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<String> = table
         .lines()
         .filter(|l| l.contains(": start="))
-        .map(|l| {
-            l.split_once(" : ")
-                .unwrap()
-                .1
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|l| l.split_once(" : ").unwrap().1.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert_eq!(
         rows,
@@ -237,11 +210,7 @@ fn sgdisk_finds_no_problem_in_the_gpt() {
     }
     let dir = parts();
     let img = saved(dir.path(), &["p1", "p2", "p3", "p4", "p5", "p6"]);
-    let out = sh(&format!(
-        "sgdisk -v '{}' && sgdisk -p '{}'",
-        img.display(),
-        img.display()
-    ));
+    let out = sh(&format!("sgdisk -v '{}' && sgdisk -p '{}'", img.display(), img.display()));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("No problems found"), "{text}");
@@ -249,19 +218,10 @@ fn sgdisk_finds_no_problem_in_the_gpt() {
         text.contains("Disk identifier (GUID): 00000000-0000-0000-0000-000000000000"),
         "{text}"
     );
-    for (n, start) in [
-        (1, 2048),
-        (2, 4096),
-        (3, 6144),
-        (4, 8192),
-        (5, 10240),
-        (6, 12288),
-    ] {
+    for (n, start) in [(1, 2048), (2, 4096), (3, 6144), (4, 8192), (5, 10240), (6, 12288)] {
         assert!(
-            text.lines().any(|l| l
-                .split_whitespace()
-                .take(2)
-                .eq([n.to_string(), start.to_string()])),
+            text.lines()
+                .any(|l| l.split_whitespace().take(2).eq([n.to_string(), start.to_string()])),
             "partition {n} at {start}: {text}"
         );
     }
@@ -281,10 +241,7 @@ fn writes_reach_the_files_and_tables_stay() {
     c.write(mb + 8, b"yz\0\0\0").unwrap();
     let p1_now = std::fs::read(&p1).unwrap();
     assert_eq!(p1_now.len(), 10);
-    assert_eq!(
-        &p1_now[..4],
-        &[1u8 | 1, 31u8.wrapping_add(1) | 1, b'A', b'B']
-    );
+    assert_eq!(&p1_now[..4], &[1u8 | 1, 31u8.wrapping_add(1) | 1, b'A', b'B']);
     assert_eq!(&p1_now[8..], b"yz");
     // Anything else in the padding, or a change to the table: EIO, and
     // nothing is written.
@@ -294,32 +251,20 @@ fn writes_reach_the_files_and_tables_stay() {
     let mut mbr = c.read(0, 512).unwrap();
     c.write(0, &mbr).unwrap();
     mbr[0x1be] = 0;
-    assert_eq!(
-        c.write(0, &mbr).unwrap_err().raw_os_error(),
-        Some(libc::EIO)
-    );
+    assert_eq!(c.write(0, &mbr).unwrap_err().raw_os_error(), Some(libc::EIO));
     assert_eq!(c.zero(0, 512).unwrap_err().raw_os_error(), Some(libc::EIO));
     // Zeroing is writing zeroes.
     c.zero(mb, 4).unwrap();
     assert_eq!(&std::fs::read(&p1).unwrap()[..4], [0; 4]);
     c.write_fua(2 * mb, b"second").unwrap();
     c.flush().unwrap();
-    assert_eq!(
-        &std::fs::read(dir.path().join("p2")).unwrap()[..6],
-        b"second"
-    );
+    assert_eq!(&std::fs::read(dir.path().join("p2")).unwrap()[..6], b"second");
     assert_eq!(c.read(2 * mb, 6).unwrap(), b"second");
     let info = c.info();
     assert!(info.can_flush() && info.can_fua() && info.can_zero() && info.can_multi_conn());
     assert!(info.can_cache() && info.can_fast_zero() && !info.can_trim());
-    let fast = nbdkit_test::client::ZeroFlags {
-        fast: true,
-        ..Default::default()
-    };
-    assert_eq!(
-        c.zero_with(mb, 4, fast).unwrap_err().raw_os_error(),
-        Some(libc::ENOTSUP)
-    );
+    let fast = nbdkit_test::client::ZeroFlags { fast: true, ..Default::default() };
+    assert_eq!(c.zero_with(mb, 4, fast).unwrap_err().raw_os_error(), Some(libc::ENOTSUP));
     c.cache(0, c.size()).unwrap();
     // Another connection sees the same disk.
     assert_eq!(disk.connect().unwrap().read(2 * mb, 6).unwrap(), b"second");
@@ -364,10 +309,7 @@ fn bad_parameters_refused_like_c_nbdkit(#[case] args: &[&str], #[case] msg: &str
     std::fs::write(&p, b"x").unwrap();
     // A 1 TiB sparse file: two of them are too big for MBR.
     let big = dir.path().join("big");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(1 << 40)
-        .unwrap();
+    std::fs::File::create(&big).unwrap().set_len(1 << 40).unwrap();
     let args: Vec<&str> = args
         .iter()
         .map(|a| match *a {
@@ -386,10 +328,7 @@ fn bad_parameters_refused_like_c_nbdkit(#[case] args: &[&str], #[case] msg: &str
             .args(["--run", "true"])
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (code, err) = run(&mut nbdkit());
     assert_eq!(code, Some(1), "{err}");
@@ -405,31 +344,17 @@ fn bad_parameters_refused_like_c_nbdkit(#[case] args: &[&str], #[case] msg: &str
 fn big_files_pick_gpt_and_alignment_must_be_a_power_of_two() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big");
-    std::fs::File::create(&big)
-        .unwrap()
-        .set_len(1 << 40)
-        .unwrap();
+    std::fs::File::create(&big).unwrap().set_len(1 << 40).unwrap();
     let big = big.to_str().unwrap();
     let disk = disk(&["partitioning", big, big]);
     let mut c = disk.connect().unwrap();
     assert_eq!(&c.read(512, 8).unwrap(), b"EFI PART");
     // C nbdkit 1.32 aborts on an assertion here; we refuse it plainly.
     let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "partitioning",
-            "alignment=1536",
-            big,
-            "--run",
-            "true",
-        ])
+        .args(["-U", "-", "partitioning", "alignment=1536", big, "--run", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("partition alignment 1536 should be a power of 2"),
-        "{err}"
-    );
+    assert!(err.contains("partition alignment 1536 should be a power of 2"), "{err}");
 }

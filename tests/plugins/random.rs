@@ -70,15 +70,11 @@ fn the_seed_decides_the_bytes() {
 
 #[test]
 fn the_default_seed_is_the_time() {
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let d = disk(&["random", "4k"]);
-    let after = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let after =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let got = d.connect().unwrap().read(0, 4096).unwrap();
     let matches = (before..=after).any(|t| {
         let seeded = disk(&["random", "4k", &format!("seed={}", t as u32)]);

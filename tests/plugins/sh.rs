@@ -44,11 +44,7 @@ fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn seen_with_log(nbdkit: &Path, args: &str, cmd: &str) -> (String, String) {
     let out = sh(&format!("{} -U - {args} --run '{cmd}'", nbdkit.display()));
     (
-        format!(
-            "{:?}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout)
-        ),
+        format!("{:?}\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout)),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -82,10 +78,7 @@ fn sh_serves_like_c_nbdkit() {
     let cmd = CLIENT.replace('\'', "'\\''");
     let (ours, log) = seen_with_log(&bin(), &args, &cmd);
     assert!(ours.contains("bytearray(b'hello')"), "{ours}\n{log}");
-    assert!(
-        ours.contains("bytearray(b'\\x00\\x00llo')"),
-        "{ours}\n{log}"
-    );
+    assert!(ours.contains("bytearray(b'\\x00\\x00llo')"), "{ours}\n{log}");
     assert!(ours.contains("ENOSPC"), "{ours}\n{log}");
     assert!(ours.contains("description: second"), "{ours}\n{log}");
     if let Some(c) = c_nbdkit() {
@@ -150,11 +143,7 @@ esac
     assert_eq!(c.read(0, 4).unwrap(), b"aaaa");
     let errno = |r: std::io::Result<Vec<u8>>| r.unwrap_err().raw_os_error();
     assert_eq!(errno(c.read(512, 4)), Some(libc::EPERM));
-    assert_eq!(
-        errno(c.read(1024, 4)),
-        Some(libc::EIO),
-        "no errno name: EIO"
-    );
+    assert_eq!(errno(c.read(1024, 4)), Some(libc::EIO), "no errno name: EIO");
     assert_eq!(errno(c.read(2048, 4)), Some(libc::EIO), "short output");
     // Still serving after all that.
     assert_eq!(c.read(0, 1).unwrap(), b"a");
@@ -175,11 +164,7 @@ case \"$1\" in
 esac' | {} -U - sh - size=12345 --run 'nbdinfo --size \"$uri\"'",
         bin().display()
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "12345\n");
 }
 
@@ -207,11 +192,7 @@ fn after_fork_is_called() {
     assert_eq!(slurp(&marks), "after_fork\nget_size\n");
     refused(
         &["-U", "-"],
-        &[
-            "eval",
-            "get_size=echo 1",
-            "after_fork=echo EIO no luck >&2; exit 1",
-        ],
+        &["eval", "get_size=echo 1", "after_fork=echo EIO no luck >&2; exit 1"],
         "after_fork: no luck",
     );
 }
@@ -240,11 +221,7 @@ fn default_export_is_asked_once_per_connection() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let calls = slurp(&calls);
-        assert_eq!(
-            calls.matches("default_export").count(),
-            1,
-            "{filters:?}: {calls}"
-        );
+        assert_eq!(calls.matches("default_export").count(), 1, "{filters:?}: {calls}");
     }
 }
 
@@ -252,17 +229,11 @@ fn default_export_is_asked_once_per_connection() {
 /// refused, and the "script" is never run.
 #[test]
 fn inline_script_is_refused_with_single() {
-    let out = nbdkit()
-        .args(["-s", "sh", "-"])
-        .write_stdin("echo oops >&2; exit 1\n")
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["-s", "sh", "-"]).write_stdin("echo oops >&2; exit 1\n").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("inline script is incompatible with -s"),
-        "{err}"
-    );
+    assert!(err.contains("inline script is incompatible with -s"), "{err}");
     assert!(!err.contains("oops"), "{err}");
 }
 
@@ -319,11 +290,7 @@ esac
     let t = std::time::Instant::now();
     let mut c = disk.connect().unwrap();
     assert_eq!(c.read(512, 512).unwrap(), vec![0; 512]);
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(2),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(slow.join().unwrap(), vec![0; 512]);
 }
 
@@ -339,17 +306,10 @@ fn tmpdir_is_removed_when_nbdkit_exits() {
         bin().display(),
         record.display()
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tmpdir = std::fs::read_to_string(&record).unwrap();
     assert!(tmpdir.trim().contains("nbdkit-eval-"), "{tmpdir}");
-    assert!(
-        !std::path::Path::new(tmpdir.trim()).exists(),
-        "{tmpdir} left behind"
-    );
+    assert!(!std::path::Path::new(tmpdir.trim()).exists(), "{tmpdir} left behind");
 }
 
 #[test]
@@ -400,34 +360,21 @@ fn close_comes_before_unload() {
 /// `config`) and prints what it prints, as C does.
 #[test]
 fn dump_plugin_runs_the_script() {
-    let out = nbdkit()
-        .args(["--dump-plugin", "eval", "dump_plugin=echo extra=stuff"])
-        .output()
-        .unwrap();
+    let out =
+        nbdkit().args(["--dump-plugin", "eval", "dump_plugin=echo extra=stuff"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(
-        text.ends_with("max_known_status=3\nextra=stuff\n"),
-        "{text}"
-    );
+    assert!(text.ends_with("max_known_status=3\nextra=stuff\n"), "{text}");
     let d = tempfile::tempdir().unwrap();
     let s = script(
         d.path(),
         "s.sh",
         "#!/bin/sh\ncase $1 in\n  config) echo \"$2=$3\" > $tmpdir/c ;;\n  dump_plugin) echo from_script=yes; cat $tmpdir/c ;;\n  *) exit 2 ;;\nesac\n",
     );
-    let ours = nbdkit()
-        .args(["--dump-plugin", "sh"])
-        .arg(&s)
-        .arg("k=v")
-        .output()
-        .unwrap();
+    let ours = nbdkit().args(["--dump-plugin", "sh"]).arg(&s).arg("k=v").output().unwrap();
     let text = String::from_utf8_lossy(&ours.stdout);
     assert!(ours.status.success(), "{ours:?}");
-    assert!(
-        text.ends_with("max_known_status=3\nfrom_script=yes\nk=v\n"),
-        "{text}"
-    );
+    assert!(text.ends_with("max_known_status=3\nfrom_script=yes\nk=v\n"), "{text}");
     // A missing dump_plugin adds nothing; no script, nothing either.
     for args in [&["eval"][..], &["sh"][..]] {
         let out = nbdkit().arg("--dump-plugin").args(args).output().unwrap();
@@ -460,23 +407,14 @@ fn emulated_cache_reads_64m_at_a_time() {
     let log = d.path().join("reads");
     let pread = format!("echo \"$3 $4\" >> {}; head -c $3 /dev/zero", log.display());
     let out = nbdkit()
-        .args([
-            "-U",
-            "-",
-            "eval",
-            "get_size=echo 160M",
-            "can_cache=echo emulate",
-        ])
+        .args(["-U", "-", "eval", "get_size=echo 160M", "can_cache=echo emulate"])
         .arg(format!("pread={pread}"))
         .args(["--run", "nbdsh -u \"$uri\" -c \"h.cache(h.get_size(), 0)\""])
         .env("PATH", path_env())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        slurp(&log),
-        "67108864 0\n67108864 67108864\n33554432 134217728\n"
-    );
+    assert_eq!(slurp(&log), "67108864 0\n67108864 67108864\n33554432 134217728\n");
 }
 
 /// Export lists in each of the script's formats; a failing default_export
@@ -492,10 +430,7 @@ fn export_lists_as_c_reads_them() {
             "printf 'NAMES+DESCRIPTIONS\\na\\nb\\nda\\n'",
             "export=\"a\":\n\tdescription: da\nexport=\"b\":\n",
         ),
-        (
-            "printf 'INTERLEAVED\\na\\n\\nb\\n'",
-            "export=\"a\":\nexport=\"b\":\n",
-        ),
+        ("printf 'INTERLEAVED\\na\\n\\nb\\n'", "export=\"a\":\nexport=\"b\":\n"),
         ("printf 'x\\ny'", "export=\"x\":\n"),
     ] {
         let out = run_captive(
@@ -508,21 +443,13 @@ fn export_lists_as_c_reads_them() {
     // A description too long for the wire refuses the list (as C).
     let out = run_captive(
         &bin(),
-        &[
-            "eval",
-            "list_exports=printf 'INTERLEAVED\\na\\n%04097d\\n' 1",
-            "get_size=echo 0",
-        ],
+        &["eval", "list_exports=printf 'INTERLEAVED\\na\\n%04097d\\n' 1", "get_size=echo 0"],
         "nbdinfo --list \"$uri\" >/dev/null 2>&1 || echo refused",
     );
     assert_eq!(out, "status Some(0)\nrefused\n");
     let out = run_captive(
         &bin(),
-        &[
-            "eval",
-            "default_export=echo ENOENT >&2; exit 1",
-            "get_size=echo 0",
-        ],
+        &["eval", "default_export=echo ENOENT >&2; exit 1", "get_size=echo 0"],
         "nbdinfo --list --json \"$uri\" | jq -c .exports",
     );
     assert_eq!(out, "status Some(0)\n[]\n");

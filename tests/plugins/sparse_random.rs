@@ -47,14 +47,7 @@ t('flush', lambda: h.flush())
 #[case("random-content=false")]
 #[case("random-content=true")]
 fn reads_writes_trim_and_zero_same_as_c_nbdkit(#[case] content: &str) {
-    let args = [
-        "sparse-random",
-        "64M",
-        "seed=7",
-        "percent=50",
-        "runlength=40000",
-        content,
-    ];
+    let args = ["sparse-random", "64M", "seed=7", "percent=50", "runlength=40000", content];
     let out = assert_same_as_c(&args, &probe(), &["nbdsh"]);
     if let Some(out) = out {
         // The probe did see both outcomes.
@@ -68,13 +61,7 @@ fn reads_writes_trim_and_zero_same_as_c_nbdkit(#[case] content: &str) {
 fn a_copy_onto_itself_checks_out() {
     let script = r#"nbdcopy "$uri" "$uri" && echo copied"#;
     assert_same_as_c(
-        &[
-            "sparse-random",
-            "64M",
-            "seed=8",
-            "percent=30",
-            "runlength=100000",
-        ],
+        &["sparse-random", "64M", "seed=8", "percent=30", "runlength=100000"],
         script,
         &["nbdcopy"],
     );
@@ -82,13 +69,7 @@ fn a_copy_onto_itself_checks_out() {
 
 #[test]
 fn extents_writes_and_zeroes() {
-    let d = disk(&[
-        "sparse-random",
-        "16M",
-        "seed=7",
-        "percent=50",
-        "runlength=40000",
-    ]);
+    let d = disk(&["sparse-random", "16M", "seed=7", "percent=50", "runlength=40000"]);
     let mut c = d.connect().unwrap();
     let info = c.info().clone();
     assert!(!info.read_only() && info.can_flush() && info.can_fua());
@@ -127,10 +108,7 @@ fn percent_0_and_100_and_the_last_partial_block() {
     let read_all = |args: &[&str]| {
         let d = disk(args);
         let mut c = d.connect().unwrap();
-        (
-            c.read(0, c.size() as usize).unwrap(),
-            c.extents(0, c.size()).unwrap(),
-        )
+        (c.read(0, c.size() as usize).unwrap(), c.extents(0, c.size()).unwrap())
     };
     let (bytes, ext) = read_all(&["sparse-random", "10000", "seed=1", "percent=0"]);
     assert!(bytes.iter().all(|b| *b == 0));

@@ -13,11 +13,7 @@ fn pieces() -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     std::fs::write(p("a"), b"0123456789").unwrap();
-    std::fs::write(
-        p("b"),
-        (0..3000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(p("b"), (0..3000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()).unwrap();
     let c = std::fs::File::create(p("c")).unwrap();
     c.set_len(1 << 20).unwrap();
     c.write_all_at(b"hello", 500_000).unwrap();
@@ -33,10 +29,7 @@ fn args<'a>(files: &'a [PathBuf], names: &[usize]) -> Vec<&'a str> {
 }
 
 fn concat(files: &[&Path]) -> Vec<u8> {
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap())
-        .collect()
+    files.iter().flat_map(|f| std::fs::read(f).unwrap()).collect()
 }
 
 #[test]
@@ -88,10 +81,7 @@ fn writes_land_in_their_own_file_at_their_own_offset() {
     c.zero(3010 + 100, 3).unwrap();
     cf.read_exact_at(&mut got, 100).unwrap();
     assert_eq!(got, [0; 3]);
-    let fast = nbdkit_test::client::ZeroFlags {
-        fast: true,
-        ..Default::default()
-    };
+    let fast = nbdkit_test::client::ZeroFlags { fast: true, ..Default::default() };
     let e = c.zero_with(0, 4, fast).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTSUP));
     c.write_fua(0, b"F").unwrap();
@@ -110,37 +100,22 @@ fn extents_come_from_each_file() {
     let size = 3010 + (1 << 20);
     let ext = disk.connect().unwrap().extents(0, size).unwrap();
     assert_eq!(ext.iter().map(|e| e.length).sum::<u64>(), size);
-    let at = |off: u64| {
-        *ext.iter()
-            .find(|e| e.offset <= off && off < e.offset + e.length)
-            .unwrap()
-    };
+    let at = |off: u64| *ext.iter().find(|e| e.offset <= off && off < e.offset + e.length).unwrap();
     assert!(!at(0).is_hole() && !at(3009).is_hole(), "{ext:?}");
-    assert!(
-        at(3010 + 200_000).is_hole() && at(3010 + 200_000).is_zero(),
-        "{ext:?}"
-    );
+    assert!(at(3010 + 200_000).is_hole() && at(3010 + 200_000).is_zero(), "{ext:?}");
     assert!(!at(3010 + 500_000).is_hole(), "{ext:?}");
 }
 
 /// `nbdinfo --map` and the flags, from both servers.
 fn info(nbdkit: &Path, extra: &[&str], files: &[PathBuf]) -> (String, String) {
-    let list = files
-        .iter()
-        .map(|f| format!("'{}'", f.display()))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let list = files.iter().map(|f| format!("'{}'", f.display())).collect::<Vec<_>>().join(" ");
     let run = |cmd: &str| {
         let out = sh(&format!(
             "{} -U - {} split {list} --run '{cmd}'",
             nbdkit.display(),
             extra.join(" ")
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let flags = run("nbdinfo \"$uri\"")
@@ -182,11 +157,7 @@ fn a_file_that_cannot_be_written_needs_r() {
     // The running server's own executable is busy (ETXTBSY) for writing.
     let exe = bin();
     let exe = exe.to_str().unwrap();
-    let srv = nbdkit_test::CaptiveDisk::builder("split")
-        .arg(exe)
-        .binary(bin())
-        .start()
-        .unwrap();
+    let srv = nbdkit_test::CaptiveDisk::builder("split").arg(exe).binary(bin()).start().unwrap();
     assert!(srv.connect().is_err());
     let srv = nbdkit_test::CaptiveDisk::builder("split")
         .arg(exe)

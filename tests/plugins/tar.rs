@@ -26,26 +26,15 @@ pub(crate) fn archives() -> tempfile::TempDir {
             "cd '{}' && tar cf {fmt}.tar --format={fmt} disk.img a",
             d.path().display()
         ));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     d
 }
 
 fn run(nbdkit: &Path, args: &str, dir: &Path, cmd: &str) -> String {
-    let out = sh(&format!(
-        "cd '{}' && {} -U - {args} --run '{cmd}'",
-        dir.display(),
-        nbdkit.display()
-    ));
-    assert!(
-        out.status.success(),
-        "{args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        sh(&format!("cd '{}' && {} -U - {args} --run '{cmd}'", dir.display(), nbdkit.display()));
+    assert!(out.status.success(), "{args}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -117,11 +106,7 @@ fn writes_land_in_the_archive_in_place() {
         d.path().display()
     ));
     assert_eq!(out.stdout[..1 << 20], new[..]);
-    assert_eq!(
-        &out.stdout[1 << 20..],
-        b"hello",
-        "the other member is untouched"
-    );
+    assert_eq!(&out.stdout[1 << 20..], b"hello", "the other member is untouched");
 }
 
 #[test]
@@ -137,10 +122,7 @@ fn read_only_with_dash_r() {
     let mut c = disk.connect().unwrap();
     assert_eq!(c.read(0, 5).unwrap(), b"hello");
     assert_eq!(c.read((1 << 20) - 4, 4).unwrap(), b"tail");
-    assert_eq!(
-        c.write(0, b"x").unwrap_err().raw_os_error(),
-        Some(libc::EPERM)
-    );
+    assert_eq!(c.write(0, b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
 }
 
 #[rstest::rstest]

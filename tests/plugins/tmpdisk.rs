@@ -8,12 +8,7 @@ use nbdkit_test::{CaptiveDisk, Client};
 use crate::util::*;
 
 fn tmpdisk(tmp: &std::path::Path, args: &[&str]) -> CaptiveDisk {
-    CaptiveDisk::builder("tmpdisk")
-        .args(args)
-        .env("TMPDIR", tmp)
-        .binary(bin())
-        .start()
-        .unwrap()
+    CaptiveDisk::builder("tmpdisk").args(args).env("TMPDIR", tmp).binary(bin()).start().unwrap()
 }
 
 #[test]
@@ -124,10 +119,7 @@ fn ondemand_creates_once_keeps_and_locks() {
     drop(Client::connect_unix(disk.socket().unwrap(), "").unwrap());
     assert!(dir.path().join("default").exists());
     for bad in ["a.b", "a:b", "../x"] {
-        assert!(
-            Client::connect_unix(disk.socket().unwrap(), bad).is_err(),
-            "{bad}"
-        );
+        assert!(Client::connect_unix(disk.socket().unwrap(), bad).is_err(), "{bad}");
     }
 }
 
@@ -147,10 +139,7 @@ fn ondemand_wait_queues_the_second_client() {
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
     a.write(0, b"abc").unwrap();
     a.disconnect().unwrap();
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap(),
-        b"abc"
-    );
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap(), b"abc");
 }
 
 #[test]

@@ -44,12 +44,7 @@ impl Extents {
     /// reach up to `limit`.
     pub fn with_limit(start: u64, len: u64, limit: u64) -> Extents {
         let end = start.saturating_add(len);
-        Extents {
-            start,
-            end,
-            limit: limit.max(end),
-            list: Vec::new(),
-        }
+        Extents { start, end, limit: limit.max(end), list: Vec::new() }
     }
 
     /// How far the last extent may reach.
@@ -89,11 +84,7 @@ impl Extents {
         match self.list.last_mut() {
             Some(last) if last.flags == flags => last.length += end - off,
             _ if full => return false,
-            _ => self.list.push(Extent {
-                offset: off,
-                length: end - off,
-                flags,
-            }),
+            _ => self.list.push(Extent { offset: off, length: end - off, flags }),
         }
         self.next_offset() < self.end
     }
@@ -106,10 +97,7 @@ impl Extents {
     /// Check the plugin described at least the first byte.
     pub fn check(&self) -> Result<()> {
         if self.list.is_empty() {
-            return Err(Error::new(
-                Errno::Inval,
-                "extents: no extents were returned",
-            ));
+            return Err(Error::new(Errno::Inval, "extents: no extents were returned"));
         }
         Ok(())
     }
@@ -128,16 +116,8 @@ mod tests {
         assert_eq!(
             e.list(),
             &[
-                Extent {
-                    offset: 100,
-                    length: 60,
-                    flags: 3
-                },
-                Extent {
-                    offset: 160,
-                    length: 40,
-                    flags: 0
-                }
+                Extent { offset: 100, length: 60, flags: 3 },
+                Extent { offset: 160, length: 40, flags: 0 }
             ]
         );
     }

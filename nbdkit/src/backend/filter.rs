@@ -91,22 +91,14 @@ impl Layer {
     /// Put `filter` on top of `next`, whose name (a filter's or the
     /// plugin's) the guard between them uses in `-v` traces.
     pub fn named(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>, next_name: &'static str) -> Layer {
-        Layer {
-            filter,
-            next: Next {
-                below: next,
-                name: next_name,
-            },
-        }
+        Layer { filter, next: Next { below: next, name: next_name } }
     }
 }
 
 #[async_trait]
 impl Plugin for Layer {
     fn thread_model(&self) -> ThreadModel {
-        self.filter
-            .thread_model()
-            .min(self.next.below.thread_model())
+        self.filter.thread_model().min(self.next.below.thread_model())
     }
 
     async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
@@ -160,9 +152,7 @@ impl Next {
     pub async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<Guard>> {
         trace_open(self.name, args.readonly, args.export);
         let h = self.below.open(args).await?;
-        Ok(Arc::new(
-            Guard::new(h, args.readonly).await?.named(self.name),
-        ))
+        Ok(Arc::new(Guard::new(h, args.readonly).await?.named(self.name)))
     }
 
     /// Tell the layer below a client has connected.
@@ -215,43 +205,22 @@ pub trait FilterHandle: Send + Sync + 'static {
                 Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
                 Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
                 Op::Flush { flags } => self.flush(flags).await,
-                Op::Trim {
-                    count,
-                    offset,
-                    flags,
-                } => self.trim(count, offset, flags).await,
-                Op::Zero {
-                    count,
-                    offset,
-                    flags,
-                } => self.zero(count, offset, flags).await,
-                Op::Extents {
-                    count,
-                    offset,
-                    flags,
-                    ext,
-                } => self.extents(count, offset, flags, ext).await,
-                Op::Cache {
-                    count,
-                    offset,
-                    flags,
-                } => self.cache(count, offset, flags).await,
+                Op::Trim { count, offset, flags } => self.trim(count, offset, flags).await,
+                Op::Zero { count, offset, flags } => self.zero(count, offset, flags).await,
+                Op::Extents { count, offset, flags, ext } => {
+                    self.extents(count, offset, flags, ext).await
+                }
+                Op::Cache { count, offset, flags } => self.cache(count, offset, flags).await,
             }
         }
     }
     fn pread(
-        &self,
-        buf: &mut [u8],
-        offset: u64,
-        flags: Flags,
+        &self, buf: &mut [u8], offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().pread(buf, offset, flags)
     }
     fn pwrite(
-        &self,
-        buf: &[u8],
-        offset: u64,
-        flags: Flags,
+        &self, buf: &[u8], offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().pwrite(buf, offset, flags)
     }
@@ -259,35 +228,22 @@ pub trait FilterHandle: Send + Sync + 'static {
         self.next().flush(flags)
     }
     fn trim(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
+        &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().trim(count, offset, flags)
     }
     fn zero(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
+        &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().zero(count, offset, flags)
     }
     fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().extents(count, offset, flags, ext)
     }
     fn cache(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
+        &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().cache(count, offset, flags)
     }
@@ -328,43 +284,18 @@ impl<T: FilterHandle> Handle for T {
         self.op(Op::Flush { flags }).await
     }
     async fn trim(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.op(Op::Trim {
-            count,
-            offset,
-            flags,
-        })
-        .await
+        self.op(Op::Trim { count, offset, flags }).await
     }
     async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.op(Op::Zero {
-            count,
-            offset,
-            flags,
-        })
-        .await
+        self.op(Op::Zero { count, offset, flags }).await
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
-        self.op(Op::Extents {
-            count,
-            offset,
-            flags,
-            ext,
-        })
-        .await
+        self.op(Op::Extents { count, offset, flags, ext }).await
     }
     async fn cache(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
-        self.op(Op::Cache {
-            count,
-            offset,
-            flags,
-        })
-        .await
+        self.op(Op::Cache { count, offset, flags }).await
     }
     async fn close(&self) {
         FilterHandle::close(self).await

@@ -59,13 +59,7 @@ impl Guard {
             caps.fua = Fua::None;
         }
         let block_size = handle.block_size().await?;
-        Ok(Guard {
-            handle,
-            caps,
-            size,
-            block_size,
-            name: "",
-        })
+        Ok(Guard { handle, caps, size, block_size, name: "" })
     }
 
     /// Name the layer this guard stands above, for the `-v` trace of each
@@ -109,14 +103,7 @@ impl Guard {
     /// extents call still answers "all data").
     pub async fn caps(&self) -> Result<Caps> {
         let c = self.caps;
-        Ok(Caps {
-            zero: if c.zero == Zero::None {
-                Zero::None
-            } else {
-                Zero::Native
-            },
-            ..c
-        })
+        Ok(Caps { zero: if c.zero == Zero::None { Zero::None } else { Zero::Native }, ..c })
     }
 
     /// Block size constraints (the [`Handle`] call).
@@ -156,13 +143,7 @@ impl Guard {
         match (flags.fua, self.caps.fua) {
             (true, Fua::Native) => (flags, false),
             (true, Fua::Emulate) if self.handle.takes_fua_flag() => (flags, false),
-            (true, _) => (
-                Flags {
-                    fua: false,
-                    ..flags
-                },
-                true,
-            ),
+            (true, _) => (Flags { fua: false, ..flags }, true),
             (false, _) => (flags, false),
         }
     }
@@ -234,16 +215,11 @@ impl Guard {
         if flags.fast_zero {
             return Err(Error::new(Errno::NotSup, "fast zero is not possible"));
         }
-        let wflags = Flags {
-            fua: false,
-            ..Flags::default()
-        };
+        let wflags = Flags { fua: false, ..Flags::default() };
         let mut done = 0u64;
         while done < count {
             let n = (count - done).min(ZEROES.len() as u64) as usize;
-            self.handle
-                .pwrite(&ZEROES[..n], offset + done, wflags)
-                .await?;
+            self.handle.pwrite(&ZEROES[..n], offset + done, wflags).await?;
             done += n as u64;
         }
         self.flush_after(flush).await
@@ -252,22 +228,14 @@ impl Guard {
     /// BLOCK_STATUS for `base:allocation`.
     pub async fn block_status(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
         self.trace(|| {
-            format!(
-                "extents count={count} offset={offset} req_one={}",
-                u8::from(req_one)
-            )
+            format!("extents count={count} offset={offset} req_one={}", u8::from(req_one))
         });
         // The last extent may reach past the request, up to the end of the
         // export, as in C nbdkit.
         let mut ext = Extents::with_limit(offset, u64::from(count), self.size);
         if self.caps.extents {
-            let flags = Flags {
-                req_one,
-                ..Flags::default()
-            };
-            self.handle
-                .extents(u64::from(count), offset, flags, &mut ext)
-                .await?;
+            let flags = Flags { req_one, ..Flags::default() };
+            self.handle.extents(u64::from(count), offset, flags, &mut ext).await?;
             ext.check()?;
         } else {
             ext.add(offset, u64::from(count), 0);
@@ -278,23 +246,13 @@ impl Guard {
     /// Extents into a layer above's collector, which may reach past the
     /// request (cacheextents keeps all it is told).
     pub async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         self.trace(|| {
-            format!(
-                "extents count={count} offset={offset} req_one={}",
-                u8::from(flags.req_one)
-            )
+            format!("extents count={count} offset={offset} req_one={}", u8::from(flags.req_one))
         });
         if self.caps.extents {
-            let flags = Flags {
-                req_one: flags.req_one,
-                ..Flags::default()
-            };
+            let flags = Flags { req_one: flags.req_one, ..Flags::default() };
             self.handle.extents(count, offset, flags, ext).await
         } else {
             ext.add(offset, count, 0);
@@ -316,9 +274,7 @@ impl Guard {
                 let mut done = 0u64;
                 while done < count {
                     let n = (count - done).min(buf.len() as u64) as usize;
-                    self.handle
-                        .pread(&mut buf[..n], offset + done, Flags::default())
-                        .await?;
+                    self.handle.pread(&mut buf[..n], offset + done, Flags::default()).await?;
                     done += n as u64;
                 }
                 Ok(())
@@ -333,27 +289,12 @@ impl Guard {
             Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
             Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
             Op::Flush { flags } => self.flush(flags).await,
-            Op::Trim {
-                count,
-                offset,
-                flags,
-            } => self.trim(count, offset, flags).await,
-            Op::Zero {
-                count,
-                offset,
-                flags,
-            } => self.zero(count, offset, flags).await,
-            Op::Extents {
-                count,
-                offset,
-                flags,
-                ext,
-            } => self.extents(count, offset, flags, ext).await,
-            Op::Cache {
-                count,
-                offset,
-                flags,
-            } => self.cache(count, offset, flags).await,
+            Op::Trim { count, offset, flags } => self.trim(count, offset, flags).await,
+            Op::Zero { count, offset, flags } => self.zero(count, offset, flags).await,
+            Op::Extents { count, offset, flags, ext } => {
+                self.extents(count, offset, flags, ext).await
+            }
+            Op::Cache { count, offset, flags } => self.cache(count, offset, flags).await,
         }
     }
 }
@@ -396,11 +337,7 @@ impl Handle for Guard {
         Guard::zero(self, count, offset, flags).await
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         Guard::extents(self, count, offset, flags, ext).await
     }

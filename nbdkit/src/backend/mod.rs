@@ -141,40 +141,13 @@ pub struct Flags {
 /// counts are 64-bit; reads and writes are bounded by the server (64 MiB).
 #[non_exhaustive]
 pub enum Op<'a> {
-    Read {
-        buf: &'a mut [u8],
-        offset: u64,
-        flags: Flags,
-    },
-    Write {
-        buf: &'a [u8],
-        offset: u64,
-        flags: Flags,
-    },
-    Flush {
-        flags: Flags,
-    },
-    Trim {
-        count: u64,
-        offset: u64,
-        flags: Flags,
-    },
-    Zero {
-        count: u64,
-        offset: u64,
-        flags: Flags,
-    },
-    Extents {
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &'a mut Extents,
-    },
-    Cache {
-        count: u64,
-        offset: u64,
-        flags: Flags,
-    },
+    Read { buf: &'a mut [u8], offset: u64, flags: Flags },
+    Write { buf: &'a [u8], offset: u64, flags: Flags },
+    Flush { flags: Flags },
+    Trim { count: u64, offset: u64, flags: Flags },
+    Zero { count: u64, offset: u64, flags: Flags },
+    Extents { count: u64, offset: u64, flags: Flags, ext: &'a mut Extents },
+    Cache { count: u64, offset: u64, flags: Flags },
 }
 
 /// What kind of request an [`Op`] is, without its data: for filters that
@@ -211,55 +184,21 @@ impl Op<'_> {
     /// that may send a request more than once (retry-request).
     pub fn reborrow(&mut self) -> Op<'_> {
         match self {
-            Op::Read { buf, offset, flags } => Op::Read {
-                buf,
-                offset: *offset,
-                flags: *flags,
-            },
-            Op::Write { buf, offset, flags } => Op::Write {
-                buf,
-                offset: *offset,
-                flags: *flags,
-            },
+            Op::Read { buf, offset, flags } => Op::Read { buf, offset: *offset, flags: *flags },
+            Op::Write { buf, offset, flags } => Op::Write { buf, offset: *offset, flags: *flags },
             Op::Flush { flags } => Op::Flush { flags: *flags },
-            Op::Trim {
-                count,
-                offset,
-                flags,
-            } => Op::Trim {
-                count: *count,
-                offset: *offset,
-                flags: *flags,
-            },
-            Op::Zero {
-                count,
-                offset,
-                flags,
-            } => Op::Zero {
-                count: *count,
-                offset: *offset,
-                flags: *flags,
-            },
-            Op::Extents {
-                count,
-                offset,
-                flags,
-                ext,
-            } => Op::Extents {
-                count: *count,
-                offset: *offset,
-                flags: *flags,
-                ext,
-            },
-            Op::Cache {
-                count,
-                offset,
-                flags,
-            } => Op::Cache {
-                count: *count,
-                offset: *offset,
-                flags: *flags,
-            },
+            Op::Trim { count, offset, flags } => {
+                Op::Trim { count: *count, offset: *offset, flags: *flags }
+            }
+            Op::Zero { count, offset, flags } => {
+                Op::Zero { count: *count, offset: *offset, flags: *flags }
+            }
+            Op::Extents { count, offset, flags, ext } => {
+                Op::Extents { count: *count, offset: *offset, flags: *flags, ext }
+            }
+            Op::Cache { count, offset, flags } => {
+                Op::Cache { count: *count, offset: *offset, flags: *flags }
+            }
         }
     }
 
@@ -374,11 +313,7 @@ pub struct OpenArgs<'a> {
 
 impl<'a> OpenArgs<'a> {
     pub fn new(readonly: bool, export: &'a str, client: &'a Client) -> OpenArgs<'a> {
-        OpenArgs {
-            readonly,
-            export,
-            client,
-        }
+        OpenArgs { readonly, export, client }
     }
 
     /// The same, read-only or not.
@@ -391,11 +326,7 @@ impl<'a> OpenArgs<'a> {
     where
         'a: 'b,
     {
-        OpenArgs {
-            readonly: self.readonly,
-            export,
-            client: self.client,
-        }
+        OpenArgs { readonly: self.readonly, export, client: self.client }
     }
 }
 
@@ -466,14 +397,10 @@ tokio::task_local! {
 /// answers cached for the
 /// connection; outside one (no cache in scope) it just runs.
 pub async fn cached_default_export(
-    layer: usize,
-    f: impl std::future::Future<Output = Result<String>>,
+    layer: usize, f: impl std::future::Future<Output = Result<String>>,
 ) -> Result<String> {
     let key = layer;
-    let hit = DEFAULT_EXPORTS
-        .try_with(|m| m.borrow().get(&key).cloned())
-        .ok()
-        .flatten();
+    let hit = DEFAULT_EXPORTS.try_with(|m| m.borrow().get(&key).cloned()).ok().flatten();
     if let Some(name) = hit {
         return Ok(name);
     }
@@ -558,11 +485,7 @@ pub trait Handle: Send + Sync {
 
     /// Describe allocation from `offset`: add at least one extent to `ext`.
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        _flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, _flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         ext.add(offset, count, 0);
         Ok(())

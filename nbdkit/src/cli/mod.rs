@@ -39,11 +39,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// TCP on `ipaddr` (all addresses if None) and `port`.
-    Tcp {
-        ipaddr: Option<String>,
-        port: u16,
-        family: Family,
-    },
+    Tcp { ipaddr: Option<String>, port: u16, family: Family },
     /// A Unix socket at this path.
     Unix(PathBuf),
     /// `-U -`: a Unix socket in a fresh private directory.
@@ -127,10 +123,7 @@ fn resolve_long(name: &str) -> Result<(Opt, bool), StartError> {
     if let Some(&(_, o, a)) = LONG.iter().find(|(n, _, _)| *n == name) {
         return Ok((o, a));
     }
-    let cands: Vec<_> = LONG
-        .iter()
-        .filter(|(n, _, _)| n.starts_with(name))
-        .collect();
+    let cands: Vec<_> = LONG.iter().filter(|(n, _, _)| n.starts_with(name)).collect();
     match cands.as_slice() {
         [] => Err(StartError(format!("unrecognized option '--{name}'"))),
         [first, rest @ ..] if rest.iter().all(|c| c.1 == first.1) => Ok((first.1, first.2)),
@@ -156,9 +149,7 @@ fn split_argv(args: &[String]) -> Result<Raw, StartError> {
             let (opt, takes) = resolve_long(name)?;
             let val = match (takes, inline) {
                 (false, Some(_)) => {
-                    return Err(StartError(format!(
-                        "option '--{name}' doesn't allow an argument"
-                    )))
+                    return Err(StartError(format!("option '--{name}' doesn't allow an argument")))
                 }
                 (false, None) => None,
                 (true, Some(v)) => Some(v),
@@ -230,15 +221,11 @@ fn find_plugin(name: &str) -> Result<&'static PluginInfo, StartError> {
             have.join(", ")
         )));
     }
-    Err(StartError(format!(
-        "unknown plugin '{name}'; built-in plugins are: {}",
-        have.join(", ")
-    )))
+    Err(StartError(format!("unknown plugin '{name}'; built-in plugins are: {}", have.join(", "))))
 }
 
 fn parse_port(s: &str) -> Result<u16, StartError> {
-    s.parse::<u16>()
-        .map_err(|_| StartError(format!("-p: could not parse port number '{s}'")))
+    s.parse::<u16>().map_err(|_| StartError(format!("-p: could not parse port number '{s}'")))
 }
 
 fn parse_unsigned(what: &str, s: &str) -> Result<u64, StartError> {
@@ -261,11 +248,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         plugin: None,
         filters: Vec::new(),
         params: Vec::new(),
-        listen: Listen::Tcp {
-            ipaddr: None,
-            port: DEFAULT_PORT,
-            family: Family::Any,
-        },
+        listen: Listen::Tcp { ipaddr: None, port: DEFAULT_PORT, family: Family::Any },
         exit_with_parent: false,
         export_name: String::new(),
         foreground: false,
@@ -340,11 +323,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             Opt::Swap => cfg.swap = true,
             Opt::Threads => {
                 let t = parse_unsigned("-t", &v)?;
-                cfg.threads = if t == 0 {
-                    DEFAULT_THREADS
-                } else {
-                    t.min(1024) as usize
-                };
+                cfg.threads = if t == 0 { DEFAULT_THREADS } else { t.min(1024) as usize };
             }
             Opt::Unix => unix = Some(v),
             Opt::Verbose => cfg.verbose = true,
@@ -362,9 +341,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             }
             Opt::Vsock => return Err(StartError("--vsock is not supported by this nbdkit".into())),
             Opt::SelinuxLabel => {
-                return Err(StartError(
-                    "--selinux-label is not supported by this nbdkit".into(),
-                ))
+                return Err(StartError("--selinux-label is not supported by this nbdkit".into()))
             }
         }
     }
@@ -434,9 +411,7 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             ("--run", cfg.run.is_some()),
         ];
         if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
-            return Err(StartError(format!(
-                "cannot use socket activation with {flag} flag"
-            )));
+            return Err(StartError(format!("cannot use socket activation with {flag} flag")));
         }
     }
     // Listening: -s, -U, or TCP. The pairs C nbdkit refuses (it takes -i
@@ -444,25 +419,13 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     if single {
         cfg.listen = Listen::Stdin;
     } else if let Some(u) = unix {
-        cfg.listen = if u == "-" {
-            Listen::UnixPrivate
-        } else {
-            Listen::Unix(PathBuf::from(u))
-        };
+        cfg.listen = if u == "-" { Listen::UnixPrivate } else { Listen::Unix(PathBuf::from(u)) };
     } else if let Some(n) = activation {
         cfg.listen = Listen::Activation(n);
     } else {
-        cfg.listen = Listen::Tcp {
-            ipaddr,
-            port: port.unwrap_or(DEFAULT_PORT),
-            family,
-        };
+        cfg.listen = Listen::Tcp { ipaddr, port: port.unwrap_or(DEFAULT_PORT), family };
     }
-    cfg.log = log.unwrap_or(if cfg.stays_in_foreground() {
-        LogTo::Stderr
-    } else {
-        LogTo::Syslog
-    });
+    cfg.log = log.unwrap_or(if cfg.stays_in_foreground() { LogTo::Stderr } else { LogTo::Syslog });
     Ok(cfg)
 }
 
@@ -487,9 +450,7 @@ fn socket_activation() -> Result<Option<i32>, StartError> {
     let n = match fds.trim().parse::<i32>() {
         Ok(n) if (1..=16).contains(&n) => n,
         Ok(_) => {
-            return Err(StartError(format!(
-                "socket activation: LISTEN_FDS={fds} out of range"
-            )))
+            return Err(StartError(format!("socket activation: LISTEN_FDS={fds} out of range")))
         }
         Err(_) => return Ok(None),
     };
@@ -532,15 +493,7 @@ mod tests {
 
     #[test]
     fn option_forms() {
-        let c = p(&[
-            "-fv",
-            "-p10810",
-            "--exportname=x",
-            "--read",
-            "null",
-            "size=1",
-        ])
-        .unwrap();
+        let c = p(&["-fv", "-p10810", "--exportname=x", "--read", "null", "size=1"]).unwrap();
         assert!(c.foreground && c.verbose && c.readonly);
         assert_eq!(c.export_name, "x");
         assert!(matches!(c.listen, Listen::Tcp { port: 10810, .. }));

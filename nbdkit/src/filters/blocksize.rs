@@ -52,16 +52,12 @@ const MINBLOCK_LIMIT: u64 = 64 * 1024;
 const MAXDATA_DEFAULT: u64 = 64 * 1024 * 1024;
 
 fn take(p: &mut Params, key: &str) -> Result<Option<u64>, StartError> {
-    let v = p
-        .take_size(key)
-        .map_err(|e| StartError(e.0.replacen(p.owner(), "blocksize", 1)))?;
+    let v = p.take_size(key).map_err(|e| StartError(e.0.replacen(p.owner(), "blocksize", 1)))?;
     match v {
-        Some(0) => Err(StartError(format!(
-            "blocksize: {key} must not be 0 when given"
-        ))),
-        Some(n) if n > u64::from(u32::MAX) => Err(StartError(format!(
-            "blocksize: {key}={n} is too large (the limit is 4G-1)"
-        ))),
+        Some(0) => Err(StartError(format!("blocksize: {key} must not be 0 when given"))),
+        Some(n) if n > u64::from(u32::MAX) => {
+            Err(StartError(format!("blocksize: {key}={n} is too large (the limit is 4G-1)")))
+        }
         v => Ok(v),
     }
 }
@@ -106,14 +102,12 @@ impl Filter for BlocksizeFilter {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
         let below = next.block_size().await?;
-        let (below_min, below_max) = below.map_or((1, 0), |(min, _, max)| {
-            (u64::from(min.max(1)), u64::from(max))
-        });
+        let (below_min, below_max) =
+            below.map_or((1, 0), |(min, _, max)| (u64::from(min.max(1)), u64::from(max)));
         let minblock = self.minblock.unwrap_or(1).max(below_min);
-        let mut maxdata = self.maxdata.unwrap_or_else(|| {
-            self.maxlen
-                .map_or(MAXDATA_DEFAULT, |l| l.min(MAXDATA_DEFAULT))
-        });
+        let mut maxdata = self
+            .maxdata
+            .unwrap_or_else(|| self.maxlen.map_or(MAXDATA_DEFAULT, |l| l.min(MAXDATA_DEFAULT)));
         if below_max > 0 {
             maxdata = maxdata.min(below_max);
         }
@@ -122,13 +116,7 @@ impl Filter for BlocksizeFilter {
             None => (1 << 32) - minblock,
             Some(l) => (l / minblock * minblock).max(minblock),
         };
-        Ok(Arc::new(BlocksizeHandle {
-            next,
-            minblock,
-            maxdata,
-            maxlen,
-            lock: self.lock.clone(),
-        }))
+        Ok(Arc::new(BlocksizeHandle { next, minblock, maxdata, maxlen, lock: self.lock.clone() }))
     }
 }
 
@@ -156,11 +144,7 @@ impl BlocksizeHandle {
         let mut block = vec![0u8; self.minblock as usize];
         self.next.pread(&mut block, start, Flags::default()).await?;
         edit(&mut block);
-        let flags = Flags {
-            may_trim: false,
-            fast_zero: false,
-            ..flags
-        };
+        let flags = Flags { may_trim: false, fast_zero: false, ..flags };
         self.next.pwrite(&block, start, flags).await
     }
 
@@ -169,13 +153,7 @@ impl BlocksizeHandle {
     /// all (as C); when it is native, every piece carries it.
     async fn fua(&self, flags: Flags) -> Result<(Flags, bool)> {
         if flags.fua && self.next.caps().await?.fua == Fua::Emulate {
-            Ok((
-                Flags {
-                    fua: false,
-                    ..flags
-                },
-                true,
-            ))
+            Ok((Flags { fua: false, ..flags }, true))
         } else {
             Ok((flags, false))
         }
@@ -211,11 +189,7 @@ impl FilterHandle for BlocksizeHandle {
 
     async fn block_size(&self) -> Result<Option<BlockSize>> {
         let pref = self.next.block_size().await?.map_or(0, |(_, p, _)| p);
-        Ok(Some((
-            1,
-            pref.max(4096).max(self.minblock as u32),
-            u32::MAX,
-        )))
+        Ok(Some((1, pref.max(4096).max(self.minblock as u32), u32::MAX)))
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
@@ -262,8 +236,7 @@ impl FilterHandle for BlocksizeHandle {
             pos += chunk.len() as u64;
         }
         if !t.is_empty() {
-            self.modify(pos, flags, |blk| blk[..t.len()].copy_from_slice(t))
-                .await?;
+            self.modify(pos, flags, |blk| blk[..t.len()].copy_from_slice(t)).await?;
         }
         self.flush_after(flush).await
     }
@@ -296,10 +269,8 @@ impl FilterHandle for BlocksizeHandle {
         let (head, body, tail) = self.split(offset, count);
         if head > 0 {
             let drop = self.misalign(offset) as usize;
-            self.modify(offset - drop as u64, flags, |blk| {
-                blk[drop..drop + head as usize].fill(0)
-            })
-            .await?;
+            self.modify(offset - drop as u64, flags, |blk| blk[drop..drop + head as usize].fill(0))
+                .await?;
         }
         let mut pos = offset + head;
         let mut left = body;
@@ -311,8 +282,7 @@ impl FilterHandle for BlocksizeHandle {
             left -= n;
         }
         if tail > 0 {
-            self.modify(pos, flags, |blk| blk[..tail as usize].fill(0))
-                .await?;
+            self.modify(pos, flags, |blk| blk[..tail as usize].fill(0)).await?;
         }
         self.flush_after(flush).await
     }
@@ -330,11 +300,7 @@ impl FilterHandle for BlocksizeHandle {
     }
 
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         // As C: ask from the block holding `offset` for the request's
         // length rounded up (so with an unaligned offset the answer may
@@ -343,10 +309,7 @@ impl FilterHandle for BlocksizeHandle {
         // holding the request's end.
         let start = self.round_down(offset);
         let end = (offset + count).next_multiple_of(self.minblock);
-        let len = count
-            .next_multiple_of(self.minblock)
-            .min(self.maxlen)
-            .min(end - start);
+        let len = count.next_multiple_of(self.minblock).min(self.maxlen).min(end - start);
         let mut aligned = Extents::with_limit(start, len, end);
         aligned_extents(&self.next, len, start, flags, self.minblock, &mut aligned).await?;
         for e in aligned.list() {

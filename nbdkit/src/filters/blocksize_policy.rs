@@ -70,16 +70,12 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let bad = |msg: String| Err(StartError(format!("blocksize-policy: {msg}")));
     if let Some(m) = min {
         if !m.is_power_of_two() || m > 65536 {
-            return bad(format!(
-                "blocksize-minimum={m} must be a power of 2 no larger than 64K"
-            ));
+            return bad(format!("blocksize-minimum={m} must be a power of 2 no larger than 64K"));
         }
     }
     if let Some(p) = pref {
         if !p.is_power_of_two() || !(512..=32 << 20).contains(&p) {
-            return bad(format!(
-                "blocksize-preferred={p} must be a power of 2 from 512 to 32M"
-            ));
+            return bad(format!("blocksize-preferred={p} must be a power of 2 from 512 to 32M"));
         }
     }
     if let (Some(m), Some(x)) = (min, max) {
@@ -91,24 +87,15 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     }
     if let (Some(m), Some(p)) = (min, pref) {
         if m > p {
-            return bad(format!(
-                "blocksize-minimum={m} is larger than blocksize-preferred={p}"
-            ));
+            return bad(format!("blocksize-minimum={m} is larger than blocksize-preferred={p}"));
         }
     }
     if let (Some(p), Some(x)) = (pref, max) {
         if p > x {
-            return bad(format!(
-                "blocksize-preferred={p} is larger than blocksize-maximum={x}"
-            ));
+            return bad(format!("blocksize-preferred={p} is larger than blocksize-maximum={x}"));
         }
     }
-    Ok(Arc::new(PolicyFilter {
-        error,
-        min,
-        pref,
-        max,
-    }))
+    Ok(Arc::new(PolicyFilter { error, min, pref, max }))
 }
 
 struct PolicyFilter {
@@ -149,11 +136,7 @@ impl Filter for PolicyFilter {
             _ => next.block_size().await?,
         };
         let limits = self.limits(below)?;
-        Ok(Arc::new(PolicyHandle {
-            next,
-            limits,
-            error: self.error,
-        }))
+        Ok(Arc::new(PolicyHandle { next, limits, error: self.error }))
     }
 }
 
@@ -181,10 +164,7 @@ impl PolicyHandle {
         } else {
             return Ok(());
         };
-        Err(Error::new(
-            Errno::Inval,
-            format!("blocksize-policy: {what} refused: {why}"),
-        ))
+        Err(Error::new(Errno::Inval, format!("blocksize-policy: {what} refused: {why}")))
     }
 }
 
@@ -216,11 +196,7 @@ impl FilterHandle for PolicyHandle {
         self.next.cache(count, offset, flags).await
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         self.check("extents", false, count, offset)?;
         self.next.extents(count, offset, flags, ext).await

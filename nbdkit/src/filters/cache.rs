@@ -90,9 +90,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         Some("writethrough") => Mode::WriteThrough,
         Some("unsafe") => Mode::Unsafe,
         Some(v) => {
-            return Err(fail(format!(
-                "cache={v}: expected writeback, writethrough or unsafe"
-            )))
+            return Err(fail(format!("cache={v}: expected writeback, writethrough or unsafe")))
         }
     };
     let block = p.take_size("cache-min-block-size")?.unwrap_or(64 * 1024);
@@ -101,13 +99,10 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
             "cache-min-block-size={block}: must be a power of 2 from 4K to 1G"
         )));
     }
-    let max_blocks = p
-        .take_size("cache-max-size")?
-        .map(|m| (m / block).max(1) as usize);
+    let max_blocks = p.take_size("cache-max-size")?.map(|m| (m / block).max(1) as usize);
     for k in ["cache-high-threshold", "cache-low-threshold"] {
         if let Some(v) = p.take(k) {
-            v.parse::<u32>()
-                .map_err(|_| fail(format!("{k}={v}: not a percentage")))?;
+            v.parse::<u32>().map_err(|_| fail(format!("{k}={v}: not a percentage")))?;
         }
     }
     let on_read = match p.take("cache-on-read") {
@@ -116,20 +111,10 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => OnRead::Always,
             "0" | "false" | "no" | "off" => OnRead::Never,
-            _ => {
-                return Err(fail(format!(
-                    "cache-on-read={v}: expected true, false or /PATH"
-                )))
-            }
+            _ => return Err(fail(format!("cache-on-read={v}: expected true, false or /PATH"))),
         },
     };
-    Ok(Arc::new(CacheFilter {
-        mode,
-        block,
-        max_blocks,
-        on_read,
-        stores: Arc::default(),
-    }))
+    Ok(Arc::new(CacheFilter { mode, block, max_blocks, on_read, stores: Arc::default() }))
 }
 
 #[async_trait]
@@ -181,10 +166,7 @@ struct Cached {
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::new(
-        Errno::Io,
-        format!("cache: {}", crate::error::io_message(&e)),
-    )
+    Error::new(Errno::Io, format!("cache: {}", crate::error::io_message(&e)))
 }
 
 impl Cached {
@@ -337,11 +319,7 @@ impl FilterHandle for Cached {
             let to = (offset + buf.len() as u64).min(bstart + data.len() as u64);
             data[(from - bstart) as usize..(to - bstart) as usize]
                 .copy_from_slice(&buf[(from - offset) as usize..(to - offset) as usize]);
-            let st = if self.mode == Mode::WriteThrough {
-                State::Clean
-            } else {
-                State::Dirty
-            };
+            let st = if self.mode == Mode::WriteThrough { State::Clean } else { State::Dirty };
             self.store_block(s, b, &data, st).await?;
         }
         match self.mode {

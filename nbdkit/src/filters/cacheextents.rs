@@ -50,11 +50,7 @@ impl Filter for CacheExtents {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
         let size = next.size().await?;
-        Ok(Arc::new(Cached {
-            next,
-            size,
-            mem: self.0.clone(),
-        }))
+        Ok(Arc::new(Cached { next, size, mem: self.0.clone() }))
     }
 }
 
@@ -76,11 +72,7 @@ impl FilterHandle for Cached {
         &self.next
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         let generation = {
             let m = self.mem.last.lock().unwrap_or_else(|e| e.into_inner());

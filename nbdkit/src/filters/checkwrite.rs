@@ -52,9 +52,7 @@ impl Checker {
         let mut buf = vec![0u8; len.min(CHUNK) as usize];
         while done < len {
             let n = (len - done).min(CHUNK) as usize;
-            self.next
-                .pread(&mut buf[..n], offset + done, Flags::default())
-                .await?;
+            self.next.pread(&mut buf[..n], offset + done, Flags::default()).await?;
             let ok = match want {
                 Some(w) => buf[..n] == w[done as usize..done as usize + n],
                 None => buf[..n].iter().all(|&b| b == 0),
@@ -84,11 +82,7 @@ impl FilterHandle for Checker {
             trim: true,
             zero: Zero::Native,
             fast_zero: true,
-            cache: if c.cache == Cache::None {
-                Cache::None
-            } else {
-                c.cache
-            },
+            cache: if c.cache == Cache::None { Cache::None } else { c.cache },
             ..c
         })
     }

@@ -204,11 +204,7 @@ impl Overlay {
     /// below, a run of blocks in the same state at a time; with `save`,
     /// what comes from below is copied into the overlay.
     async fn read_blocks(
-        &self,
-        next: &dyn Handle,
-        mut blk: u64,
-        mut buf: &mut [u8],
-        save: bool,
+        &self, next: &dyn Handle, mut blk: u64, mut buf: &mut [u8], save: bool,
     ) -> Result<()> {
         let bs = self.block as usize;
         while !buf.is_empty() {
@@ -268,11 +264,7 @@ impl Overlay {
     /// Change part of one block: read it (from wherever it is), let `edit`
     /// change it, write it to the overlay.
     async fn modify(
-        &self,
-        next: &dyn Handle,
-        blk: u64,
-        save_reads: bool,
-        edit: impl FnOnce(&mut [u8]),
+        &self, next: &dyn Handle, blk: u64, save_reads: bool, edit: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
         let _rmw = self.rmw.lock().await;
         let mut block = vec![0u8; self.block as usize];
@@ -332,19 +324,9 @@ struct Split {
 fn split(offset: u64, count: u64, bs: u64) -> Split {
     let blk = offset / bs;
     let head_skip = offset % bs;
-    let head = if head_skip != 0 {
-        (bs - head_skip).min(count)
-    } else {
-        0
-    };
+    let head = if head_skip != 0 { (bs - head_skip).min(count) } else { 0 };
     let rest = count - head;
-    Split {
-        blk,
-        head_skip,
-        head,
-        body: rest / bs * bs,
-        tail: rest % bs,
-    }
+    Split { blk, head_skip, head, body: rest / bs * bs, tail: rest % bs }
 }
 
 impl CowHandle {
@@ -358,8 +340,7 @@ impl CowHandle {
         let mut blk = s.blk;
         if s.head > 0 {
             let (from, n) = (s.head_skip as usize, s.head as usize);
-            ov.modify(&*self.next, blk, save, |b| b[from..from + n].fill(0))
-                .await?;
+            ov.modify(&*self.next, blk, save, |b| b[from..from + n].fill(0)).await?;
             blk += 1;
         }
         let nbody = s.body / bs;
@@ -374,16 +355,14 @@ impl CowHandle {
             let mut done = 0;
             while done < nbody {
                 let n = (nbody - done).min(zeroes.len() as u64 / bs);
-                ov.write_blocks(blk + done, &zeroes[..(n * bs) as usize])
-                    .await?;
+                ov.write_blocks(blk + done, &zeroes[..(n * bs) as usize]).await?;
                 done += n;
             }
         }
         blk += nbody;
         if s.tail > 0 {
             let n = s.tail as usize;
-            ov.modify(&*self.next, blk, save, |b| b[..n].fill(0))
-                .await?;
+            ov.modify(&*self.next, blk, save, |b| b[..n].fill(0)).await?;
         }
         Ok(())
     }
@@ -462,10 +441,8 @@ impl FilterHandle for CowHandle {
         let (body, tail) = rest.split_at(s.body as usize);
         if !head.is_empty() {
             let from = s.head_skip as usize;
-            ov.modify(&*self.next, blk, save, |b| {
-                b[from..from + head.len()].copy_from_slice(head)
-            })
-            .await?;
+            ov.modify(&*self.next, blk, save, |b| b[from..from + head.len()].copy_from_slice(head))
+                .await?;
             blk += 1;
         }
         if !body.is_empty() {
@@ -473,10 +450,7 @@ impl FilterHandle for CowHandle {
             blk += s.body / bs;
         }
         if !tail.is_empty() {
-            ov.modify(&*self.next, blk, save, |b| {
-                b[..tail.len()].copy_from_slice(tail)
-            })
-            .await?;
+            ov.modify(&*self.next, blk, save, |b| b[..tail.len()].copy_from_slice(tail)).await?;
         }
         Ok(())
     }
@@ -515,9 +489,7 @@ impl FilterHandle for CowHandle {
             }
             if self.on_cache {
                 block.resize(bs as usize, 0);
-                self.next
-                    .pread(&mut block[..n as usize], off, Flags::default())
-                    .await?;
+                self.next.pread(&mut block[..n as usize], off, Flags::default()).await?;
                 block[n as usize..].fill(0);
                 ov.save(blk, &block).await?;
             } else if self.next_cache {
@@ -528,11 +500,7 @@ impl FilterHandle for CowHandle {
     }
 
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         let ov = &*self.overlay;
         let bs = ov.block;
@@ -542,11 +510,7 @@ impl FilterHandle for CowHandle {
         while blk < end_blk {
             let state = ov.state(blk);
             if state != State::Absent {
-                let f = if state == State::Trimmed {
-                    HOLE | ZERO
-                } else {
-                    0
-                };
+                let f = if state == State::Trimmed { HOLE | ZERO } else { 0 };
                 ext.add(blk * bs, bs, f);
                 blk += 1;
             } else {
@@ -587,10 +551,7 @@ mod tests {
     #[test]
     fn splits_into_head_body_tail() {
         let s = split(100, 10, 4096);
-        assert_eq!(
-            (s.blk, s.head_skip, s.head, s.body, s.tail),
-            (0, 100, 10, 0, 0)
-        );
+        assert_eq!((s.blk, s.head_skip, s.head, s.body, s.tail), (0, 100, 10, 0, 0));
         let s = split(4000, 10000, 4096);
         assert_eq!((s.blk, s.head, s.body, s.tail), (0, 96, 8192, 1712));
         let s = split(8192, 4096, 4096);
@@ -599,10 +560,7 @@ mod tests {
 
     #[test]
     fn block_map_keeps_two_bits_a_block() {
-        let mut m = BlockMap {
-            bits: vec![0; 2],
-            size: 0,
-        };
+        let mut m = BlockMap { bits: vec![0; 2], size: 0 };
         m.set(0, State::Present);
         m.set(3, State::Trimmed);
         m.set(5, State::Present);

@@ -39,10 +39,7 @@ fn number(s: &str) -> Option<u64> {
 
 /// The rescued ranges of a mapfile.
 fn parse(text: &str) -> std::result::Result<Vec<(u64, u64)>, String> {
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
     // The status line: current position and status.
     lines.next().ok_or("empty mapfile")?;
     let mut good = Vec::new();
@@ -67,12 +64,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let path = p
         .take("ddrescue-mapfile")
         .ok_or_else(|| StartError("ddrescue: you must supply ddrescue-mapfile=<FILE>".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        StartError(format!(
-            "ddrescue: {path}: {}",
-            crate::error::io_message(&e)
-        ))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| StartError(format!("ddrescue: {path}: {}", crate::error::io_message(&e))))?;
     let good = parse(&text).map_err(|m| StartError(format!("ddrescue: {path}: {m}")))?;
     Ok(Arc::new(DdRescue(Arc::new(good))))
 }
@@ -81,10 +74,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for DdRescue {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(&args.with_readonly(true)).await?;
-        Ok(Arc::new(Rescued {
-            next,
-            good: self.0.clone(),
-        }))
+        Ok(Arc::new(Rescued { next, good: self.0.clone() }))
     }
 }
 
@@ -119,10 +109,7 @@ impl FilterHandle for Rescued {
             }
         }
         if pos < end {
-            return Err(Error::new(
-                Errno::Io,
-                format!("ddrescue: offset {pos} was not rescued"),
-            ));
+            return Err(Error::new(Errno::Io, format!("ddrescue: offset {pos} was not rescued")));
         }
         self.next.pread(buf, offset, flags).await
     }

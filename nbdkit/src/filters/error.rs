@@ -40,9 +40,7 @@ pub static INFO: FilterInfo = FilterInfo {
 };
 
 /// The request kinds errors can be aimed at, by their names (`OpKind`'s).
-const METHODS: [&str; 7] = [
-    "pread", "pwrite", "trim", "zero", "extents", "cache", "flush",
-];
+const METHODS: [&str; 7] = ["pread", "pwrite", "trim", "zero", "extents", "cache", "flush"];
 
 #[derive(Clone, Debug, Default)]
 struct Setting {
@@ -61,11 +59,8 @@ struct Injector {
 }
 
 fn parse_rate(key: &str, v: &str) -> Result<f64, StartError> {
-    let bad = || {
-        StartError(format!(
-            "error: {key}={v}: expected a rate from 0 to 1, or 0% to 100%"
-        ))
-    };
+    let bad =
+        || StartError(format!("error: {key}={v}: expected a rate from 0 to 1, or 0% to 100%"));
     let r = match v.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
         None => v.trim().parse::<f64>().map_err(|_| bad())?,
@@ -127,10 +122,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    Ok(Arc::new(ErrorFilter(Arc::new(Injector {
-        settings,
-        rng: Mutex::new(Xoshiro::new(seed)),
-    }))))
+    Ok(Arc::new(ErrorFilter(Arc::new(Injector { settings, rng: Mutex::new(Xoshiro::new(seed)) }))))
 }
 
 impl Injector {
@@ -158,11 +150,7 @@ impl Injector {
         let errno = s.errno.unwrap_or(Errno::Io);
         Err(Error::new(
             errno,
-            format!(
-                "error: injecting {} error into {}",
-                errno.name(),
-                METHODS[method]
-            ),
+            format!("error: injecting {} error into {}", errno.name(), METHODS[method]),
         ))
     }
 }
@@ -171,10 +159,7 @@ impl Injector {
 impl Filter for ErrorFilter {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
-        Ok(Arc::new(ErrorHandle {
-            next,
-            filter: self.0.clone(),
-        }))
+        Ok(Arc::new(ErrorHandle { next, filter: self.0.clone() }))
     }
 }
 

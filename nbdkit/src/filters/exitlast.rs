@@ -33,10 +33,7 @@ impl Filter for ExitLast {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
         self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Counted {
-            next,
-            count: self.0.clone(),
-        }))
+        Ok(Arc::new(Counted { next, count: self.0.clone() }))
     }
 }
 

@@ -52,11 +52,7 @@ enum Event {
 
 /// Whether an fd has hung up / become readable, without waiting.
 fn ready(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN | libc::POLLHUP,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd, events: libc::POLLIN | libc::POLLHUP, revents: 0 };
     // SAFETY: one valid pollfd, no wait.
     unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents != 0 }
 }
@@ -67,11 +63,7 @@ impl Event {
             Event::Created(p) => p.exists(),
             Event::Deleted(p) => !p.exists(),
             Event::PipeClosed(fd) => {
-                let mut p = libc::pollfd {
-                    fd: *fd,
-                    events: 0,
-                    revents: 0,
-                };
+                let mut p = libc::pollfd { fd: *fd, events: 0, revents: 0 };
                 // SAFETY: one valid pollfd, no wait.
                 unsafe {
                     libc::poll(&mut p, 1, 0) > 0
@@ -80,11 +72,7 @@ impl Event {
             }
             Event::ProcessExits(fd) => ready(std::os::fd::AsRawFd::as_raw_fd(fd)),
             Event::Script(cmd) => {
-                match std::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .status()
-                {
+                match std::process::Command::new("/bin/sh").arg("-c").arg(cmd).status() {
                     Ok(s) if s.code() == Some(88) => true,
                     Ok(s) if s.success() => false,
                     Ok(s) => {
@@ -144,9 +132,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     }
     for v in p.take_all("exit-when-pipe-closed") {
         let fd: RawFd = v.parse().ok().filter(|&n| n > 2).ok_or_else(|| {
-            fail(format!(
-                "exit-when-pipe-closed={v}: not a file descriptor above 2"
-            ))
+            fail(format!("exit-when-pipe-closed={v}: not a file descriptor above 2"))
         })?;
         events.push(Event::PipeClosed(fd));
     }
@@ -166,9 +152,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
             )));
         }
         // SAFETY: a fresh descriptor that we own.
-        events.push(Event::ProcessExits(unsafe {
-            OwnedFd::from_raw_fd(fd as RawFd)
-        }));
+        events.push(Event::ProcessExits(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }));
     }
     for v in p.take_all("exit-when-script") {
         events.push(Event::Script(v));
@@ -192,25 +176,17 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 #[async_trait]
 impl Filter for ExitWhen {
     fn serving(&self) {
-        if self
-            .0
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+        if self.0.events.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             return;
         }
         // Idle checks on a thread of their own (started here, after any
         // fork): the events are outside the runtime's reach (files, other
         // processes, scripts).
         let (s, poll) = (self.0.clone(), self.1);
-        let started = std::thread::Builder::new()
-            .name("exitwhen".into())
-            .spawn(move || loop {
-                s.maybe_exit();
-                std::thread::sleep(Duration::from_secs(poll));
-            });
+        let started = std::thread::Builder::new().name("exitwhen".into()).spawn(move || loop {
+            s.maybe_exit();
+            std::thread::sleep(Duration::from_secs(poll));
+        });
         if let Err(e) = started {
             crate::log::error(&format!("exitwhen: cannot start the polling thread: {e}"));
         }
@@ -219,17 +195,11 @@ impl Filter for ExitWhen {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let s = &self.0;
         if tokio::task::block_in_place(|| s.check()) {
-            return Err(Error::new(
-                Errno::Shutdown,
-                "exitwhen: nbdkit is exiting: no new clients",
-            ));
+            return Err(Error::new(Errno::Shutdown, "exitwhen: nbdkit is exiting: no new clients"));
         }
         let next = next.open(args).await?;
         s.clients.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Watched {
-            next,
-            state: s.clone(),
-        }))
+        Ok(Arc::new(Watched { next, state: s.clone() }))
     }
 }
 

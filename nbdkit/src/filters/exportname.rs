@@ -90,13 +90,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
             },
         },
     };
-    Ok(Arc::new(ExportName {
-        default,
-        list,
-        names,
-        strict,
-        desc,
-    }))
+    Ok(Arc::new(ExportName { default, list, names, strict, desc }))
 }
 
 impl ExportName {
@@ -116,9 +110,7 @@ impl ExportName {
                 })
                 .ok()?;
                 let text = String::from_utf8_lossy(&out.stdout);
-                out.status
-                    .success()
-                    .then(|| text.strip_suffix('\n').unwrap_or(&text).to_string())
+                out.status.success().then(|| text.strip_suffix('\n').unwrap_or(&text).to_string())
             }
         }
     }
@@ -157,10 +149,7 @@ impl Filter for ExportName {
             ListMode::Explicit => self
                 .names
                 .iter()
-                .map(|n| ExportEntry {
-                    name: n.clone(),
-                    description: None,
-                })
+                .map(|n| ExportEntry { name: n.clone(), description: None })
                 .collect(),
         };
         Ok(list
@@ -173,9 +162,7 @@ impl Filter for ExportName {
     }
 
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
-        let OpenArgs {
-            readonly, export, ..
-        } = *args;
+        let OpenArgs { readonly, export, .. } = *args;
         if self.strict && !self.names.iter().any(|n| n == export) {
             return Err(Error::new(
                 Errno::Inval,

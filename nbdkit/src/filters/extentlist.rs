@@ -80,12 +80,8 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let path = p
         .take("extentlist")
         .ok_or_else(|| StartError("extentlist: you must supply extentlist=<FILENAME>".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        StartError(format!(
-            "extentlist: {path}: {}",
-            crate::error::io_message(&e)
-        ))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| StartError(format!("extentlist: {path}: {}", crate::error::io_message(&e))))?;
     let list = parse(&text).map_err(|m| StartError(format!("extentlist: {path}: {m}")))?;
     Ok(Arc::new(ExtentList(Arc::new(list))))
 }
@@ -94,10 +90,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 impl Filter for ExtentList {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
-        Ok(Arc::new(Listed {
-            next,
-            list: self.0.clone(),
-        }))
+        Ok(Arc::new(Listed { next, list: self.0.clone() }))
     }
 }
 

@@ -97,22 +97,10 @@ impl FuaHandle {
     fn down(&self, flags: Flags) -> (Flags, bool) {
         match self.mode {
             Mode::Force => (Flags { fua: true, ..flags }, false),
-            Mode::Discard => (
-                Flags {
-                    fua: false,
-                    ..flags
-                },
-                false,
-            ),
+            Mode::Discard => (Flags { fua: false, ..flags }, false),
             // FUA is advertised as emulated, and the flag still comes
             // here (as in C): it becomes a flush.
-            Mode::Emulate if flags.fua => (
-                Flags {
-                    fua: false,
-                    ..flags
-                },
-                true,
-            ),
+            Mode::Emulate if flags.fua => (Flags { fua: false, ..flags }, true),
             // In none mode it never comes.
             _ => (flags, false),
         }

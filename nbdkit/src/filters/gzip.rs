@@ -52,11 +52,7 @@ pub(crate) struct Decompress {
 
 impl Decompress {
     pub(crate) fn new(name: &'static str, decode: Decoder) -> Decompress {
-        Decompress {
-            name,
-            decode,
-            plain: OnceCell::new(),
-        }
+        Decompress { name, decode, plain: OnceCell::new() }
     }
 
     /// Decompress everything the layer below serves into a temporary file.
@@ -68,22 +64,12 @@ impl Decompress {
         tokio::task::block_in_place(move || {
             let dir = std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into());
             let mut out = tempfile::tempfile_in(dir)?;
-            let reader = Below {
-                h: below,
-                rt,
-                pos: 0,
-                size,
-            };
+            let reader = Below { h: below, rt, pos: 0, size };
             decode(Box::new(reader), &mut out)?;
             let len = out.metadata()?.len();
             Ok::<_, std::io::Error>(Arc::new((out, len)))
         })
-        .map_err(|e| {
-            Error::new(
-                Errno::Io,
-                format!("{name}: {}", crate::error::io_message(&e)),
-            )
-        })
+        .map_err(|e| Error::new(Errno::Io, format!("{name}: {}", crate::error::io_message(&e))))
     }
 }
 
@@ -97,9 +83,7 @@ struct Below {
 
 impl Read for Below {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = ((self.size - self.pos) as usize)
-            .min(buf.len())
-            .min(1 << 20);
+        let n = ((self.size - self.pos) as usize).min(buf.len()).min(1 << 20);
         if n == 0 {
             return Ok(0);
         }
@@ -115,11 +99,7 @@ impl Read for Below {
 impl Filter for Decompress {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let below = next.open(&args.with_readonly(true)).await?;
-        let plain = self
-            .plain
-            .get_or_try_init(|| self.inflate(below))
-            .await?
-            .clone();
+        let plain = self.plain.get_or_try_init(|| self.inflate(below)).await?.clone();
         Ok(Arc::new(Plain(plain)))
     }
 }

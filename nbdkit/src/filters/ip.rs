@@ -49,9 +49,7 @@ impl Rule {
             "allipv6" | "anyipv6" => Rule::AnyV6,
             "allunix" | "anyunix" => Rule::AnyUnix,
             s if s.len() >= 4
-                && ["pid:", "uid:", "gid:"]
-                    .iter()
-                    .any(|p| s[..4].eq_ignore_ascii_case(p)) =>
+                && ["pid:", "uid:", "gid:"].iter().any(|p| s[..4].eq_ignore_ascii_case(p)) =>
             {
                 let kind = s[..3].to_ascii_lowercase();
                 // As C: a pid is positive, a uid or gid not negative.
@@ -78,9 +76,8 @@ impl Rule {
                     Some((a, b)) => (a, Some(b)),
                     None => (s, None),
                 };
-                let ip: IpAddr = addr
-                    .parse()
-                    .map_err(|_| format!("{s}: not an address or keyword"))?;
+                let ip: IpAddr =
+                    addr.parse().map_err(|_| format!("{s}: not an address or keyword"))?;
                 let max = if ip.is_ipv4() { 32 } else { 128 };
                 let bits = match bits {
                     None => max,
@@ -129,19 +126,11 @@ fn normal(ip: IpAddr) -> IpAddr {
 fn within(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(bits))
-            };
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(bits))
-            };
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,
@@ -164,10 +153,7 @@ fn rules(p: &mut Params, key: &str) -> Result<Vec<Rule>, StartError> {
 }
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(IpFilter {
-        allow: rules(p, "allow")?,
-        deny: rules(p, "deny")?,
-    }))
+    Ok(Arc::new(IpFilter { allow: rules(p, "allow")?, deny: rules(p, "deny")? }))
 }
 
 impl IpFilter {
@@ -177,10 +163,7 @@ impl IpFilter {
         if allowed {
             Ok(())
         } else {
-            Err(Error::new(
-                Errno::Perm,
-                format!("ip: client {:?} denied", client.peer),
-            ))
+            Err(Error::new(Errno::Perm, format!("ip: client {:?} denied", client.peer)))
         }
     }
 }
@@ -199,10 +182,7 @@ impl Filter for IpFilter {
         let allowed = self.allow.iter().any(|r| r.matches(&client.peer))
             || !self.deny.iter().any(|r| r.matches(&client.peer));
         if !allowed {
-            return Err(Error::new(
-                Errno::Perm,
-                format!("ip: client {:?} denied", client.peer),
-            ));
+            return Err(Error::new(Errno::Perm, format!("ip: client {:?} denied", client.peer)));
         }
         Ok(next.open(args).await?)
     }
@@ -228,11 +208,7 @@ mod tests {
         assert!(!r("anyipv4").matches(&tcp("[::2]:1")));
         assert!(r("anyunix").matches(&Peer::Unix(None)));
         assert!(!r("anyipv6").matches(&Peer::Unix(None)));
-        let me = Peer::Unix(Some(crate::backend::Cred {
-            pid: 42,
-            uid: 1000,
-            gid: 100,
-        }));
+        let me = Peer::Unix(Some(crate::backend::Cred { pid: 42, uid: 1000, gid: 100 }));
         assert!(r("pid:42").matches(&me));
         assert!(r("UID:1000").matches(&me));
         assert!(r("gid:100").matches(&me));

@@ -34,10 +34,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
             .parse()
             .map_err(|_| StartError(format!("limit: limit={v}: not a number of clients")))?,
     };
-    Ok(Arc::new(Limit {
-        max,
-        count: Arc::default(),
-    }))
+    Ok(Arc::new(Limit { max, count: Arc::default() }))
 }
 
 #[async_trait]

@@ -165,10 +165,7 @@ impl Logger {
             s.push_str(args);
             s.push('\n');
             s.push_str(script);
-            let _ = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&s)
-                .status();
+            let _ = std::process::Command::new("/bin/sh").arg("-c").arg(&s).status();
         }
     }
 }
@@ -212,13 +209,7 @@ impl Filter for LogFilter {
     async fn preconnect(&self, next: &Next, readonly: bool, client: &Client) -> Result<()> {
         let l = &self.0;
         let id = l.list_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        l.entry(
-            None,
-            id,
-            "Preconnect",
-            Kind::Enter,
-            &format!("readonly={}", u8::from(readonly)),
-        );
+        l.entry(None, id, "Preconnect", Kind::Enter, &format!("readonly={}", u8::from(readonly)));
         let r = next.preconnect(readonly, client).await;
         l.entry(None, id, "Preconnect", Kind::Leave, &outcome(&r));
         r
@@ -229,13 +220,7 @@ impl Filter for LogFilter {
         // As C: the number the client's Preconnect took.
         let id = l.list_ids.load(Ordering::Relaxed).max(1);
         let act = "ListExports";
-        l.entry(
-            None,
-            id,
-            act,
-            Kind::Enter,
-            &format!("readonly={} tls=0", u8::from(readonly)),
-        );
+        l.entry(None, id, act, Kind::Enter, &format!("readonly={} tls=0", u8::from(readonly)));
         let r = next.list_exports(readonly).await;
         let args = match &r {
             Ok(list) => {
@@ -290,12 +275,7 @@ impl Filter for LogFilter {
                 b(c.fast_zero),
             ),
         );
-        Ok(Arc::new(LogHandle {
-            next,
-            log: l,
-            conn,
-            ids: AtomicU64::new(0),
-        }))
+        Ok(Arc::new(LogHandle { next, log: l, conn, ids: AtomicU64::new(0) }))
     }
 }
 
@@ -314,8 +294,7 @@ impl LogHandle {
     }
 
     fn leave<T>(&self, id: u64, act: &str, r: Result<T>) -> Result<T> {
-        self.log
-            .entry(Some(self.conn), id, act, Kind::Leave, &outcome(&r));
+        self.log.entry(Some(self.conn), id, act, Kind::Leave, &outcome(&r));
         r
     }
 }
@@ -323,13 +302,7 @@ impl LogHandle {
 impl Drop for LogHandle {
     fn drop(&mut self) {
         let n = self.ids.load(Ordering::Relaxed);
-        self.log.entry(
-            Some(self.conn),
-            0,
-            "Disconnect",
-            Kind::Print,
-            &format!("transactions={n}"),
-        );
+        self.log.entry(Some(self.conn), 0, "Disconnect", Kind::Print, &format!("transactions={n}"));
     }
 }
 
@@ -345,20 +318,12 @@ impl FilterHandle for LogHandle {
         let (offset, count, f) = (op.offset(), op.count(), op.flags());
         let (act, args) = match op.kind() {
             OpKind::Read => ("Read", format!("offset={offset:#x} count={count:#x}")),
-            OpKind::Write => (
-                "Write",
-                format!(
-                    "offset={offset:#x} count={count:#x} fua={}",
-                    u8::from(f.fua)
-                ),
-            ),
-            OpKind::Trim => (
-                "Trim",
-                format!(
-                    "offset={offset:#x} count={count:#x} fua={}",
-                    u8::from(f.fua)
-                ),
-            ),
+            OpKind::Write => {
+                ("Write", format!("offset={offset:#x} count={count:#x} fua={}", u8::from(f.fua)))
+            }
+            OpKind::Trim => {
+                ("Trim", format!("offset={offset:#x} count={count:#x} fua={}", u8::from(f.fua)))
+            }
             OpKind::Zero => (
                 "Zero",
                 format!(
@@ -371,21 +336,15 @@ impl FilterHandle for LogHandle {
             OpKind::Cache => ("Cache", format!("offset={offset:#x} count={count:#x}")),
             OpKind::Extents => (
                 "Extents",
-                format!(
-                    "offset={offset:#x} count={count:#x} req_one={}",
-                    u8::from(f.req_one)
-                ),
+                format!("offset={offset:#x} count={count:#x} req_one={}", u8::from(f.req_one)),
             ),
             _ => ("Flush", String::new()),
         };
         let id = self.enter(act, &args);
         match op {
-            Op::Extents {
-                count,
-                offset,
-                flags,
-                ext,
-            } => self.extents_logged(id, count, offset, flags, ext).await,
+            Op::Extents { count, offset, flags, ext } => {
+                self.extents_logged(id, count, offset, flags, ext).await
+            }
             op => {
                 let r = self.next.op(op).await;
                 self.leave(id, act, r)
@@ -397,12 +356,7 @@ impl FilterHandle for LogHandle {
 impl LogHandle {
     /// Extents, logged with the list the layer below gave.
     async fn extents_logged(
-        &self,
-        id: u64,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, id: u64, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         let mut got = Extents::with_limit(offset, ext.end().saturating_sub(offset), ext.limit());
         let r = self.next.extents(count, offset, flags, &mut got).await;
@@ -421,13 +375,7 @@ impl LogHandle {
             if e.flags & ZERO != 0 {
                 kind.push("zero");
             }
-            let _ = write!(
-                list,
-                "{:#x} {:#x} \"{}\"",
-                e.offset,
-                e.length,
-                kind.join(",")
-            );
+            let _ = write!(list, "{:#x} {:#x} \"{}\"", e.offset, e.length, kind.join(","));
             ext.add(e.offset, e.length, e.flags);
         }
         self.log.entry(

@@ -64,9 +64,7 @@ pub struct FilterInfo {
 
 impl std::fmt::Debug for FilterInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterInfo")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("FilterInfo").field("name", &self.name).finish()
     }
 }
 
@@ -140,12 +138,8 @@ pub fn parse_duration(v: &str) -> Option<std::time::Duration> {
 /// what is true of all of it (the bitwise and: a hole only if all is hole,
 /// zero only if all reads as zero).
 pub(crate) async fn aligned_extents(
-    next: &crate::backend::Guard,
-    count: u64,
-    offset: u64,
-    flags: crate::backend::Flags,
-    align: u64,
-    ext: &mut crate::backend::Extents,
+    next: &crate::backend::Guard, count: u64, offset: u64, flags: crate::backend::Flags,
+    align: u64, ext: &mut crate::backend::Extents,
 ) -> crate::backend::Result<()> {
     use crate::backend::{Extent, Extents, Flags};
     let mut below = Extents::with_limit(offset, count, ext.limit());
@@ -170,10 +164,7 @@ pub(crate) async fn aligned_extents(
                 if k == rest.len() {
                     let at = offset + have;
                     let mut more = Extents::new(at, align - have);
-                    let f = Flags {
-                        req_one: false,
-                        ..flags
-                    };
+                    let f = Flags { req_one: false, ..flags };
                     next.extents(align - have, at, f, &mut more).await?;
                     more.check()?;
                     rest = more.list().to_vec();
@@ -183,11 +174,7 @@ pub(crate) async fn aligned_extents(
                 bits &= rest[k].flags;
                 k += 1;
             }
-            list = vec![Extent {
-                offset,
-                length: align,
-                flags: bits,
-            }];
+            list = vec![Extent { offset, length: align, flags: bits }];
         }
     }
     for e in list {

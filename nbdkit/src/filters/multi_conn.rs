@@ -98,11 +98,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         Some("plugin") => Mode::Plugin,
         Some("unsafe") => Mode::Unsafe,
         Some("disable") => Mode::Disable,
-        Some(v) => {
-            return Err(StartError(format!(
-                "multi-conn: unknown multi-conn mode '{v}'"
-            )))
-        }
+        Some(v) => return Err(StartError(format!("multi-conn: unknown multi-conn mode '{v}'"))),
     };
     let track = match p.take("multi-conn-track-dirty").as_deref() {
         None | Some("conn") | Some("connection") => Track::Conn,
@@ -132,10 +128,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
 #[async_trait]
 impl Filter for MultiConn {
     fn get_ready(&self, thread_model: ThreadModel) -> std::result::Result<(), StartError> {
-        self.serialized.store(
-            thread_model == ThreadModel::SerializeConnections,
-            Ordering::Relaxed,
-        );
+        self.serialized.store(thread_model == ThreadModel::SerializeConnections, Ordering::Relaxed);
         Ok(())
     }
 
@@ -150,15 +143,9 @@ impl Filter for MultiConn {
             m => m,
         };
         if mode == Mode::Emulate && !caps.flush {
-            return Err(Error::new(
-                Errno::Inval,
-                "emulating multi-conn requires working flush",
-            ));
+            return Err(Error::new(Errno::Inval, "emulating multi-conn requires working flush"));
         }
-        let member = Arc::new(Member {
-            next,
-            dirty: AtomicU8::new(0),
-        });
+        let member = Arc::new(Member { next, dirty: AtomicU8::new(0) });
         let group = {
             let key = if self.by_name { export } else { "" };
             let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,11 +159,7 @@ impl Filter for MultiConn {
                 }
             }
         };
-        group
-            .members
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(member.clone());
+        group.members.lock().unwrap_or_else(|e| e.into_inner()).push(member.clone());
         Ok(Arc::new(Conn {
             member,
             group,
@@ -210,9 +193,7 @@ impl Conn {
     fn mark_dirty(&self, write: bool) {
         match self.track {
             Track::Conn => {
-                self.member
-                    .dirty
-                    .fetch_or(if write { WRITE } else { READ }, Ordering::Relaxed);
+                self.member.dirty.fetch_or(if write { WRITE } else { READ }, Ordering::Relaxed);
                 if write {
                     self.group.dirty.store(true, Ordering::Relaxed);
                 }
@@ -230,13 +211,7 @@ impl Conn {
             (flags, false)
         } else if self.mode == Mode::Emulate {
             self.mark_dirty(true);
-            (
-                Flags {
-                    fua: false,
-                    ..flags
-                },
-                true,
-            )
+            (Flags { fua: false, ..flags }, true)
         } else {
             (flags, false)
         }
@@ -253,12 +228,8 @@ impl Conn {
     /// Flush every connection in the group that may hold something.
     async fn flush_group(&self) -> Result<()> {
         let _one = self.group.flushing.lock().await;
-        let members: Vec<Arc<Member>> = self
-            .group
-            .members
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let members: Vec<Arc<Member>> =
+            self.group.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let group_dirty = self.group.dirty.load(Ordering::Relaxed);
         for m in members {
             let dirty = m.dirty.load(Ordering::Relaxed);
@@ -335,13 +306,7 @@ impl FilterHandle for Conn {
         match self.track {
             Track::Conn if self.below_multi_conn => {
                 let _one = self.group.flushing.lock().await;
-                for m in self
-                    .group
-                    .members
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                {
+                for m in self.group.members.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     m.dirty.store(0, Ordering::Relaxed);
                 }
                 self.group.dirty.store(false, Ordering::Relaxed);

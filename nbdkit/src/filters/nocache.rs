@@ -69,10 +69,7 @@ impl FilterHandle for NoCacheHandle {
             Mode::Emulate => Cache::Emulate,
             Mode::Nop => Cache::Native,
         };
-        Ok(Caps {
-            cache,
-            ..self.next.caps().await?
-        })
+        Ok(Caps { cache, ..self.next.caps().await? })
     }
     async fn cache(&self, _count: u64, _offset: u64, _flags: Flags) -> Result<()> {
         // Only reached in nop mode.

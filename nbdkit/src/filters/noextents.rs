@@ -41,9 +41,6 @@ impl FilterHandle for NoExtentsHandle {
     }
     async fn caps(&self) -> Result<Caps> {
         // Without extents the guard above answers "all data".
-        Ok(Caps {
-            extents: false,
-            ..self.0.caps().await?
-        })
+        Ok(Caps { extents: false, ..self.0.caps().await? })
     }
 }

@@ -88,11 +88,7 @@ impl Filter for NoZero {
         let below = next.caps().await?;
         let passes = matches!(self.zero, ZeroMode::NoTrim | ZeroMode::Plugin);
         if !readonly && passes && below.zero == Zero::None {
-            let name = if self.zero == ZeroMode::NoTrim {
-                "notrim"
-            } else {
-                "plugin"
-            };
+            let name = if self.zero == ZeroMode::NoTrim { "notrim" } else { "plugin" };
             return Err(Error::new(
                 Errno::Inval,
                 format!("zeromode '{name}' requires plugin zero support"),
@@ -120,11 +116,7 @@ impl FilterHandle for NoZeroHandle {
             (_, FastMode::Default) => (c.zero, c.fast_zero),
             (_, f) => (c.zero, f != FastMode::None),
         };
-        Ok(Caps {
-            zero,
-            fast_zero,
-            ..c
-        })
+        Ok(Caps { zero, fast_zero, ..c })
     }
     async fn zero(&self, count: u64, offset: u64, flags: Flags) -> Result<()> {
         let mut flags = flags;

@@ -67,11 +67,6 @@ impl Filter for OffsetFilter {
             }
             None => real - self.offset,
         };
-        Ok(Arc::new(Window {
-            next,
-            base: self.offset,
-            size,
-            description: None,
-        }))
+        Ok(Arc::new(Window { next, base: self.offset, size, description: None }))
     }
 }

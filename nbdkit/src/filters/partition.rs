@@ -39,9 +39,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     };
     let n = parse_uint("partition", &v, u64::from(u32::MAX)).map_err(StartError)?;
     if n == 0 {
-        return Err(StartError(format!(
-            "partition: invalid partition number (partition={v})"
-        )));
+        return Err(StartError(format!("partition: invalid partition number (partition={v})")));
     }
     Ok(Arc::new(PartitionFilter(n as u32)))
 }
@@ -69,11 +67,7 @@ struct MbrEntry {
 
 fn mbr_entry(sector: &[u8], i: usize) -> MbrEntry {
     let at = 0x1be + 16 * i;
-    MbrEntry {
-        kind: sector[at + 4],
-        start: le32(sector, at + 8),
-        sectors: le32(sector, at + 12),
-    }
+    MbrEntry { kind: sector[at + 4], start: le32(sector, at + 8), sectors: le32(sector, at + 12) }
 }
 
 /// The partition types that hold logical partitions.
@@ -96,9 +90,8 @@ async fn find_mbr(next: &dyn Handle, size: u64, mbr: &[u8], n: u32) -> Result<(u
         }
         return Err(fail(format!("MBR partition {n} not found")));
     }
-    let Some(ext) = (0..4)
-        .map(|i| mbr_entry(mbr, i))
-        .find(|e| e.sectors > 0 && is_extended(e.kind))
+    let Some(ext) =
+        (0..4).map(|i| mbr_entry(mbr, i)).find(|e| e.sectors > 0 && is_extended(e.kind))
     else {
         return Err(fail(
             "MBR logical partition selected, but there is no extended partition in the \
@@ -167,10 +160,8 @@ async fn find_gpt(next: &dyn Handle, size: u64, header: &[u8], n: u32) -> Result
     }
     let (first, last) = (le64(&entry, 32), le64(&entry, 40));
     let start = first.checked_mul(SECTOR);
-    let len = last
-        .checked_sub(first)
-        .and_then(|d| d.checked_add(1))
-        .and_then(|d| d.checked_mul(SECTOR));
+    let len =
+        last.checked_sub(first).and_then(|d| d.checked_add(1)).and_then(|d| d.checked_mul(SECTOR));
     match (start, len) {
         (Some(s), Some(l)) => Ok((s, l)),
         _ => Err(fail("partition is outside the disk")),
@@ -192,21 +183,13 @@ impl Filter for PartitionFilter {
         } else if lba01[0x1fe] == 0x55 && lba01[0x1ff] == 0xaa {
             ("MBR", find_mbr(&*next, size, &lba01, n).await?)
         } else {
-            return Err(fail(
-                "disk does not contain MBR or GPT partition table signature",
-            ));
+            return Err(fail("disk does not contain MBR or GPT partition table signature"));
         };
         if offset.checked_add(len).is_none_or(|end| end > size) || offset >= 1 << 63 {
             return Err(fail("partition is outside the disk"));
         }
-        let description = next
-            .description()
-            .map(|base| format!("partition {n} of {kind} disk: {base}"));
-        Ok(Arc::new(Window {
-            next,
-            base: offset,
-            size: len,
-            description,
-        }))
+        let description =
+            next.description().map(|base| format!("partition {n} of {kind} disk: {base}"));
+        Ok(Arc::new(Window { next, base: offset, size: len, description }))
     }
 }

@@ -49,11 +49,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         running: Mutex::new(0),
         idle: Condvar::new(),
     });
-    Ok(Arc::new(Pause(
-        gate,
-        path.into(),
-        Mutex::new(Some(listener)),
-    )))
+    Ok(Arc::new(Pause(gate, path.into(), Mutex::new(Some(listener)))))
 }
 
 #[async_trait]
@@ -63,35 +59,33 @@ impl Filter for Pause {
         let Some(listener) = self.2.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let started = std::thread::Builder::new()
-            .name("pause-control".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(mut s) = stream else { continue };
-                    let mut b = [0u8; 1];
-                    while let Ok(1) = s.read(&mut b) {
-                        let answer = match b[0] {
-                            b'p' => {
-                                g.paused.send_replace(true);
-                                let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
-                                while *n > 0 {
-                                    n = g.idle.wait(n).unwrap_or_else(|e| e.into_inner());
-                                }
-                                b'P'
+        let started = std::thread::Builder::new().name("pause-control".into()).spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut b = [0u8; 1];
+                while let Ok(1) = s.read(&mut b) {
+                    let answer = match b[0] {
+                        b'p' => {
+                            g.paused.send_replace(true);
+                            let mut n = g.running.lock().unwrap_or_else(|e| e.into_inner());
+                            while *n > 0 {
+                                n = g.idle.wait(n).unwrap_or_else(|e| e.into_inner());
                             }
-                            b'r' => {
-                                g.paused.send_replace(false);
-                                b'R'
-                            }
-                            b'\n' | b'\r' => continue,
-                            _ => b'X',
-                        };
-                        if s.write_all(&[answer]).is_err() {
-                            break;
+                            b'P'
                         }
+                        b'r' => {
+                            g.paused.send_replace(false);
+                            b'R'
+                        }
+                        b'\n' | b'\r' => continue,
+                        _ => b'X',
+                    };
+                    if s.write_all(&[answer]).is_err() {
+                        break;
                     }
                 }
-            });
+            }
+        });
         if let Err(e) = started {
             crate::log::error(&format!("pause: cannot start the control thread: {e}"));
         }
@@ -103,10 +97,7 @@ impl Filter for Pause {
 
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
-        Ok(Arc::new(Paused {
-            next,
-            gate: self.0.clone(),
-        }))
+        Ok(Arc::new(Paused { next, gate: self.0.clone() }))
     }
 }
 

@@ -48,9 +48,7 @@ fn parse_range(value: &str, out: &mut Vec<Range>) -> Result<(), StartError> {
         None => (false, value),
     };
     let Some((s, e)) = body.split_once('-') else {
-        return Err(StartError(format!(
-            "protect: cannot parse range, missing '-': {value}"
-        )));
+        return Err(StartError(format!("protect: cannot parse range, missing '-': {value}")));
     };
     let num = |t: &str, default: u64| -> Result<u64, StartError> {
         if t.is_empty() {
@@ -62,27 +60,17 @@ fn parse_range(value: &str, out: &mut Vec<Range>) -> Result<(), StartError> {
     let start = num(s, 0)?;
     let end = num(e, LAST)?;
     if end < start {
-        return Err(StartError(format!(
-            "protect: invalid range, end < start: {value}"
-        )));
+        return Err(StartError(format!("protect: invalid range, end < start: {value}")));
     }
     let what = value.to_string();
     if !negate {
         out.push(Range { start, end, what });
     } else {
         if start > 0 {
-            out.push(Range {
-                start: 0,
-                end: start - 1,
-                what: what.clone(),
-            });
+            out.push(Range { start: 0, end: start - 1, what: what.clone() });
         }
         if end < LAST {
-            out.push(Range {
-                start: end + 1,
-                end: LAST,
-                what,
-            });
+            out.push(Range { start: end + 1, end: LAST, what });
         }
     }
     Ok(())
@@ -115,10 +103,7 @@ struct ProtectFilter(Arc<Vec<Range>>);
 impl Filter for ProtectFilter {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
-        Ok(Arc::new(ProtectHandle {
-            next,
-            ranges: self.0.clone(),
-        }))
+        Ok(Arc::new(ProtectHandle { next, ranges: self.0.clone() }))
     }
 }
 
@@ -147,10 +132,7 @@ impl ProtectHandle {
             if !same {
                 return Err(Error::new(
                     Errno::Perm,
-                    format!(
-                        "protect filter prevented write to protected range {}",
-                        r.what
-                    ),
+                    format!("protect filter prevented write to protected range {}", r.what),
                 ));
             }
         }

@@ -48,27 +48,17 @@ struct Bucket {
 impl Bucket {
     fn new(rate: Option<u64>, file: Option<PathBuf>, burst: f64) -> Bucket {
         let rate = rate.map_or(0.0, |r| r as f64);
-        Bucket {
-            rate,
-            file,
-            read_at: None,
-            tokens: rate * burst,
-            last: Instant::now(),
-        }
+        Bucket { rate, file, read_at: None, tokens: rate * burst, last: Instant::now() }
     }
 
     /// Take `bits`; return how long to wait for them (zero if unlimited).
     fn take(&mut self, bits: f64, burst: f64) -> Duration {
         let now = Instant::now();
         if let Some(f) = &self.file {
-            if self
-                .read_at
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
+            if self.read_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                 self.read_at = Some(now);
-                if let Some(r) = std::fs::read_to_string(f)
-                    .ok()
-                    .and_then(|t| parse_size(t.trim()).ok())
+                if let Some(r) =
+                    std::fs::read_to_string(f).ok().and_then(|t| parse_size(t.trim()).ok())
                 {
                     self.rate = r as f64;
                 }
@@ -101,9 +91,9 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let mut rate = |key: &str| -> Result<Option<u64>, StartError> {
         match p.take(key) {
             None => Ok(None),
-            Some(v) => parse_size(&v)
-                .map(Some)
-                .map_err(|e| StartError(format!("rate: {key}={v}: {e}"))),
+            Some(v) => {
+                parse_size(&v).map(Some).map_err(|e| StartError(format!("rate: {key}={v}: {e}")))
+            }
         }
     };
     let total = rate("rate")?;
@@ -133,11 +123,7 @@ impl Filter for RateFilter {
         Ok(Arc::new(Limited {
             next,
             total: self.total.clone(),
-            mine: Mutex::new(Bucket::new(
-                self.conn_rate,
-                self.conn_file.clone(),
-                self.burst,
-            )),
+            mine: Mutex::new(Bucket::new(self.conn_rate, self.conn_file.clone(), self.burst)),
             burst: self.burst,
         }))
     }
@@ -153,16 +139,8 @@ struct Limited {
 impl Limited {
     async fn wait(&self, bytes: usize) {
         let bits = bytes as f64 * 8.0;
-        let a = self
-            .total
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(bits, self.burst);
-        let b = self
-            .mine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(bits, self.burst);
+        let a = self.total.lock().unwrap_or_else(|e| e.into_inner()).take(bits, self.burst);
+        let b = self.mine.lock().unwrap_or_else(|e| e.into_inner()).take(bits, self.burst);
         let d = a.max(b);
         if !d.is_zero() {
             tokio::time::sleep(d).await;

@@ -50,16 +50,13 @@ struct ReadAhead {
 }
 
 fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(ReadAhead {
-        parallel: AtomicBool::new(true),
-    }))
+    Ok(Arc::new(ReadAhead { parallel: AtomicBool::new(true) }))
 }
 
 #[async_trait]
 impl Filter for ReadAhead {
     fn get_ready(&self, thread_model: ThreadModel) -> std::result::Result<(), StartError> {
-        self.parallel
-            .store(thread_model == ThreadModel::Parallel, Ordering::Relaxed);
+        self.parallel.store(thread_model == ThreadModel::Parallel, Ordering::Relaxed);
         Ok(())
     }
 
@@ -89,11 +86,7 @@ impl Filter for ReadAhead {
         Ok(Arc::new(Ahead {
             next,
             size,
-            state: Mutex::new(Window {
-                window: MIN_WINDOW,
-                last_offset: 0,
-                last_readahead: 0,
-            }),
+            state: Mutex::new(Window { window: MIN_WINDOW, last_offset: 0, last_readahead: 0 }),
             prefetch: tx,
         }))
     }
@@ -121,11 +114,7 @@ impl FilterHandle for Ahead {
         let from = offset + buf.len() as u64;
         let ahead = {
             let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let count = if from < self.size {
-                w.window.min(self.size - from)
-            } else {
-                0
-            };
+            let count = if from < self.size { w.window.min(self.size - from) } else { 0 };
             if w.last_readahead < offset {
                 w.window = (w.window * 2).min(MAX_WINDOW);
             } else if w.last_offset >= offset {

@@ -56,17 +56,15 @@ struct Retry(Policy);
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let retries = match p.take("retries") {
         None => 5,
-        Some(v) => v
-            .parse()
-            .map_err(|_| StartError(format!("retry: retries={v}: not a number")))?,
+        Some(v) => {
+            v.parse().map_err(|_| StartError(format!("retry: retries={v}: not a number")))?
+        }
     };
     let delay = match p.take("retry-delay") {
         None => Duration::from_secs(2),
         Some(v) => match parse_duration(&v) {
             None => {
-                return Err(StartError(format!(
-                    "retry: retry-delay={v}: expected seconds or NNms"
-                )))
+                return Err(StartError(format!("retry: retry-delay={v}: expected seconds or NNms")))
             }
             Some(d) if d.is_zero() => {
                 return Err(StartError("retry: retry-delay cannot be 0".to_string()))
@@ -76,12 +74,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     };
     let exponential = p.take_bool("retry-exponential")?.unwrap_or(true);
     let readonly = p.take_bool("retry-readonly")?.unwrap_or(false);
-    Ok(Arc::new(Retry(Policy {
-        retries,
-        delay,
-        exponential,
-        readonly,
-    })))
+    Ok(Arc::new(Retry(Policy { retries, delay, exponential, readonly })))
 }
 
 #[async_trait]
@@ -91,12 +84,7 @@ impl Filter for Retry {
     }
 
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
-        let OpenArgs {
-            readonly,
-            export,
-            client,
-            ..
-        } = *args;
+        let OpenArgs { readonly, export, client, .. } = *args;
         let h = next.open(args).await?;
         Ok(Arc::new(Retrying {
             current: Mutex::new(Some(h)),
@@ -134,27 +122,17 @@ fn closed() -> Error {
 
 impl Retrying {
     fn handle(&self) -> Result<Arc<Guard>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(closed)
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(closed)
     }
 
     fn tries(&self) -> Tries {
-        Tries {
-            done: 0,
-            delay: self.p.delay,
-        }
+        Tries { done: 0, delay: self.p.delay }
     }
 
     /// After reopening read-only, a write fails at once.
     fn refuse_writes(&self) -> Result<()> {
         if self.p.readonly && self.reopens.load(Ordering::Relaxed) > 0 {
-            return Err(Error::new(
-                Errno::Perm,
-                "retry: the connection was reopened read-only",
-            ));
+            return Err(Error::new(Errno::Perm, "retry: the connection was reopened read-only"));
         }
         Ok(())
     }
@@ -185,12 +163,7 @@ impl Retrying {
             self.reopens.fetch_add(1, Ordering::Relaxed);
             // The old handle goes (and the plugin's close runs) before
             // the new one is opened.
-            drop(
-                self.current
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take(),
-            );
+            drop(self.current.lock().unwrap_or_else(|e| e.into_inner()).take());
             let ro = self.readonly || self.p.readonly;
             let args = OpenArgs::new(ro, &self.export, &self.client);
             match self.plugin.open(&args).await {
@@ -212,10 +185,7 @@ impl Retrying {
 async fn in_range(h: &Guard, count: u64, offset: u64, write: bool) -> Result<()> {
     if offset.saturating_add(count) > h.size().await? {
         return Err(if write {
-            Error::new(
-                Errno::NoSpc,
-                "retry: request beyond the end after reopening",
-            )
+            Error::new(Errno::NoSpc, "retry: request beyond the end after reopening")
         } else {
             Error::new(Errno::Io, "retry: request beyond the end after reopening")
         });
@@ -227,10 +197,7 @@ fn need(ok: bool, errno: Errno, what: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::new(
-            errno,
-            format!("retry: the reopened plugin cannot {what}"),
-        ))
+        Err(Error::new(errno, format!("retry: the reopened plugin cannot {what}")))
     }
 }
 
@@ -344,11 +311,7 @@ impl Handle for Retrying {
         }
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         // Each try starts from an empty list.
         let got: Result<Extents> = retrying!(self, "extents", writes = false, h => {

@@ -42,25 +42,17 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let retries = match p.take("retry-request-retries") {
         None => 2,
         Some(v) => v.parse().map_err(|_| {
-            StartError(format!(
-                "retry-request: retry-request-retries={v}: not a number"
-            ))
+            StartError(format!("retry-request: retry-request-retries={v}: not a number"))
         })?,
     };
     let delay = match p.take("retry-request-delay") {
         None => Duration::from_secs(2),
         Some(v) => parse_duration(&v).ok_or_else(|| {
-            StartError(format!(
-                "retry-request: retry-request-delay={v}: expected seconds or NNms"
-            ))
+            StartError(format!("retry-request: retry-request-delay={v}: expected seconds or NNms"))
         })?,
     };
     let open = p.take_bool("retry-request-open")?.unwrap_or(true);
-    Ok(Arc::new(RetryRequest(Policy {
-        retries,
-        delay,
-        open,
-    })))
+    Ok(Arc::new(RetryRequest(Policy { retries, delay, open })))
 }
 
 impl Policy {
@@ -115,12 +107,7 @@ impl FilterHandle for Retrying {
             // Extents go to a fresh list each try, so that a failed try
             // leaves nothing behind in the caller's.
             let r = match op.reborrow() {
-                Op::Extents {
-                    count,
-                    offset,
-                    flags,
-                    ext,
-                } => {
+                Op::Extents { count, offset, flags, ext } => {
                     let mut fresh = Extents::with_limit(offset, count, ext.limit());
                     let r = self.next.extents(count, offset, flags, &mut fresh).await;
                     if r.is_ok() {

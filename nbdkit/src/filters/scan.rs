@@ -47,9 +47,7 @@ struct Scan {
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let step = p.take_size("scan-size")?.unwrap_or(2 << 20);
     if !step.is_power_of_two() || step > 1 << 30 {
-        return Err(StartError(format!(
-            "scan: scan-size={step}: must be a power of 2 up to 1G"
-        )));
+        return Err(StartError(format!("scan: scan-size={step}: must be a power of 2 up to 1G")));
     }
     Ok(Arc::new(Scan {
         step,
@@ -122,8 +120,7 @@ impl FilterHandle for Scanned {
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
         if self.ahead {
-            self.pos
-                .fetch_max(offset + buf.len() as u64, Ordering::SeqCst);
+            self.pos.fetch_max(offset + buf.len() as u64, Ordering::SeqCst);
         }
         self.next.pread(buf, offset, flags).await
     }

@@ -103,11 +103,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         path,
         append,
         threshold: threshold as f64 / 100.0,
-        state: Mutex::new(State {
-            file: None,
-            start: Instant::now(),
-            stats: Default::default(),
-        }),
+        state: Mutex::new(State { file: None, start: Instant::now(), stats: Default::default() }),
     }))))
 }
 
@@ -147,11 +143,7 @@ impl Stats {
             return;
         }
         let bits = 63 - size.leading_zeros();
-        let align = if offset == 0 {
-            -1
-        } else {
-            offset.trailing_zeros() as i32
-        };
+        let align = if offset == 0 { -1 } else { offset.trailing_zeros() as i32 };
         *s.count.entry(bits).or_default().entry(align).or_default() += 1;
         *s.size.entry(bits).or_default() += size;
     }
@@ -182,11 +174,8 @@ impl Stats {
     }
 
     fn histogram(&self, out: &mut String, s: &Stat) {
-        let mut buckets: Vec<(u64, u32)> = s
-            .count
-            .iter()
-            .map(|(bits, a)| (a.values().sum(), *bits))
-            .collect();
+        let mut buckets: Vec<(u64, u32)> =
+            s.count.iter().map(|(bits, a)| (a.values().sum(), *bits)).collect();
         buckets.sort_by(|a, b| b.cmp(a));
         let total = s.ops as f64;
         let to_print = (self.threshold * total) as u64;
@@ -218,14 +207,9 @@ impl Stats {
     /// The summary, for a run of `usecs`.
     fn summary(&self, stats: &[Stat; 7], usecs: u64) -> String {
         let mut out = String::new();
-        let ops: u64 = [READ, WRITE, TRIM, ZERO, EXTENTS, FLUSH]
-            .iter()
-            .map(|i| stats[*i].ops)
-            .sum();
-        let bytes: u64 = [READ, WRITE, TRIM, ZERO]
-            .iter()
-            .map(|i| stats[*i].bytes)
-            .sum();
+        let ops: u64 =
+            [READ, WRITE, TRIM, ZERO, EXTENTS, FLUSH].iter().map(|i| stats[*i].ops).sum();
+        let bytes: u64 = [READ, WRITE, TRIM, ZERO].iter().map(|i| stats[*i].bytes).sum();
         let _ = writeln!(
             out,
             "total: {ops} ops, {:.6} s, {}, {}/s",
@@ -286,10 +270,7 @@ impl Filter for StatsFilter {
 
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
-        Ok(Arc::new(StatsHandle {
-            next,
-            stats: self.0.clone(),
-        }))
+        Ok(Arc::new(StatsHandle { next, stats: self.0.clone() }))
     }
 }
 
@@ -300,12 +281,7 @@ struct StatsHandle {
 
 impl StatsHandle {
     fn count<T>(
-        &self,
-        r: Result<T>,
-        which: usize,
-        size: u64,
-        offset: u64,
-        t: Instant,
+        &self, r: Result<T>, which: usize, size: u64, offset: u64, t: Instant,
     ) -> Result<T> {
         if r.is_ok() {
             self.stats.record(which, size, offset, t);

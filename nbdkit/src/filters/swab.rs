@@ -39,9 +39,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         Some("32") => 4,
         Some("64") => 8,
         Some(v) => {
-            return Err(StartError(format!(
-                "swab: swab-bits={v}: expected 8, 16, 32 or 64"
-            )))
+            return Err(StartError(format!("swab: swab-bits={v}: expected 8, 16, 32 or 64")))
         }
     };
     Ok(Arc::new(Swab(bytes)))
@@ -118,11 +116,7 @@ impl FilterHandle for Swapped {
         self.next.zero(count, offset, flags).await
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         self.aligned(offset, count)?;
         aligned_extents(&self.next, count, offset, flags, self.w as u64, ext).await

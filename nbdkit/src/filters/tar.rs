@@ -60,8 +60,7 @@ impl Filter for TarFilter {
                     if pos + buf.len() as u64 > archive {
                         return Err(format!("truncated tar file (at offset {pos})"));
                     }
-                    rt.block_on(next.pread(buf, pos, Flags::default()))
-                        .map_err(|e| e.to_string())
+                    rt.block_on(next.pread(buf, pos, Flags::default())).map_err(|e| e.to_string())
                 },
                 &self.entry,
                 self.limit,
@@ -69,16 +68,8 @@ impl Filter for TarFilter {
         });
         let (base, size) = found.map_err(|m| Error::new(Errno::Inval, format!("tar: {m}")))?;
         if base + size > archive {
-            return Err(Error::new(
-                Errno::Inval,
-                "tar: the member runs past the end of the file",
-            ));
+            return Err(Error::new(Errno::Inval, "tar: the member runs past the end of the file"));
         }
-        Ok(Arc::new(Window {
-            next,
-            base,
-            size,
-            description: None,
-        }))
+        Ok(Arc::new(Window { next, base, size, description: None }))
     }
 }

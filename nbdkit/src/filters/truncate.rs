@@ -59,11 +59,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let truncate = p.take_size("truncate")?;
     let round_up = take_round(p, "round-up")?;
     let round_down = take_round(p, "round-down")?;
-    Ok(Arc::new(TruncateFilter {
-        truncate,
-        round_up,
-        round_down,
-    }))
+    Ok(Arc::new(TruncateFilter { truncate, round_up, round_down }))
 }
 
 #[async_trait]
@@ -73,15 +69,14 @@ impl Filter for TruncateFilter {
         let real = next.size().await?;
         let mut size = self.truncate.unwrap_or(real);
         if let Some(n) = self.round_up {
-            size = size
-                .checked_next_multiple_of(n)
-                .filter(|s| *s <= i64::MAX as u64)
-                .ok_or_else(|| {
+            size = size.checked_next_multiple_of(n).filter(|s| *s <= i64::MAX as u64).ok_or_else(
+                || {
                     Error::new(
                         Errno::Inval,
                         format!("cannot round size {size} up to next boundary of {n}"),
                     )
-                })?;
+                },
+            )?;
         }
         if let Some(n) = self.round_down {
             size -= size % n;
@@ -119,11 +114,7 @@ impl FilterHandle for TruncateHandle {
     async fn caps(&self) -> Result<Caps> {
         let c = self.next.caps().await?;
         // The part past the end is known: all zero, answered here.
-        Ok(Caps {
-            extents: true,
-            fast_zero: true,
-            ..c
-        })
+        Ok(Caps { extents: true, fast_zero: true, ..c })
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
         let n = self.inside(buf.len() as u64, offset) as usize;
@@ -172,11 +163,7 @@ impl FilterHandle for TruncateHandle {
         Ok(())
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         let n = self.inside(count, offset);
         if n > 0 {

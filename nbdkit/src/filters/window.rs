@@ -40,11 +40,7 @@ impl FilterHandle for Window {
         self.next.cache(count, self.base + offset, flags).await
     }
     async fn extents(
-        &self,
-        count: u64,
-        offset: u64,
-        flags: Flags,
-        ext: &mut Extents,
+        &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
         // Ask below about the rest of the window, then shift it back.
         let start = self.base + offset;

@@ -30,19 +30,12 @@ pub fn shell_quote(s: &str) -> String {
 /// the command. `$tls` is set only when TLS is on (1 or 2), as in C.
 pub fn script(cmd: &str, v: &Vars<'_>) -> String {
     let port = v.port.map(|p| p.to_string()).unwrap_or_default();
-    let unix = v
-        .unix
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let unix = v.unix.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     format!(
         "uri={}\nnbd=\"$uri\"\nexportname={}\n{}port={}\nunixsocket={}\n{cmd}\n",
         shell_quote(v.uri),
         shell_quote(v.export_name),
-        if v.tls > 0 {
-            format!("tls={}\n", v.tls)
-        } else {
-            String::new()
-        },
+        if v.tls > 0 { format!("tls={}\n", v.tls) } else { String::new() },
         shell_quote(&port),
         shell_quote(&unix),
     )

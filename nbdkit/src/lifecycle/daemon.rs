@@ -69,11 +69,7 @@ pub fn fork_into_background(verbose: bool) -> Result<Side, StartError> {
 /// does (errors go to syslog instead). A caller capturing our output must
 /// not be kept waiting by the daemon holding its pipe.
 fn redirect_stdio(verbose: bool) {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         let fd = null.as_raw_fd();
         let _ = nix::unistd::dup2(fd, 0);
         let _ = nix::unistd::dup2(fd, 1);

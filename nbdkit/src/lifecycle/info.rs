@@ -12,10 +12,7 @@ pub const VERSION_EXTRA: &str = concat!("rust-", env!("CARGO_PKG_VERSION"));
 
 fn dump_config() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
-    let bindir = exe
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let bindir = exe.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let (major, minor) = {
         let mut it = COMPAT_VERSION.split('.');
         (it.next().unwrap_or("1"), it.next().unwrap_or("0"))

@@ -101,11 +101,7 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
             l.unix = Some(path);
             l._private_dir = Some(dir);
         }
-        Listen::Tcp {
-            ipaddr,
-            port,
-            family,
-        } => {
+        Listen::Tcp { ipaddr, port, family } => {
             let mut port = *port;
             for (addr, v6only) in tcp_addresses(ipaddr.as_deref(), port, *family)? {
                 let mut a = addr;
@@ -151,8 +147,7 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
                 if local.as_unix_addr().is_some() {
                     l.sockets.push(Bound::Unix(UnixListener::from(owned)));
                 } else {
-                    l.sockets
-                        .push(Bound::Tcp(std::net::TcpListener::from(owned)));
+                    l.sockets.push(Bound::Tcp(std::net::TcpListener::from(owned)));
                 }
             }
         }
@@ -166,9 +161,7 @@ fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
 
 /// Where to listen on TCP, and whether each IPv6 socket is IPv6-only.
 fn tcp_addresses(
-    ip: Option<&str>,
-    port: u16,
-    family: Family,
+    ip: Option<&str>, port: u16, family: Family,
 ) -> Result<Vec<(SocketAddr, bool)>, StartError> {
     let fits = |a: &SocketAddr| match family {
         Family::Any => true,
@@ -194,28 +187,19 @@ fn tcp_addresses(
         .map(|a| (a, a.is_ipv6()))
         .collect();
     if found.is_empty() {
-        return Err(StartError(format!(
-            "-i {ip}: no address of the requested family"
-        )));
+        return Err(StartError(format!("-i {ip}: no address of the requested family")));
     }
     Ok(found)
 }
 
 fn bind_tcp(addr: SocketAddr, v6only: bool) -> std::io::Result<std::net::TcpListener> {
-    let fam = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
+    let fam = if addr.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
     let fd = socket::socket(fam, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if addr.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6only)?;
     }
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrStorage::from(addr),
-    )?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
     socket::listen(&fd, Backlog::MAXCONN)?;
     Ok(std::net::TcpListener::from(fd))
 }

@@ -102,14 +102,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
     let plugin_at_exit = plugin.clone();
-    let code = rt.block_on(serve(
-        &cfg,
-        plugin,
-        thread_model,
-        &mut listening,
-        parent,
-        ready,
-    ));
+    let code = rt.block_on(serve(&cfg, plugin, thread_model, &mut listening, parent, ready));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
     for f in &filters {
@@ -129,8 +122,7 @@ type Filters = Vec<Arc<dyn Filter>>;
 /// the plugin (taking the rest, and refusing what nobody took), stacked
 /// with the first filter given on top.
 fn build_chain(
-    cfg: &Config,
-    info: &'static crate::plugins::PluginInfo,
+    cfg: &Config, info: &'static crate::plugins::PluginInfo,
 ) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
     let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
@@ -215,12 +207,8 @@ enum Stop {
 }
 
 async fn serve(
-    cfg: &Config,
-    plugin: Arc<dyn Plugin>,
-    thread_model: crate::backend::ThreadModel,
-    listening: &mut listen::Listening,
-    parent: Option<parent::Parent>,
-    mut ready: daemon::Ready,
+    cfg: &Config, plugin: Arc<dyn Plugin>, thread_model: crate::backend::ThreadModel,
+    listening: &mut listen::Listening, parent: Option<parent::Parent>, mut ready: daemon::Ready,
 ) -> Result<u8, StartError> {
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
@@ -252,24 +240,13 @@ async fn serve(
         cfg.threads,
         thread_model,
     );
-    srv.top_name = cfg
-        .filters
-        .first()
-        .map_or(cfg.plugin.expect("checked").name, |f| f.name);
+    srv.top_name = cfg.filters.first().map_or(cfg.plugin.expect("checked").name, |f| f.name);
     let srv = Arc::new(srv);
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;
-        let client = crate::backend::Client {
-            peer: server::stdio::peer(),
-        };
-        tokio::spawn(server::serve_one(
-            Box::new(r),
-            Box::new(w),
-            client,
-            srv,
-            shutdown,
-        ))
+        let client = crate::backend::Client { peer: server::stdio::peer() };
+        tokio::spawn(server::serve_one(Box::new(r), Box::new(w), client, srv, shutdown))
     } else {
         // The listeners move into the server, which closes them as soon as
         // shutdown starts: late clients are refused, not left queued.
@@ -393,8 +370,7 @@ fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {
 
 fn stdin_stdout() -> Result<(StdioStream, StdioStream), StartError> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<OwnedFd, StartError> {
-        fd.try_clone_to_owned()
-            .map_err(|e| StartError(format!("-s: {e}")))
+        fd.try_clone_to_owned().map_err(|e| StartError(format!("-s: {e}")))
     };
     let r = dup(std::io::stdin().as_fd())?;
     let w = dup(std::io::stdout().as_fd())?;

@@ -61,10 +61,7 @@ impl Plugin for Example2 {
             let e = Error::from(e);
             Error::new(e.errno, format!("open: {}: {}", self.path.display(), e.msg))
         })?;
-        Ok(Arc::new(Conn {
-            file,
-            extra: self.extra,
-        }))
+        Ok(Arc::new(Conn { file, extra: self.extra }))
     }
 }
 

@@ -86,13 +86,9 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let err = |m: String| Err(StartError(format!("file: {m}")));
     let mut given = Vec::new();
     // `directory=` is an alias of `dir=`, as in C.
-    for (key, name) in [
-        ("file", "file"),
-        ("directory", "dir"),
-        ("dir", "dir"),
-        ("fd", "fd"),
-        ("dirfd", "dirfd"),
-    ] {
+    for (key, name) in
+        [("file", "file"), ("directory", "dir"), ("dir", "dir"), ("fd", "fd"), ("dirfd", "dirfd")]
+    {
         for v in p.take_all(key) {
             given.push((name, v));
         }
@@ -100,7 +96,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let (key, value) = match given.as_slice() {
         [] => {
             return err(
-                "you must supply [file=]<FILENAME>, dir=<DIRNAME>, fd=<FD> or dirfd=<FD>".into(),
+                "you must supply [file=]<FILENAME>, dir=<DIRNAME>, fd=<FD> or dirfd=<FD>".into()
             )
         }
         [(k, v)] => (*k, v.clone()),
@@ -160,11 +156,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
             }
         }
     };
-    Ok(Arc::new(FilePlugin {
-        source,
-        cache,
-        fadvise,
-    }))
+    Ok(Arc::new(FilePlugin { source, cache, fadvise }))
 }
 
 /// What this plugin serves: regular files and block devices.
@@ -192,10 +184,7 @@ fn entry_name(export: &str) -> Result<CString> {
         ));
     }
     if export.contains('/') {
-        return Err(Error::new(
-            Errno::Inval,
-            format!("export name {export:?} contains '/'"),
-        ));
+        return Err(Error::new(Errno::Inval, format!("export name {export:?} contains '/'")));
     }
     CString::new(export).map_err(|_| Error::new(Errno::Inval, "NUL in export name"))
 }
@@ -240,9 +229,9 @@ fn list_dir(dir: &Path) -> std::io::Result<Vec<ExportEntry>> {
         let entry = entry?;
         // Follow symbolic links, as opening them will.
         let ok = match entry.file_type() {
-            Ok(t) if t.is_symlink() => std::fs::metadata(entry.path())
-                .map(|m| servable(&m.file_type()))
-                .unwrap_or(false),
+            Ok(t) if t.is_symlink() => {
+                std::fs::metadata(entry.path()).map(|m| servable(&m.file_type())).unwrap_or(false)
+            }
             Ok(t) => servable(&t),
             Err(_) => false,
         };
@@ -340,10 +329,7 @@ impl Plugin for FilePlugin {
 /// A handle on `[base, base+size)` of the file at `path` (the tar
 /// plugin's member): everything the file plugin does, within that window.
 pub(crate) fn open_window(
-    path: &Path,
-    readonly: bool,
-    base: u64,
-    size: u64,
+    path: &Path, readonly: bool, base: u64, size: u64,
 ) -> Result<Arc<dyn Handle>> {
     let (file, writable) = blocking(|| {
         let name = CString::new(path.as_os_str().as_bytes())?;
@@ -360,14 +346,7 @@ pub(crate) fn whole_file(file: File, writable: bool) -> Result<Arc<dyn Handle>> 
 
 fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Handle> {
     let seekable_holes = file.metadata().is_ok_and(|m| m.is_file());
-    Arc::new(Disk {
-        file,
-        base,
-        size,
-        writable,
-        cache: CacheMode::Default,
-        seekable_holes,
-    })
+    Arc::new(Disk { file, base, size, writable, cache: CacheMode::Default, seekable_holes })
 }
 
 /// Run a blocking system call without stalling the runtime's other tasks.
@@ -382,10 +361,8 @@ pub(crate) fn blocking<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
 pub(crate) fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
     let mut done = 0;
     while done < buf.len() {
-        let iov = libc::iovec {
-            iov_base: buf[done..].as_mut_ptr().cast(),
-            iov_len: buf.len() - done,
-        };
+        let iov =
+            libc::iovec { iov_base: buf[done..].as_mut_ptr().cast(), iov_len: buf.len() - done };
         // SAFETY: one iovec over the unread part of `buf`.
         let n = unsafe {
             libc::preadv2(
@@ -431,12 +408,7 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> Option<u64> {
 /// file is at offset `at`. Blocking: call it inside [`blocking`]. Returns
 /// false once `ext` wants no more (full, covered, or `req_one`).
 pub(crate) fn seek_extents(
-    file: &File,
-    size: u64,
-    (from, to): (u64, u64),
-    at: u64,
-    req_one: bool,
-    ext: &mut Extents,
+    file: &File, size: u64, (from, to): (u64, u64), at: u64, req_one: bool, ext: &mut Extents,
 ) -> bool {
     let disk = |pos: u64| at + (pos - from);
     let mut pos = from;
@@ -519,10 +491,7 @@ impl Handle for Disk {
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
         read_file(&self.file, buf, self.base + offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::new(
-                    Errno::Io,
-                    "file: read past the end of the file (was it truncated?)",
-                )
+                Error::new(Errno::Io, "file: read past the end of the file (was it truncated?)")
             } else {
                 Error::from(e)
             }

@@ -70,10 +70,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         },
     };
     p.finish()?;
-    Ok(Arc::new(Info {
-        mode,
-        started: Instant::now(),
-    }))
+    Ok(Arc::new(Info { mode, started: Instant::now() }))
 }
 
 struct Info {
@@ -109,10 +106,9 @@ fn address(peer: &Peer) -> Result<String> {
         Peer::Tcp(std::net::SocketAddr::V4(a)) => Ok(format!("{}:{}", a.ip(), a.port())),
         Peer::Tcp(std::net::SocketAddr::V6(a)) => Ok(format!("[{}]:{}", a.ip(), a.port())),
         Peer::Unix(_) => Ok("unix".into()),
-        Peer::Unknown => Err(Error::new(
-            Errno::Inval,
-            "getpeername: the client is not on a socket",
-        )),
+        Peer::Unknown => {
+            Err(Error::new(Errno::Inval, "getpeername: the client is not on a socket"))
+        }
     }
 }
 
@@ -193,11 +189,7 @@ impl Handle for Conn {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            cache: Cache::Native,
-            multi_conn: self.multi_conn,
-            ..Caps::READ_ONLY
-        })
+        Ok(Caps { cache: Cache::Native, multi_conn: self.multi_conn, ..Caps::READ_ONLY })
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
@@ -207,9 +199,9 @@ impl Handle for Conn {
             Contents::Clock(since) => {
                 clock = stamp(match since {
                     Some(t) => t.elapsed(),
-                    None => SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default(),
+                    None => {
+                        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+                    }
                 });
                 &clock
             }

@@ -38,11 +38,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let alloc = allocator(&mut p)?;
     p.finish()?;
     let data = alloc.storage("memory", size)?;
-    Ok(Arc::new(Shared(Arc::new(Disk::new(
-        size,
-        data,
-        alloc.extents,
-    )))))
+    Ok(Arc::new(Shared(Arc::new(Disk::new(size, data, alloc.extents)))))
 }
 
 /// `allocator=...`, shared with the data plugin.
@@ -62,17 +58,11 @@ impl Allocator {
             return Ok(Sparse::new());
         }
         Sparse::locked(size).map_err(|e| {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             // SAFETY: getrlimit fills in the struct we pass.
             let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
             let hint = if got && limit.rlim_cur != libc::RLIM_INFINITY {
-                format!(
-                    " (at most {} bytes may be locked: see ulimit -l)",
-                    limit.rlim_cur
-                )
+                format!(" (at most {} bytes may be locked: see ulimit -l)", limit.rlim_cur)
             } else {
                 String::new()
             };
@@ -93,10 +83,7 @@ pub(crate) fn allocator(p: &mut Params) -> Result<Allocator, StartError> {
     let mut words = value.split(',');
     let kind = words.next().unwrap_or("");
     let extra: Vec<&str> = words.collect();
-    let mut alloc = Allocator {
-        extents: true,
-        mlock: false,
-    };
+    let mut alloc = Allocator { extents: true, mlock: false };
     match kind {
         "sparse" => {}
         "malloc" => alloc.extents = false,
@@ -105,11 +92,7 @@ pub(crate) fn allocator(p: &mut Params) -> Result<Allocator, StartError> {
                 "{owner}: allocator=zstd is not supported by this nbdkit (use sparse or malloc)"
             )))
         }
-        _ => {
-            return Err(StartError(format!(
-                "{owner}: unknown allocator \"{value}\""
-            )))
-        }
+        _ => return Err(StartError(format!("{owner}: unknown allocator \"{value}\""))),
     }
     for param in extra {
         if kind != "malloc" {
@@ -119,9 +102,7 @@ pub(crate) fn allocator(p: &mut Params) -> Result<Allocator, StartError> {
         }
         let (k, v) = param.split_once('=').unwrap_or((param, ""));
         if k != "mlock" {
-            return Err(StartError(format!(
-                "{owner}: allocator=malloc: unknown parameter {k}"
-            )));
+            return Err(StartError(format!("{owner}: allocator=malloc: unknown parameter {k}")));
         }
         let mut one = Params::new(&owner, vec![("mlock".into(), v.into())]);
         alloc.mlock = one.take_bool("mlock")?.unwrap_or(false);
@@ -139,11 +120,7 @@ pub(crate) struct Disk {
 
 impl Disk {
     pub(crate) fn new(size: u64, data: Sparse, extents: bool) -> Disk {
-        Disk {
-            size,
-            data,
-            extents,
-        }
+        Disk { size, data, extents }
     }
 }
 

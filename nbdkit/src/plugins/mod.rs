@@ -49,9 +49,7 @@ pub struct PluginInfo {
 
 impl std::fmt::Debug for PluginInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginInfo")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("PluginInfo").field("name", &self.name).finish()
     }
 }
 
@@ -94,8 +92,7 @@ pub static PLUGINS: &[&PluginInfo] = &[
 /// ask their script: the thread model it chooses, and the lines its
 /// `dump_plugin` adds after the fixed ones.
 pub fn dump_more(
-    p: &PluginInfo,
-    params: &[(String, String)],
+    p: &PluginInfo, params: &[(String, String)],
 ) -> Result<Option<(ThreadModel, String)>, StartError> {
     match p.name {
         "sh" => sh::dump(params),

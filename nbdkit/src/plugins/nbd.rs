@@ -88,9 +88,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         "tls-psk",
     ] {
         if p.take(unsupported).is_some() {
-            return Err(fail(format!(
-                "{unsupported}= is not supported by this nbdkit"
-            )));
+            return Err(fail(format!("{unsupported}= is not supported by this nbdkit")));
         }
     }
     match p.take("tls").as_deref() {
@@ -106,19 +104,13 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let shared = p.take_bool("shared")?.unwrap_or(false);
     let retry: u64 = match p.take("retry") {
         None => 0,
-        Some(v) => v
-            .parse()
-            .map_err(|_| fail(format!("retry={v}: not a number of seconds")))?,
+        Some(v) => v.parse().map_err(|_| fail(format!("retry={v}: not a number of seconds")))?,
     };
     p.finish()?;
-    let given = [uri.is_some(), socket.is_some(), hostname.is_some()]
-        .iter()
-        .filter(|&&b| b)
-        .count();
+    let given =
+        [uri.is_some(), socket.is_some(), hostname.is_some()].iter().filter(|&&b| b).count();
     if given != 1 {
-        return Err(fail(
-            "exactly one of uri=, socket= or hostname= must be given".into(),
-        ));
+        return Err(fail("exactly one of uri=, socket= or hostname= must be given".into()));
     }
     let addr = if let Some(u) = uri {
         match uri::parse(&u).map_err(|m| fail(format!("uri={u}: {m}")))? {
@@ -126,11 +118,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
                 export.get_or_insert(e);
                 Addr::Unix(socket)
             }
-            uri::Target::Tcp {
-                host,
-                port,
-                export: e,
-            } => {
+            uri::Target::Tcp { host, port, export: e } => {
                 export.get_or_insert(e);
                 Addr::Tcp(host, port)
             }
@@ -143,16 +131,12 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     } else {
         let port = match port {
             None => 10809,
-            Some(v) => v
-                .parse()
-                .map_err(|_| fail(format!("port={v}: not a port number")))?,
+            Some(v) => v.parse().map_err(|_| fail(format!("port={v}: not a port number")))?,
         };
         Addr::Tcp(hostname.expect("checked"), port)
     };
     if dynamic && shared {
-        return Err(fail(
-            "dynamic-export and shared cannot be used together".into(),
-        ));
+        return Err(fail("dynamic-export and shared cannot be used together".into()));
     }
     let plugin = NbdPlugin {
         addr,
@@ -197,10 +181,7 @@ impl NbdPlugin {
 
     async fn try_connect(&self, export: &str) -> Result<Remote> {
         let io = |what: &str, e: std::io::Error| {
-            Error::new(
-                Errno::Io,
-                format!("nbd: {what}: {}", crate::error::io_message(&e)),
-            )
+            Error::new(Errno::Io, format!("nbd: {what}: {}", crate::error::io_message(&e)))
         };
         let (r, w, neg): (
             Box<dyn tokio::io::AsyncRead + Send + Unpin>,
@@ -211,9 +192,7 @@ impl NbdPlugin {
                 let mut s = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| io(&format!("connect to {path}"), e))?;
-                let neg = negotiate(&mut s, export)
-                    .await
-                    .map_err(|e| io("handshake", e))?;
+                let neg = negotiate(&mut s, export).await.map_err(|e| io("handshake", e))?;
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w), neg)
             }
@@ -222,16 +201,12 @@ impl NbdPlugin {
                     .await
                     .map_err(|e| io(&format!("connect to {host}:{port}"), e))?;
                 let _ = s.set_nodelay(true);
-                let neg = negotiate(&mut s, export)
-                    .await
-                    .map_err(|e| io("handshake", e))?;
+                let neg = negotiate(&mut s, export).await.map_err(|e| io("handshake", e))?;
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w), neg)
             }
         };
-        Ok(Remote {
-            conn: Connection::new(r, w, neg),
-        })
+        Ok(Remote { conn: Connection::new(r, w, neg) })
     }
 }
 
@@ -257,10 +232,7 @@ impl Plugin for NbdPlugin {
         let list = list.await.map_err(|e| {
             Error::new(
                 Errno::Io,
-                format!(
-                    "nbd: listing the server's exports: {}",
-                    crate::error::io_message(&e)
-                ),
+                format!("nbd: listing the server's exports: {}", crate::error::io_message(&e)),
             )
         })?;
         Ok(list
@@ -291,16 +263,10 @@ impl Plugin for NbdPlugin {
             let r = cell
                 .get_or_try_init(|| async { self.connect(&self.export).await.map(Arc::new) })
                 .await?;
-            return Ok(Arc::new(RemoteHandle {
-                remote: r.clone(),
-                owned: false,
-            }));
+            return Ok(Arc::new(RemoteHandle { remote: r.clone(), owned: false }));
         }
         let name = if self.dynamic { export } else { &self.export };
-        Ok(Arc::new(RemoteHandle {
-            remote: Arc::new(self.connect(name).await?),
-            owned: true,
-        }))
+        Ok(Arc::new(RemoteHandle { remote: Arc::new(self.connect(name).await?), owned: true }))
     }
 }
 
@@ -334,10 +300,7 @@ impl RemoteHandle {
         let mut done = 0;
         while done < count || (count == 0 && done == 0) {
             let n = wire_count(count - done);
-            self.remote()
-                .conn
-                .request(cmd, flags, offset + done, n, &[])
-                .await?;
+            self.remote().conn.request(cmd, flags, offset + done, n, &[]).await?;
             done += u64::from(n);
             if n == 0 {
                 break;
@@ -380,23 +343,11 @@ impl Handle for RemoteHandle {
         Ok(Caps {
             write: !has(FLAG_READ_ONLY),
             flush: has(FLAG_SEND_FLUSH),
-            fua: if has(FLAG_SEND_FUA) {
-                Fua::Native
-            } else {
-                Fua::None
-            },
+            fua: if has(FLAG_SEND_FUA) { Fua::Native } else { Fua::None },
             trim: has(FLAG_SEND_TRIM),
-            zero: if has(FLAG_SEND_WRITE_ZEROES) {
-                Zero::Native
-            } else {
-                Zero::Emulate
-            },
+            zero: if has(FLAG_SEND_WRITE_ZEROES) { Zero::Native } else { Zero::Emulate },
             fast_zero: has(FLAG_SEND_FAST_ZERO),
-            cache: if has(FLAG_SEND_CACHE) {
-                Cache::Native
-            } else {
-                Cache::None
-            },
+            cache: if has(FLAG_SEND_CACHE) { Cache::Native } else { Cache::None },
             extents: self.remote().conn.export.base_allocation.is_some(),
             multi_conn: has(FLAG_CAN_MULTI_CONN),
             rotational: has(FLAG_ROTATIONAL),
@@ -408,29 +359,19 @@ impl Handle for RemoteHandle {
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
-        let a = self
-            .remote()
-            .conn
-            .request(Command::Read, 0, offset, buf.len() as u32, &[])
-            .await?;
+        let a = self.remote().conn.request(Command::Read, 0, offset, buf.len() as u32, &[]).await?;
         buf.copy_from_slice(&a.data);
         Ok(())
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
         let fl = flags_of(&f, true) & CMD_FLAG_FUA;
-        self.remote()
-            .conn
-            .request(Command::Write, fl, offset, buf.len() as u32, buf)
-            .await?;
+        self.remote().conn.request(Command::Write, fl, offset, buf.len() as u32, buf).await?;
         Ok(())
     }
 
     async fn flush(&self, _f: Flags) -> Result<()> {
-        self.remote()
-            .conn
-            .request(Command::Flush, 0, 0, 0, &[])
-            .await?;
+        self.remote().conn.request(Command::Flush, 0, 0, 0, &[]).await?;
         Ok(())
     }
 
@@ -441,8 +382,7 @@ impl Handle for RemoteHandle {
 
     async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let fl = flags_of(&f, true) & (CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO);
-        self.in_pieces(Command::WriteZeroes, fl, count, offset)
-            .await
+        self.in_pieces(Command::WriteZeroes, fl, count, offset).await
     }
 
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {

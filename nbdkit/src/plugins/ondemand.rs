@@ -60,19 +60,9 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(StartError(format!("ondemand: dir={dir}: not a directory"))),
-        Err(e) => {
-            return Err(StartError(format!(
-                "ondemand: dir={dir}: {}",
-                io_message(&e)
-            )))
-        }
+        Err(e) => return Err(StartError(format!("ondemand: dir={dir}: {}", io_message(&e)))),
     }
-    Ok(Arc::new(OnDemand {
-        dir: dir.into(),
-        wait,
-        maker,
-        making: std::sync::Mutex::new(()),
-    }))
+    Ok(Arc::new(OnDemand { dir: dir.into(), wait, maker, making: std::sync::Mutex::new(()) }))
 }
 
 /// Export names that may become file names here.
@@ -87,10 +77,7 @@ impl Plugin for OnDemand {
     }
 
     async fn list_exports(&self, _readonly: bool) -> Result<Vec<ExportEntry>> {
-        let entry = |name: String| ExportEntry {
-            name,
-            description: None,
-        };
+        let entry = |name: String| ExportEntry { name, description: None };
         let mut out = vec![entry(String::new())];
         let names = tokio::task::block_in_place(|| -> std::io::Result<Vec<String>> {
             let mut v = Vec::new();
@@ -120,29 +107,18 @@ impl Plugin for OnDemand {
             if !path.exists() {
                 // Made under a temporary name and renamed into place, so a
                 // half-made filesystem is never served.
-                let tmp = tempfile::Builder::new()
-                    .prefix(".new-")
-                    .tempdir_in(&self.dir)?;
+                let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&self.dir)?;
                 let disk = tmp.path().join("disk");
                 self.maker.make(&disk)?;
                 std::fs::rename(&disk, &path)?;
             }
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)?;
-            let op = if self.wait {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_EX | libc::LOCK_NB
-            };
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            let op = if self.wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
             // SAFETY: flock on our own descriptor; released when it closes.
             if unsafe { libc::flock(f.as_raw_fd(), op) } == -1 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    return Err(std::io::Error::other(
-                        "filesystem is locked by another client",
-                    ));
+                    return Err(std::io::Error::other("filesystem is locked by another client"));
                 }
                 return Err(e);
             }

@@ -65,11 +65,7 @@ impl Handle for Disk {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            cache: Cache::Native,
-            multi_conn: true,
-            ..Caps::READ_ONLY
-        })
+        Ok(Caps { cache: Cache::Native, multi_conn: true, ..Caps::READ_ONLY })
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

@@ -111,10 +111,7 @@ impl Handle for Disk {
             .enumerate()
             .all(|(i, b)| *b == byte(self.seed, offset.wrapping_add(i as u64)));
         if !same {
-            return Err(Error::new(
-                Errno::Io,
-                "data written does not match expected",
-            ));
+            return Err(Error::new(Errno::Io, "data written does not match expected"));
         }
         Ok(())
     }

@@ -78,12 +78,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let random_content = p.take_bool("random-content")?.unwrap_or(false);
     p.finish()?;
     let map = Map::generate(size, seed, percent, runlength).map_err(err)?;
-    Ok(Arc::new(Shared(Arc::new(Disk {
-        size,
-        seed,
-        random_content,
-        map,
-    }))))
+    Ok(Arc::new(Shared(Arc::new(Disk { size, seed, random_content, map }))))
 }
 
 /// Read a floating-point number as glibc's `sscanf("%lf")` does: leading
@@ -161,16 +156,10 @@ fn scan_hex(b: &[u8]) -> Option<f64> {
     if matches!(b.get(i), Some(b'p' | b'P')) {
         let neg = b.get(i + 1) == Some(&b'-');
         let sign = usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
-        let digits: Vec<u8> = b[i + 1 + sign..]
-            .iter()
-            .copied()
-            .take_while(u8::is_ascii_digit)
-            .collect();
+        let digits: Vec<u8> =
+            b[i + 1 + sign..].iter().copied().take_while(u8::is_ascii_digit).collect();
         if !digits.is_empty() {
-            let e: i64 = std::str::from_utf8(&digits)
-                .ok()?
-                .parse()
-                .unwrap_or(i64::MAX / 2);
+            let e: i64 = std::str::from_utf8(&digits).ok()?.parse().unwrap_or(i64::MAX / 2);
             scale += if neg { -e } else { e };
         }
     }
@@ -241,11 +230,8 @@ impl Map {
         let data = self.get(b);
         let mut at = b;
         while at < limit {
-            let w = usize::try_from(at / 64)
-                .ok()
-                .and_then(|w| self.words.get(w))
-                .copied()
-                .unwrap_or(0);
+            let w =
+                usize::try_from(at / 64).ok().and_then(|w| self.words.get(w)).copied().unwrap_or(0);
             let differ = if data { !w } else { w } >> (at % 64);
             if differ != 0 {
                 return (at + u64::from(differ.trailing_zeros())).min(limit);
@@ -343,10 +329,7 @@ impl Handle for Disk {
             let (got, rest) = data.split_at(n);
             self.block(block, at, skip, &mut expect[..n]);
             if got != &expect[..n] {
-                return Err(Error::new(
-                    Errno::Io,
-                    "data written does not match expected",
-                ));
+                return Err(Error::new(Errno::Io, "data written does not match expected"));
             }
             data = rest;
         }
@@ -395,10 +378,7 @@ impl Disk {
         // block, as in C.)
         let data = first < last && (self.map.get(first) || self.map.run_end(first, last) < last);
         if data {
-            return Err(Error::new(
-                Errno::Io,
-                "trying to trim or zero non-hole in disk",
-            ));
+            return Err(Error::new(Errno::Io, "trying to trim or zero non-hole in disk"));
         }
         Ok(())
     }
@@ -470,10 +450,7 @@ mod tests {
     #[test]
     fn pieces_cut_at_blocks() {
         let v: Vec<_> = pieces(4000, 5000).collect();
-        assert_eq!(
-            v,
-            [(0, 4000, 4000, 96), (1, 4096, 0, 4096), (2, 8192, 0, 808)]
-        );
+        assert_eq!(v, [(0, 4000, 4000, 96), (1, 4096, 0, 4096), (2, 8192, 0, 808)]);
         assert_eq!(pieces(0, 0).count(), 0);
     }
 }

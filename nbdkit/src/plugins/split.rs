@@ -110,19 +110,10 @@ impl Plugin for SplitPlugin {
                 let r = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA) };
                 let seekable_holes =
                     r >= 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
-                pieces.push(Piece {
-                    file,
-                    start,
-                    size,
-                    seekable_holes,
-                });
+                pieces.push(Piece { file, start, size, seekable_holes });
                 start += size;
             }
-            Ok(Arc::new(Split {
-                pieces,
-                size: start,
-                writable: !readonly,
-            }) as Arc<dyn Handle>)
+            Ok(Arc::new(Split { pieces, size: start, writable: !readonly }) as Arc<dyn Handle>)
         })
     }
 }
@@ -133,15 +124,13 @@ impl Split {
     fn spans(&self, offset: u64, len: u64) -> impl Iterator<Item = (&Piece, u64, u64)> {
         let end = offset + len;
         let first = self.pieces.partition_point(|p| p.start + p.size <= offset);
-        self.pieces[first..]
-            .iter()
-            .take_while(move |p| p.start < end)
-            .filter(|p| p.size > 0)
-            .map(move |p| {
+        self.pieces[first..].iter().take_while(move |p| p.start < end).filter(|p| p.size > 0).map(
+            move |p| {
                 let from = offset.max(p.start);
                 let to = end.min(p.start + p.size);
                 (p, from - p.start, to - from)
-            })
+            },
+        )
     }
 }
 

@@ -52,18 +52,12 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let member = p.take("file");
     p.finish()?;
     let (Some(tar), Some(member)) = (tar, member) else {
-        return Err(StartError(
-            "tar: you must supply tar=<TARFILE> and file=<MEMBER>".into(),
-        ));
+        return Err(StartError("tar: you must supply tar=<TARFILE> and file=<MEMBER>".into()));
     };
     let f = File::open(&tar).map_err(|e| StartError(format!("tar: {tar}: {}", io_message(&e))))?;
     let (offset, size) =
         find_member(&f, &member).map_err(|m| StartError(format!("tar: {tar}: {m}")))?;
-    Ok(Arc::new(TarPlugin {
-        tar: tar.into(),
-        offset,
-        size,
-    }))
+    Ok(Arc::new(TarPlugin { tar: tar.into(), offset, size }))
 }
 
 #[async_trait]
@@ -99,9 +93,7 @@ pub(crate) type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> std::result::Result<()
 /// [`find_member`] over any way of reading the archive (the tar filter
 /// reads through the layer below), scanning at most `limit` bytes of it.
 pub(crate) fn find_member_in(
-    read: &mut ReadAt<'_>,
-    wanted: &str,
-    limit: Option<u64>,
+    read: &mut ReadAt<'_>, wanted: &str, limit: Option<u64>,
 ) -> std::result::Result<(u64, u64), String> {
     let mut pos = 0u64;
     // Set by a GNU `L` entry or a pax `x` header, for the next entry only.
@@ -156,10 +148,9 @@ pub(crate) fn find_member_in(
                     return match typeflag {
                         b'0' | 0 | b'7' => Ok((data, size)),
                         b'S' => Err(format!("{wanted}: GNU sparse members are not supported")),
-                        t => Err(format!(
-                            "{wanted}: not a regular file (tar type {:?})",
-                            t as char
-                        )),
+                        t => {
+                            Err(format!("{wanted}: not a regular file (tar type {:?})", t as char))
+                        }
                     };
                 }
             }
@@ -170,10 +161,7 @@ pub(crate) fn find_member_in(
 
 /// A long name or pax header's contents (bounded: these are small).
 fn read_text(
-    read: &mut ReadAt<'_>,
-    at: u64,
-    size: u64,
-    pos: u64,
+    read: &mut ReadAt<'_>, at: u64, size: u64, pos: u64,
 ) -> std::result::Result<String, String> {
     if size > 1 << 20 {
         return Err(format!("oversized extended header at offset {pos}"));
@@ -231,11 +219,7 @@ fn number(b: &[u8]) -> Option<u64> {
         }
         return Some(v);
     }
-    let text: String = b
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as char)
-        .collect();
+    let text: String = b.iter().take_while(|&&c| c != 0).map(|&c| c as char).collect();
     let t = text.trim();
     if t.is_empty() {
         return Some(0);
@@ -251,18 +235,10 @@ fn check_sum(h: &[u8], pos: u64) -> std::result::Result<(), String> {
     let sum: u64 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(b)
-            }
-        })
+        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) })
         .sum();
     if sum != want {
-        return Err(format!(
-            "not a tar file (bad header checksum at offset {pos})"
-        ));
+        return Err(format!("not a tar file (bad header checksum at offset {pos})"));
     }
     Ok(())
 }
@@ -282,10 +258,7 @@ mod tests {
     #[test]
     fn pax() {
         let t = "27 path=some/long/name.img\n17 size=12345678\n";
-        assert_eq!(
-            pax_records(t),
-            [("path", "some/long/name.img"), ("size", "12345678")]
-        );
+        assert_eq!(pax_records(t), [("path", "some/long/name.img"), ("size", "12345678")]);
         // Hostile lengths end the parse, never panic.
         assert!(pax_records("1 x").is_empty());
         assert!(pax_records("0 ").is_empty());

@@ -103,11 +103,7 @@ impl Maker {
             .output()?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
+            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
             return Err(std::io::Error::other(format!(
                 "command failed ({}){}{last}",
                 out.status,
@@ -133,17 +129,12 @@ impl Plugin for TmpDisk {
         let (readonly, _export) = (args.readonly, args.export);
         let file = tokio::task::block_in_place(|| -> std::io::Result<std::fs::File> {
             let base = std::env::var_os("TMPDIR").unwrap_or_else(|| "/var/tmp".into());
-            let dir = tempfile::Builder::new()
-                .prefix("tmpdisk")
-                .tempdir_in(base)?;
+            let dir = tempfile::Builder::new().prefix("tmpdisk").tempdir_in(base)?;
             let disk = dir.path().join("disk");
             self.maker.make(&disk)?;
             // Open it, then let the directory (and the name) go: the disk
             // lives exactly as long as this connection's descriptor.
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&disk)
+            std::fs::OpenOptions::new().read(true).write(true).open(&disk)
         })
         .map_err(|e| Error::new(Errno::Io, crate::error::io_message(&e)))?;
         let inner = super::file::whole_file(file, !readonly)?;

@@ -35,9 +35,7 @@ fn bad(msg: impl Into<String>) -> std::io::Error {
 }
 
 async fn send_option<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    opt: u32,
-    data: &[u8],
+    w: &mut W, opt: u32, data: &[u8],
 ) -> std::io::Result<()> {
     let mut b = Vec::with_capacity(16 + data.len());
     b.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -49,8 +47,7 @@ async fn send_option<W: AsyncWrite + Unpin>(
 
 /// One option reply: (type, payload).
 async fn option_reply<R: AsyncRead + Unpin>(
-    r: &mut R,
-    opt: u32,
+    r: &mut R, opt: u32,
 ) -> std::io::Result<(u32, Vec<u8>)> {
     let magic = r.read_u64().await?;
     let got = r.read_u32().await?;
@@ -122,11 +119,7 @@ fn refused(what: &str, typ: u32, data: &[u8]) -> std::io::Error {
     let why = String::from_utf8_lossy(data);
     std::io::Error::other(format!(
         "the server refused {what} ({typ:#x}){}",
-        if why.is_empty() {
-            String::new()
-        } else {
-            format!(": {why}")
-        }
+        if why.is_empty() { String::new() } else { format!(": {why}") }
     ))
 }
 
@@ -137,9 +130,7 @@ pub async fn list_exports<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
 ) -> std::io::Result<Vec<(String, String)>> {
     let Greeting::New { fixed: true, .. } = greet(s).await? else {
-        return Err(bad(
-            "the server cannot list its exports (no fixed newstyle handshake)",
-        ));
+        return Err(bad("the server cannot list its exports (no fixed newstyle handshake)"));
     };
     send_option(s, OPT_LIST, &[]).await?;
     let mut out = Vec::new();
@@ -196,8 +187,7 @@ pub async fn default_export_name<S: AsyncRead + AsyncWrite + Unpin>(
 /// Negotiate `export` (oldstyle or fixed newstyle, preferring structured
 /// replies, `base:allocation` and `NBD_OPT_GO`).
 pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    export: &str,
+    s: &mut S, export: &str,
 ) -> std::io::Result<Export> {
     let (fixed, no_zeroes) = match greet(s).await? {
         Greeting::Old(e) => return Ok(e),
@@ -252,13 +242,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 REP_ACK => {
                     let (size, eflags) =
                         size_flags.ok_or_else(|| bad("the server sent no export size"))?;
-                    return Ok(Export {
-                        size,
-                        eflags,
-                        structured,
-                        base_allocation,
-                        block_size,
-                    });
+                    return Ok(Export { size, eflags, structured, base_allocation, block_size });
                 }
                 // Old servers: fall back to NBD_OPT_EXPORT_NAME below.
                 REP_ERR_UNSUP => break,
@@ -268,11 +252,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                         std::io::ErrorKind::NotFound,
                         format!(
                             "the server refused export \"{export}\" ({t:#x}){}",
-                            if why.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {why}")
-                            }
+                            if why.is_empty() { String::new() } else { format!(": {why}") }
                         ),
                     ));
                 }
@@ -287,13 +267,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         let mut zeroes = [0u8; 124];
         s.read_exact(&mut zeroes).await?;
     }
-    Ok(Export {
-        size,
-        eflags,
-        structured,
-        base_allocation: None,
-        block_size: None,
-    })
+    Ok(Export { size, eflags, structured, base_allocation: None, block_size: None })
 }
 
 /// What a completed request gives back.
@@ -343,9 +317,7 @@ fn lost() -> Error {
 impl Connection {
     /// Start serving replies from `r` in a task of its own.
     pub fn new(
-        r: Box<dyn AsyncRead + Send + Unpin>,
-        w: Box<dyn AsyncWrite + Send + Unpin>,
-        export: Export,
+        r: Box<dyn AsyncRead + Send + Unpin>, w: Box<dyn AsyncWrite + Send + Unpin>, export: Export,
     ) -> Connection {
         let pending: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
         let dead = Arc::new(AtomicBool::new(false));
@@ -370,12 +342,7 @@ impl Connection {
 
     /// Send one request (with `payload` for a write) and wait for its reply.
     pub async fn request(
-        &self,
-        cmd: Command,
-        flags: u16,
-        offset: u64,
-        len: u32,
-        payload: &[u8],
+        &self, cmd: Command, flags: u16, offset: u64, len: u32, payload: &[u8],
     ) -> Result<Answer, Error> {
         let cookie = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -397,13 +364,7 @@ impl Connection {
                 },
             );
         }
-        let req = Request {
-            flags: CmdFlags(flags),
-            cmd,
-            cookie,
-            offset,
-            len,
-        };
+        let req = Request { flags: CmdFlags(flags), cmd, cookie, offset, len };
         let sent = {
             let mut w = self.writer.lock().await;
             let mut r = w.write_all(&encode(&req)).await;
@@ -413,10 +374,7 @@ impl Connection {
             r
         };
         if sent.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&cookie);
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie);
             return Err(lost());
         }
         rx.await.unwrap_or_else(|_| Err(lost()))
@@ -424,13 +382,7 @@ impl Connection {
 
     /// Say goodbye (best effort).
     pub async fn disconnect(&self) {
-        let req = Request {
-            flags: CmdFlags(0),
-            cmd: Command::Disc,
-            cookie: 0,
-            offset: 0,
-            len: 0,
-        };
+        let req = Request { flags: CmdFlags(0), cmd: Command::Disc, cookie: 0, offset: 0, len: 0 };
         let mut w = self.writer.lock().await;
         let _ = w.write_all(&encode(&req)).await;
         let _ = w.shutdown().await;
@@ -439,16 +391,9 @@ impl Connection {
 
 /// The reply reader: fill in each pending request, complete it when done.
 async fn read_replies<R: AsyncRead + Unpin>(
-    r: &mut R,
-    pending: &Mutex<HashMap<u64, Pending>>,
-    structured: bool,
+    r: &mut R, pending: &Mutex<HashMap<u64, Pending>>, structured: bool,
 ) -> std::io::Result<()> {
-    let take = |cookie: u64| {
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&cookie)
-    };
+    let take = |cookie: u64| pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie);
     loop {
         let magic = r.read_u32().await?;
         match magic {
@@ -461,10 +406,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                         r.read_exact(buf).await?;
                     }
                     let data = p.read.take().unwrap_or_default();
-                    let _ = p.done.send(Ok(Answer {
-                        data,
-                        extents: Vec::new(),
-                    }));
+                    let _ = p.done.send(Ok(Answer { data, extents: Vec::new() }));
                 } else {
                     let _ = p.done.send(Err(Error::new(
                         from_wire(errno),
@@ -477,11 +419,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                 let typ = r.read_u16().await?;
                 let cookie = r.read_u64().await?;
                 let len = r.read_u32().await?;
-                if !pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&cookie)
-                {
+                if !pending.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&cookie) {
                     return Err(bad("a reply to no request"));
                 }
                 // Payloads are bounded by the request they answer (reads)
@@ -493,9 +431,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                 r.read_exact(&mut body).await?;
                 let finished = {
                     let mut guard = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    let p = guard
-                        .get_mut(&cookie)
-                        .ok_or_else(|| bad("a reply to no request"))?;
+                    let p = guard.get_mut(&cookie).ok_or_else(|| bad("a reply to no request"))?;
                     chunk(p, typ, &body)?;
                     if flags & REPLY_FLAG_DONE != 0 {
                         guard.remove(&cookie)
@@ -506,10 +442,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                 if let Some(p) = finished {
                     let result = match p.error {
                         Some(e) => Err(e),
-                        None => Ok(Answer {
-                            data: p.read.unwrap_or_default(),
-                            extents: p.extents,
-                        }),
+                        None => Ok(Answer { data: p.read.unwrap_or_default(), extents: p.extents }),
                     };
                     let _ = p.done.send(result);
                 }
@@ -521,25 +454,18 @@ async fn read_replies<R: AsyncRead + Unpin>(
 
 /// Apply one structured reply chunk to its request.
 fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
-    let u32_at = |i: usize| {
-        body.get(i..i + 4)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4")))
-    };
-    let u64_at = |i: usize| {
-        body.get(i..i + 8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8")))
-    };
+    let u32_at =
+        |i: usize| body.get(i..i + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4")));
+    let u64_at =
+        |i: usize| body.get(i..i + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8")));
     match typ {
         REPLY_TYPE_NONE => {}
         REPLY_TYPE_OFFSET_DATA | REPLY_TYPE_OFFSET_HOLE => {
             let off = u64_at(0).ok_or_else(|| bad("short data chunk"))?;
-            let buf = p
-                .read
-                .as_mut()
-                .ok_or_else(|| bad("data for a request that is not a read"))?;
-            let start = off
-                .checked_sub(p.offset)
-                .ok_or_else(|| bad("data before the request"))? as usize;
+            let buf =
+                p.read.as_mut().ok_or_else(|| bad("data for a request that is not a read"))?;
+            let start =
+                off.checked_sub(p.offset).ok_or_else(|| bad("data before the request"))? as usize;
             if typ == REPLY_TYPE_OFFSET_DATA {
                 let data = &body[8..];
                 let dst = buf
@@ -564,18 +490,12 @@ fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
         }
         REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
             let errno = u32_at(0).ok_or_else(|| bad("short error chunk"))?;
-            let mlen = body
-                .get(4..6)
-                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+            let mlen = body.get(4..6).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
             let msg = String::from_utf8_lossy(body.get(6..6 + mlen).unwrap_or(&[])).into_owned();
-            p.error
-                .get_or_insert(Error::new(from_wire(errno), format!("nbd: server: {msg}")));
+            p.error.get_or_insert(Error::new(from_wire(errno), format!("nbd: server: {msg}")));
         }
         t if t & (1 << 15) != 0 => {
-            p.error.get_or_insert(Error::new(
-                Errno::Io,
-                format!("nbd: unknown error chunk {t}"),
-            ));
+            p.error.get_or_insert(Error::new(Errno::Io, format!("nbd: unknown error chunk {t}")));
         }
         _ => {}
     }

@@ -43,9 +43,7 @@ pub trait Exports {
     /// (GO, EXPORT_NAME); without, it is only being described (INFO) and is
     /// closed again before this returns.
     fn open(
-        &mut self,
-        name: &str,
-        keep: bool,
+        &mut self, name: &str, keep: bool,
     ) -> impl Future<Output = Result<ExportInfo, String>> + Send;
 }
 
@@ -104,11 +102,7 @@ const BASE_ALLOCATION_ID: u32 = 1;
 
 /// Run the handshake on a connection.
 pub async fn negotiate<R, W, E>(
-    r: &mut R,
-    w: &mut W,
-    exports: &mut E,
-    settings: &Settings,
-    oldstyle_export: &str,
+    r: &mut R, w: &mut W, exports: &mut E, settings: &Settings, oldstyle_export: &str,
 ) -> Result<Outcome, Failure>
 where
     R: AsyncRead + Unpin,
@@ -135,11 +129,7 @@ where
     }
     let no_zeroes = cflags & FLAG_C_NO_ZEROES != 0;
 
-    let mut st = State {
-        structured: false,
-        base_allocation: false,
-        out: Vec::with_capacity(256),
-    };
+    let mut st = State { structured: false, base_allocation: false, out: Vec::with_capacity(256) };
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; 16];
         r.read_exact(&mut h).await?;
@@ -151,9 +141,7 @@ where
         let len = u32::from_be_bytes(h[12..16].try_into().unwrap());
         if len > MAX_OPTION_LENGTH {
             if opt == OPT_EXPORT_NAME {
-                return Err(Failure::Protocol(format!(
-                    "export name too long ({len} bytes)"
-                )));
+                return Err(Failure::Protocol(format!("export name too long ({len} bytes)")));
             }
             skip(r, u64::from(len)).await?;
             st.reply(opt, REP_ERR_TOO_BIG, b"option too long");
@@ -184,11 +172,7 @@ where
             }
             OPT_LIST => {
                 if !data.is_empty() {
-                    st.reply(
-                        opt,
-                        REP_ERR_INVALID,
-                        b"NBD_OPT_LIST: option has unexpected data",
-                    );
+                    st.reply(opt, REP_ERR_INVALID, b"NBD_OPT_LIST: option has unexpected data");
                 } else {
                     match exports.list().await {
                         Ok(list) => {
@@ -240,11 +224,7 @@ where
                         b"NBD_OPT_STRUCTURED_REPLY: option has unexpected data",
                     );
                 } else if settings.no_sr {
-                    st.reply(
-                        opt,
-                        REP_ERR_UNSUP,
-                        b"structured replies are disabled (--no-sr)",
-                    );
+                    st.reply(opt, REP_ERR_UNSUP, b"structured replies are disabled (--no-sr)");
                 } else {
                     st.structured = true;
                     st.reply(opt, REP_ACK, b"");
@@ -260,11 +240,7 @@ where
                         b"meta contexts are disabled (--no-meta-contexts)",
                     );
                 } else if set && !st.structured {
-                    st.reply(
-                        opt,
-                        REP_ERR_INVALID,
-                        b"structured replies have not been negotiated",
-                    );
+                    st.reply(opt, REP_ERR_INVALID, b"structured replies have not been negotiated");
                 } else {
                     match meta_queries(&data) {
                         Err(m) => st.reply(opt, REP_ERR_INVALID, m.as_bytes()),
@@ -297,9 +273,7 @@ where
         }
         st.send(w).await?;
     }
-    Err(Failure::Protocol(format!(
-        "too many options (more than {MAX_OPTIONS})"
-    )))
+    Err(Failure::Protocol(format!("too many options (more than {MAX_OPTIONS})")))
 }
 
 struct State {
@@ -314,8 +288,7 @@ impl State {
         self.out.extend_from_slice(&REP_MAGIC.to_be_bytes());
         self.out.extend_from_slice(&opt.to_be_bytes());
         self.out.extend_from_slice(&typ.to_be_bytes());
-        self.out
-            .extend_from_slice(&(data.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         self.out.extend_from_slice(data);
     }
 
@@ -489,21 +462,14 @@ mod tests {
     struct One;
     impl Exports for One {
         async fn list(&mut self) -> Result<Vec<ListEntry>, String> {
-            Ok(vec![ListEntry {
-                name: "a".into(),
-                description: Some("disk".into()),
-            }])
+            Ok(vec![ListEntry { name: "a".into(), description: Some("disk".into()) }])
         }
         async fn open(&mut self, name: &str, _keep: bool) -> Result<ExportInfo, String> {
             if name == "missing" {
                 return Err("no such export".into());
             }
             Ok(ExportInfo {
-                name: if name.is_empty() {
-                    "a".into()
-                } else {
-                    name.into()
-                },
+                name: if name.is_empty() { "a".into() } else { name.into() },
                 size: 1 << 20,
                 eflags: FLAG_SEND_FLUSH,
                 block_size: None,
@@ -512,20 +478,13 @@ mod tests {
         }
     }
 
-    const SETTINGS: Settings = Settings {
-        oldstyle: false,
-        no_sr: false,
-        handshake_mask: 0xffff,
-        no_meta_contexts: false,
-    };
+    const SETTINGS: Settings =
+        Settings { oldstyle: false, no_sr: false, handshake_mask: 0xffff, no_meta_contexts: false };
 
     /// Run the server side on one end of a duplex pipe.
     fn server(
         settings: Settings,
-    ) -> (
-        DuplexStream,
-        tokio::task::JoinHandle<Result<Outcome, Failure>>,
-    ) {
+    ) -> (DuplexStream, tokio::task::JoinHandle<Result<Outcome, Failure>>) {
         let (client, srv) = duplex(1 << 16);
         let h = tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(srv);
@@ -553,10 +512,7 @@ mod tests {
     async fn hello(c: &mut DuplexStream, flags: u32) {
         assert_eq!(c.read_u64().await.unwrap(), NBDMAGIC);
         assert_eq!(c.read_u64().await.unwrap(), IHAVEOPT);
-        assert_eq!(
-            c.read_u16().await.unwrap(),
-            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
-        );
+        assert_eq!(c.read_u16().await.unwrap(), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
         c.write_u32(flags).await.unwrap();
     }
 
@@ -608,10 +564,7 @@ mod tests {
         hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
         opt(&mut c, OPT_EXPORT_NAME, b"x").await;
         assert_eq!(c.read_u64().await.unwrap(), 1 << 20);
-        assert_eq!(
-            c.read_u16().await.unwrap(),
-            FLAG_SEND_FLUSH | FLAG_HAS_FLAGS
-        );
+        assert_eq!(c.read_u16().await.unwrap(), FLAG_SEND_FLUSH | FLAG_HAS_FLAGS);
         let mut z = [1u8; 124];
         c.read_exact(&mut z).await.unwrap();
         assert_eq!(z, [0u8; 124]);
@@ -640,9 +593,7 @@ mod tests {
         c.write_u64(IHAVEOPT).await.unwrap();
         c.write_u32(OPT_INFO).await.unwrap();
         c.write_u32(MAX_OPTION_LENGTH + 1).await.unwrap();
-        c.write_all(&vec![0u8; MAX_OPTION_LENGTH as usize + 1])
-            .await
-            .unwrap();
+        c.write_all(&vec![0u8; MAX_OPTION_LENGTH as usize + 1]).await.unwrap();
         assert_eq!(reply(&mut c).await.1, REP_ERR_TOO_BIG);
         opt(&mut c, OPT_ABORT, b"").await;
         assert_eq!(reply(&mut c).await.1, REP_ACK);
@@ -669,26 +620,17 @@ mod tests {
 
     #[tokio::test]
     async fn oldstyle_and_no_sr() {
-        let s = Settings {
-            oldstyle: true,
-            ..SETTINGS
-        };
+        let s = Settings { oldstyle: true, ..SETTINGS };
         let (mut c, h) = server(s);
         assert_eq!(c.read_u64().await.unwrap(), NBDMAGIC);
         assert_eq!(c.read_u64().await.unwrap(), OLD_MAGIC);
         assert_eq!(c.read_u64().await.unwrap(), 1 << 20);
-        assert_eq!(
-            c.read_u32().await.unwrap(),
-            u32::from(FLAG_SEND_FLUSH | FLAG_HAS_FLAGS)
-        );
+        assert_eq!(c.read_u32().await.unwrap(), u32::from(FLAG_SEND_FLUSH | FLAG_HAS_FLAGS));
         let mut z = [1u8; 124];
         c.read_exact(&mut z).await.unwrap();
         assert!(h.await.unwrap().is_ok());
 
-        let s = Settings {
-            no_sr: true,
-            ..SETTINGS
-        };
+        let s = Settings { no_sr: true, ..SETTINGS };
         let (mut c, _h) = server(s);
         hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
         opt(&mut c, OPT_STRUCTURED_REPLY, b"").await;

@@ -37,13 +37,7 @@ pub fn chunk_header(out: &mut [u8], flags: u16, typ: u16, cookie: u64, len: u32)
 pub fn fill_read_header(buf: &mut [u8], structured: bool, cookie: u64, offset: u64) {
     if structured {
         let data_len = buf.len() - CHUNK_HEADER_SIZE - 8;
-        chunk_header(
-            buf,
-            REPLY_FLAG_DONE,
-            REPLY_TYPE_OFFSET_DATA,
-            cookie,
-            (data_len + 8) as u32,
-        );
+        chunk_header(buf, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, (data_len + 8) as u32);
         buf[CHUNK_HEADER_SIZE..CHUNK_HEADER_SIZE + 8].copy_from_slice(&offset.to_be_bytes());
     } else {
         simple_header(buf, cookie, 0);
@@ -70,13 +64,7 @@ pub fn status(structured: bool, cookie: u64, err: Option<(u32, &str)>) -> Vec<u8
             let msg = &msg.as_bytes()[..msg.len().min(MAX_STRING)];
             let len = 4 + 2 + msg.len();
             let mut b = vec![0u8; CHUNK_HEADER_SIZE + len];
-            chunk_header(
-                &mut b,
-                REPLY_FLAG_DONE,
-                REPLY_TYPE_ERROR,
-                cookie,
-                len as u32,
-            );
+            chunk_header(&mut b, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, len as u32);
             let p = &mut b[CHUNK_HEADER_SIZE..];
             p[0..4].copy_from_slice(&errno.to_be_bytes());
             p[4..6].copy_from_slice(&(msg.len() as u16).to_be_bytes());
@@ -91,13 +79,7 @@ pub fn block_status(cookie: u64, context: u32, extents: &[(u32, u32)]) -> Vec<u8
     let len = 4 + 8 * extents.len();
     let mut b = Vec::with_capacity(CHUNK_HEADER_SIZE + len);
     b.resize(CHUNK_HEADER_SIZE, 0);
-    chunk_header(
-        &mut b,
-        REPLY_FLAG_DONE,
-        REPLY_TYPE_BLOCK_STATUS,
-        cookie,
-        len as u32,
-    );
+    chunk_header(&mut b, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, cookie, len as u32);
     b.extend_from_slice(&context.to_be_bytes());
     for &(l, f) in extents {
         b.extend_from_slice(&l.to_be_bytes());

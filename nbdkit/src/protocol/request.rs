@@ -160,10 +160,7 @@ pub fn validate(r: &Request, n: &Negotiated) -> Result<(), Error> {
     if writes && n.has(FLAG_READ_ONLY) {
         return Err(Error::new(
             Errno::Perm,
-            format!(
-                "invalid request: {}: write request on readonly connection",
-                r.cmd.name()
-            ),
+            format!("invalid request: {}: write request on readonly connection", r.cmd.name()),
         ));
     }
     match r.cmd {
@@ -282,13 +279,7 @@ mod tests {
     }
 
     fn req(cmd: Command, flags: u16, offset: u64, len: u32) -> Request {
-        Request {
-            flags: CmdFlags(flags),
-            cmd,
-            cookie: 7,
-            offset,
-            len,
-        }
+        Request { flags: CmdFlags(flags), cmd, cookie: 7, offset, len }
     }
 
     fn errno(r: Request, n: &Negotiated) -> Option<Errno> {
@@ -315,43 +306,22 @@ mod tests {
         let n = neg();
         assert_eq!(errno(req(Command::Read, 0, 0, 512), &n), None);
         assert_eq!(errno(req(Command::Read, 0, (1 << 20) - 1, 1), &n), None);
-        assert_eq!(
-            errno(req(Command::Read, 0, 1 << 20, 1), &n),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::Read, 0, 1 << 20, 1), &n), Some(Errno::Inval));
         assert_eq!(errno(req(Command::Read, 0, 0, 0), &n), Some(Errno::Inval));
-        assert_eq!(
-            errno(req(Command::Write, 0, 1 << 20, 1), &n),
-            Some(Errno::NoSpc)
-        );
-        assert_eq!(
-            errno(req(Command::WriteZeroes, 0, 0, 0), &n),
-            Some(Errno::NoSpc)
-        );
-        assert_eq!(
-            errno(req(Command::Trim, 0, u64::MAX, 2), &n),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::Write, 0, 1 << 20, 1), &n), Some(Errno::NoSpc));
+        assert_eq!(errno(req(Command::WriteZeroes, 0, 0, 0), &n), Some(Errno::NoSpc));
+        assert_eq!(errno(req(Command::Trim, 0, u64::MAX, 2), &n), Some(Errno::Inval));
         assert_eq!(errno(req(Command::Flush, 0, 1, 0), &n), Some(Errno::Inval));
         assert_eq!(errno(req(Command::Flush, 0, 0, 0), &n), None);
-        assert_eq!(
-            errno(req(Command::Unknown(42), 0, 0, 0), &n),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::Unknown(42), 0, 0, 0), &n), Some(Errno::Inval));
     }
 
     #[test]
     fn too_large() {
         let mut n = neg();
         n.size = u64::MAX / 2;
-        assert_eq!(
-            errno(req(Command::Read, 0, 0, MAX_REQUEST_SIZE + 1), &n),
-            Some(Errno::NoMem)
-        );
-        assert_eq!(
-            errno(req(Command::Write, 0, 0, MAX_REQUEST_SIZE + 1), &n),
-            Some(Errno::NoMem)
-        );
+        assert_eq!(errno(req(Command::Read, 0, 0, MAX_REQUEST_SIZE + 1), &n), Some(Errno::NoMem));
+        assert_eq!(errno(req(Command::Write, 0, 0, MAX_REQUEST_SIZE + 1), &n), Some(Errno::NoMem));
         assert_eq!(errno(req(Command::Read, 0, 0, MAX_REQUEST_SIZE), &n), None);
         assert_eq!(errno(req(Command::Trim, 0, 0, u32::MAX), &n), None);
     }
@@ -360,41 +330,20 @@ mod tests {
     fn flags() {
         let n = neg();
         assert_eq!(errno(req(Command::Write, CMD_FLAG_FUA, 0, 1), &n), None);
-        assert_eq!(
-            errno(req(Command::Write, 1 << 9, 0, 1), &n),
-            Some(Errno::Inval)
-        );
-        assert_eq!(
-            errno(req(Command::Write, CMD_FLAG_NO_HOLE, 0, 1), &n),
-            Some(Errno::Inval)
-        );
-        assert_eq!(
-            errno(req(Command::WriteZeroes, CMD_FLAG_NO_HOLE, 0, 1), &n),
-            None
-        );
+        assert_eq!(errno(req(Command::Write, 1 << 9, 0, 1), &n), Some(Errno::Inval));
+        assert_eq!(errno(req(Command::Write, CMD_FLAG_NO_HOLE, 0, 1), &n), Some(Errno::Inval));
+        assert_eq!(errno(req(Command::WriteZeroes, CMD_FLAG_NO_HOLE, 0, 1), &n), None);
         assert_eq!(
             errno(req(Command::WriteZeroes, CMD_FLAG_FAST_ZERO, 0, 1), &n),
             Some(Errno::Inval)
         );
         assert_eq!(errno(req(Command::Read, CMD_FLAG_DF, 0, 1), &n), None);
-        assert_eq!(
-            errno(req(Command::Write, CMD_FLAG_DF, 0, 1), &n),
-            Some(Errno::Inval)
-        );
-        assert_eq!(
-            errno(req(Command::BlockStatus, CMD_FLAG_REQ_ONE, 0, 1), &n),
-            None
-        );
-        assert_eq!(
-            errno(req(Command::Read, CMD_FLAG_REQ_ONE, 0, 1), &n),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::Write, CMD_FLAG_DF, 0, 1), &n), Some(Errno::Inval));
+        assert_eq!(errno(req(Command::BlockStatus, CMD_FLAG_REQ_ONE, 0, 1), &n), None);
+        assert_eq!(errno(req(Command::Read, CMD_FLAG_REQ_ONE, 0, 1), &n), Some(Errno::Inval));
         let mut no_fua = n;
         no_fua.eflags &= !FLAG_SEND_FUA;
-        assert_eq!(
-            errno(req(Command::Write, CMD_FLAG_FUA, 0, 1), &no_fua),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::Write, CMD_FLAG_FUA, 0, 1), &no_fua), Some(Errno::Inval));
     }
 
     #[test]
@@ -403,41 +352,20 @@ mod tests {
         ro.eflags |= FLAG_READ_ONLY;
         assert_eq!(errno(req(Command::Write, 0, 0, 1), &ro), Some(Errno::Perm));
         // Read-only is checked before the range.
-        assert_eq!(
-            errno(req(Command::Write, 0, 1 << 40, 1), &ro),
-            Some(Errno::Perm)
-        );
+        assert_eq!(errno(req(Command::Write, 0, 1 << 40, 1), &ro), Some(Errno::Perm));
         assert_eq!(errno(req(Command::Trim, 0, 0, 1), &ro), Some(Errno::Perm));
-        assert_eq!(
-            errno(req(Command::WriteZeroes, 0, 0, 1), &ro),
-            Some(Errno::Perm)
-        );
+        assert_eq!(errno(req(Command::WriteZeroes, 0, 0, 1), &ro), Some(Errno::Perm));
         assert_eq!(errno(req(Command::Read, 0, 0, 1), &ro), None);
         let mut bare = neg();
         bare.eflags = FLAG_HAS_FLAGS;
-        for cmd in [
-            Command::Flush,
-            Command::Trim,
-            Command::WriteZeroes,
-            Command::Cache,
-        ] {
+        for cmd in [Command::Flush, Command::Trim, Command::WriteZeroes, Command::Cache] {
             let len = if cmd == Command::Flush { 0 } else { 1 };
-            assert_eq!(
-                errno(req(cmd, 0, 0, len), &bare),
-                Some(Errno::Inval),
-                "{cmd:?}"
-            );
+            assert_eq!(errno(req(cmd, 0, 0, len), &bare), Some(Errno::Inval), "{cmd:?}");
         }
         let mut no_meta = neg();
         no_meta.base_allocation = None;
-        assert_eq!(
-            errno(req(Command::BlockStatus, 0, 0, 1), &no_meta),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::BlockStatus, 0, 0, 1), &no_meta), Some(Errno::Inval));
         no_meta.structured = false;
-        assert_eq!(
-            errno(req(Command::BlockStatus, 0, 0, 1), &no_meta),
-            Some(Errno::Inval)
-        );
+        assert_eq!(errno(req(Command::BlockStatus, 0, 0, 1), &no_meta), Some(Errno::Inval));
     }
 }

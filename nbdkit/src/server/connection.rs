@@ -51,10 +51,7 @@ impl Exports for Opener<'_> {
             .map_err(|e| e.to_string())?;
         Ok(list
             .into_iter()
-            .map(|e| ListEntry {
-                name: e.name,
-                description: e.description,
-            })
+            .map(|e| ListEntry { name: e.name, description: e.description })
             .collect())
     }
 
@@ -112,11 +109,7 @@ where
     }
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = w;
-    let mut opener = Opener {
-        server: &server,
-        client,
-        export: None,
-    };
+    let mut opener = Opener { server: &server, client, export: None };
     let outcome = tokio::select! {
         o = crate::backend::with_default_export_cache(
             handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name),
@@ -126,9 +119,7 @@ where
     let outcome = match outcome {
         Ok(o) => o,
         Err(handshake::Failure::Io(e)) => {
-            log::debug(&format!(
-                "client closed the connection during the handshake: {e}"
-            ));
+            log::debug(&format!("client closed the connection during the handshake: {e}"));
             return;
         }
         Err(e) => {
@@ -214,8 +205,7 @@ where
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    batch: &[Outgoing],
+    w: &mut W, batch: &[Outgoing],
 ) -> std::io::Result<()> {
     if let [one] = batch {
         return w.write_all(&one.buf).await;
@@ -245,10 +235,7 @@ struct Incoming {
 }
 
 async fn transmission<R>(
-    mut r: BufReader<R>,
-    conn: Arc<Conn>,
-    server: Arc<Server>,
-    mut shutdown: Shutdown,
+    mut r: BufReader<R>, conn: Arc<Conn>, server: Arc<Server>, mut shutdown: Shutdown,
     writer: tokio::task::JoinHandle<()>,
 ) where
     R: AsyncRead + Send + Unpin + 'static,
@@ -338,10 +325,7 @@ async fn transmission<R>(
 /// Read the next request: wait for a free slot, read the header, validate
 /// it, read (or skip) the payload. `Ok(None)` means the client is done.
 async fn next_request<R>(
-    r: &mut BufReader<R>,
-    conn: &Conn,
-    slots: &Arc<Semaphore>,
-    said_goodbye: &mut bool,
+    r: &mut BufReader<R>, conn: &Conn, slots: &Arc<Semaphore>, said_goodbye: &mut bool,
 ) -> std::io::Result<Option<(OwnedSemaphorePermit, Incoming)>>
 where
     R: AsyncRead + Send + Unpin,
@@ -377,12 +361,7 @@ where
         return Ok(None);
     }
     let invalid = request::validate(&req, &conn.neg).err();
-    let mut inc = Incoming {
-        req,
-        payload: Vec::new(),
-        invalid,
-        budget: None,
-    };
+    let mut inc = Incoming { req, payload: Vec::new(), invalid, budget: None };
     // Reads and writes carry data: each waits for its share of the
     // server-wide budget before its buffer exists.
     if inc.invalid.is_none() && matches!(req.cmd, Command::Read | Command::Write) {
@@ -416,12 +395,7 @@ fn flags_of(req: &Request) -> Flags {
 
 /// Run one request and queue its reply.
 async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
-    let Incoming {
-        req,
-        payload,
-        invalid,
-        budget,
-    } = inc;
+    let Incoming { req, payload, invalid, budget } = inc;
     let structured = conn.neg.structured && req.cmd.structured_reply();
     let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
     let reply: Vec<u8> = match invalid {
@@ -448,11 +422,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
         conn.pool.put(payload);
     }
     // Fails only if the writer is gone, and then the client is too.
-    let _ = conn.replies.send(Outgoing {
-        buf: reply,
-        _slot: slot,
-        _budget: budget,
-    });
+    let _ = conn.replies.send(Outgoing { buf: reply, _slot: slot, _budget: budget });
 }
 
 async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {

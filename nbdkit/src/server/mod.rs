@@ -78,13 +78,8 @@ pub struct Server {
 impl Server {
     /// Shared state for one server.
     pub fn new(
-        plugin: Arc<dyn Plugin>,
-        plugin_name: &'static str,
-        settings: Settings,
-        readonly: bool,
-        export_name: String,
-        threads: usize,
-        thread_model: ThreadModel,
+        plugin: Arc<dyn Plugin>, plugin_name: &'static str, settings: Settings, readonly: bool,
+        export_name: String, threads: usize, thread_model: ThreadModel,
     ) -> Server {
         Server {
             plugin,
@@ -236,11 +231,7 @@ const SEND_BUFFER: usize = 4 << 20;
 
 /// Serve one client on already-connected streams (`-s`).
 pub async fn serve_one(
-    r: BoxRead,
-    w: BoxWrite,
-    client: Client,
-    server: Arc<Server>,
-    shutdown: Shutdown,
+    r: BoxRead, w: BoxWrite, client: Client, server: Arc<Server>, shutdown: Shutdown,
 ) {
     connection::serve(r, w, client, server, shutdown).await;
 }
@@ -293,7 +284,9 @@ mod tests {
         fn thread_model(&self) -> ThreadModel {
             self.1
         }
-        async fn open(&self, _args: &crate::backend::OpenArgs<'_>) -> Result<Arc<dyn crate::Handle>> {
+        async fn open(
+            &self, _args: &crate::backend::OpenArgs<'_>,
+        ) -> Result<Arc<dyn crate::Handle>> {
             Ok(self.0.clone())
         }
     }
@@ -305,10 +298,7 @@ mod tests {
     }
 
     async fn max_concurrency_of(model: ThreadModel, inline: bool) -> usize {
-        let probe = Arc::new(Probe {
-            inline,
-            ..Probe::default()
-        });
+        let probe = Arc::new(Probe { inline, ..Probe::default() });
         let settings = Settings {
             oldstyle: true,
             no_sr: false,
@@ -316,30 +306,14 @@ mod tests {
             no_meta_contexts: false,
         };
         let plugin = Arc::new(ProbePlugin(probe.clone(), model));
-        let srv = Arc::new(Server::new(
-            plugin,
-            "probe",
-            settings,
-            false,
-            String::new(),
-            16,
-            model,
-        ));
+        let srv = Arc::new(Server::new(plugin, "probe", settings, false, String::new(), 16, model));
         let (_stop, shutdown) = Shutdown::new();
         let mut clients = Vec::new();
         for _ in 0..2 {
             let (mut c, s) = tokio::io::duplex(1 << 20);
             let (r, w) = tokio::io::split(s);
-            let client = Client {
-                peer: Peer::Unknown,
-            };
-            tokio::spawn(connection::serve(
-                r,
-                w,
-                client,
-                srv.clone(),
-                shutdown.clone(),
-            ));
+            let client = Client { peer: Peer::Unknown };
+            tokio::spawn(connection::serve(r, w, client, srv.clone(), shutdown.clone()));
             clients.push(tokio::spawn(async move {
                 let mut hello = [0u8; 152];
                 c.read_exact(&mut hello).await.unwrap();
@@ -379,11 +353,8 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         big_send_buffer(&a);
         let got = nix::sys::socket::getsockopt(&a, nix::sys::socket::sockopt::SndBuf).unwrap();
-        let max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let max: usize =
+            std::fs::read_to_string("/proc/sys/net/core/wmem_max").unwrap().trim().parse().unwrap();
         // The kernel caps the request at wmem_max, then doubles it.
         assert!(got >= 2 * SEND_BUFFER.min(max), "{got}");
     }
@@ -394,9 +365,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn inline_requests_that_wait_still_overlap() {
         assert!(max_concurrency_of(ThreadModel::Parallel, true).await > 2);
-        assert_eq!(
-            max_concurrency_of(ThreadModel::SerializeAllRequests, true).await,
-            1
-        );
+        assert_eq!(max_concurrency_of(ThreadModel::SerializeAllRequests, true).await, 1);
     }
 }

@@ -21,10 +21,7 @@ pub struct Pool {
 impl Pool {
     /// A pool keeping at most `keep` buffers.
     pub fn new(keep: usize) -> Pool {
-        Pool {
-            bufs: Mutex::new(Vec::with_capacity(keep)),
-            keep,
-        }
+        Pool { bufs: Mutex::new(Vec::with_capacity(keep)), keep }
     }
 
     /// A buffer of exactly `len` bytes. Its contents are unspecified: the

@@ -31,11 +31,7 @@ pub fn peer() -> Peer {
                 nix::sys::socket::sockopt::PeerCredentials,
             )
             .ok()
-            .map(|c| crate::backend::Cred {
-                pid: c.pid(),
-                uid: c.uid(),
-                gid: c.gid(),
-            }),
+            .map(|c| crate::backend::Cred { pid: c.pid(), uid: c.uid(), gid: c.gid() }),
         ),
         _ => Peer::Unknown,
     }
@@ -53,17 +49,13 @@ impl FdStream {
         nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
         // SAFETY: the OwnedFd stays open, and is the same descriptor, for as
         // long as the AsyncFd lives.
-        Ok(FdStream(
-            unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?,
-        ))
+        Ok(FdStream(unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?))
     }
 }
 
 impl AsyncRead for FdStream {
     fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
@@ -82,9 +74,7 @@ impl AsyncRead for FdStream {
 
 impl AsyncWrite for FdStream {
     fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
+        self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
@@ -126,9 +116,7 @@ impl StdioStream {
                 let flags =
                     nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
                 nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
-                Ok(StdioStream::Blocking(tokio::fs::File::from_std(
-                    std::fs::File::from(fd),
-                )))
+                Ok(StdioStream::Blocking(tokio::fs::File::from_std(std::fs::File::from(fd))))
             }
             Err(e) => Err(e),
         }
@@ -137,9 +125,7 @@ impl StdioStream {
 
 impl AsyncRead for StdioStream {
     fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             StdioStream::Polled(s) => Pin::new(s).poll_read(cx, buf),
@@ -150,9 +136,7 @@ impl AsyncRead for StdioStream {
 
 impl AsyncWrite for StdioStream {
     fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
+        self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             StdioStream::Polled(s) => Pin::new(s).poll_write(cx, data),

@@ -65,12 +65,7 @@ impl Default for Ast {
 
 impl Ast {
     pub fn new() -> Ast {
-        Ast {
-            nodes: vec![Node {
-                e: Expr::Null,
-                pos: 0,
-            }],
-        }
+        Ast { nodes: vec![Node { e: Expr::Null, pos: 0 }] }
     }
 
     /// Add a node; every `Null` is node 0.

@@ -39,10 +39,7 @@ impl Run {
     /// The same run without its first `skip` bytes.
     fn skip(&self, skip: u64) -> Run {
         match self {
-            Run::Bytes { buf, from } => Run::Bytes {
-                buf: buf.clone(),
-                from: from + skip as usize,
-            },
+            Run::Bytes { buf, from } => Run::Bytes { buf: buf.clone(), from: from + skip as usize },
             Run::Fill(b) => Run::Fill(*b),
         }
     }
@@ -57,10 +54,7 @@ pub struct Image {
 }
 
 fn err<T>(pos: usize, msg: impl Into<String>) -> Result<T, DataError> {
-    Err(DataError {
-        pos,
-        msg: msg.into(),
-    })
+    Err(DataError { pos, msg: msg.into() })
 }
 
 impl Image {
@@ -125,21 +119,13 @@ impl Image {
 
     fn put_bytes(&mut self, at: u64, bytes: Vec<u8>, pos: usize) -> Result<(), DataError> {
         let len = bytes.len() as u64;
-        let run = Run::Bytes {
-            buf: Rc::new(bytes),
-            from: 0,
-        };
+        let run = Run::Bytes { buf: Rc::new(bytes), from: 0 };
         self.put(at, len, run, pos)
     }
 
     /// Copy `[from, from+len)` of `src` to `at`, holes included.
     fn blit(
-        &mut self,
-        src: &Image,
-        from: u64,
-        len: u64,
-        at: u64,
-        pos: usize,
+        &mut self, src: &Image, from: u64, len: u64, at: u64, pos: usize,
     ) -> Result<(), DataError> {
         self.clear(at, at + len);
         let end = from + len;
@@ -187,17 +173,12 @@ pub fn eval(ast: &Ast, root: Id) -> Result<Image, DataError> {
 
 /// An offset that stays within 63 bits.
 fn offset(v: Option<u64>, pos: usize) -> Result<u64, DataError> {
-    v.filter(|&v| v <= i64::MAX as u64)
-        .map_or_else(|| err(pos, "the offset overflows"), Ok)
+    v.filter(|&v| v <= i64::MAX as u64).map_or_else(|| err(pos, "the offset overflows"), Ok)
 }
 
 /// A node (or each element of a list) into `img`, from `*off`.
 fn evaluate(
-    ast: &Ast,
-    dict: &Dict,
-    root: Id,
-    img: &mut Image,
-    off: &mut u64,
+    ast: &Ast, dict: &Dict, root: Id, img: &mut Image, off: &mut u64,
 ) -> Result<(), DataError> {
     let items = match ast.get(root) {
         Expr::List(v) => v.clone(),
@@ -223,10 +204,7 @@ fn evaluate(
             }
             Expr::AbsOffset(n) => *off = offset(Some(*n), pos)?,
             Expr::RelOffset(n) if *n < 0 && n.unsigned_abs() > *off => {
-                return err(
-                    pos,
-                    format!("@{n} goes before the start (the offset is {})", *off),
-                )
+                return err(pos, format!("@{n} goes before the start (the offset is {})", *off))
             }
             Expr::RelOffset(n) => *off = offset(off.checked_add_signed(*n), pos)?,
             Expr::AlignOffset(a) => *off = offset(off.checked_next_multiple_of(*a), pos)?,
@@ -243,11 +221,7 @@ fn evaluate(
                 *off = end;
             }
             Expr::Assign(name, x) => {
-                d = Some(Rc::new(Binding {
-                    name: name.clone(),
-                    id: *x,
-                    next: d,
-                }));
+                d = Some(Rc::new(Binding { name: name.clone(), id: *x, next: d }));
             }
             Expr::Name(name) => {
                 let mut t = d.as_deref();
@@ -280,12 +254,7 @@ fn evaluate(
 
 /// `[from, from+len)` of `sub` at `*off`, which moves past it.
 fn place(
-    img: &mut Image,
-    sub: &Image,
-    from: u64,
-    len: u64,
-    off: &mut u64,
-    pos: usize,
+    img: &mut Image, sub: &Image, from: u64, len: u64, off: &mut u64, pos: usize,
 ) -> Result<(), DataError> {
     let end = offset(off.checked_add(len), pos)?;
     img.blit(sub, from, len, *off, pos)?;
@@ -295,11 +264,7 @@ fn place(
 
 /// `n` copies of `sub` at `*off`.
 fn repeat(
-    img: &mut Image,
-    sub: &Image,
-    n: u64,
-    off: &mut u64,
-    pos: usize,
+    img: &mut Image, sub: &Image, n: u64, off: &mut u64, pos: usize,
 ) -> Result<(), DataError> {
     let total = sub
         .size
@@ -337,20 +302,10 @@ fn repeat(
 /// needs, so that `</dev/urandom[:512]` and endless scripts work.
 #[allow(clippy::too_many_arguments)]
 fn slice(
-    ast: &Ast,
-    d: &Dict,
-    x: Id,
-    n: u64,
-    m: i64,
-    img: &mut Image,
-    off: &mut u64,
-    pos: usize,
+    ast: &Ast, d: &Dict, x: Id, n: u64, m: i64, img: &mut Image, off: &mut u64, pos: usize,
 ) -> Result<(), DataError> {
     let bad = |size: u64| {
-        err(
-            pos,
-            format!("[{n}:{m}] is not a slice of an expression {size} bytes long"),
-        )
+        err(pos, format!("[{n}:{m}] is not a slice of an expression {size} bytes long"))
     };
     let end = (m >= 0).then_some(m as u64);
     if end.is_some_and(|e| n > e) || m < -1 {
@@ -402,9 +357,7 @@ fn read_file(path: &str, skip: u64, limit: Option<u64>, pos: usize) -> Result<Ve
         f.seek(SeekFrom::Start(skip)).map_err(fail)?;
     }
     let mut out = Vec::new();
-    f.take(limit.unwrap_or(MAX_DATA + 1))
-        .read_to_end(&mut out)
-        .map_err(fail)?;
+    f.take(limit.unwrap_or(MAX_DATA + 1)).read_to_end(&mut out).map_err(fail)?;
     too_big(out, limit, pos)
 }
 
@@ -444,10 +397,7 @@ fn run_script(script: &str, limit: Option<u64>, pos: usize) -> Result<Vec<u8>, D
 
 fn too_big(out: Vec<u8>, limit: Option<u64>, pos: usize) -> Result<Vec<u8>, DataError> {
     if limit.is_none() && out.len() as u64 > MAX_DATA {
-        return err(
-            pos,
-            "the file or script output is too large (slice it with [:N])",
-        );
+        return err(pos, "the file or script output is too large (slice it with [:N])");
     }
     Ok(out)
 }

@@ -95,11 +95,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         }
         [("raw", bytes)] => flat(bytes.as_bytes().to_vec()),
         [("base64", text)] => flat(base64(text).map_err(fail)?),
-        _ => {
-            return Err(fail(
-                "exactly one of data=, raw= or base64= must be given".into(),
-            ))
-        }
+        _ => return Err(fail("exactly one of data=, raw= or base64= must be given".into())),
     };
     let size = size.unwrap_or(image.size);
     let data = alloc.storage("data", size)?;
@@ -118,23 +114,13 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
             }
         }
     }
-    Ok(Arc::new(Shared(Arc::new(Disk::new(
-        size,
-        data,
-        alloc.extents,
-    )))))
+    Ok(Arc::new(Shared(Arc::new(Disk::new(size, data, alloc.extents)))))
 }
 
 fn flat(bytes: Vec<u8>) -> eval::Image {
-    let mut img = eval::Image {
-        size: bytes.len() as u64,
-        ..Default::default()
-    };
+    let mut img = eval::Image { size: bytes.len() as u64, ..Default::default() };
     if !bytes.is_empty() {
-        let run = Run::Bytes {
-            buf: std::rc::Rc::new(bytes),
-            from: 0,
-        };
+        let run = Run::Bytes { buf: std::rc::Rc::new(bytes), from: 0 };
         img.runs.insert(0, (img.size, run));
     }
     img
@@ -152,12 +138,7 @@ fn located(expr: &str, e: &parse::DataError) -> String {
     if rest.trim().is_empty() {
         format!("at offset {} (end of data): {}", e.pos, e.msg)
     } else {
-        format!(
-            "at offset {} (near '{}'): {}",
-            e.pos,
-            rest.trim_end(),
-            e.msg
-        )
+        format!("at offset {} (near '{}'): {}", e.pos, rest.trim_end(), e.msg)
     }
 }
 
@@ -207,14 +188,11 @@ mod tests {
         let mut tree = ast::Ast::new();
         let root =
             parse::parse(expr, &lookup, &mut tree).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
-        let plain = eval::eval(&tree, root)
-            .unwrap_or_else(|e| panic!("{expr}: {e:?}"))
-            .bytes();
+        let plain = eval::eval(&tree, root).unwrap_or_else(|e| panic!("{expr}: {e:?}")).bytes();
         // The optimizer must not change the meaning.
         let root = tree.optimize(root);
-        let optimized = eval::eval(&tree, root)
-            .unwrap_or_else(|e| panic!("{expr}: optimized: {e:?}"))
-            .bytes();
+        let optimized =
+            eval::eval(&tree, root).unwrap_or_else(|e| panic!("{expr}: optimized: {e:?}")).bytes();
         assert_eq!(plain, optimized, "{expr}: optimized");
         plain
     }
@@ -245,10 +223,7 @@ mod tests {
 
     #[test]
     fn bytes_words_offsets() {
-        assert_eq!(
-            bytes("0 1 2 3 @0x6 0x55 0xaa"),
-            [0, 1, 2, 3, 0, 0, 0x55, 0xaa]
-        );
+        assert_eq!(bytes("0 1 2 3 @0x6 0x55 0xaa"), [0, 1, 2, 3, 0, 0, 0x55, 0xaa]);
         assert_eq!(bytes("010 0x10 10 08 0x"), [8, 16, 10, 0, 8, 0]);
         assert_eq!(bytes("1 @10").len(), 10);
         assert_eq!(bytes("1 @^16").len(), 16);
@@ -259,10 +234,7 @@ mod tests {
             bytes("le16:0x1234 be16:0x1234 le32:1 be32:1"),
             [0x34, 0x12, 0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 1]
         );
-        assert_eq!(
-            bytes("be64:1 le16:1 *2"),
-            [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0]
-        );
+        assert_eq!(bytes("be64:1 le16:1 *2"), [0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0]);
     }
 
     #[test]
@@ -293,10 +265,7 @@ mod tests {
             bytes(r" ( 0x55 0xAA ) -> \sig ( @6 \sig ) -> \sector \sector \sector"),
             [0, 0, 0, 0, 0, 0, 0x55, 0xaa, 0, 0, 0, 0, 0, 0, 0x55, 0xaa]
         );
-        assert_eq!(
-            bytes_with("$x*2 $y", &[("x", "1 2"), ("y", "3")]),
-            [1, 2, 1, 2, 3]
-        );
+        assert_eq!(bytes_with("$x*2 $y", &[("x", "1 2"), ("y", "3")]), [1, 2, 1, 2, 3]);
         assert_eq!(bytes("\"a # b\""), b"a # b");
     }
 
@@ -317,10 +286,7 @@ mod tests {
     fn errors_point_at_the_offset() {
         for (expr, want) in [
             ("1 2 xyz", "at offset 4 (near 'xyz'): expected a byte"),
-            (
-                "256",
-                "at offset 0 (near '256'): byte 256 is out of the range 0..255",
-            ),
+            ("256", "at offset 0 (near '256'): byte 256 is out of the range 0..255"),
             ("1e2", "at offset 1 (near 'e2')"),
             ("( 1 2", "unmatched '('"),
             ("1 2 )", "at offset 4 (near ')'): unmatched ')'"),
@@ -330,14 +296,8 @@ mod tests {
             ("$nov", "$nov: no such parameter"),
             ("1 @-2", "@-2 goes before the start (the offset is 1)"),
             ("( 1 @-2 )", "at offset 4 (near '@-2 )'): @-2 goes before"),
-            (
-                "()[1:]",
-                "[1:-1] is not a slice of an expression 0 bytes long",
-            ),
-            (
-                "( 1 )[0:2]",
-                "[0:2] is not a slice of an expression 1 bytes long",
-            ),
+            ("()[1:]", "[1:-1] is not a slice of an expression 0 bytes long"),
+            ("( 1 )[0:2]", "[0:2] is not a slice of an expression 1 bytes long"),
             ("@^3", "@^3: the alignment must be a power of 2"),
             ("@^0", "must be a power of 2"),
             ("le16:65536", "le16: could not parse number: \"65536\""),
@@ -362,10 +322,7 @@ mod tests {
             (r#""\101""#, "octal and unicode escapes are not supported"),
             ("*2", "*N must follow an expression"),
             ("@4 *2", "*N cannot follow an @offset"),
-            (
-                "</nonexistent/x",
-                "/nonexistent/x: No such file or directory",
-            ),
+            ("</nonexistent/x", "/nonexistent/x: No such file or directory"),
             ("<(exit 3)", "<(script) failed"),
             ("<", "<FILE needs a file name"),
             ("\"x\"*1000000000000", "too large"),
@@ -393,10 +350,7 @@ mod tests {
         assert_eq!(bytes(r"1 -> \x ( 2 -> \x \x ) \x"), [2, 1]);
         // A name keeps the bindings of where it was bound.
         assert_eq!(bytes(r"1 -> \a ( \a 2 ) -> \b 3 -> \a \b \a"), [1, 2, 3]);
-        assert_eq!(
-            error(r"\x 1 -> \x"),
-            "at offset 0 (near '\\x 1 -> \\x'): \\x is not defined"
-        );
+        assert_eq!(error(r"\x 1 -> \x"), "at offset 0 (near '\\x 1 -> \\x'): \\x is not defined");
     }
 
     #[test]
@@ -413,10 +367,7 @@ mod tests {
             ("\"ab\"*3", "\"ababab\""),
             ("\"ab\"*5", "( \"ab\" ) *5"),
             ("( 3*2 )*5", "fill(3*10)"),
-            (
-                "( 1 2 3 4 5 6 7 8 )*5*5",
-                "( \"\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08\" ) *25",
-            ),
+            ("( 1 2 3 4 5 6 7 8 )*5*5", "( \"\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08\" ) *25"),
             ("\"abcdef\"[2:5]", "\"cde\""),
             ("\"abcdef\"[4:]", "\"ef\""),
             ("\"abcdef\"[3:4]", "100"),

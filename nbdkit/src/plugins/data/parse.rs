@@ -20,17 +20,9 @@ pub struct DataError {
 /// list). `var` looks up `$VAR`: a `key=value` given on the command line,
 /// else the environment.
 pub fn parse(
-    src: &str,
-    var: &dyn Fn(&str) -> Option<String>,
-    ast: &mut Ast,
+    src: &str, var: &dyn Fn(&str) -> Option<String>, ast: &mut Ast,
 ) -> Result<Id, DataError> {
-    let mut p = Parser {
-        s: src.as_bytes(),
-        i: 0,
-        var,
-        ast,
-        at: None,
-    };
+    let mut p = Parser { s: src.as_bytes(), i: 0, var, ast, at: None };
     p.list(0)
 }
 
@@ -45,10 +37,7 @@ struct Parser<'a> {
 }
 
 fn err<T>(pos: usize, msg: impl Into<String>) -> Result<T, DataError> {
-    Err(DataError {
-        pos,
-        msg: msg.into(),
-    })
+    Err(DataError { pos, msg: msg.into() })
 }
 
 /// C's `isspace` in the C locale.
@@ -83,9 +72,7 @@ pub fn scan_int(s: &[u8], mut i: usize) -> Option<(i128, usize)> {
     let mut j = from;
     let mut v: i128 = 0;
     while let Some(d) = s.get(j).and_then(|&c| char::from(c).to_digit(radix)) {
-        v = v
-            .saturating_mul(i128::from(radix))
-            .saturating_add(i128::from(d));
+        v = v.saturating_mul(i128::from(radix)).saturating_add(i128::from(d));
         j += 1;
     }
     if j == from {
@@ -288,10 +275,8 @@ impl Parser<'_> {
             .filter(|&(_, _, k)| at(k, b"]"))
         {
             Some((n, m, end + 1))
-        } else if let Some((m, k)) = at(i, b":")
-            .then(|| scan_int(s, i + 1))
-            .flatten()
-            .filter(|&(_, k)| at(k, b"]"))
+        } else if let Some((m, k)) =
+            at(i, b":").then(|| scan_int(s, i + 1)).flatten().filter(|&(_, k)| at(k, b"]"))
         {
             Some((0, m, k + 1))
         } else if let Some((n, j)) = scan_int(s, i).filter(|&(_, j)| at(j, b":]")) {
@@ -320,11 +305,7 @@ impl Parser<'_> {
         }
         let from = self.i + 1;
         let mut j = from;
-        while self
-            .s
-            .get(j)
-            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-        {
+        while self.s.get(j).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
             j += 1;
         }
         if j == from {
@@ -338,16 +319,8 @@ impl Parser<'_> {
     fn variable(&mut self, start: usize) -> Result<Id, DataError> {
         let from = self.i + 1;
         let mut j = from;
-        if self
-            .s
-            .get(j)
-            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
-        {
-            while self
-                .s
-                .get(j)
-                .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
-            {
+        if self.s.get(j).is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_') {
+            while self.s.get(j).is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_') {
                 j += 1;
             }
         }
@@ -357,19 +330,10 @@ impl Parser<'_> {
         self.i = j;
         let name = String::from_utf8_lossy(&self.s[from..j]).into_owned();
         let Some(text) = (self.var)(&name) else {
-            return err(
-                start,
-                format!("${name}: no such parameter or environment variable"),
-            );
+            return err(start, format!("${name}: no such parameter or environment variable"));
         };
         let at = Some(self.pos(start));
-        let mut sub = Parser {
-            s: text.as_bytes(),
-            i: 0,
-            var: self.var,
-            ast: self.ast,
-            at,
-        };
+        let mut sub = Parser { s: text.as_bytes(), i: 0, var: self.var, ast: self.ast, at };
         sub.list(0).map_err(|e| DataError {
             pos: start,
             msg: format!("in ${name}, at offset {}: {}", e.pos, e.msg),
@@ -474,11 +438,7 @@ impl Parser<'_> {
                 )
             }
         };
-        let max = if bits == 64 {
-            u64::MAX
-        } else {
-            (1 << bits) - 1
-        };
+        let max = if bits == 64 { u64::MAX } else { (1 << bits) - 1 };
         let v = crate::params::parse_uint(&tok[..4], &tok[5..], max)
             .map_err(|m| DataError { pos: start, msg: m })?;
         self.i = end;

@@ -156,10 +156,8 @@ mod tests {
         assert!(runs.len() > 10);
         // The ext2 superblock magic, 1024 + 56 bytes into the partition.
         let magic_at = PART_START * SECTOR + 1024 + 56;
-        let (at, data) = runs
-            .iter()
-            .find(|(at, d)| *at <= magic_at && magic_at < at + d.len() as u64)
-            .unwrap();
+        let (at, data) =
+            runs.iter().find(|(at, d)| *at <= magic_at && magic_at < at + d.len() as u64).unwrap();
         let i = (magic_at - at) as usize;
         assert_eq!(&data[i..i + 2], &[0x53, 0xef]);
         assert!(fs_runs(b"NBDKRUNX").is_err());

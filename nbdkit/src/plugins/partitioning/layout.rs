@@ -43,11 +43,7 @@ impl Layout {
     /// Append a region of `len` (> 0) bytes; returns it.
     pub fn push(&mut self, len: u64, kind: Kind) -> Region {
         debug_assert!(len > 0);
-        let r = Region {
-            start: self.size(),
-            len,
-            kind,
-        };
+        let r = Region { start: self.size(), len, kind };
         self.regions.push(r);
         r
     }
@@ -73,20 +69,12 @@ impl Layout {
 
     /// The file region of file `i`.
     pub fn file(&self, i: usize) -> Region {
-        *self
-            .regions
-            .iter()
-            .find(|r| r.kind == Kind::File(i))
-            .expect("every file has a region")
+        *self.regions.iter().find(|r| r.kind == Kind::File(i)).expect("every file has a region")
     }
 
     /// The region of table `i`.
     pub fn table(&self, i: usize) -> Region {
-        *self
-            .regions
-            .iter()
-            .find(|r| r.kind == Kind::Table(i))
-            .expect("every table has a region")
+        *self.regions.iter().find(|r| r.kind == Kind::Table(i)).expect("every table has a region")
     }
 }
 

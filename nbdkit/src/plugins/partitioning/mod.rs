@@ -76,9 +76,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let fail = |m: String| StartError(format!("partitioning: {m}"));
     let default_guid = tables::parse_guid(DEFAULT_TYPE_GUID).expect("valid default GUID");
     // C nbdkit seeds with time(NULL) when the plugin is loaded.
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut rng = Xoshiro::new(seed);
     let (mut alignment, mut mbr_id, mut type_guid) = (MAX_ALIGNMENT, DEFAULT_MBR_ID, default_guid);
     let mut parttype = None;
@@ -97,22 +95,13 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
                     .map_err(|e| fail(format!("{value}: stat: {}", io_message(&e))))?
                     .len();
                 if size == 0 {
-                    return Err(fail(format!(
-                        "{value}: zero length partitions are not allowed"
-                    )));
+                    return Err(fail(format!("{value}: zero length partitions are not allowed")));
                 }
                 let mut guid = [0u8; 16];
                 for b in &mut guid {
                     *b = (rng.next() & 0xff) as u8;
                 }
-                parts.push(tables::Part {
-                    name: value,
-                    size,
-                    alignment,
-                    mbr_id,
-                    type_guid,
-                    guid,
-                });
+                parts.push(tables::Part { name: value, size, alignment, mbr_id, type_guid, guid });
                 files.push(file);
             }
             "partition-type" => {
@@ -136,9 +125,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
                     )));
                 }
                 if !n.is_power_of_two() {
-                    return Err(fail(format!(
-                        "partition alignment {n} should be a power of 2"
-                    )));
+                    return Err(fail(format!("partition alignment {n} should be a power of 2")));
                 }
                 alignment = n;
             }
@@ -180,11 +167,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     };
     let disk = tables::build(&parts, kind);
     let names = parts.into_iter().map(|p| p.name).collect();
-    Ok(Arc::new(Shared(Arc::new(Partitioned {
-        files,
-        names,
-        disk,
-    }))))
+    Ok(Arc::new(Shared(Arc::new(Partitioned { files, names, disk }))))
 }
 
 /// An unsigned byte in C's number syntax (`strtoul` base 0: `0x` hex,
@@ -205,10 +188,7 @@ fn parse_uint8(s: &str) -> std::result::Result<u8, String> {
         } else {
             (t, 10)
         };
-    let n = digits
-        .bytes()
-        .take_while(|&c| (c as char).is_digit(radix))
-        .count();
+    let n = digits.bytes().take_while(|&c| (c as char).is_digit(radix)).count();
     if n == 0 {
         return Err("empty string where we expected a number".into());
     }
@@ -232,22 +212,17 @@ impl Partitioned {
     /// The parts of `[offset, offset + len)` region by region: the region,
     /// the offset within it, and the range of the caller's buffer.
     fn spans(
-        &self,
-        offset: u64,
-        len: usize,
+        &self, offset: u64, len: usize,
     ) -> impl Iterator<Item = (Region, u64, std::ops::Range<usize>)> + '_ {
         let regions = self.disk.layout.regions();
         let first = self.disk.layout.find(offset);
         let end = offset + len as u64;
-        regions[first..]
-            .iter()
-            .take_while(move |r| r.start < end)
-            .map(move |r| {
-                let from = offset.max(r.start);
-                let to = end.min(r.end());
-                let at = (from - offset) as usize..(to - offset) as usize;
-                (*r, from - r.start, at)
-            })
+        regions[first..].iter().take_while(move |r| r.start < end).map(move |r| {
+            let from = offset.max(r.start);
+            let to = end.min(r.end());
+            let at = (from - offset) as usize..(to - offset) as usize;
+            (*r, from - r.start, at)
+        })
     }
 
     fn table(&self, i: usize, at: u64, n: usize) -> &[u8] {
@@ -286,10 +261,7 @@ impl Handle for Partitioned {
                     } else {
                         io_message(&e)
                     };
-                    Error::new(
-                        Error::from(e).errno,
-                        format!("pread: {}: {why}", self.names[i]),
-                    )
+                    Error::new(Error::from(e).errno, format!("pread: {}: {why}", self.names[i]))
                 })?,
                 Kind::Table(i) => part.copy_from_slice(self.table(i, at, part.len())),
                 Kind::Zero => part.fill(0),

@@ -130,13 +130,7 @@ fn mbr(parts: &[Part]) -> Disk {
         // end of the disk. Its EBRs form a chain, one per logical partition.
         let first_ebr = layout.table(1);
         let at = MBR_ENTRIES + 16 * 3;
-        mbr_entry(
-            &mut mbr[at..],
-            first_ebr.start,
-            disk_size - first_ebr.start,
-            false,
-            0x0f,
-        );
+        mbr_entry(&mut mbr[at..], first_ebr.start, disk_size - first_ebr.start, false, 0x0f);
         for i in 3..parts.len() {
             let ebr_region = layout.table(i - 2);
             let file = layout.file(i);
@@ -228,13 +222,7 @@ fn gpt(parts: &[Part]) -> Disk {
     // The protective MBR: one partition of type 0xee over the whole disk
     // after sector 0, or as much of it as MBR can describe.
     let end = (disk_size - 1).min(u32::MAX as u64 * SECTOR);
-    mbr_entry(
-        &mut primary[MBR_ENTRIES..],
-        SECTOR,
-        end - SECTOR + 1,
-        false,
-        0xee,
-    );
+    mbr_entry(&mut primary[MBR_ENTRIES..], SECTOR, end - SECTOR + 1, false, 0xee);
     boot_signature(&mut primary);
     let s = SECTOR as usize;
     primary[s..2 * s].copy_from_slice(&header(true));
@@ -242,10 +230,7 @@ fn gpt(parts: &[Part]) -> Disk {
 
     let mut secondary = array;
     secondary.extend_from_slice(&header(false));
-    Disk {
-        layout,
-        tables: vec![primary, secondary],
-    }
+    Disk { layout, tables: vec![primary, secondary] }
 }
 
 /// CRC-32 as GPT uses it (IEEE 802.3: reflected polynomial 0xEDB88320,
@@ -258,11 +243,7 @@ pub fn crc32(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
                 k += 1;
             }
             t[i] = c;
@@ -270,25 +251,17 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         t
     };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
+    !data.iter().fold(!0u32, |c, &b| TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
 }
 
 /// Parse a GUID written `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, optionally
 /// in braces, into GPT's byte order: the first three groups little-endian,
 /// the last two as written.
 pub fn parse_guid(s: &str) -> Option<[u8; 16]> {
-    let s = s
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .unwrap_or(s);
+    let s = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(s);
     let groups: Vec<&str> = s.split('-').collect();
     let lens = groups.iter().map(|g| g.len()).collect::<Vec<_>>();
-    if lens != [8, 4, 4, 4, 12]
-        || !groups
-            .iter()
-            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    if lens != [8, 4, 4, 4, 12] || !groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return None;
     }
@@ -340,10 +313,7 @@ mod tests {
                 0x7d, 0xe4
             ]
         );
-        assert_eq!(
-            parse_guid("{0fc63daf-8483-4772-8e79-3d69d8477de4}"),
-            Some(g)
-        );
+        assert_eq!(parse_guid("{0fc63daf-8483-4772-8e79-3d69d8477de4}"), Some(g));
         for bad in [
             "",
             "0FC63DAF-8483-4772-8E79-3D69D8477DE",
@@ -367,17 +337,11 @@ mod tests {
         let ebr1 = d.layout.table(1);
         // The EBR follows the previous partition; padding follows the EBR.
         assert_eq!(ebr1.start, d.layout.file(2).end().next_multiple_of(SECTOR));
-        assert_eq!(
-            d.layout.file(3).start,
-            ebr1.end().next_multiple_of(MAX_ALIGNMENT)
-        );
+        assert_eq!(d.layout.file(3).start, ebr1.end().next_multiple_of(MAX_ALIGNMENT));
         // Partition 4 is extended (0x0f) and starts at the first EBR.
         let e4 = &d.tables[0][0x1ee..0x1fe];
         assert_eq!(e4[4], 0x0f);
-        assert_eq!(
-            u32::from_le_bytes(e4[8..12].try_into().unwrap()) as u64,
-            ebr1.start / SECTOR
-        );
+        assert_eq!(u32::from_le_bytes(e4[8..12].try_into().unwrap()) as u64, ebr1.start / SECTOR);
         // The last EBR has no link.
         assert_eq!(d.tables[2][0x1ce..0x1de], [0; 16]);
         assert_eq!(d.tables[1][0x1ce + 4], 0x0f);

@@ -99,10 +99,7 @@ fn prepare(mut p: Params) -> Result<(Runner, Vec<(String, String)>), StartError>
         p
     };
     let runner = Runner {
-        program: Program::File {
-            via_shell: !runs_directly(&path),
-            path,
-        },
+        program: Program::File { via_shell: !runs_directly(&path), path },
         tmpdir,
         name: "sh",
         closing: Default::default(),
@@ -123,21 +120,14 @@ fn runs_directly(path: &std::path::Path) -> bool {
 /// The start-up sequence both script plugins share: load (sh only),
 /// config for each parameter, config_complete, thread_model, get_ready.
 pub(crate) fn start(
-    runner: Runner,
-    config: Vec<(String, String)>,
-    infer_caps: bool,
-    name: &str,
+    runner: Runner, config: Vec<(String, String)>, infer_caps: bool, name: &str,
 ) -> Result<Arc<dyn Plugin>, StartError> {
     let must = |method: &str, args: &[&str]| must(&runner, method, args, name);
     configure(&runner, &config, name)?;
     must("config_complete", &[])?;
     let thread_model = script_thread_model(&runner, name)?;
     must("get_ready", &[])?;
-    Ok(Arc::new(ScriptPlugin {
-        runner: Arc::new(runner),
-        thread_model,
-        infer_caps,
-    }))
+    Ok(Arc::new(ScriptPlugin { runner: Arc::new(runner), thread_model, infer_caps }))
 }
 
 /// The script's `thread_model`; without one, `serialize_all_requests`, as
@@ -159,18 +149,14 @@ fn script_thread_model(runner: &Runner, name: &str) -> Result<ThreadModel, Start
 /// Run a start-up method: its output, None if missing (or false), or the
 /// error it reported.
 fn must(
-    runner: &Runner,
-    method: &str,
-    args: &[&str],
-    name: &str,
+    runner: &Runner, method: &str, args: &[&str], name: &str,
 ) -> Result<Option<Vec<u8>>, StartError> {
     match runner.call_sync(method, args) {
         Outcome::Ok(out) => Ok(Some(out)),
         Outcome::Missing | Outcome::False => Ok(None),
-        Outcome::Failed(e) => Err(StartError(format!(
-            "{name}: {}",
-            e.msg.trim_start_matches(&format!("{name}: "))
-        ))),
+        Outcome::Failed(e) => {
+            Err(StartError(format!("{name}: {}", e.msg.trim_start_matches(&format!("{name}: ")))))
+        }
     }
 }
 
@@ -194,9 +180,7 @@ fn configure(runner: &Runner, config: &[(String, String)], name: &str) -> Result
 /// `thread_model=` line) and `dump_plugin`, whose output is printed as it
 /// is (nothing if it is missing or fails), then `unload`.
 pub(crate) fn dump_script(
-    runner: &Runner,
-    config: &[(String, String)],
-    name: &str,
+    runner: &Runner, config: &[(String, String)], name: &str,
 ) -> Result<(ThreadModel, String), StartError> {
     configure(runner, config, name)?;
     let thread_model = script_thread_model(runner, name)?;
@@ -221,8 +205,7 @@ fn is_executable(p: &std::path::Path) -> bool {
 
 /// Write a script file the plugin can exec.
 pub(crate) fn write_executable(
-    p: &std::path::Path,
-    text: &[u8],
+    p: &std::path::Path, text: &[u8],
 ) -> std::result::Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -31,11 +31,7 @@ pub enum Program {
     File { path: PathBuf, via_shell: bool },
     /// One snippet file per method; methods without one run `missing`
     /// (`eval`).
-    Snippets {
-        dir: PathBuf,
-        have: HashSet<String>,
-        missing: PathBuf,
-    },
+    Snippets { dir: PathBuf, have: HashSet<String>, missing: PathBuf },
 }
 
 /// How a call ended.
@@ -143,11 +139,7 @@ impl Runner {
         let spawned = tokio::process::Command::new(&exe)
             .args(&argv)
             .env("tmpdir", self.tmpdir.path())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stderr(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -173,19 +165,14 @@ impl Runner {
         let (_, out) = tokio::join!(feed, child.wait_with_output());
         match out {
             Ok(o) => self.outcome(method, o.status, o.stdout, &o.stderr),
-            Err(e) => Outcome::Failed(Error::new(
-                Errno::Io,
-                format!("{}: {method}: {e}", self.name),
-            )),
+            Err(e) => {
+                Outcome::Failed(Error::new(Errno::Io, format!("{}: {method}: {e}", self.name)))
+            }
         }
     }
 
     fn outcome(
-        &self,
-        method: &str,
-        status: std::process::ExitStatus,
-        stdout: Vec<u8>,
-        stderr: &[u8],
+        &self, method: &str, status: std::process::ExitStatus, stdout: Vec<u8>, stderr: &[u8],
     ) -> Outcome {
         match status.code() {
             Some(0) => Outcome::Ok(stdout),
@@ -277,10 +264,9 @@ pub struct ScriptPlugin {
 fn failed<T>(method: &str, o: Outcome, name: &str) -> Result<T> {
     Err(match o {
         Outcome::Failed(e) => e,
-        Outcome::Missing => Error::new(
-            Errno::Io,
-            format!("{name}: the {method} method is required"),
-        ),
+        Outcome::Missing => {
+            Error::new(Errno::Io, format!("{name}: the {method} method is required"))
+        }
         Outcome::False => Error::new(Errno::Io, format!("{name}: {method} exited with status 3")),
         Outcome::Ok(_) => unreachable!("not a failure"),
     })
@@ -308,16 +294,11 @@ fn export_list(out: &[u8]) -> Vec<ExportEntry> {
         description: d.filter(|d| !d.is_empty()).map(str::to_string),
     };
     match mode {
-        "INTERLEAVED\n" => lines
-            .chunks(2)
-            .map(|c| entry(c[0], c.get(1).copied()))
-            .collect(),
+        "INTERLEAVED\n" => lines.chunks(2).map(|c| entry(c[0], c.get(1).copied())).collect(),
         // The first half (rounded up) are names, the rest descriptions.
         "NAMES+DESCRIPTIONS\n" => {
             let names = lines.len().div_ceil(2);
-            (0..names)
-                .map(|i| entry(lines[i], lines.get(names + i).copied()))
-                .collect()
+            (0..names).map(|i| entry(lines[i], lines.get(names + i).copied())).collect()
         }
         _ => lines.iter().map(|n| entry(n, None)).collect(),
     }
@@ -410,10 +391,7 @@ impl Plugin for ScriptPlugin {
                 self.default_export(readonly),
             )
             .await
-            .map(|name| ExportEntry {
-                name,
-                description: None,
-            })
+            .map(|name| ExportEntry { name, description: None })
             .into_iter()
             .collect()),
             o => failed("list_exports", o, r.name),
@@ -495,12 +473,7 @@ impl ScriptHandle {
 }
 
 fn flag_list(pairs: &[(bool, &str)]) -> String {
-    pairs
-        .iter()
-        .filter(|p| p.0)
-        .map(|p| p.1)
-        .collect::<Vec<_>>()
-        .join(",")
+    pairs.iter().filter(|p| p.0).map(|p| p.1).collect::<Vec<_>>().join(",")
 }
 
 fn size_of(out: &[u8], what: &str, name: &str) -> Result<u64> {
@@ -516,24 +489,14 @@ impl Handle for ScriptHandle {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        let write = self
-            .boolean("can_write", Absent::IfDefined("pwrite"))
-            .await?;
-        let flush = self
-            .boolean("can_flush", Absent::IfDefined("flush"))
-            .await?;
+        let write = self.boolean("can_write", Absent::IfDefined("pwrite")).await?;
+        let flush = self.boolean("can_flush", Absent::IfDefined("flush")).await?;
         let trim = self.boolean("can_trim", Absent::IfDefined("trim")).await?;
         let zero = self.boolean("can_zero", Absent::IfDefined("zero")).await?;
-        let extents = self
-            .boolean("can_extents", Absent::IfDefined("extents"))
-            .await?;
+        let extents = self.boolean("can_extents", Absent::IfDefined("extents")).await?;
         // Missing: a fast zero can be offered exactly when zeroing is
         // emulated, since then it fails at once (as C nbdkit decides).
-        let fast_zero = match self
-            .runner
-            .call("can_fast_zero", &[&self.handle], None)
-            .await
-        {
+        let fast_zero = match self.runner.call("can_fast_zero", &[&self.handle], None).await {
             Outcome::Ok(_) => true,
             Outcome::False => false,
             Outcome::Missing => !zero,
@@ -594,10 +557,7 @@ impl Handle for ScriptHandle {
                     return Err(bad());
                 }
                 let n = |s: &str| {
-                    parse_size(s)
-                        .ok()
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(bad)
+                    parse_size(s).ok().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)
                 };
                 Ok(Some((n(v[0])?, n(v[1])?, n(v[2])?)))
             }
@@ -631,8 +591,7 @@ impl Handle for ScriptHandle {
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
         let (count, off) = (buf.len().to_string(), offset.to_string());
         let flags = flag_list(&[(f.fua, "fua")]);
-        self.simple("pwrite", &[&count, &off, &flags], Some(buf))
-            .await?;
+        self.simple("pwrite", &[&count, &off, &flags], Some(buf)).await?;
         Ok(())
     }
 
@@ -650,11 +609,7 @@ impl Handle for ScriptHandle {
 
     async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let (c, o) = (count.to_string(), offset.to_string());
-        let flags = flag_list(&[
-            (f.fua, "fua"),
-            (f.may_trim, "may_trim"),
-            (f.fast_zero, "fast"),
-        ]);
+        let flags = flag_list(&[(f.fua, "fua"), (f.may_trim, "may_trim"), (f.fast_zero, "fast")]);
         self.simple("zero", &[&c, &o, &flags], None).await?;
         Ok(())
     }
@@ -729,10 +684,7 @@ mod tests {
 
     #[test]
     fn errors_from_stderr() {
-        assert_eq!(
-            parse_error("ENOSPC Out of space"),
-            (Errno::NoSpc, "Out of space")
-        );
+        assert_eq!(parse_error("ENOSPC Out of space"), (Errno::NoSpc, "Out of space"));
         assert_eq!(parse_error("EROFS"), (Errno::Perm, ""));
         // Names C's sh plugin does not know, and names run into words,
         // are EIO with the whole text; case does not matter.
@@ -740,10 +692,7 @@ mod tests {
         assert_eq!(parse_error("EINVALID x"), (Errno::Io, "EINVALID x"));
         assert_eq!(parse_error("eperm no\nmore"), (Errno::Perm, "no"));
         assert_eq!(parse_error("EOPNOTSUPP\tx"), (Errno::NotSup, "x"));
-        assert_eq!(
-            parse_error("something broke"),
-            (Errno::Io, "something broke")
-        );
+        assert_eq!(parse_error("something broke"), (Errno::Io, "something broke"));
         assert_eq!(parse_error(""), (Errno::Io, ""));
     }
 
@@ -752,38 +701,23 @@ mod tests {
         let names = |v: Vec<ExportEntry>| -> Vec<(String, Option<String>)> {
             v.into_iter().map(|e| (e.name, e.description)).collect()
         };
-        assert_eq!(
-            names(export_list(b"a\nb\n")),
-            [("a".into(), None), ("b".into(), None)]
-        );
+        assert_eq!(names(export_list(b"a\nb\n")), [("a".into(), None), ("b".into(), None)]);
         assert_eq!(names(export_list(b"NAMES\na\n")), [("a".into(), None)]);
         assert_eq!(
             names(export_list(b"INTERLEAVED\na\nda\nb\ndb\n")),
-            [
-                ("a".into(), Some("da".into())),
-                ("b".into(), Some("db".into()))
-            ]
+            [("a".into(), Some("da".into())), ("b".into(), Some("db".into()))]
         );
         assert_eq!(
             names(export_list(b"NAMES+DESCRIPTIONS\na\nb\nda\ndb\n")),
-            [
-                ("a".into(), Some("da".into())),
-                ("b".into(), Some("db".into()))
-            ]
+            [("a".into(), Some("da".into())), ("b".into(), Some("db".into()))]
         );
         // An odd number of lines: the names are the larger half.
         assert_eq!(
             names(export_list(b"NAMES+DESCRIPTIONS\na\nb\nda\n")),
             [("a".into(), Some("da".into())), ("b".into(), None)]
         );
-        assert_eq!(
-            names(export_list(b"NAMES+DESCRIPTIONS\n\n")),
-            [("".into(), None)]
-        );
-        assert_eq!(
-            names(export_list(b"INTERLEAVED\n\n\n")),
-            [("".into(), None)]
-        );
+        assert_eq!(names(export_list(b"NAMES+DESCRIPTIONS\n\n")), [("".into(), None)]);
+        assert_eq!(names(export_list(b"INTERLEAVED\n\n\n")), [("".into(), None)]);
         assert_eq!(
             names(export_list(b"INTERLEAVED\na\n\nb\n")),
             [("a".into(), None), ("b".into(), None)]
