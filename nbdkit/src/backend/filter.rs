@@ -200,19 +200,7 @@ pub trait FilterHandle: Send + Sync + 'static {
     /// Every data request, as one value. By default each goes to its own
     /// method below.
     fn op(&self, op: Op<'_>) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            match op {
-                Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
-                Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
-                Op::Flush { flags } => self.flush(flags).await,
-                Op::Trim { count, offset, flags } => self.trim(count, offset, flags).await,
-                Op::Zero { count, offset, flags } => self.zero(count, offset, flags).await,
-                Op::Extents { count, offset, flags, ext } => {
-                    self.extents(count, offset, flags, ext).await
-                }
-                Op::Cache { count, offset, flags } => self.cache(count, offset, flags).await,
-            }
-        }
+        async move { super::dispatch_op!(self, op) }
     }
     fn pread(
         &self, buf: &mut [u8], offset: u64, flags: Flags,

@@ -285,17 +285,7 @@ impl Guard {
     /// One request, whatever it is: what a filter passes down when it
     /// treats every request alike.
     pub async fn op(&self, op: Op<'_>) -> Result<()> {
-        match op {
-            Op::Read { buf, offset, flags } => self.pread(buf, offset, flags).await,
-            Op::Write { buf, offset, flags } => self.pwrite(buf, offset, flags).await,
-            Op::Flush { flags } => self.flush(flags).await,
-            Op::Trim { count, offset, flags } => self.trim(count, offset, flags).await,
-            Op::Zero { count, offset, flags } => self.zero(count, offset, flags).await,
-            Op::Extents { count, offset, flags, ext } => {
-                self.extents(count, offset, flags, ext).await
-            }
-            Op::Cache { count, offset, flags } => self.cache(count, offset, flags).await,
-        }
+        super::dispatch_op!(self, op)
     }
 }
 

@@ -90,7 +90,18 @@ pub enum Cache {
     Native,
 }
 
-/// What a handle can do. Fetched once per connection.
+/// What a handle can do. Fetched once per connection. Build one from a
+/// preset ([`Caps::READ_ONLY`], [`Caps::ALL_NATIVE`]) and change what
+/// differs: `Caps { trim: false, ..Caps::ALL_NATIVE }`. More fields may
+/// come, each defaulting in the presets to "not supported".
+///
+/// Caps and methods cannot disagree in a way a client sees: the guard
+/// calls a handle's method only for what its caps offer (anything else is
+/// refused or emulated before it), so caps win. A method a handle offers
+/// but does not write answers with its default: EPERM for writes, EINVAL
+/// for flush and trim, ENOTSUP for zero (so the guard writes zeroes), and
+/// success for cache and extents ("all data").
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub write: bool,
@@ -117,6 +128,21 @@ impl Caps {
         cache: Cache::None,
         extents: false,
         multi_conn: false,
+        rotational: false,
+    };
+
+    /// A handle that does everything itself (a RAM disk): writable, with
+    /// flush, FUA, trim, zero (fast), cache, extents and multi-conn.
+    pub const ALL_NATIVE: Caps = Caps {
+        write: true,
+        flush: true,
+        fua: Fua::Native,
+        trim: true,
+        zero: Zero::Native,
+        fast_zero: true,
+        cache: Cache::Native,
+        extents: true,
+        multi_conn: true,
         rotational: false,
     };
 }
@@ -149,6 +175,26 @@ pub enum Op<'a> {
     Extents { count: u64, offset: u64, flags: Flags, ext: &'a mut Extents },
     Cache { count: u64, offset: u64, flags: Flags },
 }
+
+/// Hand an [`Op`] to the method of its kind on `$target` (`pread`,
+/// `pwrite`, `flush`, `trim`, `zero`, `extents`, `cache`), and await it:
+/// the one place that spells out the dispatch.
+macro_rules! dispatch_op {
+    ($target:expr, $op:expr) => {
+        match $op {
+            Op::Read { buf, offset, flags } => $target.pread(buf, offset, flags).await,
+            Op::Write { buf, offset, flags } => $target.pwrite(buf, offset, flags).await,
+            Op::Flush { flags } => $target.flush(flags).await,
+            Op::Trim { count, offset, flags } => $target.trim(count, offset, flags).await,
+            Op::Zero { count, offset, flags } => $target.zero(count, offset, flags).await,
+            Op::Extents { count, offset, flags, ext } => {
+                $target.extents(count, offset, flags, ext).await
+            }
+            Op::Cache { count, offset, flags } => $target.cache(count, offset, flags).await,
+        }
+    };
+}
+pub(crate) use dispatch_op;
 
 /// What kind of request an [`Op`] is, without its data: for filters that
 /// count, log or aim at kinds of request.

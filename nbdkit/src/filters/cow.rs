@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle,
-    Next, OpenArgs, Result, Zero, HOLE, ZERO,
+    BlockSize, Cache, Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle,
+    Next, OpenArgs, Result, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -379,18 +379,7 @@ impl FilterHandle for CowHandle {
 
     async fn caps(&self) -> Result<Caps> {
         let below = self.next.caps().await?;
-        Ok(Caps {
-            write: true,
-            flush: true,
-            fua: Fua::Native,
-            trim: true,
-            zero: Zero::Native,
-            fast_zero: true,
-            cache: Cache::Native,
-            extents: true,
-            multi_conn: true,
-            rotational: below.rotational,
-        })
+        Ok(Caps { rotational: below.rotational, ..Caps::ALL_NATIVE })
     }
 
     async fn block_size(&self) -> Result<Option<BlockSize>> {

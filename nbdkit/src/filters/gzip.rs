@@ -122,8 +122,7 @@ impl Handle for Plain {
             fast_zero: false,
             cache: Cache::Emulate,
             extents: false,
-            multi_conn: true,
-            rotational: false,
+            ..Caps::ALL_NATIVE
         })
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

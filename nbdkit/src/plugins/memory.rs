@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Cache, Caps, Extents, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero};
+use crate::backend::{Caps, Extents, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::sparse::Sparse;
@@ -135,18 +135,7 @@ impl Handle for Disk {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            write: true,
-            flush: true,
-            fua: Fua::Native,
-            trim: true,
-            zero: Zero::Native,
-            fast_zero: true,
-            cache: Cache::Native,
-            extents: true,
-            multi_conn: true,
-            rotational: false,
-        })
+        Ok(Caps::ALL_NATIVE)
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

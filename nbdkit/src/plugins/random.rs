@@ -20,8 +20,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Cache, Caps, Errno, Error, Flags, Handle, Plugin, Result, ThreadModel};
-use crate::backend::{Fua, Zero};
+use crate::backend::Fua;
+use crate::backend::{Caps, Errno, Error, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
@@ -87,16 +87,11 @@ impl Handle for Disk {
 
     async fn caps(&self) -> Result<Caps> {
         Ok(Caps {
-            write: true,
             flush: false,
             fua: Fua::None,
-            trim: true,
-            zero: Zero::Native,
             fast_zero: false,
-            cache: Cache::Native,
             extents: false,
-            multi_conn: true,
-            rotational: false,
+            ..Caps::ALL_NATIVE
         })
     }
 

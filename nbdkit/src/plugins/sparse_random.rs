@@ -36,8 +36,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result};
-use crate::backend::{ThreadModel, Zero, HOLE, ZERO};
+use crate::backend::{Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result};
+use crate::backend::{ThreadModel, HOLE, ZERO};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
@@ -298,18 +298,7 @@ impl Handle for Disk {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            write: true,
-            flush: true,
-            fua: Fua::Emulate,
-            trim: true,
-            zero: Zero::Native,
-            fast_zero: false,
-            cache: Cache::Native,
-            extents: true,
-            multi_conn: true,
-            rotational: false,
-        })
+        Ok(Caps { fua: Fua::Emulate, fast_zero: false, ..Caps::ALL_NATIVE })
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

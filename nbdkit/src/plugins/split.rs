@@ -38,8 +38,7 @@ use async_trait::async_trait;
 use super::file::{blocking, read_file, seek_extents};
 use super::PluginInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result, ThreadModel,
-    Zero,
+    Caps, Errno, Error, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result, ThreadModel, Zero,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -143,15 +142,11 @@ impl Handle for Split {
     async fn caps(&self) -> Result<Caps> {
         Ok(Caps {
             write: self.writable,
-            flush: true,
             fua: Fua::Emulate,
             trim: false,
             zero: Zero::Emulate,
-            fast_zero: true,
-            cache: Cache::Native,
-            extents: true,
             multi_conn: false,
-            rotational: false,
+            ..Caps::ALL_NATIVE
         })
     }
 

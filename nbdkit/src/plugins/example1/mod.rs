@@ -121,7 +121,7 @@ impl Handle for Disk {
             cache: Cache::None,
             extents: false,
             multi_conn: false,
-            rotational: false,
+            ..Caps::ALL_NATIVE
         })
     }
 

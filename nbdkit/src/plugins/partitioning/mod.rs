@@ -238,16 +238,12 @@ impl Handle for Partitioned {
 
     async fn caps(&self) -> Result<Caps> {
         Ok(Caps {
-            write: true,
-            flush: true,
             fua: Fua::Emulate,
             trim: false,
             zero: Zero::Emulate,
-            fast_zero: true,
             cache: Cache::Emulate,
             extents: false,
-            multi_conn: true,
-            rotational: false,
+            ..Caps::ALL_NATIVE
         })
     }
 
