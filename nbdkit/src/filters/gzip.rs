@@ -17,9 +17,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::FilterInfo;
-use crate::backend::{
-    Cache, Caps, Errno, Error, Filter, Flags, Fua, Handle, Next, OpenArgs, Result, Zero,
-};
+use crate::backend::{Cache, Caps, Errno, Error, Filter, Flags, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -113,17 +111,7 @@ impl Handle for Plain {
         Ok(self.0 .1)
     }
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            write: false,
-            flush: false,
-            fua: Fua::None,
-            trim: false,
-            zero: Zero::None,
-            fast_zero: false,
-            cache: Cache::Emulate,
-            extents: false,
-            ..Caps::ALL_NATIVE
-        })
+        Ok(Caps { cache: Cache::Emulate, multi_conn: true, ..Caps::READ_ONLY })
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
         tokio::task::block_in_place(|| self.0 .0.read_exact_at(buf, offset)).map_err(Error::from)

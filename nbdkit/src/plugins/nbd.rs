@@ -351,7 +351,7 @@ impl Handle for RemoteHandle {
             extents: self.remote().conn.export.base_allocation.is_some(),
             multi_conn: has(FLAG_CAN_MULTI_CONN),
             rotational: has(FLAG_ROTATIONAL),
-            ..Caps::ALL_NATIVE
+            ..Caps::READ_ONLY
         })
     }
 

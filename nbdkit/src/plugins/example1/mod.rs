@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Cache, Caps, Flags, Fua, Handle, Plugin, Result, ThreadModel, Zero};
+use crate::backend::{Caps, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -111,18 +111,7 @@ impl Handle for Disk {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        Ok(Caps {
-            write: false,
-            flush: false,
-            fua: Fua::None,
-            trim: false,
-            zero: Zero::None,
-            fast_zero: false,
-            cache: Cache::None,
-            extents: false,
-            multi_conn: false,
-            ..Caps::ALL_NATIVE
-        })
+        Ok(Caps::READ_ONLY)
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

@@ -536,7 +536,7 @@ impl Handle for ScriptHandle {
             extents,
             multi_conn,
             rotational,
-            ..Caps::ALL_NATIVE
+            ..Caps::READ_ONLY
         })
     }
 
