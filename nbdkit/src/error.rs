@@ -14,6 +14,7 @@ use std::fmt;
 /// Any other errno a plugin produces is mapped onto this set by
 /// [`Errno::from_os`], following C nbdkit's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Errno {
     /// Operation not permitted (e.g. a write to a read-only export).
     Perm,
@@ -79,21 +80,39 @@ impl Errno {
     }
 }
 
-/// A data-path error: the errno the client sees, and a message for the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data-path error: the errno the client sees, a message for the log,
+/// and (when there was one) the error that caused it, as
+/// [`std::error::Error::source`].
+#[derive(Debug, Clone)]
 pub struct Error {
     /// What the client will be told.
     pub errno: Errno,
     /// Why, for the server's log. May be empty.
     pub msg: String,
+    cause: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
     /// An error with a log message.
     pub fn new(errno: Errno, msg: impl Into<String>) -> Error {
-        Error { errno, msg: msg.into() }
+        Error { errno, msg: msg.into(), cause: None }
+    }
+
+    /// The same error, caused by `cause` (kept for [`std::error::Error::source`]).
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.cause = Some(std::sync::Arc::new(cause));
+        self
     }
 }
+
+/// Errors are equal when the client would see the same: errno and message.
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        self.errno == other.errno && self.msg == other.msg
+    }
+}
+
+impl Eq for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,12 +124,16 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
         let errno = e.raw_os_error().map(Errno::from_os).unwrap_or(Errno::Io);
-        Error::new(errno, io_message(&e))
+        Error::new(errno, io_message(&e)).with_cause(e)
     }
 }
 
@@ -121,6 +144,21 @@ pub fn io_message(e: &std::io::Error) -> String {
     match (e.raw_os_error(), s.rfind(" (os error ")) {
         (Some(_), Some(i)) => s[..i].to_string(),
         _ => s,
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_their_cause() {
+        let e = Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.errno, Errno::NoSpc);
+        let cause = std::error::Error::source(&e).expect("a cause");
+        let io = cause.downcast_ref::<std::io::Error>().expect("the io::Error");
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+        assert!(std::error::Error::source(&Error::new(Errno::Io, "x")).is_none());
     }
 }
 

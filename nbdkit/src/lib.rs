@@ -3,7 +3,8 @@
 //!
 //! A request's path is a straight line through these modules:
 //! [`server`] reads bytes -> [`protocol::request`] decodes and validates ->
-//! [`backend::Export`] (the guard) -> the plugin's [`backend::Handle`] ->
+//! [`backend::Guard`] -> each filter's [`backend::FilterHandle`] (with a
+//! guard below each) -> the plugin's [`backend::Handle`] ->
 //! [`protocol::reply`] -> socket.
 //!
 //! - [`cli`]: argv -> [`cli::Config`].
@@ -11,7 +12,8 @@
 //!   signals.
 //! - [`server`]: listeners and one task per connection.
 //! - [`protocol`]: the NBD wire and nothing else.
-//! - [`backend`]: the [`Plugin`] and [`Handle`] contract and the guard.
+//! - [`backend`]: the [`Plugin`], [`Handle`] and [`Filter`] contract and
+//!   the guard.
 //! - [`plugins`]: one module per plugin.
 //! - [`params`], [`size`], [`uri`], [`error`], [`log`]: small shared pieces.
 
@@ -30,5 +32,7 @@ pub mod size;
 pub mod sparse;
 pub mod uri;
 
-pub use backend::{Handle, Plugin};
+/// The attribute `Plugin`, `Handle` and `Filter` implementations need.
+pub use async_trait::async_trait;
+pub use backend::{Caps, Filter, FilterHandle, Flags, Handle, Op, OpenArgs, Plugin};
 pub use error::{Errno, Error, StartError};

@@ -1,7 +1,7 @@
 //! A sparse, thread-safe byte array: the storage of the memory plugin.
 //!
 //! Pages of [`PAGE`] bytes are allocated on first write. They are spread over
-//! [`SHARDS`] independently locked maps, so parallel requests on different
+//! `SHARDS` independently locked maps, so parallel requests on different
 //! pages rarely meet on a lock; reads take a shared lock. A page that becomes
 //! all zeroes through zero or trim is freed, so holes come back, unless the
 //! array was made [`Sparse::locked`]: then every page is allocated at once,

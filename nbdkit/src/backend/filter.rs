@@ -25,6 +25,53 @@ use super::{
 };
 
 /// A filter, built once at start-up.
+///
+/// A filter that counts requests of every kind, and one that refuses
+/// trims, each writing only what it changes:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use nbdkit::backend::{Errno, Error, Guard, Next, Result};
+/// use nbdkit::{async_trait, Filter, FilterHandle, Flags, Handle, Op, OpenArgs};
+///
+/// struct Count(Arc<AtomicU64>);
+///
+/// #[async_trait]
+/// impl Filter for Count {
+///     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+///         Ok(Arc::new(Counted { next: next.open(args).await?, n: self.0.clone() }))
+///     }
+/// }
+///
+/// struct Counted {
+///     next: Arc<Guard>,
+///     n: Arc<AtomicU64>,
+/// }
+///
+/// impl FilterHandle for Counted {
+///     fn next(&self) -> &Guard {
+///         &self.next
+///     }
+///     // Every request, whatever its kind.
+///     async fn op(&self, op: Op<'_>) -> Result<()> {
+///         self.n.fetch_add(1, Ordering::Relaxed);
+///         self.next.op(op).await
+///     }
+/// }
+///
+/// struct NoTrim(Arc<Guard>);
+///
+/// impl FilterHandle for NoTrim {
+///     fn next(&self) -> &Guard {
+///         &self.0
+///     }
+///     // Only trims; everything else passes through.
+///     async fn trim(&self, _count: u64, _offset: u64, _f: Flags) -> Result<()> {
+///         Err(Error::new(Errno::Perm, "no trims here"))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Filter: Send + Sync + 'static {
     /// The concurrency this filter tolerates.
@@ -177,7 +224,7 @@ impl Next {
 /// (`pread`, `zero`, ...), or all of them at once (`op`, which by default
 /// hands each request to its own method). The methods return plain futures
 /// (write them as `async fn`): a request costs one boxed future per layer,
-/// where it enters the layer.
+/// where it enters the layer. See [`Filter`] for examples.
 pub trait FilterHandle: Send + Sync + 'static {
     /// The guard below.
     fn next(&self) -> &Guard;

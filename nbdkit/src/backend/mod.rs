@@ -1,9 +1,8 @@
 //! The contract between the server and whatever serves the data.
 //!
 //! - A [`Plugin`] is built once at start-up from its typed parameters. For
-//!   every connection it [`Plugin::open`]s a [`Handle`] (the server calls
-//!   [`Plugin::open_for`], which also says who the [`Client`] is, for the
-//!   few plugins that care).
+//!   every connection it [`Plugin::open`]s a [`Handle`], given the
+//!   [`OpenArgs`] (read-only, export name, the [`Client`]).
 //! - A [`Handle`] answers the data calls. Every method but `size`, `caps` and
 //!   `pread` has a default that says "not supported", so a plugin writes only
 //!   what it does.
@@ -90,10 +89,10 @@ pub enum Cache {
     Native,
 }
 
-/// What a handle can do. Fetched once per connection. Build one from a
-/// preset ([`Caps::READ_ONLY`], [`Caps::ALL_NATIVE`]) and change what
-/// differs: `Caps { trim: false, ..Caps::ALL_NATIVE }`. More fields may
-/// come, each defaulting in the presets to "not supported".
+/// What a handle can do. Fetched once per connection. Start from a preset
+/// ([`Caps::READ_ONLY`], [`Caps::ALL_NATIVE`]) and set what differs
+/// (`let mut c = Caps::ALL_NATIVE; c.trim = false;`). More fields may come,
+/// each "not supported" in `READ_ONLY`.
 ///
 /// Caps and methods cannot disagree in a way a client sees: the guard
 /// calls a handle's method only for what its caps offer (anything else is
@@ -386,6 +385,47 @@ pub struct Cred {
 }
 
 /// A plugin, built once at start-up.
+///
+/// A plugin opens a [`Handle`] for each connection. A RAM disk shared by
+/// every client:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use nbdkit::{async_trait, Caps, Flags, Handle, OpenArgs, Plugin};
+/// use nbdkit::backend::Result;
+///
+/// struct Ram(Arc<Mutex<Vec<u8>>>);
+///
+/// #[async_trait]
+/// impl Plugin for Ram {
+///     async fn open(&self, _args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
+///         Ok(Arc::new(Ram(self.0.clone())))
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl Handle for Ram {
+///     async fn size(&self) -> Result<u64> {
+///         Ok(self.0.lock().unwrap().len() as u64)
+///     }
+///     async fn caps(&self) -> Result<Caps> {
+///         let mut caps = Caps::READ_ONLY;
+///         caps.write = true;
+///         Ok(caps)
+///     }
+///     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
+///         let at = offset as usize;
+///         buf.copy_from_slice(&self.0.lock().unwrap()[at..at + buf.len()]);
+///         Ok(())
+///     }
+///     async fn pwrite(&self, buf: &[u8], offset: u64, _f: Flags) -> Result<()> {
+///         let at = offset as usize;
+///         self.0.lock().unwrap()[at..at + buf.len()].copy_from_slice(buf);
+///         Ok(())
+///     }
+/// }
+/// # let _ = Ram(Arc::new(Mutex::new(vec![0; 512])));
+/// ```
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
     /// The concurrency this plugin tolerates.
@@ -462,7 +502,9 @@ pub async fn with_default_export_cache<T>(f: impl std::future::Future<Output = T
 }
 
 /// A connection's view of an export. Offsets and counts are already checked
-/// against the size; flags only contain what [`Caps`] allows.
+/// against the size; flags only contain what [`Caps`] allows. A handle
+/// writes `size`, `caps`, `pread` and whatever else its caps offer; see
+/// [`Plugin`] for an example.
 #[async_trait]
 pub trait Handle: Send + Sync {
     /// Size in bytes.

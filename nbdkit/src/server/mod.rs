@@ -1,7 +1,7 @@
 //! Listeners and connections.
 //!
 //! [`run`] accepts on every listener until shutdown, giving each client its
-//! own task ([`connection::serve`]); then it waits for those tasks, which
+//! own task (`connection::serve`); then it waits for those tasks, which
 //! finish their in-flight requests and give idle clients a short grace
 //! period before closing.
 
