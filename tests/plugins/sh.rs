@@ -237,6 +237,28 @@ fn inline_script_is_refused_with_single() {
     assert!(!err.contains("oops"), "{err}");
 }
 
+/// close runs at every connection end, as in C: after NBD_CMD_DISC, when
+/// the client just goes away, and when the server stops under an idle
+/// client.
+#[test]
+fn close_runs_at_every_connection_end() {
+    let d = tempfile::tempdir().unwrap();
+    let calls = d.path().join("calls");
+    let close = format!("close=echo close >> {}", calls.display());
+    let disk = disk(&["eval", "get_size=echo 512", &close]);
+    let c = disk.connect().unwrap();
+    c.disconnect().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(5), || slurp(&calls) == "close\n"));
+    // A client that vanishes without a word.
+    let c = disk.connect().unwrap();
+    drop(c);
+    assert!(wait_until(std::time::Duration::from_secs(5), || slurp(&calls) == "close\nclose\n"));
+    // The server stops while a client is connected.
+    let _c = disk.connect().unwrap();
+    disk.shutdown().unwrap();
+    assert_eq!(slurp(&calls), "close\nclose\nclose\n");
+}
+
 /// eval needs no snippet at start-up, as in C: without pread each read
 /// fails with EIO; without get_size each client is refused.
 #[test]

@@ -523,8 +523,9 @@ pub trait Handle: Send + Sync {
         None
     }
 
-    /// The client disconnected gracefully (NBD_CMD_DISC): a last chance to
-    /// act before the handle is dropped. By default nothing.
+    /// The connection is ending, however it ends (NBD_CMD_DISC, the client
+    /// gone, the server stopping): called once, after the last request, as
+    /// C calls `.close`. By default nothing.
     async fn close(&self) {}
 
     /// True if the handle takes the FUA flag even when its caps say FUA

@@ -242,12 +242,11 @@ async fn transmission<R>(
 {
     let slots = Arc::new(Semaphore::new(server.inflight()));
     let mut deadline: Option<Instant> = None;
-    let mut said_goodbye = false;
     // Wakes requests sleeping in `shutdown::sleep` (the delay filter)
     // once the server stops or the client is gone.
     let end = ConnectionEnd::default();
     loop {
-        let next = next_request(&mut r, &conn, &slots, &mut said_goodbye);
+        let next = next_request(&mut r, &conn, &slots);
         tokio::pin!(next);
         // Poll the same future across shutdown, so a half-read request is
         // never lost; only the grace deadline abandons it.
@@ -311,9 +310,12 @@ async fn transmission<R>(
         writer.abort();
         return;
     }
-    // A graceful goodbye lets the layers act before the handle goes (the
-    // delay filter's delay-close).
-    if said_goodbye && !shutdown.started() {
+    // Every connection end closes the handle, as in C: a goodbye
+    // (NBD_CMD_DISC), a client that vanished, or the server stopping (then
+    // bounded by the grace period, since a filter may delay its close).
+    if shutdown.started() {
+        let _ = tokio::time::timeout(GRACE, conn.export.close()).await;
+    } else {
         conn.export.close().await;
     }
     // Every reply has been written (each held a slot until then). Closing
@@ -325,7 +327,7 @@ async fn transmission<R>(
 /// Read the next request: wait for a free slot, read the header, validate
 /// it, read (or skip) the payload. `Ok(None)` means the client is done.
 async fn next_request<R>(
-    r: &mut BufReader<R>, conn: &Conn, slots: &Arc<Semaphore>, said_goodbye: &mut bool,
+    r: &mut BufReader<R>, conn: &Conn, slots: &Arc<Semaphore>,
 ) -> std::io::Result<Option<(OwnedSemaphorePermit, Incoming)>>
 where
     R: AsyncRead + Send + Unpin,
@@ -357,7 +359,6 @@ where
     })?;
     if req.cmd == Command::Disc {
         log::debug("client sent NBD_CMD_DISC, closing connection");
-        *said_goodbye = true;
         return Ok(None);
     }
     let invalid = request::validate(&req, &conn.neg).err();
