@@ -5,7 +5,13 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use crate::cli::LogTo;
+/// Where messages go (`--log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    Stderr,
+    Syslog,
+    Null,
+}
 
 struct Settings {
     to: LogTo,

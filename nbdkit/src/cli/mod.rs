@@ -58,13 +58,7 @@ pub enum Family {
     V6,
 }
 
-/// `--log`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogTo {
-    Stderr,
-    Syslog,
-    Null,
-}
+pub use crate::log::LogTo;
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
