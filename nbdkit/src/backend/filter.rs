@@ -153,7 +153,18 @@ impl Plugin for Layer {
     }
 
     fn unload(&self) {
+        self.filter.unload();
         self.next.below.unload()
+    }
+
+    fn get_ready(&self, thread_model: ThreadModel) -> std::result::Result<(), StartError> {
+        self.next.below.get_ready(thread_model)?;
+        self.filter.get_ready(thread_model)
+    }
+
+    fn serving(&self) {
+        self.next.below.serving();
+        self.filter.serving();
     }
 
     fn after_fork(&self) -> std::result::Result<(), StartError> {

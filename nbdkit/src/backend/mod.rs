@@ -439,8 +439,25 @@ pub trait Plugin: Send + Sync + 'static {
     async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>>;
 
     /// nbdkit is exiting, after serving: remove what the plugin made for
-    /// itself (a script's `$tmpdir`). By default nothing.
+    /// itself (a script's `$tmpdir`). Through a filter chain each filter
+    /// goes first, top down, then the plugin. By default nothing.
     fn unload(&self) {}
+
+    /// Start-up is over (parameters checked, the chain's thread model
+    /// known) and the server is about to bind: the moment to open files.
+    /// Through a filter chain it reaches the plugin first, then each filter
+    /// from the bottom up. By default nothing.
+    fn get_ready(
+        &self, _thread_model: ThreadModel,
+    ) -> std::result::Result<(), crate::error::StartError> {
+        Ok(())
+    }
+
+    /// Called in the process that will serve, just before serving starts,
+    /// after any fork: where a layer starts its own threads (a fork would
+    /// not carry them over). Plugin first, then filters, bottom up. By
+    /// default nothing.
+    fn serving(&self) {}
 
     /// Called once in the process that will serve, after any fork into the
     /// background and after the pidfile is written, before the first

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::backend::{Filter, Plugin};
+use crate::backend::Plugin;
 use crate::cli::{Action, Config, Listen};
 use crate::error::StartError;
 use crate::log;
@@ -48,14 +48,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     let info = cfg.plugin.expect("checked by cli");
     // Plugins may print debug messages (-v) while they start.
     log::set_verbose(cfg.verbose);
-    let (plugin, filters) = build_chain(&cfg, info)?;
+    let plugin = build_chain(&cfg, info)?;
     log::init(cfg.log, cfg.verbose);
     // The strictest of what the plugin's table entry and the plugin itself
     // (a script may choose at start-up) allow.
     let thread_model = info.thread_model.min(plugin.thread_model());
-    for f in &filters {
-        f.get_ready(thread_model)?;
-    }
+    plugin.get_ready(thread_model)?;
     if cfg.swap {
         // SAFETY: mlockall has no memory-safety preconditions.
         if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
@@ -84,16 +82,13 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
                 // parent must not clean up after them (the sh plugin's
                 // script directory, the cow overlay, ...).
                 std::mem::forget(plugin);
-                std::mem::forget(filters);
                 return Ok(ExitCode::from(code));
             }
             daemon::Side::Child(r) => r,
         }
     };
 
-    for f in &filters {
-        f.serving();
-    }
+    plugin.serving();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -105,9 +100,6 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     let code = rt.block_on(serve(&cfg, plugin, thread_model, &mut listening, parent, ready));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
-    for f in &filters {
-        f.unload();
-    }
     // Tasks the runtime left behind may still hold the plugin, so it may
     // never be dropped: it cleans up here instead.
     plugin_at_exit.unload();
@@ -115,15 +107,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     code.map(ExitCode::from)
 }
 
-/// The filters, top first, kept for their start-up and exit hooks.
-type Filters = Vec<Arc<dyn Filter>>;
-
 /// The filters (each taking its own parameters, in `--filter` order), then
 /// the plugin (taking the rest, and refusing what nobody took), stacked
 /// with the first filter given on top.
 fn build_chain(
     cfg: &Config, info: &'static crate::plugins::PluginInfo,
-) -> Result<(Arc<dyn Plugin>, Filters), StartError> {
+) -> Result<Arc<dyn Plugin>, StartError> {
     let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
         .with_debug(debug.clone())
@@ -144,11 +133,11 @@ fn build_chain(
     debug.warn_unused(&loaded);
     let mut top = top?;
     let mut below = info.name;
-    for (f, i) in filters.iter().zip(&cfg.filters).rev() {
-        top = Arc::new(crate::backend::Layer::named(f.clone(), top, below));
+    for (f, i) in filters.into_iter().zip(&cfg.filters).rev() {
+        top = Arc::new(crate::backend::Layer::named(f, top, below));
         below = i.name;
     }
-    Ok((top, filters))
+    Ok(top)
 }
 
 /// `-g` and `-u`, after binding. The sockets we created (and the private
