@@ -16,6 +16,7 @@ pub struct Params {
     items: Vec<(String, String)>,
     stdio_safe: bool,
     debug: DebugFlags,
+    shutdown: crate::backend::shutdown::ShutdownRequest,
 }
 
 /// One `-D NAME.FLAG=N` from the command line.
@@ -99,7 +100,13 @@ impl DebugFlags {
 impl Params {
     /// Parameters for the plugin called `owner`.
     pub fn new(owner: &str, items: Vec<(String, String)>) -> Params {
-        Params { owner: owner.to_string(), items, stdio_safe: true, debug: DebugFlags::default() }
+        Params {
+            owner: owner.to_string(),
+            items,
+            stdio_safe: true,
+            debug: DebugFlags::default(),
+            shutdown: Default::default(),
+        }
     }
 
     /// Say whether a plugin may read stdin (a script from `-`, a
@@ -112,6 +119,19 @@ impl Params {
     /// Whether a plugin may read stdin (C's `nbdkit_stdio_safe`).
     pub fn stdio_safe(&self) -> bool {
         self.stdio_safe
+    }
+
+    /// The same parameters, with the server's shutdown request.
+    pub fn with_shutdown(mut self, shutdown: crate::backend::shutdown::ShutdownRequest) -> Params {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// How a plugin or filter asks the server to stop (C's
+    /// `nbdkit_shutdown`): keep it, and call `request()` when the time
+    /// comes.
+    pub fn shutdown(&self) -> crate::backend::shutdown::ShutdownRequest {
+        self.shutdown.clone()
     }
 
     /// The same parameters, with the `-D` flags of the command line.

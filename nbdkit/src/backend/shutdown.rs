@@ -13,29 +13,45 @@ use tokio::sync::Notify;
 
 use super::{Errno, Error, Result};
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
-static NOTIFY: Notify = Notify::const_new();
+/// A request to stop the server, shared by whoever may make it (the
+/// exitlast and exitwhen filters, through their parameters) and the
+/// server, which waits on it. One per server: several servers in one
+/// process each have their own.
+#[derive(Clone, Default)]
+pub struct ShutdownRequest(Arc<(AtomicBool, Notify)>);
 
-/// Ask the server to shut down (from any thread, any number of times).
-pub fn request() {
-    REQUESTED.store(true, Ordering::SeqCst);
-    NOTIFY.notify_waiters();
-    NOTIFY.notify_one();
+impl std::fmt::Debug for ShutdownRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownRequest").field("requested", &self.requested()).finish()
+    }
 }
 
-/// Has shutdown been asked for?
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
-}
+impl ShutdownRequest {
+    pub fn new() -> ShutdownRequest {
+        ShutdownRequest::default()
+    }
 
-/// Resolves once shutdown has been asked for.
-pub async fn wait() {
-    loop {
-        let notified = NOTIFY.notified();
-        if requested() {
-            return;
+    /// Ask the server to shut down (from any thread, any number of times).
+    pub fn request(&self) {
+        self.0 .0.store(true, Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+        self.0 .1.notify_one();
+    }
+
+    /// Has shutdown been asked for?
+    pub fn requested(&self) -> bool {
+        self.0 .0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown has been asked for.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            if self.requested() {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 }
 
@@ -75,8 +91,8 @@ pub async fn in_connection<F: std::future::Future>(end: ConnectionEnd, f: F) -> 
 }
 
 /// Sleep for `d`, as C's `nbdkit_nanosleep`: but wake up early, failing
-/// with ESHUTDOWN, when the server is asked to shut down or the current
-/// request's connection ends.
+/// with ESHUTDOWN, when the current request's connection ends (the server
+/// ends every connection when it begins to stop).
 pub async fn sleep(d: Duration) -> Result<()> {
     let end = CONNECTION_END.try_with(Clone::clone).ok();
     let conn_end = async {
@@ -87,7 +103,6 @@ pub async fn sleep(d: Duration) -> Result<()> {
     };
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
-        _ = wait() => Err(aborted("aborting sleep because of server shut down")),
         _ = conn_end => Err(aborted("aborting sleep because of connection close or error")),
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::FilterInfo;
-use crate::backend::{shutdown, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result};
+use crate::backend::{
+    shutdown::ShutdownRequest, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result,
+};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -22,10 +24,10 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-struct ExitLast(Arc<AtomicUsize>);
+struct ExitLast(Arc<AtomicUsize>, ShutdownRequest);
 
-fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(ExitLast(Arc::default())))
+fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
+    Ok(Arc::new(ExitLast(Arc::default(), p.shutdown())))
 }
 
 #[async_trait]
@@ -33,7 +35,7 @@ impl Filter for ExitLast {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
         self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Counted { next, count: self.0.clone() }))
+        Ok(Arc::new(Counted { next, count: self.0.clone(), shutdown: self.1.clone() }))
     }
 }
 
@@ -41,6 +43,7 @@ impl Filter for ExitLast {
 pub(crate) struct Counted {
     next: Arc<Guard>,
     count: Arc<AtomicUsize>,
+    shutdown: ShutdownRequest,
 }
 
 impl FilterHandle for Counted {
@@ -53,7 +56,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             crate::log::debug("exitlast: the last client has gone: shutting down");
-            shutdown::request();
+            self.shutdown.request();
         }
     }
 }

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    shutdown, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, Result,
+    shutdown::ShutdownRequest, Errno, Error, Filter, FilterHandle, Guard, Handle, Next, OpenArgs,
+    Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -93,6 +94,7 @@ struct State {
     events: Mutex<Vec<Event>>,
     triggered: AtomicBool,
     clients: AtomicUsize,
+    shutdown: ShutdownRequest,
 }
 
 impl State {
@@ -113,7 +115,7 @@ impl State {
     /// Exit now if the event has happened and nobody is connected.
     fn maybe_exit(&self) {
         if self.clients.load(Ordering::SeqCst) == 0 && self.check() {
-            shutdown::request();
+            self.shutdown.request();
         }
     }
 }
@@ -169,6 +171,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         events: Mutex::new(events),
         triggered: AtomicBool::new(false),
         clients: AtomicUsize::new(0),
+        shutdown: p.shutdown(),
     });
     Ok(Arc::new(ExitWhen(state, poll)))
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::backend::shutdown::ShutdownRequest;
 use crate::backend::Plugin;
 use crate::cli::{Action, Config, Listen};
 use crate::error::StartError;
@@ -48,7 +49,9 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     let info = cfg.plugin.expect("checked by cli");
     // Plugins may print debug messages (-v) while they start.
     log::set_verbose(cfg.verbose);
-    let plugin = build_chain(&cfg, info)?;
+    // How plugins and filters ask the server to stop.
+    let stop = ShutdownRequest::new();
+    let plugin = build_chain(&cfg, info, &stop)?;
     log::init(cfg.log, cfg.verbose);
     // The strictest of what the plugin's table entry and the plugin itself
     // (a script may choose at start-up) allow.
@@ -97,7 +100,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
     let plugin_at_exit = plugin.clone();
-    let code = rt.block_on(serve(&cfg, plugin, thread_model, &mut listening, parent, ready));
+    let code = rt.block_on(serve(&cfg, plugin, thread_model, &mut listening, parent, ready, &stop));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
     // Tasks the runtime left behind may still hold the plugin, so it may
@@ -111,11 +114,12 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
 /// the plugin (taking the rest, and refusing what nobody took), stacked
 /// with the first filter given on top.
 fn build_chain(
-    cfg: &Config, info: &'static crate::plugins::PluginInfo,
+    cfg: &Config, info: &'static crate::plugins::PluginInfo, stop: &ShutdownRequest,
 ) -> Result<Arc<dyn Plugin>, StartError> {
     let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
         .with_debug(debug.clone())
+        .with_shutdown(stop.clone())
         .with_stdio_safe(cfg.listen != crate::cli::Listen::Stdin);
     let mut loaded: Vec<&str> = cfg.filters.iter().map(|f| f.name).collect();
     loaded.push(info.name);
@@ -198,6 +202,7 @@ enum Stop {
 async fn serve(
     cfg: &Config, plugin: Arc<dyn Plugin>, thread_model: crate::backend::ThreadModel,
     listening: &mut listen::Listening, parent: Option<parent::Parent>, mut ready: daemon::Ready,
+    stop: &ShutdownRequest,
 ) -> Result<u8, StartError> {
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
@@ -300,7 +305,7 @@ async fn serve(
             _ = sigterm.recv() => {}
             _ = sigquit.recv() => {}
             _ = sighup.recv() => {}
-            _ = crate::backend::shutdown::wait() => {
+            _ = stop.wait() => {
                 log::debug("a filter asked for shutdown");
             }
             _ = &mut parent_gone => {
