@@ -33,13 +33,14 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs,
-    Plugin, Result, ThreadModel, Zero,
+    BlockSize, Caps, Errno, Error, ExportEntry, Extents, Flags, Handle, OpenArgs, Plugin, Result,
+    ThreadModel,
 };
 use crate::error::StartError;
 use crate::params::Params;
 use crate::protocol::client::{default_export_name, list_exports, negotiate, Connection};
 use crate::protocol::consts::*;
+use crate::protocol::flags::{caps_of, cmd_flags};
 use crate::protocol::request::Command;
 use crate::uri;
 
@@ -310,23 +311,6 @@ impl RemoteHandle {
     }
 }
 
-fn flags_of(f: &Flags, fua_ok: bool) -> u16 {
-    let mut n = 0;
-    if f.fua && fua_ok {
-        n |= CMD_FLAG_FUA;
-    }
-    if !f.may_trim {
-        n |= CMD_FLAG_NO_HOLE;
-    }
-    if f.fast_zero {
-        n |= CMD_FLAG_FAST_ZERO;
-    }
-    if f.req_one {
-        n |= CMD_FLAG_REQ_ONE;
-    }
-    n
-}
-
 #[async_trait]
 impl Handle for RemoteHandle {
     fn never_blocks(&self) -> bool {
@@ -338,21 +322,8 @@ impl Handle for RemoteHandle {
     }
 
     async fn caps(&self) -> Result<Caps> {
-        let f = self.remote().conn.export.eflags;
-        let has = |bit: u16| f & bit != 0;
-        Ok(Caps {
-            write: !has(FLAG_READ_ONLY),
-            flush: has(FLAG_SEND_FLUSH),
-            fua: if has(FLAG_SEND_FUA) { Fua::Native } else { Fua::None },
-            trim: has(FLAG_SEND_TRIM),
-            zero: if has(FLAG_SEND_WRITE_ZEROES) { Zero::Native } else { Zero::Emulate },
-            fast_zero: has(FLAG_SEND_FAST_ZERO),
-            cache: if has(FLAG_SEND_CACHE) { Cache::Native } else { Cache::None },
-            extents: self.remote().conn.export.base_allocation.is_some(),
-            multi_conn: has(FLAG_CAN_MULTI_CONN),
-            rotational: has(FLAG_ROTATIONAL),
-            ..Caps::READ_ONLY
-        })
+        let export = &self.remote().conn.export;
+        Ok(caps_of(export.eflags, export.base_allocation.is_some()))
     }
 
     async fn block_size(&self) -> Result<Option<BlockSize>> {
@@ -366,7 +337,7 @@ impl Handle for RemoteHandle {
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
-        let fl = flags_of(&f, true) & CMD_FLAG_FUA;
+        let fl = cmd_flags(&f, true) & CMD_FLAG_FUA;
         self.remote().conn.request(Command::Write, fl, offset, buf.len() as u32, buf).await?;
         Ok(())
     }
@@ -377,17 +348,17 @@ impl Handle for RemoteHandle {
     }
 
     async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
-        let fl = flags_of(&f, true) & CMD_FLAG_FUA;
+        let fl = cmd_flags(&f, true) & CMD_FLAG_FUA;
         self.in_pieces(Command::Trim, fl, count, offset).await
     }
 
     async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
-        let fl = flags_of(&f, true) & (CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO);
+        let fl = cmd_flags(&f, true) & (CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO);
         self.in_pieces(Command::WriteZeroes, fl, count, offset).await
     }
 
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
-        let fl = flags_of(&f, false) & CMD_FLAG_REQ_ONE;
+        let fl = cmd_flags(&f, false) & CMD_FLAG_REQ_ONE;
         let a = self
             .remote()
             .conn

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod consts;
 pub mod errno;
+pub mod flags;
 pub mod handshake;
 pub mod reply;
 pub mod request;

@@ -25,14 +25,14 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::pool::Pool;
-use super::{eflags, Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
+use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
 use crate::backend::{Client, Errno, Error, Flags, Guard, OpenArgs};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
 use crate::protocol::request::{self, Command, Negotiated, Request};
-use crate::protocol::{errno, reply};
+use crate::protocol::{errno, flags, reply};
 
 /// The handshake's view of the plugin: opens exports, keeps the one chosen.
 struct Opener<'a> {
@@ -79,7 +79,7 @@ impl Exports for Opener<'_> {
         let info = ExportInfo {
             name,
             size: export.export_size(),
-            eflags: eflags(export.effective_caps(), srv.thread_model),
+            eflags: flags::eflags_of(export.effective_caps(), srv.thread_model),
             block_size: export.export_block_size(),
             description: export.description(),
         };
@@ -385,15 +385,6 @@ where
     Ok(Some((slot, inc)))
 }
 
-fn flags_of(req: &Request) -> Flags {
-    Flags {
-        fua: req.flags.fua(),
-        may_trim: !req.flags.no_hole(),
-        fast_zero: req.flags.fast_zero(),
-        req_one: req.flags.req_one(),
-    }
-}
-
 /// Run one request and queue its reply.
 async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
     let Incoming { req, payload, invalid, budget } = inc;
@@ -429,7 +420,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
 async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let ex = &conn.export;
     let structured = conn.neg.structured && req.cmd.structured_reply();
-    let flags = flags_of(req);
+    let flags = flags::flags_of(req.flags);
     let ok = || reply::status(structured, req.cookie, None);
     Ok(match req.cmd {
         Command::Read => {

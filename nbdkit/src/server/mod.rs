@@ -14,8 +14,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 
-use crate::backend::{Cache, Caps, Client, Fua, Peer, Plugin, ThreadModel, Zero};
-use crate::protocol::consts::*;
+use crate::backend::{Client, Peer, Plugin, ThreadModel};
 use crate::protocol::handshake::Settings;
 
 /// Grace period a connected client gets to leave once shutdown starts.
@@ -103,41 +102,6 @@ impl Server {
             _ => 1,
         }
     }
-}
-
-/// Transmission flags for what an export can do.
-pub fn eflags(caps: &Caps, model: ThreadModel) -> u16 {
-    let mut f = 0;
-    if !caps.write {
-        f |= FLAG_READ_ONLY;
-    }
-    if caps.flush {
-        f |= FLAG_SEND_FLUSH;
-    }
-    if caps.fua != Fua::None {
-        f |= FLAG_SEND_FUA;
-    }
-    if caps.rotational {
-        f |= FLAG_ROTATIONAL;
-    }
-    if caps.trim {
-        f |= FLAG_SEND_TRIM;
-    }
-    if caps.zero != Zero::None {
-        f |= FLAG_SEND_WRITE_ZEROES;
-        if caps.fast_zero {
-            f |= FLAG_SEND_FAST_ZERO;
-        }
-    }
-    // Multi-conn promises consistency across connections, which only holds
-    // when connections may actually run side by side.
-    if caps.multi_conn && model > ThreadModel::SerializeConnections {
-        f |= FLAG_CAN_MULTI_CONN;
-    }
-    if caps.cache != Cache::None {
-        f |= FLAG_SEND_CACHE;
-    }
-    f
 }
 
 /// A socket we accept on.
@@ -244,7 +208,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::backend::{Flags, Handle, Result};
+    use crate::backend::{Caps, Flags, Handle, Result};
     use crate::protocol::request::{self, CmdFlags, Command, Request};
 
     /// A handle that records how many reads run at once.
