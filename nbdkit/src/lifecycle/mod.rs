@@ -27,7 +27,7 @@ use crate::error::StartError;
 use crate::log;
 use crate::params::Params;
 use crate::protocol::handshake::Settings;
-use crate::server::{self, stdio::StdioStream, Listener, Server, Shutdown};
+use crate::server::{self, stdio::StdioStream, Listener, Server, ServerConfig, Shutdown};
 pub use info::{COMPAT_VERSION, VERSION_EXTRA};
 
 /// Run nbdkit as configured; the returned code is the process's exit status.
@@ -225,17 +225,15 @@ async fn serve(
         handshake_mask: cfg.mask_handshake,
         no_meta_contexts: cfg.no_meta_contexts,
     };
-    let mut srv = Server::new(
-        plugin,
-        cfg.plugin.expect("checked").name,
-        settings,
-        cfg.readonly,
-        cfg.export_name.clone(),
-        cfg.threads,
-        thread_model,
-    );
-    srv.top_name = cfg.filters.first().map_or(cfg.plugin.expect("checked").name, |f| f.name);
-    let srv = Arc::new(srv);
+    let name = cfg.plugin.expect("checked").name;
+    let mut sc = ServerConfig::new(plugin, name);
+    sc.top_name = cfg.filters.first().map_or(name, |f| f.name);
+    sc.settings = settings;
+    sc.readonly = cfg.readonly;
+    sc.export_name = cfg.export_name.clone();
+    sc.threads = cfg.threads;
+    sc.thread_model = thread_model;
+    let srv = Arc::new(Server::new(sc));
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;

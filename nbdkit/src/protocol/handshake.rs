@@ -60,6 +60,19 @@ pub struct Settings {
     pub no_meta_contexts: bool,
 }
 
+/// nbdkit's defaults: newstyle, structured replies and meta contexts
+/// offered, every global handshake flag advertised.
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            oldstyle: false,
+            no_sr: false,
+            handshake_mask: u16::MAX,
+            no_meta_contexts: false,
+        }
+    }
+}
+
 /// The result of a successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

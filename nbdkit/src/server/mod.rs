@@ -74,21 +74,57 @@ pub struct Server {
     budget: Arc<Semaphore>,
 }
 
-impl Server {
-    /// Shared state for one server.
-    pub fn new(
-        plugin: Arc<dyn Plugin>, plugin_name: &'static str, settings: Settings, readonly: bool,
-        export_name: String, threads: usize, thread_model: ThreadModel,
-    ) -> Server {
-        Server {
+/// How to serve: everything a [`Server`] is made from. Start from
+/// [`ServerConfig::new`] and set what differs.
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The top of the chain (a filter layer or the plugin).
+    pub plugin: Arc<dyn Plugin>,
+    /// The plugin's name, for messages.
+    pub plugin_name: &'static str,
+    /// The name of the top layer, for `-v` traces ("" for none).
+    pub top_name: &'static str,
+    pub settings: Settings,
+    /// Serve read-only (`-r`).
+    pub readonly: bool,
+    /// Export served to oldstyle clients (`-e`).
+    pub export_name: String,
+    /// Requests in flight per connection (`-t`).
+    pub threads: usize,
+    /// The chain's thread model (the strictest of its layers').
+    pub thread_model: ThreadModel,
+}
+
+impl ServerConfig {
+    /// Serve `plugin` with nbdkit's defaults: newstyle, read-write, the
+    /// plugin's own thread model, 16 requests in flight per connection.
+    pub fn new(plugin: Arc<dyn Plugin>, plugin_name: &'static str) -> ServerConfig {
+        let thread_model = plugin.thread_model();
+        ServerConfig {
             plugin,
             plugin_name,
-            settings,
-            readonly,
-            export_name,
-            threads,
-            thread_model,
             top_name: "",
+            settings: Settings::default(),
+            readonly: false,
+            export_name: String::new(),
+            threads: crate::cli::DEFAULT_THREADS,
+            thread_model,
+        }
+    }
+}
+
+impl Server {
+    /// Shared state for one server.
+    pub fn new(cfg: ServerConfig) -> Server {
+        Server {
+            plugin: cfg.plugin,
+            plugin_name: cfg.plugin_name,
+            settings: cfg.settings,
+            readonly: cfg.readonly,
+            export_name: cfg.export_name,
+            threads: cfg.threads,
+            thread_model: cfg.thread_model,
+            top_name: cfg.top_name,
             serial_connections: Semaphore::new(1),
             serial_requests: Mutex::new(()),
             budget: Arc::new(Semaphore::new(PAYLOAD_BUDGET / BUDGET_UNIT)),
@@ -270,7 +306,10 @@ mod tests {
             no_meta_contexts: false,
         };
         let plugin = Arc::new(ProbePlugin(probe.clone(), model));
-        let srv = Arc::new(Server::new(plugin, "probe", settings, false, String::new(), 16, model));
+        let mut cfg = ServerConfig::new(plugin, "probe");
+        cfg.settings = settings;
+        cfg.thread_model = model;
+        let srv = Arc::new(Server::new(cfg));
         let (_stop, shutdown) = Shutdown::new();
         let mut clients = Vec::new();
         for _ in 0..2 {
@@ -330,5 +369,43 @@ mod tests {
     async fn inline_requests_that_wait_still_overlap() {
         assert!(max_concurrency_of(ThreadModel::Parallel, true).await > 2);
         assert_eq!(max_concurrency_of(ThreadModel::SerializeAllRequests, true).await, 1);
+    }
+
+    /// Two servers in one process, each from its config, listener and
+    /// shutdown value: stopping one leaves the other serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_servers_in_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+        for n in 0..2 {
+            let path = dir.path().join(format!("s{n}"));
+            let listener = Listener::Unix(UnixListener::bind(&path).unwrap());
+            let plugin = (crate::plugins::lookup("memory").unwrap().build)(
+                crate::params::Params::new("memory", vec![("size".into(), "1M".into())]),
+            )
+            .unwrap();
+            let srv = Arc::new(Server::new(ServerConfig::new(plugin, "memory")));
+            let (stop, shutdown) = Shutdown::new();
+            stops.push(stop);
+            tasks.push(tokio::spawn(run(vec![listener], srv, shutdown)));
+        }
+        let greets = |n: usize| {
+            let path = dir.path().join(format!("s{n}"));
+            async move {
+                let Ok(mut c) = tokio::net::UnixStream::connect(path).await else {
+                    return false;
+                };
+                let mut magic = [0u8; 8];
+                c.read_exact(&mut magic).await.is_ok() && &magic == b"NBDMAGIC"
+            }
+        };
+        assert!(greets(0).await && greets(1).await);
+        let _ = stops[0].send(true);
+        tasks.remove(0).await.unwrap();
+        assert!(!greets(0).await, "the stopped server no longer accepts");
+        assert!(greets(1).await, "the other still serves");
+        let _ = stops[1].send(true);
+        tasks.remove(0).await.unwrap();
     }
 }
