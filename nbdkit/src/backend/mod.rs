@@ -305,8 +305,22 @@ impl Op<'_> {
     }
 }
 
-/// Block size constraints: minimum, preferred, maximum.
-pub type BlockSize = (u32, u32, u32);
+/// Block size constraints (NBD_INFO_BLOCK_SIZE), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSize {
+    /// Requests should be multiples of this (a power of 2, 1 to 64 KiB).
+    pub minimum: u32,
+    /// Requests this large (and aligned) work best.
+    pub preferred: u32,
+    /// No request may be larger (reads and writes).
+    pub maximum: u32,
+}
+
+impl BlockSize {
+    pub const fn new(minimum: u32, preferred: u32, maximum: u32) -> BlockSize {
+        BlockSize { minimum, preferred, maximum }
+    }
+}
 
 /// One entry of an export list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -103,7 +103,7 @@ impl Filter for BlocksizeFilter {
         let next = next.open(args).await?;
         let below = next.block_size().await?;
         let (below_min, below_max) =
-            below.map_or((1, 0), |(min, _, max)| (u64::from(min.max(1)), u64::from(max)));
+            below.map_or((1, 0), |b| (u64::from(b.minimum.max(1)), u64::from(b.maximum)));
         let minblock = self.minblock.unwrap_or(1).max(below_min);
         let mut maxdata = self
             .maxdata
@@ -188,8 +188,8 @@ impl FilterHandle for BlocksizeHandle {
     }
 
     async fn block_size(&self) -> Result<Option<BlockSize>> {
-        let pref = self.next.block_size().await?.map_or(0, |(_, p, _)| p);
-        Ok(Some((1, pref.max(4096).max(self.minblock as u32), u32::MAX)))
+        let pref = self.next.block_size().await?.map_or(0, |b| b.preferred);
+        Ok(Some(BlockSize::new(1, pref.max(4096).max(self.minblock as u32), u32::MAX)))
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {

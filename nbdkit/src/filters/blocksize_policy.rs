@@ -109,10 +109,12 @@ impl PolicyFilter {
     /// The constraints to advertise, given the plugin's.
     fn limits(&self, below: Option<BlockSize>) -> Result<Option<BlockSize>> {
         let (min, pref, max) = match (self.min, self.pref, self.max, below) {
-            (Some(m), Some(p), Some(x), _) => return Ok(Some((m, p, x))),
+            (Some(m), Some(p), Some(x), _) => return Ok(Some(BlockSize::new(m, p, x))),
             (None, None, None, b) => return Ok(b),
             (m, p, x, None) => (m.unwrap_or(1), p.unwrap_or(4096), x.unwrap_or(u32::MAX)),
-            (m, p, x, Some((bm, bp, bx))) => (m.unwrap_or(bm), p.unwrap_or(bp), x.unwrap_or(bx)),
+            (m, p, x, Some(b)) => {
+                (m.unwrap_or(b.minimum), p.unwrap_or(b.preferred), x.unwrap_or(b.maximum))
+            }
         };
         if min > pref || pref > max {
             return Err(Error::new(
@@ -123,7 +125,7 @@ impl PolicyFilter {
                 ),
             ));
         }
-        Ok(Some((min, pref, max)))
+        Ok(Some(BlockSize::new(min, pref, max)))
     }
 }
 
@@ -149,7 +151,8 @@ struct PolicyHandle {
 impl PolicyHandle {
     /// Under `blocksize-error-policy=error`, refuse what breaks the limits.
     fn check(&self, what: &str, data: bool, count: u64, offset: u64) -> Result<()> {
-        let Some((min, _, max)) = self.limits.filter(|_| self.error) else {
+        let Some(BlockSize { minimum: min, maximum: max, .. }) = self.limits.filter(|_| self.error)
+        else {
             return Ok(());
         };
         let (min, max) = (u64::from(min), u64::from(max));

@@ -385,8 +385,8 @@ impl FilterHandle for CowHandle {
     async fn block_size(&self) -> Result<Option<BlockSize>> {
         let bs = self.overlay.block as u32;
         Ok(Some(match self.next.block_size().await? {
-            None => (1, bs, u32::MAX),
-            Some((min, pref, max)) if max >= bs => (min, pref.max(bs), max),
+            None => BlockSize::new(1, bs, u32::MAX),
+            Some(b) if b.maximum >= bs => BlockSize { preferred: b.preferred.max(bs), ..b },
             Some(b) => b,
         }))
     }

@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, Op,
-    OpKind, OpenArgs, Result, ThreadModel, Zero, HOLE, ZERO,
+    BlockSize, Cache, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard,
+    Handle, Next, Op, OpKind, OpenArgs, Result, ThreadModel, Zero, HOLE, ZERO,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -238,7 +238,8 @@ impl Filter for LogFilter {
         let next = next.open(args).await?;
         let size = next.size().await?;
         let c = next.caps().await?;
-        let (min, pref, max) = next.block_size().await?.unwrap_or((0, 0, 0));
+        let b = next.block_size().await?.unwrap_or(BlockSize::new(0, 0, 0));
+        let (min, pref, max) = (b.minimum, b.preferred, b.maximum);
         let l = self.0.clone();
         let conn = l.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let b = |x: bool| u8::from(x);

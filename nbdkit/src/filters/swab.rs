@@ -91,8 +91,8 @@ impl FilterHandle for Swapped {
     async fn block_size(&self) -> Result<Option<BlockSize>> {
         let w = self.w as u32;
         Ok(Some(match self.next.block_size().await? {
-            Some((min, pref, max)) => (min.max(w), pref.max(w), max),
-            None => (w, 512, u32::MAX),
+            Some(b) => BlockSize::new(b.minimum.max(w), b.preferred.max(w), b.maximum),
+            None => BlockSize::new(w, 512, u32::MAX),
         }))
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {

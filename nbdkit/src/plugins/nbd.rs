@@ -327,7 +327,7 @@ impl Handle for RemoteHandle {
     }
 
     async fn block_size(&self) -> Result<Option<BlockSize>> {
-        Ok(self.remote().conn.export.block_size)
+        Ok(self.remote().conn.export.block_size.map(|(a, b, c)| BlockSize::new(a, b, c)))
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

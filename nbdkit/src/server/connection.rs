@@ -80,7 +80,7 @@ impl Exports for Opener<'_> {
             name,
             size: export.export_size(),
             eflags: flags::eflags_of(export.effective_caps(), srv.thread_model),
-            block_size: export.export_block_size(),
+            block_size: export.export_block_size().map(|b| (b.minimum, b.preferred, b.maximum)),
             description: export.description(),
         };
         if keep {

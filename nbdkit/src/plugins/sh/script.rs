@@ -560,7 +560,7 @@ impl Handle for ScriptHandle {
                 let n = |s: &str| {
                     parse_size(s).ok().and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)
                 };
-                Ok(Some((n(v[0])?, n(v[1])?, n(v[2])?)))
+                Ok(Some(BlockSize::new(n(v[0])?, n(v[1])?, n(v[2])?)))
             }
             Outcome::Missing => Ok(None),
             o => failed("block_size", o, self.runner.name),
