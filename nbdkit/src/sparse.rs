@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
+use crate::backend::ExtentFlags;
+
 /// Page size in bytes.
 pub const PAGE: usize = 32 * 1024;
 const PAGE_SHIFT: u32 = PAGE.trailing_zeros();
@@ -206,12 +208,11 @@ pub enum PageState {
 
 impl PageState {
     /// The extent flags for this state.
-    pub fn flags(self) -> u32 {
-        use crate::backend::{HOLE, ZERO};
+    pub fn flags(self) -> ExtentFlags {
         match self {
-            PageState::Hole => HOLE | ZERO,
-            PageState::Zero => ZERO,
-            PageState::Data => 0,
+            PageState::Hole => ExtentFlags::HOLE | ExtentFlags::ZERO,
+            PageState::Zero => ExtentFlags::ZERO,
+            PageState::Data => ExtentFlags::DATA,
         }
     }
 }

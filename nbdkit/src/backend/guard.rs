@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{BlockSize, Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Op, Result, Zero};
+use super::{
+    BlockSize, Cache, Caps, Errno, Error, ExtentFlags, Extents, Flags, Fua, Handle, Op, Result,
+    Zero,
+};
 
 /// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
 static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
@@ -238,7 +241,7 @@ impl Guard {
             self.handle.extents(u64::from(count), offset, flags, &mut ext).await?;
             ext.check()?;
         } else {
-            ext.add(offset, u64::from(count), 0);
+            ext.add(offset, u64::from(count), ExtentFlags::DATA);
         }
         Ok(ext)
     }
@@ -255,7 +258,7 @@ impl Guard {
             let flags = Flags { req_one: flags.req_one, ..Flags::default() };
             self.handle.extents(count, offset, flags, ext).await
         } else {
-            ext.add(offset, count, 0);
+            ext.add(offset, count, ExtentFlags::DATA);
             Ok(())
         }
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::error::{Errno, Error, Result};
-pub use extents::{Extent, Extents, HOLE, ZERO};
+pub use extents::{Extent, ExtentFlags, Extents, HOLE, ZERO};
 pub use filter::{trace_open, Filter, FilterHandle, Layer, Next};
 pub use guard::Guard;
 
@@ -559,15 +559,22 @@ pub trait Handle: Send + Sync {
     /// C calls `.close`. By default nothing.
     async fn close(&self) {}
 
+    /// A server-internal scheduling hint, not part of the plugin API (it
+    /// may change or go away): plugins leave it false.
+    ///
     /// True if the handle takes the FUA flag even when its caps say FUA
     /// is emulated: a filter passes it on (or acts on it). The guard above
     /// then passes FUA down instead of turning it into a flush, so, as in
     /// C nbdkit, FUA is emulated only at the plugin, and a filter sees the
-    /// flag the client sent. Plugins leave this false.
+    /// flag the client sent.
+    #[doc(hidden)]
     fn takes_fua_flag(&self) -> bool {
         false
     }
 
+    /// A server-internal scheduling hint, not part of the plugin API (it
+    /// may change or go away); the default, false, is always safe.
+    ///
     /// True if no call ever blocks the thread: each either finishes at
     /// once (memory copies, arithmetic) or awaits. The server then runs a
     /// request on the connection's own task until it first waits, saving a
@@ -575,6 +582,7 @@ pub trait Handle: Send + Sync {
     /// makes blocking system calls (file I/O through `block_in_place`)
     /// must leave this false, or one connection's requests would run one
     /// at a time.
+    #[doc(hidden)]
     fn never_blocks(&self) -> bool {
         false
     }
@@ -607,7 +615,7 @@ pub trait Handle: Send + Sync {
     async fn extents(
         &self, count: u64, offset: u64, _flags: Flags, ext: &mut Extents,
     ) -> Result<()> {
-        ext.add(offset, count, 0);
+        ext.add(offset, count, ExtentFlags::DATA);
         Ok(())
     }
 

@@ -30,8 +30,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle,
-    Next, OpenArgs, Result, HOLE, ZERO,
+    BlockSize, Cache, Caps, Errno, Error, ExtentFlags, Extents, Filter, FilterHandle, Flags, Guard,
+    Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -499,7 +499,11 @@ impl FilterHandle for CowHandle {
         while blk < end_blk {
             let state = ov.state(blk);
             if state != State::Absent {
-                let f = if state == State::Trimmed { HOLE | ZERO } else { 0 };
+                let f = if state == State::Trimmed {
+                    ExtentFlags::HOLE | ExtentFlags::ZERO
+                } else {
+                    ExtentFlags::DATA
+                };
                 ext.add(blk * bs, bs, f);
                 blk += 1;
             } else {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result, HOLE, ZERO,
+    Caps, ExtentFlags, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -30,12 +30,12 @@ pub static INFO: FilterInfo = FilterInfo {
 };
 
 /// (offset, length, flags), sorted, not overlapping.
-type List = Arc<Vec<(u64, u64, u32)>>;
+type List = Arc<Vec<(u64, u64, ExtentFlags)>>;
 
 struct ExtentList(List);
 
 /// Parse the list (shared with tests).
-fn parse(text: &str) -> std::result::Result<Vec<(u64, u64, u32)>, String> {
+fn parse(text: &str) -> std::result::Result<Vec<(u64, u64, ExtentFlags)>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -48,15 +48,15 @@ fn parse(text: &str) -> std::result::Result<Vec<(u64, u64, u32)>, String> {
         }
         let off = parse_size(f[0]).map_err(|_| bad("bad offset"))?;
         let len = parse_size(f[1]).map_err(|_| bad("bad length"))?;
-        let mut flags = 0;
+        let mut flags = ExtentFlags::DATA;
         if let Some(t) = f.get(2) {
             match t.parse::<u32>() {
-                Ok(v) => flags = v,
+                Ok(v) => flags = ExtentFlags::from_bits_truncate(v),
                 Err(_) => {
                     for w in t.split(',') {
                         flags |= match w {
-                            "hole" => HOLE,
-                            "zero" => ZERO,
+                            "hole" => ExtentFlags::HOLE,
+                            "zero" => ExtentFlags::ZERO,
                             _ => return Err(bad("bad type")),
                         };
                     }
@@ -67,7 +67,7 @@ fn parse(text: &str) -> std::result::Result<Vec<(u64, u64, u32)>, String> {
             out.push((off, len, flags));
         }
     }
-    out.sort();
+    out.sort_by_key(|&(off, len, _)| (off, len));
     for w in out.windows(2) {
         if w[0].0 + w[0].1 > w[1].0 {
             return Err(format!("extents at {} and {} overlap", w[0].0, w[1].0));
@@ -119,7 +119,7 @@ impl FilterHandle for Listed {
                 break;
             }
             if o > pos {
-                ext.add(pos, o - pos, HOLE | ZERO);
+                ext.add(pos, o - pos, ExtentFlags::HOLE | ExtentFlags::ZERO);
                 pos = o;
             }
             let stop = (o + l).min(end);
@@ -127,7 +127,7 @@ impl FilterHandle for Listed {
             pos = stop;
         }
         if pos < end {
-            ext.add(pos, end - pos, HOLE | ZERO);
+            ext.add(pos, end - pos, ExtentFlags::HOLE | ExtentFlags::ZERO);
         }
         Ok(())
     }
@@ -139,11 +139,14 @@ mod tests {
 
     #[test]
     fn parsing() {
+        let (hole, zero) = (ExtentFlags::HOLE, ExtentFlags::ZERO);
         assert_eq!(
             parse("1M 9M hole,zero\n0 1M\n# c\n\n").unwrap(),
-            [(0, 1 << 20, 0), (1 << 20, 9 << 20, 3)]
+            [(0, 1 << 20, ExtentFlags::DATA), (1 << 20, 9 << 20, hole | zero)]
         );
-        assert_eq!(parse("0 10 2").unwrap(), [(0, 10, 2)]);
+        assert_eq!(parse("0 10 2").unwrap(), [(0, 10, zero)]);
+        // Numbers keep only the bits that mean something.
+        assert_eq!(parse("0 10 7").unwrap(), [(0, 10, hole | zero)]);
         assert!(parse("0 10\n5 10").unwrap_err().contains("overlap"));
         assert!(parse("0").is_err());
         assert!(parse("0 1 sparkly").is_err());

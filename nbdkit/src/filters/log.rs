@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use super::FilterInfo;
 use crate::backend::{
     BlockSize, Cache, Client, ExportEntry, Extents, Filter, FilterHandle, Flags, Fua, Guard,
-    Handle, Next, Op, OpKind, OpenArgs, Result, ThreadModel, Zero, HOLE, ZERO,
+    Handle, Next, Op, OpKind, OpenArgs, Result, ThreadModel, Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -370,10 +370,10 @@ impl LogHandle {
                 list.push(' ');
             }
             let mut kind = Vec::new();
-            if e.flags & HOLE != 0 {
+            if e.flags.is_hole() {
                 kind.push("hole");
             }
-            if e.flags & ZERO != 0 {
+            if e.flags.is_zero() {
                 kind.push("zero");
             }
             let _ = write!(list, "{:#x} {:#x} \"{}\"", e.offset, e.length, kind.join(","));

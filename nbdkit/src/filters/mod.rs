@@ -157,7 +157,7 @@ pub(crate) async fn aligned_extents(
         } else {
             // The first extent is shorter than a block.
             let mut have = e.length;
-            let mut bits = e.flags;
+            let mut common = e.flags;
             let mut rest: Vec<Extent> = list[1..].to_vec();
             let mut k = 0;
             while have < align {
@@ -171,10 +171,10 @@ pub(crate) async fn aligned_extents(
                     k = 0;
                 }
                 have += rest[k].length;
-                bits &= rest[k].flags;
+                common &= rest[k].flags;
                 k += 1;
             }
-            list = vec![Extent { offset, length: align, flags: bits }];
+            list = vec![Extent { offset, length: align, flags: common }];
         }
     }
     for e in list {

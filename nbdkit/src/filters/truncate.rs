@@ -17,8 +17,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Caps, Errno, Error, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs,
-    Result, HOLE, ZERO,
+    Caps, Errno, Error, ExtentFlags, Extents, Filter, FilterHandle, Flags, Guard, Handle, Next,
+    OpenArgs, Result,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -180,7 +180,7 @@ impl FilterHandle for TruncateHandle {
         }
         // Past the real end: zeroes, not stored anywhere.
         let from = offset.max(self.real);
-        ext.add(from, self.size - from, HOLE | ZERO);
+        ext.add(from, self.size - from, ExtentFlags::HOLE | ExtentFlags::ZERO);
         Ok(())
     }
 }

@@ -39,8 +39,8 @@ use async_trait::async_trait;
 
 use super::PluginInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result,
-    ThreadModel, Zero, HOLE, ZERO,
+    Cache, Caps, Errno, Error, ExportEntry, ExtentFlags, Extents, Flags, Fua, Handle, OpenArgs,
+    Plugin, Result, ThreadModel, Zero,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -416,13 +416,13 @@ pub(crate) fn seek_extents(
         // Where does the data at or after `pos` start?
         let data = seek(file, pos, libc::SEEK_DATA).unwrap_or(size).min(to);
         let (end, flags) = if data > pos {
-            (data, HOLE | ZERO)
+            (data, ExtentFlags::HOLE | ExtentFlags::ZERO)
         } else {
-            (seek(file, pos, libc::SEEK_HOLE).unwrap_or(size).min(to), 0)
+            (seek(file, pos, libc::SEEK_HOLE).unwrap_or(size).min(to), ExtentFlags::DATA)
         };
         if end <= pos {
             // The file shrank under us: call the rest data.
-            return ext.add(disk(pos), to - pos, 0) && !req_one;
+            return ext.add(disk(pos), to - pos, ExtentFlags::DATA) && !req_one;
         }
         if !ext.add(disk(pos), end - pos, flags) || req_one {
             return false;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
 use crate::backend::{Cache, Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result};
-use crate::backend::{ThreadModel, Zero, HOLE, ZERO};
+use crate::backend::{ExtentFlags, ThreadModel, Zero};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -83,7 +83,7 @@ impl Handle for Disk {
     }
 
     async fn extents(&self, _count: u64, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
-        ext.add(0, self.0, HOLE | ZERO);
+        ext.add(0, self.0, ExtentFlags::HOLE | ExtentFlags::ZERO);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Caps, Extents, Flags, Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Caps, ExtentFlags, Extents, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::sparse::Sparse;
@@ -164,7 +164,7 @@ impl Handle for Disk {
 
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         if !self.extents {
-            ext.add(offset, count, 0);
+            ext.add(offset, count, ExtentFlags::DATA);
             return Ok(());
         }
         self.data.runs(count, offset, |off, len, state| {

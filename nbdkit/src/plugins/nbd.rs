@@ -40,7 +40,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::protocol::client::{default_export_name, list_exports, negotiate, Connection};
 use crate::protocol::consts::*;
-use crate::protocol::flags::{caps_of, cmd_flags};
+use crate::protocol::flags::{caps_of, cmd_flags, extent_flags_of};
 use crate::protocol::request::Command;
 use crate::uri;
 
@@ -366,7 +366,7 @@ impl Handle for RemoteHandle {
             .await?;
         let mut pos = offset;
         for (len, flags) in a.extents {
-            if len == 0 || !ext.add(pos, u64::from(len), flags) {
+            if len == 0 || !ext.add(pos, u64::from(len), extent_flags_of(flags)) {
                 break;
             }
             pos += u64::from(len);

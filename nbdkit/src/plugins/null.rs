@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
-use crate::backend::{Caps, Extents, Flags, Handle, Plugin, Result, ThreadModel};
+use crate::backend::{Caps, ExtentFlags, Extents, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
@@ -70,7 +70,7 @@ impl Handle for Disk {
     }
 
     async fn extents(&self, _count: u64, _offset: u64, _f: Flags, ext: &mut Extents) -> Result<()> {
-        ext.add(0, self.0, 3);
+        ext.add(0, self.0, ExtentFlags::HOLE | ExtentFlags::ZERO);
         Ok(())
     }
 

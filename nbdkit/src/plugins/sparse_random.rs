@@ -37,7 +37,7 @@ use async_trait::async_trait;
 
 use super::{PluginInfo, Shared};
 use crate::backend::{Caps, Errno, Error, Extents, Flags, Fua, Handle, Plugin, Result};
-use crate::backend::{ThreadModel, HOLE, ZERO};
+use crate::backend::{ExtentFlags, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
@@ -343,7 +343,11 @@ impl Handle for Disk {
         let mut b = offset / BLOCK;
         while b < last {
             let next = self.map.run_end(b, last);
-            let flags = if self.map.get(b) { 0 } else { HOLE | ZERO };
+            let flags = if self.map.get(b) {
+                ExtentFlags::DATA
+            } else {
+                ExtentFlags::HOLE | ExtentFlags::ZERO
+            };
             let from = (b * BLOCK).max(offset);
             if !ext.add(from, next * BLOCK - from, flags) {
                 break;

@@ -38,7 +38,8 @@ use async_trait::async_trait;
 use super::file::{blocking, read_file, seek_extents};
 use super::PluginInfo;
 use crate::backend::{
-    Caps, Errno, Error, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result, ThreadModel, Zero,
+    Caps, Errno, Error, ExtentFlags, Extents, Flags, Fua, Handle, OpenArgs, Plugin, Result,
+    ThreadModel, Zero,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -199,7 +200,7 @@ impl Handle for Split {
                         ext,
                     )
                 } else {
-                    ext.add(piece.start + at, n, 0)
+                    ext.add(piece.start + at, n, ExtentFlags::DATA)
                 };
                 if !more || f.req_one {
                     break;

@@ -1,9 +1,11 @@
 //! Where the backend's types meet the wire's bits, each mapping beside its
 //! inverse: capabilities and transmission flags (the server advertises
-//! them; the nbd plugin reads a remote server's), and call flags and
-//! command flags (the server decodes them; the nbd plugin sends them).
+//! them; the nbd plugin reads a remote server's), call flags and command
+//! flags (the server decodes them; the nbd plugin sends them), and extent
+//! flags and `base:allocation` state bits (the server replies with them;
+//! the nbd plugin reads a remote server's).
 
-use crate::backend::{Cache, Caps, Flags, Fua, ThreadModel, Zero};
+use crate::backend::{Cache, Caps, ExtentFlags, Flags, Fua, ThreadModel, Zero};
 use crate::protocol::consts::*;
 use crate::protocol::request::CmdFlags;
 
@@ -89,6 +91,33 @@ pub fn cmd_flags(f: &Flags, fua_ok: bool) -> u16 {
     n
 }
 
+/// An extent's flags as `base:allocation` state bits in a block-status
+/// reply.
+pub fn extent_bits(f: ExtentFlags) -> u32 {
+    let mut n = 0;
+    if f.is_hole() {
+        n |= STATE_HOLE;
+    }
+    if f.is_zero() {
+        n |= STATE_ZERO;
+    }
+    n
+}
+
+/// A remote server's `base:allocation` state bits as extent flags (the
+/// inverse of [`extent_bits`]); bits `base:allocation` does not define are
+/// dropped.
+pub fn extent_flags_of(bits: u32) -> ExtentFlags {
+    let mut f = ExtentFlags::DATA;
+    if bits & STATE_HOLE != 0 {
+        f |= ExtentFlags::HOLE;
+    }
+    if bits & STATE_ZERO != 0 {
+        f |= ExtentFlags::ZERO;
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +135,22 @@ mod tests {
         {
             assert_eq!(flags_of(CmdFlags(cmd_flags(&f, true))), f);
         }
+    }
+
+    #[test]
+    fn extent_flags_and_state_bits_round_trip() {
+        let (hole, zero) = (ExtentFlags::HOLE, ExtentFlags::ZERO);
+        for (f, bits) in [
+            (ExtentFlags::DATA, 0),
+            (hole, STATE_HOLE),
+            (zero, STATE_ZERO),
+            (hole | zero, STATE_HOLE | STATE_ZERO),
+        ] {
+            assert_eq!(extent_bits(f), bits);
+            assert_eq!(extent_flags_of(bits), f);
+        }
+        // Bits base:allocation does not define are not passed on.
+        assert_eq!(extent_flags_of(!0), hole | zero);
+        assert_eq!(extent_bits(extent_flags_of(1 << 7)), 0);
     }
 }

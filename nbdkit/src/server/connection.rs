@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::pool::Pool;
 use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
-use crate::backend::{Client, Errno, Error, Flags, Guard, OpenArgs};
+use crate::backend::{Client, Errno, Error, Extent, Flags, Guard, OpenArgs};
 use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
@@ -458,7 +458,7 @@ async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, 
             // the request; else every extent, the last one possibly reaching
             // past the request, each at most 4 GiB - 1.
             let ext = ex.block_status(req.len, req.offset, flags.req_one).await?;
-            let state = |e: &crate::backend::Extent| e.flags & (STATE_HOLE | STATE_ZERO);
+            let state = |e: &Extent| flags::extent_bits(e.flags);
             let pairs: Vec<(u32, u32)> = if flags.req_one {
                 ext.list()
                     .iter()

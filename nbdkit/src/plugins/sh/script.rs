@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use crate::backend::{
-    BlockSize, Cache, Caps, Errno, Error, ExportEntry, Extents, Flags, Fua, Handle, OpenArgs,
-    Plugin, Result, ThreadModel, Zero, HOLE, ZERO,
+    BlockSize, Cache, Caps, Errno, Error, ExportEntry, ExtentFlags, Extents, Flags, Fua, Handle,
+    OpenArgs, Plugin, Result, ThreadModel, Zero,
 };
 use crate::size::parse_size;
 
@@ -631,16 +631,16 @@ impl Handle for ScriptHandle {
             }
             let off = parse_size(v[0]).map_err(|_| bad())?;
             let len = parse_size(v[1]).map_err(|_| bad())?;
-            let mut flags = 0;
+            let mut flags = ExtentFlags::DATA;
             if let Some(t) = v.get(2) {
                 if let Ok(n) = t.parse::<u32>() {
-                    flags = n;
+                    flags = ExtentFlags::from_bits_truncate(n);
                 } else {
                     for w in t.split(',') {
                         flags |= match w {
-                            "hole" => HOLE,
-                            "zero" => ZERO,
-                            "" => 0,
+                            "hole" => ExtentFlags::HOLE,
+                            "zero" => ExtentFlags::ZERO,
+                            "" => ExtentFlags::DATA,
                             _ => return Err(bad()),
                         };
                     }
