@@ -392,3 +392,50 @@ fn socket_activation_unsets_its_variables() {
     signal(pid, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
 }
+
+/// A signal whose default is to kill (SIGUSR1, SIGUSR2, SIGALRM) still
+/// kills the server, but only after it has cleaned up: the `-U -`
+/// directory is gone, and under `--run` the command is stopped and nbdkit
+/// dies of the signal (the shell sees 128+N, as with C nbdkit).
+#[test]
+fn fatal_signals_clean_up_first() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch();
+    let pidfile = dir.path().join("pid");
+    let mut child = Command::new(bin())
+        .args(["-f", "-U", "-", "--print-uri", "-P"])
+        .arg(&pidfile)
+        .args(["memory", "1M"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let sock = line.trim().split("socket=").nth(1).unwrap().to_string();
+    assert!(Path::new(&sock).exists());
+    signal(child.id() as i32, libc::SIGUSR1);
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGUSR1), "{st:?}");
+    assert!(!Path::new(&sock).parent().unwrap().exists(), "private directory removed");
+
+    // Captive: the command is stopped (at once: not after its 10 s), and
+    // nbdkit dies of the signal.
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -U - -P {} memory 1M --run 'kill -USR2 $(cat {}); exec sleep 10'; echo status=$?",
+            bin().display(),
+            pidfile.display(),
+            pidfile.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("status={}", 128 + libc::SIGUSR2)), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+}

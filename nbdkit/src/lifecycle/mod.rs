@@ -107,7 +107,17 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     // never be dropped: it cleans up here instead.
     plugin_at_exit.unload();
     drop(listening);
-    code.map(ExitCode::from)
+    let (code, fatal) = code?;
+    if let Some(sig) = fatal {
+        // Cleaned up: now die of the signal, as it would have had us.
+        // SAFETY: restoring a default disposition and raising a signal
+        // have no memory-safety preconditions.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// The filters (each taking its own parameters, in `--filter` order), then
@@ -191,7 +201,7 @@ fn drop_privileges(cfg: &Config, listening: &listen::Listening) -> Result<(), St
     Ok(())
 }
 
-/// Why the server stops.
+/// Why the server stops (a fatal signal is reported beside it).
 enum Stop {
     /// A signal or the parent's death: exit 0.
     Quit,
@@ -203,12 +213,20 @@ async fn serve(
     cfg: &Config, plugin: Arc<dyn Plugin>, thread_model: crate::backend::ThreadModel,
     listening: &mut listen::Listening, parent: Option<parent::Parent>, mut ready: daemon::Ready,
     stop: &ShutdownRequest,
-) -> Result<u8, StartError> {
+) -> Result<(u8, Option<i32>), StartError> {
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sigquit = sig(SignalKind::quit())?;
     let mut sighup = sig(SignalKind::hangup())?;
+    // Signals whose default is to kill the process: caught so that we can
+    // clean up (the `-U -` directory, the `--run` command) before dying of
+    // them after all, as C nbdkit's captive parent reports a server killed
+    // by one (exit status 128+N).
+    let mut sigusr1 = sig(SignalKind::user_defined1())?;
+    let mut sigusr2 = sig(SignalKind::user_defined2())?;
+    let mut sigalrm = sig(SignalKind::alarm())?;
+    let mut fatal: Option<i32> = None;
 
     // As in C: the pidfile, then the after-fork hooks, then clients (the
     // sockets already listen; a client that connects now waits in the
@@ -303,6 +321,9 @@ async fn serve(
             _ = sigterm.recv() => {}
             _ = sigquit.recv() => {}
             _ = sighup.recv() => {}
+            _ = sigusr1.recv() => fatal = Some(libc::SIGUSR1),
+            _ = sigusr2.recv() => fatal = Some(libc::SIGUSR2),
+            _ = sigalrm.recv() => fatal = Some(libc::SIGALRM),
             _ = stop.wait() => {
                 log::debug("a filter asked for shutdown");
             }
@@ -340,10 +361,11 @@ async fn serve(
     if !server_done {
         let _ = server_task.await;
     }
-    Ok(match stop {
+    let code = match stop {
         Stop::Quit => 0,
         Stop::Command(c) => c,
-    })
+    };
+    Ok((code, fatal))
 }
 
 fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {
