@@ -2,8 +2,8 @@
 //! nowhere (`--log`). Debug lines only with `-v`.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
 
 /// Where messages go (`--log`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,38 +13,74 @@ pub enum LogTo {
     Null,
 }
 
-struct Settings {
-    to: LogTo,
+/// The server's log: where messages go and whether debug messages are
+/// wanted. A value, handed to whatever logs (the server, and plugins and
+/// filters through their parameters); clones share one setting, which
+/// start-up fixes once the plugin is built (errors while it starts go to
+/// stderr, as in C).
+#[derive(Clone, Debug, Default)]
+pub struct Log(Arc<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    /// A [`LogTo`] as a number (see [`Log::send_to`]): 0 stderr, 1 syslog,
+    /// 2 nowhere.
+    to: AtomicU8,
+    verbose: AtomicBool,
 }
 
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-/// `-v`, known before [`init`] so that plugins can debug while they start.
-static VERBOSE: AtomicBool = AtomicBool::new(false);
-
-/// Turn debug messages on or off before [`init`] (which sets it again).
-pub fn set_verbose(verbose: bool) {
-    VERBOSE.store(verbose, Ordering::Relaxed);
-}
-
-/// Choose where messages go. Called once at start-up; before that,
-/// messages go to stderr.
-pub fn init(to: LogTo, verbose: bool) {
-    if to == LogTo::Syslog {
-        // SAFETY: the identity string is 'static and NUL-terminated.
-        unsafe { libc::openlog(c"nbdkit".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+impl Log {
+    /// A log on stderr, with debug messages if `verbose` (`-v`).
+    pub fn new(verbose: bool) -> Log {
+        let log = Log::default();
+        log.0.verbose.store(verbose, Ordering::Relaxed);
+        log
     }
-    set_verbose(verbose);
-    let _ = SETTINGS.set(Settings { to });
+
+    /// Send messages to `to` from now on.
+    pub fn send_to(&self, to: LogTo) {
+        if to == LogTo::Syslog {
+            // SAFETY: the identity string is 'static and NUL-terminated.
+            unsafe { libc::openlog(c"nbdkit".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        }
+        let n = match to {
+            LogTo::Stderr => 0,
+            LogTo::Syslog => 1,
+            LogTo::Null => 2,
+        };
+        self.0.to.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether debug messages are wanted (so callers can skip formatting them).
+    pub fn verbose(&self) -> bool {
+        self.0.verbose.load(Ordering::Relaxed)
+    }
+
+    fn to(&self) -> LogTo {
+        match self.0.to.load(Ordering::Relaxed) {
+            1 => LogTo::Syslog,
+            2 => LogTo::Null,
+            _ => LogTo::Stderr,
+        }
+    }
+
+    /// Log an error.
+    pub fn error(&self, msg: &str) {
+        emit(self.to(), "error", libc::LOG_ERR, msg);
+    }
+
+    /// Log a debug message (only with `-v`). Debug output always goes to
+    /// stderr, whatever `--log` says, as in C nbdkit: with `-v` a server in
+    /// the background keeps its stderr for it.
+    pub fn debug(&self, msg: &str) {
+        if self.verbose() {
+            let line = format!("nbdkit: debug: {msg}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
 }
 
-/// Whether debug messages are wanted (so callers can skip formatting them).
-pub fn verbose() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
-}
-
-fn emit(level: &str, prio: libc::c_int, msg: &str) {
-    let to = SETTINGS.get().map_or(LogTo::Stderr, |s| s.to);
+fn emit(to: LogTo, level: &str, prio: libc::c_int, msg: &str) {
     match to {
         LogTo::Null => {}
         LogTo::Stderr => {
@@ -62,17 +98,19 @@ fn emit(level: &str, prio: libc::c_int, msg: &str) {
     }
 }
 
-/// Log an error.
-pub fn error(msg: &str) {
-    emit("error", libc::LOG_ERR, msg);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Log a debug message (only with `-v`). Debug output always goes to
-/// stderr, whatever `--log` says, as in C nbdkit: with `-v` a server in the
-/// background keeps its stderr for it.
-pub fn debug(msg: &str) {
-    if verbose() {
-        let line = format!("nbdkit: debug: {msg}\n");
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    #[test]
+    fn logs_are_values() {
+        // Two servers in one process may log differently.
+        let (a, b) = (Log::new(true), Log::new(false));
+        assert!(a.verbose() && !b.verbose());
+        // Clones share the destination start-up sets.
+        let c = b.clone();
+        b.send_to(LogTo::Null);
+        assert_eq!(c.to(), LogTo::Null);
+        assert_eq!(a.to(), LogTo::Stderr);
     }
 }

@@ -17,6 +17,7 @@ pub struct Params {
     stdio_safe: bool,
     debug: DebugFlags,
     shutdown: crate::backend::shutdown::ShutdownRequest,
+    log: crate::log::Log,
 }
 
 /// One `-D NAME.FLAG=N` from the command line.
@@ -106,6 +107,7 @@ impl Params {
             stdio_safe: true,
             debug: DebugFlags::default(),
             shutdown: Default::default(),
+            log: Default::default(),
         }
     }
 
@@ -119,6 +121,17 @@ impl Params {
     /// Whether a plugin may read stdin (C's `nbdkit_stdio_safe`).
     pub fn stdio_safe(&self) -> bool {
         self.stdio_safe
+    }
+
+    /// The same parameters, with the server's log.
+    pub fn with_log(mut self, log: crate::log::Log) -> Params {
+        self.log = log;
+        self
+    }
+
+    /// The server's log, for a plugin or filter to keep and write to.
+    pub fn log(&self) -> crate::log::Log {
+        self.log.clone()
     }
 
     /// The same parameters, with the server's shutdown request.

@@ -132,13 +132,16 @@ pub struct Layer {
 impl Layer {
     /// Put `filter` on top of `next`.
     pub fn new(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>) -> Layer {
-        Layer::named(filter, next, "")
+        Layer::named(filter, next, "", &crate::log::Log::default())
     }
 
     /// Put `filter` on top of `next`, whose name (a filter's or the
-    /// plugin's) the guard between them uses in `-v` traces.
-    pub fn named(filter: Arc<dyn Filter>, next: Arc<dyn Plugin>, next_name: &'static str) -> Layer {
-        Layer { filter, next: Next { below: next, name: next_name } }
+    /// plugin's) the guard between them uses in `-v` traces to `log`.
+    pub fn named(
+        filter: Arc<dyn Filter>, next: Arc<dyn Plugin>, next_name: &'static str,
+        log: &crate::log::Log,
+    ) -> Layer {
+        Layer { filter, next: Next { below: next, name: next_name, log: log.clone() } }
     }
 }
 
@@ -187,9 +190,9 @@ impl Plugin for Layer {
 }
 
 /// `-v`: a layer is asked to open an export, as C traces it.
-pub fn trace_open(name: &str, readonly: bool, export: &str) {
-    if !name.is_empty() && crate::log::verbose() {
-        crate::log::debug(&format!(
+pub fn trace_open(log: &crate::log::Log, name: &str, readonly: bool, export: &str) {
+    if !name.is_empty() && log.verbose() {
+        log.debug(&format!(
             "{name}: open readonly={} exportname={export:?} tls=0",
             u8::from(readonly)
         ));
@@ -203,14 +206,15 @@ pub struct Next {
     below: Arc<dyn Plugin>,
     /// The layer's name, for `-v` traces.
     name: &'static str,
+    log: crate::log::Log,
 }
 
 impl Next {
     /// Open the layer below for a connection.
     pub async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<Guard>> {
-        trace_open(self.name, args.readonly, args.export);
+        trace_open(&self.log, self.name, args.readonly, args.export);
         let h = self.below.open(args).await?;
-        Ok(Arc::new(Guard::new(h, args.readonly).await?.named(self.name)))
+        Ok(Arc::new(Guard::new(h, args.readonly).await?.named(self.name, &self.log)))
     }
 
     /// Tell the layer below a client has connected.

@@ -38,8 +38,9 @@ pub struct Guard {
     caps: Caps,
     size: u64,
     block_size: Option<BlockSize>,
-    /// The layer's name for `-v` traces ("" for none).
+    /// The layer's name for `-v` traces ("" for none), and the log.
     name: &'static str,
+    log: crate::log::Log,
 }
 
 impl Guard {
@@ -62,20 +63,21 @@ impl Guard {
             caps.fua = Fua::None;
         }
         let block_size = handle.block_size().await?;
-        Ok(Guard { handle, caps, size, block_size, name: "" })
+        Ok(Guard { handle, caps, size, block_size, name: "", log: Default::default() })
     }
 
     /// Name the layer this guard stands above, for the `-v` trace of each
     /// call (`memory: pread count=512 offset=0`, as C prints it).
-    pub fn named(mut self, name: &'static str) -> Guard {
+    pub fn named(mut self, name: &'static str, log: &crate::log::Log) -> Guard {
         self.name = name;
+        self.log = log.clone();
         self
     }
 
     /// One line of the `-v` trace, formatted only when it is printed.
     fn trace(&self, what: impl FnOnce() -> String) {
-        if !self.name.is_empty() && crate::log::verbose() {
-            crate::log::debug(&format!("{}: {}", self.name, what()));
+        if !self.name.is_empty() && self.log.verbose() {
+            self.log.debug(&format!("{}: {}", self.name, what()));
         }
     }
 

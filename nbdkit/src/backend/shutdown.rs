@@ -107,7 +107,7 @@ pub async fn sleep(d: Duration) -> Result<()> {
     }
 }
 
+/// The request fails with ESHUTDOWN; the server logs it with the rest.
 fn aborted(why: &str) -> Error {
-    crate::log::error(why);
     Error::new(Errno::Shutdown, why)
 }

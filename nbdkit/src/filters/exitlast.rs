@@ -24,10 +24,10 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-struct ExitLast(Arc<AtomicUsize>, ShutdownRequest);
+struct ExitLast(Arc<AtomicUsize>, ShutdownRequest, crate::log::Log);
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(ExitLast(Arc::default(), p.shutdown())))
+    Ok(Arc::new(ExitLast(Arc::default(), p.shutdown(), p.log())))
 }
 
 #[async_trait]
@@ -35,7 +35,12 @@ impl Filter for ExitLast {
     async fn open(&self, next: &Next, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         let next = next.open(args).await?;
         self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(Counted { next, count: self.0.clone(), shutdown: self.1.clone() }))
+        Ok(Arc::new(Counted {
+            next,
+            count: self.0.clone(),
+            shutdown: self.1.clone(),
+            log: self.2.clone(),
+        }))
     }
 }
 
@@ -44,6 +49,7 @@ pub(crate) struct Counted {
     next: Arc<Guard>,
     count: Arc<AtomicUsize>,
     shutdown: ShutdownRequest,
+    log: crate::log::Log,
 }
 
 impl FilterHandle for Counted {
@@ -55,7 +61,7 @@ impl FilterHandle for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            crate::log::debug("exitlast: the last client has gone: shutting down");
+            self.log.debug("exitlast: the last client has gone: shutting down");
             self.shutdown.request();
         }
     }

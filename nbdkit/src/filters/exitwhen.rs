@@ -59,7 +59,7 @@ fn ready(fd: RawFd) -> bool {
 }
 
 impl Event {
-    fn happened(&self) -> bool {
+    fn happened(&self, log: &crate::log::Log) -> bool {
         match self {
             Event::Created(p) => p.exists(),
             Event::Deleted(p) => !p.exists(),
@@ -77,11 +77,11 @@ impl Event {
                     Ok(s) if s.code() == Some(88) => true,
                     Ok(s) if s.success() => false,
                     Ok(s) => {
-                        crate::log::error(&format!("exitwhen: exit-when-script: {s}"));
+                        log.error(&format!("exitwhen: exit-when-script: {s}"));
                         false
                     }
                     Err(e) => {
-                        crate::log::error(&format!("exitwhen: exit-when-script: {e}"));
+                        log.error(&format!("exitwhen: exit-when-script: {e}"));
                         false
                     }
                 }
@@ -95,6 +95,7 @@ struct State {
     triggered: AtomicBool,
     clients: AtomicUsize,
     shutdown: ShutdownRequest,
+    log: crate::log::Log,
 }
 
 impl State {
@@ -104,8 +105,8 @@ impl State {
             return true;
         }
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if events.iter().any(Event::happened) {
-            crate::log::debug("exitwhen: the event happened");
+        if events.iter().any(|e| e.happened(&self.log)) {
+            self.log.debug("exitwhen: the event happened");
             self.triggered.store(true, Ordering::SeqCst);
             return true;
         }
@@ -172,6 +173,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         triggered: AtomicBool::new(false),
         clients: AtomicUsize::new(0),
         shutdown: p.shutdown(),
+        log: p.log(),
     });
     Ok(Arc::new(ExitWhen(state, poll)))
 }
@@ -191,7 +193,7 @@ impl Filter for ExitWhen {
             std::thread::sleep(Duration::from_secs(poll));
         });
         if let Err(e) = started {
-            crate::log::error(&format!("exitwhen: cannot start the polling thread: {e}"));
+            self.0.log.error(&format!("exitwhen: cannot start the polling thread: {e}"));
         }
     }
 

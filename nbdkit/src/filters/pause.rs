@@ -35,7 +35,7 @@ struct Gate {
 
 /// The gate, the control socket's path, and its listener until serving
 /// starts (its thread is started then, after any fork).
-struct Pause(Arc<Gate>, std::path::PathBuf, Mutex<Option<UnixListener>>);
+struct Pause(Arc<Gate>, std::path::PathBuf, Mutex<Option<UnixListener>>, crate::log::Log);
 
 fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     let path = p
@@ -49,7 +49,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         running: Mutex::new(0),
         idle: Condvar::new(),
     });
-    Ok(Arc::new(Pause(gate, path.into(), Mutex::new(Some(listener)))))
+    Ok(Arc::new(Pause(gate, path.into(), Mutex::new(Some(listener)), p.log())))
 }
 
 #[async_trait]
@@ -87,7 +87,7 @@ impl Filter for Pause {
             }
         });
         if let Err(e) = started {
-            crate::log::error(&format!("pause: cannot start the control thread: {e}"));
+            self.3.error(&format!("pause: cannot start the control thread: {e}"));
         }
     }
 

@@ -29,7 +29,6 @@ use crate::backend::{
     Cache, Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs, Result, ThreadModel,
 };
 use crate::error::StartError;
-use crate::log;
 use crate::params::Params;
 
 pub static INFO: FilterInfo = FilterInfo {
@@ -47,10 +46,11 @@ const QUEUE: usize = 256;
 struct ReadAhead {
     /// The server runs the `parallel` thread model.
     parallel: AtomicBool,
+    log: crate::log::Log,
 }
 
-fn build(_p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
-    Ok(Arc::new(ReadAhead { parallel: AtomicBool::new(true) }))
+fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
+    Ok(Arc::new(ReadAhead { parallel: AtomicBool::new(true), log: p.log() }))
 }
 
 #[async_trait]
@@ -66,12 +66,12 @@ impl Filter for ReadAhead {
         let native = next.caps().await?.cache == Cache::Native;
         let parallel = self.parallel.load(Ordering::Relaxed);
         if !(native && parallel) {
-            log::error(
+            self.log.error(
                 "readahead: warning: underlying plugin does not support NBD_CMD_CACHE or \
                  PARALLEL thread model, so the filter won't do anything",
             );
             if parallel {
-                log::error("readahead: try adding --filter=cache after this filter");
+                self.log.error("readahead: try adding --filter=cache after this filter");
             }
             return Ok(next);
         }

@@ -43,12 +43,13 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Policy {
     retries: u32,
     delay: Duration,
     exponential: bool,
     readonly: bool,
+    log: crate::log::Log,
 }
 
 struct Retry(Policy);
@@ -74,7 +75,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
     };
     let exponential = p.take_bool("retry-exponential")?.unwrap_or(true);
     let readonly = p.take_bool("retry-readonly")?.unwrap_or(false);
-    Ok(Arc::new(Retry(Policy { retries, delay, exponential, readonly })))
+    Ok(Arc::new(Retry(Policy { retries, delay, exponential, readonly, log: p.log() })))
 }
 
 #[async_trait]
@@ -93,7 +94,7 @@ impl Filter for Retry {
             client: client.clone(),
             readonly,
             reopens: AtomicU32::new(0),
-            p: self.0,
+            p: self.0.clone(),
         }))
     }
 }
@@ -143,14 +144,13 @@ impl Retrying {
     async fn failed(&self, what: &str, mut err: Error, t: &mut Tries) -> Result<()> {
         loop {
             if t.done >= self.p.retries {
-                crate::log::debug(&format!(
-                    "retry: could not recover after {} retries",
-                    self.p.retries
-                ));
+                self.p
+                    .log
+                    .debug(&format!("retry: could not recover after {} retries", self.p.retries));
                 return Err(err);
             }
-            crate::log::debug(&format!("retry: {what} failed: {err}"));
-            crate::log::debug(&format!(
+            self.p.log.debug(&format!("retry: {what} failed: {err}"));
+            self.p.log.debug(&format!(
                 "retry: retry {}: waiting {:?} before retrying",
                 t.done + 1,
                 t.delay
@@ -172,7 +172,7 @@ impl Retrying {
                     return Ok(());
                 }
                 Err(e) => {
-                    crate::log::debug(&format!("retry: reopen failed: {e}"));
+                    self.p.log.debug(&format!("retry: reopen failed: {e}"));
                     err = closed();
                 }
             }
@@ -344,9 +344,8 @@ impl Handle for Retrying {
 
 impl Drop for Retrying {
     fn drop(&mut self) {
-        crate::log::debug(&format!(
-            "retry: reopens needed: {}",
-            self.reopens.load(Ordering::Relaxed)
-        ));
+        self.p
+            .log
+            .debug(&format!("retry: reopens needed: {}", self.reopens.load(Ordering::Relaxed)));
     }
 }

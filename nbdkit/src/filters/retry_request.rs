@@ -29,11 +29,12 @@ pub static INFO: FilterInfo = FilterInfo {
     build,
 };
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Policy {
     retries: u32,
     delay: Duration,
     open: bool,
+    log: crate::log::Log,
 }
 
 struct RetryRequest(Policy);
@@ -52,7 +53,7 @@ fn build(p: &mut Params) -> Result<Arc<dyn Filter>, StartError> {
         })?,
     };
     let open = p.take_bool("retry-request-open")?.unwrap_or(true);
-    Ok(Arc::new(RetryRequest(Policy { retries, delay, open })))
+    Ok(Arc::new(RetryRequest(Policy { retries, delay, open, log: p.log() })))
 }
 
 impl Policy {
@@ -67,7 +68,7 @@ impl Policy {
             match op().await {
                 Err(e) if tries < self.retries => {
                     tries += 1;
-                    crate::log::debug(&format!(
+                    self.log.debug(&format!(
                         "retry-request: {what} failed ({e}), retry {tries} of {}",
                         self.retries
                     ));
@@ -87,7 +88,7 @@ impl Filter for RetryRequest {
         } else {
             next.open(args).await?
         };
-        Ok(Arc::new(Retrying { next, p: self.0 }))
+        Ok(Arc::new(Retrying { next, p: self.0.clone() }))
     }
 }
 
@@ -124,7 +125,7 @@ impl FilterHandle for Retrying {
             match r {
                 Err(e) if tries < self.p.retries => {
                     tries += 1;
-                    crate::log::debug(&format!(
+                    self.p.log.debug(&format!(
                         "retry-request: {what} failed ({e}), retry {tries} of {}",
                         self.p.retries
                     ));

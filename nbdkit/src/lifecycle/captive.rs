@@ -70,13 +70,13 @@ pub fn terminate(child: &tokio::process::Child) {
 
 /// nbdkit's exit status for the command's: its code, or 128+N if signal N
 /// killed it.
-pub fn exit_code(st: ExitStatus) -> u8 {
+pub fn exit_code(st: ExitStatus, log: &crate::log::Log) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     if let Some(c) = st.code() {
         return c as u8;
     }
     let sig = st.signal().unwrap_or(0);
-    crate::log::error(&format!("external command was killed by signal {sig}"));
+    log.error(&format!("external command was killed by signal {sig}"));
     (128 + sig) as u8
 }
 

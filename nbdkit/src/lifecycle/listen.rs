@@ -66,7 +66,7 @@ impl Listening {
 }
 
 /// Bind what the configuration asks for.
-pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
+pub fn bind(cfg: &Config, log: &crate::log::Log) -> Result<Listening, StartError> {
     let mut l = Listening {
         sockets: Vec::new(),
         port: None,
@@ -112,7 +112,7 @@ pub fn bind(cfg: &Config) -> Result<Listening, StartError> {
                     Ok(t) => t,
                     // All addresses, and no IPv6 on this machine: IPv4 will do.
                     Err(e) if ipaddr.is_none() && *family == Family::Any && a.is_ipv6() => {
-                        crate::log::debug(&format!("{a}: {e}"));
+                        log.debug(&format!("{a}: {e}"));
                         continue;
                     }
                     Err(e) => return Err(StartError(format!("bind: {a}: {e}"))),

@@ -24,7 +24,7 @@ use crate::backend::shutdown::ShutdownRequest;
 use crate::backend::Plugin;
 use crate::cli::{Action, Config, Listen};
 use crate::error::StartError;
-use crate::log;
+use crate::log::Log;
 use crate::params::Params;
 use crate::protocol::handshake::Settings;
 use crate::server::{self, stdio::StdioStream, Listener, Server, ServerConfig, Shutdown};
@@ -47,12 +47,13 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         return Ok(ExitCode::SUCCESS);
     }
     let info = cfg.plugin.expect("checked by cli");
-    // Plugins may print debug messages (-v) while they start.
-    log::set_verbose(cfg.verbose);
+    // The log: on stderr while the plugin starts (which may print debug
+    // messages with -v), then where --log says.
+    let log = Log::new(cfg.verbose);
     // How plugins and filters ask the server to stop.
     let stop = ShutdownRequest::new();
-    let plugin = build_chain(&cfg, info, &stop)?;
-    log::init(cfg.log, cfg.verbose);
+    let plugin = build_chain(&cfg, info, &stop, &log)?;
+    log.send_to(cfg.log);
     // The strictest of what the plugin's table entry and the plugin itself
     // (a script may choose at start-up) allow.
     let thread_model = info.thread_model.min(plugin.thread_model());
@@ -67,7 +68,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         }
     }
 
-    let listening = listen::bind(&cfg)?;
+    let listening = listen::bind(&cfg, &log)?;
     drop_privileges(&cfg, &listening)?;
 
     let ready = if cfg.stays_in_foreground() {
@@ -100,7 +101,22 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
     let mut listening = listening;
     let plugin_at_exit = plugin.clone();
-    let code = rt.block_on(serve(&cfg, plugin, thread_model, &mut listening, parent, ready, &stop));
+    let settings = Settings {
+        oldstyle: cfg.oldstyle,
+        no_sr: cfg.no_sr,
+        handshake_mask: cfg.mask_handshake,
+        no_meta_contexts: cfg.no_meta_contexts,
+    };
+    let name = cfg.plugin.expect("checked").name;
+    let mut sc = ServerConfig::new(plugin, name);
+    sc.top_name = cfg.filters.first().map_or(name, |f| f.name);
+    sc.settings = settings;
+    sc.readonly = cfg.readonly;
+    sc.export_name = cfg.export_name.clone();
+    sc.threads = cfg.threads;
+    sc.thread_model = thread_model;
+    sc.log = log.clone();
+    let code = rt.block_on(serve(&cfg, sc, &mut listening, parent, ready, &stop));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
     // Tasks the runtime left behind may still hold the plugin, so it may
@@ -124,12 +140,13 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
 /// the plugin (taking the rest, and refusing what nobody took), stacked
 /// with the first filter given on top.
 fn build_chain(
-    cfg: &Config, info: &'static crate::plugins::PluginInfo, stop: &ShutdownRequest,
+    cfg: &Config, info: &'static crate::plugins::PluginInfo, stop: &ShutdownRequest, log: &Log,
 ) -> Result<Arc<dyn Plugin>, StartError> {
     let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
         .with_debug(debug.clone())
         .with_shutdown(stop.clone())
+        .with_log(log.clone())
         .with_stdio_safe(cfg.listen != crate::cli::Listen::Stdin);
     let mut loaded: Vec<&str> = cfg.filters.iter().map(|f| f.name).collect();
     loaded.push(info.name);
@@ -148,7 +165,7 @@ fn build_chain(
     let mut top = top?;
     let mut below = info.name;
     for (f, i) in filters.into_iter().zip(&cfg.filters).rev() {
-        top = Arc::new(crate::backend::Layer::named(f, top, below));
+        top = Arc::new(crate::backend::Layer::named(f, top, below, log));
         below = i.name;
     }
     Ok(top)
@@ -210,10 +227,10 @@ enum Stop {
 }
 
 async fn serve(
-    cfg: &Config, plugin: Arc<dyn Plugin>, thread_model: crate::backend::ThreadModel,
-    listening: &mut listen::Listening, parent: Option<parent::Parent>, mut ready: daemon::Ready,
-    stop: &ShutdownRequest,
+    cfg: &Config, sc: ServerConfig, listening: &mut listen::Listening,
+    parent: Option<parent::Parent>, mut ready: daemon::Ready, stop: &ShutdownRequest,
 ) -> Result<(u8, Option<i32>), StartError> {
+    let log = &sc.log.clone();
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
@@ -234,23 +251,9 @@ async fn serve(
     if let Some(p) = &cfg.pidfile {
         daemon::write_pidfile(p)?;
     }
-    plugin.after_fork()?;
+    sc.plugin.after_fork()?;
 
     let (stop_tx, shutdown) = Shutdown::new();
-    let settings = Settings {
-        oldstyle: cfg.oldstyle,
-        no_sr: cfg.no_sr,
-        handshake_mask: cfg.mask_handshake,
-        no_meta_contexts: cfg.no_meta_contexts,
-    };
-    let name = cfg.plugin.expect("checked").name;
-    let mut sc = ServerConfig::new(plugin, name);
-    sc.top_name = cfg.filters.first().map_or(name, |f| f.name);
-    sc.settings = settings;
-    sc.readonly = cfg.readonly;
-    sc.export_name = cfg.export_name.clone();
-    sc.threads = cfg.threads;
-    sc.thread_model = thread_model;
     let srv = Arc::new(Server::new(sc));
 
     let mut server_task = if cfg.listen == Listen::Stdin {
@@ -268,11 +271,11 @@ async fn serve(
     };
 
     // Ready: announce it, in every way asked for.
-    if log::verbose() {
+    if log.verbose() {
         let plugin = cfg.plugin.map_or("nbdkit", |p| p.name);
         match &listening.uri {
-            Some(u) => log::debug(&format!("{plugin}: serving {u}")),
-            None => log::debug(&format!("{plugin}: serving on stdin/stdout")),
+            Some(u) => log.debug(&format!("{plugin}: serving {u}")),
+            None => log.debug(&format!("{plugin}: serving on stdin/stdout")),
         }
     }
     ready.signal();
@@ -325,19 +328,19 @@ async fn serve(
             _ = sigusr2.recv() => fatal = Some(libc::SIGUSR2),
             _ = sigalrm.recv() => fatal = Some(libc::SIGALRM),
             _ = stop.wait() => {
-                log::debug("a filter asked for shutdown");
+                log.debug("a filter asked for shutdown");
             }
             _ = &mut parent_gone => {
-                log::debug("parent process exited: shutting down");
+                log.debug("parent process exited: shutting down");
                 if child.is_none() {
                     break Stop::Quit;
                 }
             }
             st = child_exit => {
                 break match st {
-                    Ok(st) => Stop::Command(captive::exit_code(st)),
+                    Ok(st) => Stop::Command(captive::exit_code(st, log)),
                     Err(e) => {
-                        log::error(&format!("--run: wait: {e}"));
+                        log.error(&format!("--run: wait: {e}"));
                         Stop::Command(1)
                     }
                 };

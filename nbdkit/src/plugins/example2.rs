@@ -35,7 +35,7 @@ pub static INFO: PluginInfo = PluginInfo {
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     // Asked first, so that a flag is known even when the rest fails.
-    let extra = p.debug_flag("extra") != 0;
+    let extra = (p.debug_flag("extra") != 0).then(|| p.log());
     let file = p.take("file");
     p.finish()?;
     let Some(file) = file else {
@@ -50,7 +50,8 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
 
 struct Example2 {
     path: PathBuf,
-    extra: bool,
+    /// With `-D example2.extra=1`, the log to say more in.
+    extra: Option<crate::log::Log>,
 }
 
 #[async_trait]
@@ -61,21 +62,21 @@ impl Plugin for Example2 {
             let e = Error::from(e);
             Error::new(e.errno, format!("open: {}: {}", self.path.display(), e.msg))
         })?;
-        Ok(Arc::new(Conn { file, extra: self.extra }))
+        Ok(Arc::new(Conn { file, extra: self.extra.clone() }))
     }
 }
 
 struct Conn {
     file: File,
-    extra: bool,
+    extra: Option<crate::log::Log>,
 }
 
 #[async_trait]
 impl Handle for Conn {
     async fn size(&self) -> Result<u64> {
         let size = self.file.metadata()?.len();
-        if self.extra {
-            crate::log::debug(&format!("extra debugging: the file is {size} bytes"));
+        if let Some(log) = &self.extra {
+            log.debug(&format!("extra debugging: the file is {size} bytes"));
         }
         Ok(size)
     }

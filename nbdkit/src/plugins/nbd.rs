@@ -74,10 +74,12 @@ struct NbdPlugin {
     retry: u64,
     /// `shared=true`: the one connection, made when the first client comes.
     shared: Option<tokio::sync::OnceCell<Arc<Remote>>>,
+    log: crate::log::Log,
 }
 
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let fail = |m: String| StartError(format!("nbd: {m}"));
+    let log = p.log();
     for unsupported in [
         "command",
         "arg",
@@ -140,6 +142,7 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         return Err(fail("dynamic-export and shared cannot be used together".into()));
     }
     let plugin = NbdPlugin {
+        log,
         addr,
         export: export.unwrap_or_default(),
         dynamic,
@@ -161,7 +164,7 @@ impl NbdPlugin {
             match self.try_connect(export).await {
                 Ok(r) => return Ok(r),
                 Err(e) if tries < self.retry => {
-                    crate::log::debug(&format!("nbd: {e}; retrying"));
+                    self.log.debug(&format!("nbd: {e}; retrying"));
                     tries += 1;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -327,9 +327,9 @@ impl Connection {
             // waiting request hears of it.
             let _drain = Drain(p.clone(), d);
             let mut r = r;
-            if let Err(e) = read_replies(&mut r, &p, export.structured).await {
-                crate::log::debug(&format!("nbd: server connection: {e}"));
-            }
+            // An error ends every waiting request (the drain), which is
+            // how it is reported.
+            let _ = read_replies(&mut r, &p, export.structured).await;
         });
         Connection {
             writer: tokio::sync::Mutex::new(w),

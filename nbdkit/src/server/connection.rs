@@ -28,7 +28,6 @@ use super::pool::Pool;
 use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
 use crate::backend::{Client, Errno, Error, Extent, Flags, Guard, OpenArgs};
-use crate::log;
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
 use crate::protocol::request::{self, Command, Negotiated, Request};
@@ -65,15 +64,17 @@ impl Exports for Opener<'_> {
         } else {
             name.to_string()
         };
-        crate::backend::trace_open(srv.top_name, srv.readonly, &name);
+        crate::backend::trace_open(&srv.log, srv.top_name, srv.readonly, &name);
         let opened = async {
             let args = OpenArgs::new(srv.readonly, &name, &self.client);
             let h = srv.plugin.open(&args).await?;
-            Ok::<_, crate::backend::Error>(Guard::new(h, srv.readonly).await?.named(srv.top_name))
+            Ok::<_, crate::backend::Error>(
+                Guard::new(h, srv.readonly).await?.named(srv.top_name, &srv.log),
+            )
         };
         let export = opened.await.map_err(|e| {
             let m = format!("{}: open export '{name}': {e}", srv.plugin_name);
-            log::error(&m);
+            srv.log.error(&m);
             m
         })?;
         let info = ExportInfo {
@@ -104,7 +105,7 @@ where
         _ => None,
     };
     if let Err(e) = server.plugin.preconnect(server.readonly, &client).await {
-        log::error(&format!("{}: preconnect: {e}", server.plugin_name));
+        server.log.error(&format!("{}: preconnect: {e}", server.plugin_name));
         return;
     }
     let mut r = BufReader::with_capacity(64 * 1024, r);
@@ -119,24 +120,24 @@ where
     let outcome = match outcome {
         Ok(o) => o,
         Err(handshake::Failure::Io(e)) => {
-            log::debug(&format!("client closed the connection during the handshake: {e}"));
+            server.log.debug(&format!("client closed the connection during the handshake: {e}"));
             return;
         }
         Err(e) => {
-            log::debug(&e.to_string());
+            server.log.debug(&e.to_string());
             return;
         }
     };
     let Some(export) = opener.export.take() else {
         return;
     };
-    log::debug(&format!(
+    server.log.debug(&format!(
         "transmission: export '{}' size {} flags {:#x}",
         outcome.export_name, outcome.negotiated.size, outcome.negotiated.eflags
     ));
     let pool = Arc::new(Pool::new(server.inflight()));
     let (replies, queue) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(w, queue, pool.clone()));
+    let writer = tokio::spawn(write_replies(w, queue, pool.clone(), server.log.clone()));
     let conn = Arc::new(Conn {
         export,
         neg: outcome.negotiated,
@@ -184,8 +185,9 @@ const MAX_BATCH: usize = 64;
 /// The writer task: send replies in the order they are ready, batching
 /// whatever is waiting. After a write error it keeps draining the queue, so
 /// that requests release their slots and the connection can wind down.
-async fn write_replies<W>(mut w: W, mut queue: mpsc::UnboundedReceiver<Outgoing>, pool: Arc<Pool>)
-where
+async fn write_replies<W>(
+    mut w: W, mut queue: mpsc::UnboundedReceiver<Outgoing>, pool: Arc<Pool>, log: crate::log::Log,
+) where
     W: AsyncWrite + Unpin,
 {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
@@ -193,7 +195,7 @@ where
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if !broken {
             if let Err(e) = write_all_vectored(&mut w, &batch).await {
-                log::debug(&format!("write reply: {e}"));
+                log.debug(&format!("write reply: {e}"));
                 broken = true;
             }
         }
@@ -258,7 +260,7 @@ async fn transmission<R>(
                     end.fire();
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    log::debug("shutdown: grace period over, closing the connection");
+                    server.log.debug("shutdown: grace period over, closing the connection");
                     break None;
                 }
             }
@@ -268,7 +270,7 @@ async fn transmission<R>(
             Ok(Some(x)) => x,
             Ok(None) => break, // NBD_CMD_DISC or a clean EOF
             Err(e) => {
-                log::debug(&format!("connection: {e}"));
+                server.log.debug(&format!("connection: {e}"));
                 break;
             }
         };
@@ -306,7 +308,7 @@ async fn transmission<R>(
         },
     };
     if !waited {
-        log::debug("connection: requests still in flight at close");
+        server.log.debug("connection: requests still in flight at close");
         writer.abort();
         return;
     }
@@ -358,7 +360,7 @@ where
         )
     })?;
     if req.cmd == Command::Disc {
-        log::debug("client sent NBD_CMD_DISC, closing connection");
+        conn.server.log.debug("client sent NBD_CMD_DISC, closing connection");
         return Ok(None);
     }
     let invalid = request::validate(&req, &conn.neg).err();
@@ -392,7 +394,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
     let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
     let reply: Vec<u8> = match invalid {
         Some(e) => {
-            log::debug(&format!("sending error reply: {e}"));
+            conn.server.log.debug(&format!("sending error reply: {e}"));
             let (n, m) = wire_err(&e);
             reply::status(structured, req.cookie, Some((n, &m)))
         }
@@ -404,7 +406,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
                 _ => None,
             };
             execute(conn, &req, &payload).await.unwrap_or_else(|e| {
-                log::error(&format!("{}: {}", req.cmd.name(), e));
+                conn.server.log.error(&format!("{}: {}", req.cmd.name(), e));
                 let (n, m) = wire_err(&e);
                 reply::status(structured, req.cookie, Some((n, &m)))
             })

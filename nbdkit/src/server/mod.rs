@@ -67,6 +67,8 @@ pub struct Server {
     /// The name of the top layer (the first filter, else the plugin), for
     /// the `-v` trace of each call; "" for none.
     pub top_name: &'static str,
+    /// Where messages go.
+    pub log: crate::log::Log,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
     /// Held around each request under `serialize_all_requests`.
@@ -93,6 +95,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// The chain's thread model (the strictest of its layers').
     pub thread_model: ThreadModel,
+    /// Where messages go.
+    pub log: crate::log::Log,
 }
 
 impl ServerConfig {
@@ -109,6 +113,7 @@ impl ServerConfig {
             export_name: String::new(),
             threads: crate::cli::DEFAULT_THREADS,
             thread_model,
+            log: Default::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ impl Server {
             threads: cfg.threads,
             thread_model: cfg.thread_model,
             top_name: cfg.top_name,
+            log: cfg.log,
             serial_connections: Semaphore::new(1),
             serial_requests: Mutex::new(()),
             budget: Arc::new(Semaphore::new(PAYLOAD_BUDGET / BUDGET_UNIT)),
@@ -165,7 +171,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                 };
                 match accepted {
                     Ok((r, w, peer)) => {
-                        crate::log::debug(&format!("accepted connection from {peer}"));
+                        server.log.debug(&format!("accepted connection from {peer}"));
                         let server = server.clone();
                         let shutdown = shutdown.clone();
                         let done = done_tx.clone();
@@ -177,7 +183,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                     }
                     Err(e) => {
                         // EMFILE and friends: log, pause briefly, go on.
-                        crate::log::error(&format!("accept: {e}"));
+                        server.log.error(&format!("accept: {e}"));
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                 }

@@ -62,6 +62,7 @@ pub static INFO: PluginInfo = PluginInfo {
 fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     let fail = |m: String| StartError(format!("data: {m}"));
     let show_ast = p.debug_flag("AST") != 0;
+    let log = p.log();
     let mut given = Vec::new();
     for key in ["data", "raw", "base64"] {
         for v in p.take_all(key) {
@@ -78,12 +79,12 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
             let root =
                 parse::parse(expr, &lookup, &mut tree).map_err(|e| fail(located(expr, &e)))?;
             let root = tree.optimize(root);
-            if show_ast && crate::log::verbose() {
-                crate::log::debug("BEGIN AST (-D data.AST=1)");
+            if show_ast && log.verbose() {
+                log.debug("BEGIN AST (-D data.AST=1)");
                 for line in tree.listing(root) {
-                    crate::log::debug(&line);
+                    log.debug(&line);
                 }
-                crate::log::debug("END AST");
+                log.debug("END AST");
             }
             eval::eval(&tree, root).map_err(|e| fail(located(expr, &e)))?
         }

@@ -188,9 +188,8 @@ pub(crate) fn dump_script(
         Outcome::Ok(out) => String::from_utf8_lossy(&out).into_owned(),
         Outcome::Missing | Outcome::Failed(_) => String::new(),
         Outcome::False => {
-            crate::log::error(&format!(
-                "{name}: dump_plugin method returned unexpected code (3/false)"
-            ));
+            crate::log::Log::default()
+                .error(&format!("{name}: dump_plugin method returned unexpected code (3/false)"));
             String::new()
         }
     };
