@@ -439,3 +439,31 @@ fn fatal_signals_clean_up_first() {
     assert!(text.contains(&format!("status={}", 128 + libc::SIGUSR2)), "{text}");
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }
+
+/// A fatal signal inherited as ignored stays ignored, as in C: the server
+/// goes on serving.
+#[test]
+fn ignored_signals_stay_ignored() {
+    let dir = scratch();
+    let sock = dir.path().join("sock");
+    let pidfile = dir.path().join("pid");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' USR1; exec {} -U {} -P {} memory 1M",
+            bin().display(),
+            sock.display(),
+            pidfile.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
+    signal(pid, libc::SIGUSR1);
+    let (c, size, _) = Raw::open(UnixStream::connect(&sock).unwrap(), false);
+    assert_eq!(size, 1 << 20);
+    drop(c);
+    assert!(alive(pid), "still serving");
+    signal(pid, libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+}

@@ -257,6 +257,19 @@ fn close_runs_at_every_connection_end() {
     let _c = disk.connect().unwrap();
     disk.shutdown().unwrap();
     assert_eq!(slurp(&calls), "close\nclose\nclose\n");
+    // An export opened only to describe it (NBD_OPT_INFO) is closed too.
+    if !have("qemu-nbd") {
+        return;
+    }
+    std::fs::remove_file(&calls).unwrap();
+    let out = nbdkit()
+        .args(["-U", "-", "eval", "get_size=echo 512", &close])
+        .args(["--run", "qemu-nbd --list -k \"$unixsocket\""])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(slurp(&calls), "close\n");
 }
 
 /// eval needs no snippet at start-up, as in C: without pread each read

@@ -389,6 +389,8 @@ impl FilterHandle for Cached {
             let mut guard = self.store.lock().await;
             let _ = self.write_back_range(&mut guard, None).await;
         }
+        // Then the layers below close too.
+        self.next.close().await;
     }
 }
 

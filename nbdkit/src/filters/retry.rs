@@ -161,9 +161,12 @@ impl Retrying {
                 t.delay = t.delay.saturating_mul(2);
             }
             self.reopens.fetch_add(1, Ordering::Relaxed);
-            // The old handle goes (and the plugin's close runs) before
-            // the new one is opened.
-            drop(self.current.lock().unwrap_or_else(|e| e.into_inner()).take());
+            // The old handle is closed, and goes, before the new one is
+            // opened, as C closes the old context.
+            let old = self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(old) = old {
+                old.close().await;
+            }
             let ro = self.readonly || self.p.readonly;
             let args = OpenArgs::new(ro, &self.export, &self.client);
             match self.plugin.open(&args).await {

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::backend::shutdown::ShutdownRequest;
 use crate::backend::Plugin;
@@ -240,9 +240,17 @@ async fn serve(
     // clean up (the `-U -` directory, the `--run` command) before dying of
     // them after all, as C nbdkit's captive parent reports a server killed
     // by one (exit status 128+N).
-    let mut sigusr1 = sig(SignalKind::user_defined1())?;
-    let mut sigusr2 = sig(SignalKind::user_defined2())?;
-    let mut sigalrm = sig(SignalKind::alarm())?;
+    // One inherited as ignored stays ignored, as in C.
+    let fatal_sig = |k: SignalKind, n: i32| -> Result<Option<Signal>, StartError> {
+        if ignored(n) {
+            Ok(None)
+        } else {
+            sig(k).map(Some)
+        }
+    };
+    let mut sigusr1 = fatal_sig(SignalKind::user_defined1(), libc::SIGUSR1)?;
+    let mut sigusr2 = fatal_sig(SignalKind::user_defined2(), libc::SIGUSR2)?;
+    let mut sigalrm = fatal_sig(SignalKind::alarm(), libc::SIGALRM)?;
     let mut fatal: Option<i32> = None;
 
     // As in C: the pidfile, then the after-fork hooks, then clients (the
@@ -324,9 +332,9 @@ async fn serve(
             _ = sigterm.recv() => {}
             _ = sigquit.recv() => {}
             _ = sighup.recv() => {}
-            _ = sigusr1.recv() => fatal = Some(libc::SIGUSR1),
-            _ = sigusr2.recv() => fatal = Some(libc::SIGUSR2),
-            _ = sigalrm.recv() => fatal = Some(libc::SIGALRM),
+            _ = recv(&mut sigusr1) => fatal = Some(libc::SIGUSR1),
+            _ = recv(&mut sigusr2) => fatal = Some(libc::SIGUSR2),
+            _ = recv(&mut sigalrm) => fatal = Some(libc::SIGALRM),
             _ = stop.wait() => {
                 log.debug("a filter asked for shutdown");
             }
@@ -369,6 +377,26 @@ async fn serve(
         Stop::Command(c) => c,
     };
     Ok((code, fatal))
+}
+
+/// Whether `sig` is ignored (SIG_IGN), as inherited from our parent.
+fn ignored(sig: i32) -> bool {
+    // SAFETY: sigaction with no new action only reads the disposition into
+    // a zeroed struct we own.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The next delivery of a signal we listen for; never, for one we don't.
+async fn recv(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {

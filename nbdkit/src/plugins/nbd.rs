@@ -383,8 +383,9 @@ impl Handle for RemoteHandle {
 }
 
 /// The most one request to the remote server may cover: its 32-bit length
-/// field, kept to whole 4 KiB blocks.
-const WIRE_MAX: u64 = (u32::MAX as u64) & !4095;
+/// field, kept to whole 64 KiB blocks (the largest minimum block size a
+/// server may ask for).
+const WIRE_MAX: u64 = (u32::MAX as u64) & !0xffff;
 
 /// A 64-bit count as one request's length (block status may answer less
 /// than asked anyway).

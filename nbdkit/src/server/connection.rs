@@ -86,6 +86,9 @@ impl Exports for Opener<'_> {
         };
         if keep {
             self.export = Some(export);
+        } else {
+            // NBD_OPT_INFO: opened only to describe; closed as C closes it.
+            export.close().await;
         }
         Ok(info)
     }
@@ -114,17 +117,23 @@ where
     let outcome = tokio::select! {
         o = crate::backend::with_default_export_cache(
             handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name),
-        ) => o,
-        _ = shutdown.wait() => return,
+        ) => Some(o),
+        _ = shutdown.wait() => None,
     };
+    // A handshake that ends badly after opening the export still closes it.
     let outcome = match outcome {
-        Ok(o) => o,
-        Err(handshake::Failure::Io(e)) => {
-            server.log.debug(&format!("client closed the connection during the handshake: {e}"));
-            return;
-        }
-        Err(e) => {
-            server.log.debug(&e.to_string());
+        Some(Ok(o)) => o,
+        failed => {
+            match failed {
+                Some(Err(handshake::Failure::Io(e))) => server
+                    .log
+                    .debug(&format!("client closed the connection during the handshake: {e}")),
+                Some(Err(e)) => server.log.debug(&e.to_string()),
+                _ => {}
+            }
+            if let Some(export) = opener.export.take() {
+                export.close().await;
+            }
             return;
         }
     };
