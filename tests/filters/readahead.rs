@@ -14,19 +14,29 @@ fn start(plugin: &[&str]) -> nbdkit_test::CaptiveDisk {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn the_window_grows_on_skips_and_shrinks_on_going_back() {
+/// A 1 MiB eval disk whose CACHE calls ("OFFSET COUNT" lines) go to a log
+/// file, with can_cache answering `can_cache`.
+fn logging_cache(
+    can_cache: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, nbdkit_test::CaptiveDisk) {
     let dir = scratch();
     let log = dir.path().join("cache.log");
     let cache = format!("cache=echo $4 $3 >> {}", log.display());
+    let can = format!("can_cache=echo {can_cache}");
     let d = start(&[
         "eval",
         "get_size=echo 1M",
         "thread_model=echo parallel",
         "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
-        "can_cache=echo native",
+        &can,
         &cache,
     ]);
+    (dir, log, d)
+}
+
+#[test]
+fn the_window_grows_on_skips_and_shrinks_on_going_back() {
+    let (_dir, log, d) = logging_cache("native");
     let mut c = d.connect().unwrap();
     for at in [0, 100000, 200000, 0, 512] {
         c.read(at, 512).unwrap();
@@ -43,17 +53,7 @@ fn the_window_grows_on_skips_and_shrinks_on_going_back() {
 
 #[test]
 fn without_native_cache_it_warns_and_does_nothing() {
-    let dir = scratch();
-    let log = dir.path().join("cache.log");
-    let cache = format!("cache=echo $4 $3 >> {}", log.display());
-    let d = start(&[
-        "eval",
-        "get_size=echo 1M",
-        "thread_model=echo parallel",
-        "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
-        "can_cache=echo emulate",
-        &cache,
-    ]);
+    let (_dir, log, d) = logging_cache("emulate");
     let mut c = d.connect().unwrap();
     c.read(0, 512).unwrap();
     c.read(512, 512).unwrap();

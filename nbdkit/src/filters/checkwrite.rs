@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::FilterInfo;
 use crate::backend::{
-    Cache, Caps, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, OpenArgs,
-    Result, Zero,
+    Caps, Errno, Error, Filter, FilterHandle, Flags, Fua, Guard, Handle, Next, OpenArgs, Result,
+    Zero,
 };
 use crate::error::StartError;
 use crate::params::Params;
@@ -82,7 +82,6 @@ impl FilterHandle for Checker {
             trim: true,
             zero: Zero::Native,
             fast_zero: true,
-            cache: if c.cache == Cache::None { Cache::None } else { c.cache },
             ..c
         })
     }
