@@ -114,11 +114,23 @@ where
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = w;
     let mut opener = Opener { server: &server, client, export: None };
-    let outcome = tokio::select! {
-        o = crate::backend::with_default_export_cache(
-            handshake::negotiate(&mut r, &mut w, &mut opener, &server.settings, &server.export_name),
-        ) => Some(o),
-        _ = shutdown.wait() => None,
+    let outcome = {
+        let negotiate = crate::backend::with_default_export_cache(handshake::negotiate(
+            &mut r,
+            &mut w,
+            &mut opener,
+            &server.settings,
+            &server.export_name,
+        ));
+        tokio::pin!(negotiate);
+        tokio::select! {
+            o = &mut negotiate => Some(o),
+            // A client in its handshake gets the grace a client in
+            // transmission gets, as C lets it finish: the exitlast
+            // filter's shutdown, asked for when an NBD_OPT_INFO open
+            // closes, must not cut off the NBD_OPT_GO that follows.
+            _ = shutdown.wait() => tokio::time::timeout(GRACE, &mut negotiate).await.ok(),
+        }
     };
     // A handshake that ends badly after opening the export still closes it.
     let outcome = match outcome {
