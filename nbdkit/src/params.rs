@@ -18,6 +18,26 @@ pub struct Params {
     debug: DebugFlags,
     shutdown: crate::backend::shutdown::ShutdownRequest,
     log: crate::log::Log,
+    thread_model: ThreadModelChoice,
+}
+
+/// A plugin's choice of thread model at start-up, narrower than the one its
+/// [`PluginInfo`](crate::plugins::PluginInfo) states (what a script's
+/// `thread_model` method answers). Clones share the choice.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadModelChoice(Arc<Mutex<Option<crate::backend::ThreadModel>>>);
+
+impl ThreadModelChoice {
+    /// Allow no more concurrency than `model` (choices only ever narrow).
+    pub fn narrow(&self, model: crate::backend::ThreadModel) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *c = Some(c.map_or(model, |m| m.min(model)));
+    }
+
+    /// The narrowest model chosen, if any.
+    pub fn get(&self) -> Option<crate::backend::ThreadModel> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// One `-D NAME.FLAG=N` from the command line.
@@ -108,7 +128,14 @@ impl Params {
             debug: DebugFlags::default(),
             shutdown: Default::default(),
             log: Default::default(),
+            thread_model: Default::default(),
         }
+    }
+
+    /// Where the plugin narrows its thread model at start-up; keep a clone
+    /// when `self` is about to be consumed.
+    pub fn thread_model_choice(&self) -> ThreadModelChoice {
+        self.thread_model.clone()
     }
 
     /// Say whether a plugin may read stdin (a script from `-`, a

@@ -147,10 +147,6 @@ impl Layer {
 
 #[async_trait]
 impl Plugin for Layer {
-    fn thread_model(&self) -> ThreadModel {
-        self.filter.thread_model().min(self.next.below.thread_model())
-    }
-
     async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<dyn Handle>> {
         self.filter.open(&self.next, args).await
     }

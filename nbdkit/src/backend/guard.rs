@@ -25,12 +25,9 @@ static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
 /// Largest chunk read at a time when emulating CACHE: C's, the largest
 /// read a client may send (64 MiB), so a plugin or filter below sees the
-/// same reads from us as from C nbdkit.
-const CACHE_CHUNK: usize = 64 << 20;
-
-/// How many emulated CACHE reads may hold a buffer at once, server-wide:
-/// bounds the memory clients can make us use this way (4 x 64 MiB).
-static CACHE_SINKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+/// same reads from us as from C nbdkit. The server charges a client's
+/// CACHE up to this much of its data budget, which bounds the memory.
+pub(crate) const CACHE_CHUNK: usize = 64 << 20;
 
 /// One connection's open export.
 pub struct Guard {
@@ -271,10 +268,6 @@ impl Guard {
         match self.caps.cache {
             Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
             _ => {
-                let _sink = CACHE_SINKS
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::new(Errno::Shutdown, "shutting down"))?;
                 let mut buf = vec![0u8; (count as usize).min(CACHE_CHUNK)];
                 let mut done = 0u64;
                 while done < count {

@@ -28,6 +28,7 @@ pub use crate::error::{Errno, Error, Result};
 pub use extents::{Extent, ExtentFlags, Extents, HOLE, ZERO};
 pub use filter::{trace_open, Filter, FilterHandle, Layer, Next};
 pub use guard::Guard;
+pub(crate) use guard::CACHE_CHUNK;
 
 /// How much concurrency a plugin tolerates (nbdkit-plugin(3), "THREADS").
 /// The server enforces it; the strictest model in the chain wins.
@@ -442,11 +443,6 @@ pub struct Cred {
 /// ```
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
-    /// The concurrency this plugin tolerates.
-    fn thread_model(&self) -> ThreadModel {
-        ThreadModel::Parallel
-    }
-
     /// Open a connection's handle: on export `args.export` (already
     /// resolved: "" has been replaced by [`Plugin::default_export`]),
     /// read-only if `args.readonly`, for client `args.client`.

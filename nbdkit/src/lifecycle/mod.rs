@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::backend::shutdown::ShutdownRequest;
-use crate::backend::Plugin;
+use crate::backend::{Plugin, ThreadModel};
 use crate::cli::{Action, Config, Listen};
 use crate::error::StartError;
 use crate::log::Log;
@@ -52,11 +52,8 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     let log = Log::new(cfg.verbose);
     // How plugins and filters ask the server to stop.
     let stop = ShutdownRequest::new();
-    let plugin = build_chain(&cfg, info, &stop, &log)?;
+    let (plugin, thread_model) = build_chain(&cfg, info, &stop, &log)?;
     log.send_to(cfg.log);
-    // The strictest of what the plugin's table entry and the plugin itself
-    // (a script may choose at start-up) allow.
-    let thread_model = info.thread_model.min(plugin.thread_model());
     plugin.get_ready(thread_model)?;
     if cfg.swap {
         // SAFETY: mlockall has no memory-safety preconditions.
@@ -141,7 +138,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
 /// with the first filter given on top.
 fn build_chain(
     cfg: &Config, info: &'static crate::plugins::PluginInfo, stop: &ShutdownRequest, log: &Log,
-) -> Result<Arc<dyn Plugin>, StartError> {
+) -> Result<(Arc<dyn Plugin>, ThreadModel), StartError> {
     let debug = crate::params::DebugFlags::new(&cfg.debug_flags);
     let mut params = Params::new(info.name, cfg.params.clone())
         .with_debug(debug.clone())
@@ -160,15 +157,23 @@ fn build_chain(
             }
         }
     }
+    // The chain's thread model: the strictest of the plugin's table entry,
+    // what the plugin chose at start-up (a script's), and the filters'.
+    let choice = params.thread_model_choice();
     let top = (info.build)(params);
     debug.warn_unused(&loaded);
     let mut top = top?;
+    let thread_model = filters
+        .iter()
+        .map(|f| f.thread_model())
+        .chain(choice.get())
+        .fold(info.thread_model, ThreadModel::min);
     let mut below = info.name;
     for (f, i) in filters.into_iter().zip(&cfg.filters).rev() {
         top = Arc::new(crate::backend::Layer::named(f, top, below, log));
         below = i.name;
     }
-    Ok(top)
+    Ok((top, thread_model))
 }
 
 /// `-g` and `-u`, after binding. The sockets we created (and the private

@@ -77,8 +77,9 @@ pub static INFO: PluginInfo = PluginInfo {
 };
 
 fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let choice = p.thread_model_choice();
     let (runner, rest) = prepare(p)?;
-    start(runner, rest, true, "eval")
+    start(runner, rest, true, "eval", &choice)
 }
 
 /// `--dump-plugin`: what the `dump_plugin` snippet prints.

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::pool::Pool;
 use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, ConnectionEnd};
+use crate::backend::CACHE_CHUNK;
 use crate::backend::{Client, Errno, Error, Extent, Flags, Guard, OpenArgs};
 use crate::protocol::consts::*;
 use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
@@ -386,10 +387,15 @@ where
     }
     let invalid = request::validate(&req, &conn.neg).err();
     let mut inc = Incoming { req, payload: Vec::new(), invalid, budget: None };
-    // Reads and writes carry data: each waits for its share of the
-    // server-wide budget before its buffer exists.
-    if inc.invalid.is_none() && matches!(req.cmd, Command::Read | Command::Write) {
-        let units = (req.len as usize).div_ceil(BUDGET_UNIT) as u32;
+    // Reads and writes carry data, and a CACHE may read into a buffer of up
+    // to CACHE_CHUNK: each waits for its share of the server-wide budget
+    // before its buffer exists.
+    if inc.invalid.is_none() && matches!(req.cmd, Command::Read | Command::Write | Command::Cache) {
+        let len = match req.cmd {
+            Command::Cache => (req.len as usize).min(CACHE_CHUNK),
+            _ => req.len as usize,
+        };
+        let units = len.div_ceil(BUDGET_UNIT) as u32;
         // The connection's share first, so its backlog never holds any of
         // the server's beyond that share.
         let mine = conn.budget.clone().acquire_many_owned(units).await;

@@ -101,9 +101,8 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Serve `plugin` with nbdkit's defaults: newstyle, read-write, the
-    /// plugin's own thread model, 16 requests in flight per connection.
+    /// parallel thread model, 16 requests in flight per connection.
     pub fn new(plugin: Arc<dyn Plugin>, plugin_name: &'static str) -> ServerConfig {
-        let thread_model = plugin.thread_model();
         ServerConfig {
             plugin,
             plugin_name,
@@ -112,7 +111,7 @@ impl ServerConfig {
             readonly: false,
             export_name: String::new(),
             threads: crate::cli::DEFAULT_THREADS,
-            thread_model,
+            thread_model: ThreadModel::Parallel,
             log: Default::default(),
         }
     }
@@ -283,13 +282,10 @@ mod tests {
         }
     }
 
-    struct ProbePlugin(Arc<Probe>, ThreadModel);
+    struct ProbePlugin(Arc<Probe>);
 
     #[async_trait]
     impl Plugin for ProbePlugin {
-        fn thread_model(&self) -> ThreadModel {
-            self.1
-        }
         async fn open(
             &self, _args: &crate::backend::OpenArgs<'_>,
         ) -> Result<Arc<dyn crate::Handle>> {
@@ -311,7 +307,7 @@ mod tests {
             handshake_mask: u16::MAX,
             no_meta_contexts: false,
         };
-        let plugin = Arc::new(ProbePlugin(probe.clone(), model));
+        let plugin = Arc::new(ProbePlugin(probe.clone()));
         let mut cfg = ServerConfig::new(plugin, "probe");
         cfg.settings = settings;
         cfg.thread_model = model;

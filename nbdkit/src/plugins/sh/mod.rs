@@ -32,7 +32,7 @@ use std::sync::Arc;
 use super::PluginInfo;
 use crate::backend::{Plugin, Result, ThreadModel};
 use crate::error::StartError;
-use crate::params::Params;
+use crate::params::{Params, ThreadModelChoice};
 use script::{Outcome, Program, Runner, ScriptPlugin};
 
 pub static INFO: PluginInfo = PluginInfo {
@@ -47,8 +47,9 @@ pub static INFO: PluginInfo = PluginInfo {
 };
 
 fn build(p: Params) -> Result<Arc<dyn Plugin>, StartError> {
+    let choice = p.thread_model_choice();
     let (runner, rest) = prepare(p)?;
-    start(runner, rest, false, "sh")
+    start(runner, rest, false, "sh", &choice)
 }
 
 /// `--dump-plugin`: the script's thread model and `dump_plugin` output
@@ -121,13 +122,14 @@ fn runs_directly(path: &std::path::Path) -> bool {
 /// config for each parameter, config_complete, thread_model, get_ready.
 pub(crate) fn start(
     runner: Runner, config: Vec<(String, String)>, infer_caps: bool, name: &str,
+    choice: &ThreadModelChoice,
 ) -> Result<Arc<dyn Plugin>, StartError> {
     let must = |method: &str, args: &[&str]| must(&runner, method, args, name);
     configure(&runner, &config, name)?;
     must("config_complete", &[])?;
-    let thread_model = script_thread_model(&runner, name)?;
+    choice.narrow(script_thread_model(&runner, name)?);
     must("get_ready", &[])?;
-    Ok(Arc::new(ScriptPlugin { runner: Arc::new(runner), thread_model, infer_caps }))
+    Ok(Arc::new(ScriptPlugin { runner: Arc::new(runner), infer_caps }))
 }
 
 /// The script's `thread_model`; without one, `serialize_all_requests`, as

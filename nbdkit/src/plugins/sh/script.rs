@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::backend::{
     BlockSize, Cache, Caps, Errno, Error, ExportEntry, ExtentFlags, Extents, Flags, Fua, Handle,
-    OpenArgs, Plugin, Result, ThreadModel, Zero,
+    OpenArgs, Plugin, Result, Zero,
 };
 use crate::size::parse_size;
 
@@ -256,7 +256,6 @@ pub enum Absent {
 /// A plugin whose methods are programs.
 pub struct ScriptPlugin {
     pub runner: Arc<Runner>,
-    pub thread_model: ThreadModel,
     /// eval: missing `can_*` follow which callbacks exist.
     pub infer_caps: bool,
 }
@@ -318,10 +317,6 @@ fn first_export(out: &[u8]) -> String {
 
 #[async_trait]
 impl Plugin for ScriptPlugin {
-    fn thread_model(&self) -> ThreadModel {
-        self.thread_model
-    }
-
     fn after_fork(&self) -> std::result::Result<(), crate::error::StartError> {
         match self.runner.call_sync("after_fork", &[]) {
             Outcome::Failed(e) => Err(crate::error::StartError(e.to_string())),
