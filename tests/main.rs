@@ -20,3 +20,5 @@ mod lifecycle;
 mod plugins;
 /// The wire protocol through a raw client, hostile clients included.
 mod protocol;
+/// TLS: certificates and PSK with real clients, STARTTLS on the wire.
+mod tls;

@@ -224,6 +224,7 @@ pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
 pub const REP_ERR_POLICY: u32 = 0x8000_0002;
 pub const REP_ERR_INVALID: u32 = 0x8000_0003;
 pub const REP_ERR_TOO_BIG: u32 = 0x8000_0009;
+pub const REP_ERR_TLS_REQD: u32 = 0x8000_0005;
 
 pub const CMD_READ: u16 = 0;
 pub const CMD_WRITE: u16 = 1;

@@ -45,6 +45,34 @@ pub fn unix(socket: &Path, export: &str) -> String {
     u
 }
 
+/// The URI of a server that requires TLS: `nbds://` or `nbds+unix://`,
+/// with what libnbd needs to connect in its query (`tls-certificates=DIR`,
+/// or the PSK file and, as the URI's user, its first username).
+pub fn with_tls(uri: &str, creds: &crate::server::tls::ClientCredentials) -> String {
+    use crate::server::tls::ClientCredentials;
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let scheme = scheme.replacen("nbd", "nbds", 1);
+    let (user, param) = match creds {
+        ClientCredentials::Certificates(dir) => {
+            (String::new(), format!("tls-certificates={}", quote(&dir.to_string_lossy())))
+        }
+        ClientCredentials::Psk { file, username } => (
+            format!("{}@", quote(username)),
+            format!("tls-psk-file={}", quote(&file.to_string_lossy())),
+        ),
+    };
+    // The query goes after the path; TCP URIs have none yet.
+    let (rest, query) = match rest.split_once('?') {
+        Some(("", q)) => ("/".to_string(), format!("?{q}&{param}")),
+        Some((r, q)) => (r.to_string(), format!("?{q}&{param}")),
+        None if rest.contains('/') => (rest.to_string(), format!("?{param}")),
+        None => (format!("{rest}/"), format!("?{param}")),
+    };
+    format!("{scheme}://{user}{rest}{query}")
+}
+
 /// Where an `nbd://` or `nbd+unix://` URI points (the nbd plugin's
 /// `uri=`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,13 +112,15 @@ pub trait Filter: Send + Sync + 'static {
     }
 
     /// The export list, by default the layer below's.
-    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
-        next.list_exports(readonly).await
+    async fn list_exports(
+        &self, next: &Next, readonly: bool, is_tls: bool,
+    ) -> Result<Vec<ExportEntry>> {
+        next.list_exports(readonly, is_tls).await
     }
 
     /// The default export, by default the layer below's.
-    async fn default_export(&self, next: &Next, readonly: bool) -> Result<String> {
-        next.default_export(readonly).await
+    async fn default_export(&self, next: &Next, readonly: bool, is_tls: bool) -> Result<String> {
+        next.default_export(readonly, is_tls).await
     }
 }
 
@@ -176,21 +178,23 @@ impl Plugin for Layer {
         self.filter.preconnect(&self.next, readonly, client).await
     }
 
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
-        self.filter.list_exports(&self.next, readonly).await
+    async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
+        self.filter.list_exports(&self.next, readonly, is_tls).await
     }
 
-    async fn default_export(&self, readonly: bool) -> Result<String> {
-        self.filter.default_export(&self.next, readonly).await
+    async fn default_export(&self, readonly: bool, is_tls: bool) -> Result<String> {
+        self.filter.default_export(&self.next, readonly, is_tls).await
     }
 }
 
 /// `-v`: a layer is asked to open an export, as C traces it.
-pub fn trace_open(log: &crate::log::Log, name: &str, readonly: bool, export: &str) {
+pub fn trace_open(log: &crate::log::Log, name: &str, args: &OpenArgs<'_>) {
     if !name.is_empty() && log.verbose() {
         log.debug(&format!(
-            "{name}: open readonly={} exportname={export:?} tls=0",
-            u8::from(readonly)
+            "{name}: open readonly={} exportname={:?} tls={}",
+            u8::from(args.readonly),
+            args.export,
+            u8::from(args.client.tls),
         ));
     }
 }
@@ -208,7 +212,7 @@ pub struct Next {
 impl Next {
     /// Open the layer below for a connection.
     pub async fn open(&self, args: &OpenArgs<'_>) -> Result<Arc<Guard>> {
-        trace_open(&self.log, self.name, args.readonly, args.export);
+        trace_open(&self.log, self.name, args);
         let h = self.below.open(args).await?;
         Ok(Arc::new(Guard::new(h, args.readonly).await?.named(self.name, &self.log)))
     }
@@ -219,14 +223,14 @@ impl Next {
     }
 
     /// The layer below's export list.
-    pub async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
-        self.below.list_exports(readonly).await
+    pub async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
+        self.below.list_exports(readonly, is_tls).await
     }
 
     /// The layer below's default export, asked once per connection.
-    pub async fn default_export(&self, readonly: bool) -> Result<String> {
+    pub async fn default_export(&self, readonly: bool, is_tls: bool) -> Result<String> {
         let key = Arc::as_ptr(&self.below) as *const () as usize;
-        super::cached_default_export(key, self.below.default_export(readonly)).await
+        super::cached_default_export(key, self.below.default_export(readonly, is_tls)).await
     }
 }
 

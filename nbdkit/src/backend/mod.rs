@@ -356,6 +356,8 @@ impl std::fmt::Display for Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub peer: Peer,
+    /// The connection is using TLS (it has been through STARTTLS).
+    pub tls: bool,
 }
 
 /// What a layer is opened with, for one connection. More may come (TLS):
@@ -485,16 +487,16 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// The exports to list. By default, just the default export.
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
         let key = self as *const Self as *const () as usize;
         Ok(vec![ExportEntry {
-            name: cached_default_export(key, self.default_export(readonly)).await?,
+            name: cached_default_export(key, self.default_export(readonly, is_tls)).await?,
             description: None,
         }])
     }
 
     /// The canonical name of the export a client gets when it asks for "".
-    async fn default_export(&self, _readonly: bool) -> Result<String> {
+    async fn default_export(&self, _readonly: bool, _is_tls: bool) -> Result<String> {
         Ok(String::new())
     }
 }

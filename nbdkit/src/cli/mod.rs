@@ -89,6 +89,8 @@ pub struct Config {
     pub verbose: bool,
     /// `-D NAME.FLAG=N`, in command-line order.
     pub debug_flags: Vec<crate::params::DebugFlag>,
+    /// `--tls`, `--tls-*` and the `-D nbdkit.tls.*` flags.
+    pub tls: crate::server::tls::TlsOptions,
 }
 
 impl Config {
@@ -218,6 +220,19 @@ fn find_plugin(name: &str) -> Result<&'static PluginInfo, StartError> {
     Err(StartError(format!("unknown plugin '{name}'; built-in plugins are: {}", have.join(", "))))
 }
 
+/// `--tls=` as C parses it: require (or required, force), or a boolean.
+fn parse_tls(s: &str) -> Result<crate::server::tls::TlsMode, StartError> {
+    use crate::server::tls::TlsMode;
+    match s.to_ascii_lowercase().as_str() {
+        "require" | "required" | "force" => Ok(TlsMode::Require),
+        "on" | "1" | "true" | "yes" | "t" | "y" => Ok(TlsMode::On),
+        "off" | "0" | "false" | "no" | "f" | "n" => Ok(TlsMode::Off),
+        _ => Err(StartError(format!(
+            "--tls: could not decipher '{s}' (expected off, on or require)"
+        ))),
+    }
+}
+
 fn parse_port(s: &str) -> Result<u16, StartError> {
     s.parse::<u16>().map_err(|_| StartError(format!("-p: could not parse port number '{s}'")))
 }
@@ -261,6 +276,11 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         threads: DEFAULT_THREADS,
         verbose: false,
         debug_flags: Vec::new(),
+        // As C: TLS is on if credentials are found where it looks.
+        tls: crate::server::tls::TlsOptions {
+            mode: crate::server::tls::TlsMode::On,
+            ..Default::default()
+        },
     };
     let mut family = Family::Any;
     let mut ipaddr = None;
@@ -274,7 +294,15 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
         match opt {
             Opt::Ipv4Only => family = Family::V4,
             Opt::Ipv6Only => family = Family::V6,
-            Opt::Debug => cfg.debug_flags.push(crate::params::DebugFlag::parse(&v)?),
+            Opt::Debug => {
+                let f = crate::params::DebugFlag::parse(&v)?;
+                // The server's own TLS flags; the rest are the layers'.
+                match (f.name.as_str(), f.flag.as_str()) {
+                    ("nbdkit", "tls.log") => cfg.tls.debug_log = f.value,
+                    ("nbdkit", "tls.session") => cfg.tls.debug_session = f.value != 0,
+                    _ => cfg.debug_flags.push(f),
+                }
+            }
             Opt::DumpConfig => cfg.action = Action::DumpConfig,
             Opt::DumpPlugin => cfg.action = Action::DumpPlugin,
             Opt::Help => cfg.action = Action::Help,
@@ -322,17 +350,12 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
             Opt::Unix => unix = Some(v),
             Opt::Verbose => cfg.verbose = true,
             Opt::Tls => {
-                if v != "off" {
-                    return Err(StartError(
-                        "TLS is not supported yet by this nbdkit (only --tls=off)".into(),
-                    ));
-                }
+                cfg.tls.mode = parse_tls(&v)?;
+                cfg.tls.mode_given = true;
             }
-            Opt::TlsCertificates | Opt::TlsPsk | Opt::TlsVerifyPeer => {
-                return Err(StartError(
-                    "TLS is not supported yet by this nbdkit (--tls-* options)".into(),
-                ))
-            }
+            Opt::TlsCertificates => cfg.tls.certificates = Some(PathBuf::from(v)),
+            Opt::TlsPsk => cfg.tls.psk = Some(PathBuf::from(v)),
+            Opt::TlsVerifyPeer => cfg.tls.verify_peer = true,
             Opt::Vsock => return Err(StartError("--vsock is not supported by this nbdkit".into())),
             Opt::SelinuxLabel => {
                 return Err(StartError("--selinux-label is not supported by this nbdkit".into()))
@@ -392,6 +415,9 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     }
     if cfg.plugin.is_none() {
         return Err(StartError("no plugins given on the command line.".into()));
+    }
+    if cfg.oldstyle && cfg.tls.mode == crate::server::tls::TlsMode::Require {
+        return Err(StartError("cannot use oldstyle protocol (-o) and require TLS".into()));
     }
 
     // Socket activation: the sockets are given, so nothing may say where to
@@ -511,7 +537,8 @@ mod tests {
             (&[][..], "no plugins given"),
             (&["-s", "-U", "-", "null"][..], "combination"),
             (&["-p", "x", "null"][..], "port"),
-            (&["--tls=on", "null"][..], "TLS is not supported"),
+            (&["--tls=maybe", "null"][..], "--tls: could not decipher"),
+            (&["-o", "--tls=require", "null"][..], "oldstyle"),
             (&["--filter=nosuch", "null"][..], "unknown filter 'nosuch'"),
             (&["--log=foo", "null"][..], "--log"),
             (&["--help=x"][..], "doesn't allow an argument"),

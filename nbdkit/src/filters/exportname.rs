@@ -118,7 +118,7 @@ impl ExportName {
 
 #[async_trait]
 impl Filter for ExportName {
-    async fn default_export(&self, next: &Next, readonly: bool) -> Result<String> {
+    async fn default_export(&self, next: &Next, readonly: bool, is_tls: bool) -> Result<String> {
         // Strict: a client may ask for "" only if "" is an allowed name.
         if self.strict {
             if !self.names.iter().any(String::is_empty) {
@@ -131,19 +131,21 @@ impl Filter for ExportName {
         }
         match &self.default {
             Some(d) => Ok(d.clone()),
-            None => next.default_export(readonly).await,
+            None => next.default_export(readonly, is_tls).await,
         }
     }
 
-    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(
+        &self, next: &Next, readonly: bool, is_tls: bool,
+    ) -> Result<Vec<ExportEntry>> {
         let list = match self.list {
-            ListMode::Keep => next.list_exports(readonly).await?,
+            ListMode::Keep => next.list_exports(readonly, is_tls).await?,
             ListMode::Error => {
                 return Err(Error::new(Errno::Perm, "exportname: listing is disabled"))
             }
             ListMode::Empty => Vec::new(),
             ListMode::DefaultOnly => vec![ExportEntry {
-                name: self.default_export(next, readonly).await?,
+                name: self.default_export(next, readonly, is_tls).await?,
                 description: None,
             }],
             ListMode::Explicit => self
@@ -172,7 +174,7 @@ impl Filter for ExportName {
         // `default-export=` (empty) leaves "" for the layer below to
         // resolve with its own default, as every layer does in C.
         let below = if export.is_empty() {
-            next.default_export(readonly).await?
+            next.default_export(readonly, args.client.tls).await?
         } else {
             export.to_string()
         };

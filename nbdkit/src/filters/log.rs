@@ -215,13 +215,15 @@ impl Filter for LogFilter {
         r
     }
 
-    async fn list_exports(&self, next: &Next, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(
+        &self, next: &Next, readonly: bool, is_tls: bool,
+    ) -> Result<Vec<ExportEntry>> {
         let l = &self.0;
         // As C: the number the client's Preconnect took.
         let id = l.list_ids.load(Ordering::Relaxed).max(1);
         let act = "ListExports";
         l.entry(None, id, act, Kind::Enter, &format!("readonly={} tls=0", u8::from(readonly)));
-        let r = next.list_exports(readonly).await;
+        let r = next.list_exports(readonly, is_tls).await;
         let args = match &r {
             Ok(list) => {
                 let names: Vec<String> = list.iter().map(|e| shell_quote(&e.name)).collect();

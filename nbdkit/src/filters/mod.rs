@@ -46,6 +46,7 @@ pub mod scan;
 pub mod stats;
 pub mod swab;
 pub mod tar;
+pub mod tls_fallback;
 pub mod truncate;
 mod window;
 pub mod xz;
@@ -106,6 +107,7 @@ pub static FILTERS: &[&FilterInfo] = &[
     &stats::INFO,
     &swab::INFO,
     &tar::INFO,
+    &tls_fallback::INFO,
     &truncate::INFO,
     &xz::INFO,
 ];

@@ -18,9 +18,10 @@ fn dump_config() -> String {
         (it.next().unwrap_or("1"), it.next().unwrap_or("0"))
     };
     format!(
-        "binary={}\nbindir={bindir}\nexit_with_parent=yes\nhost_cpu={}\nhost_os=linux-gnu\nname=nbdkit\ntls=no\nversion={COMPAT_VERSION}\nversion_extra={VERSION_EXTRA}\nversion_major={major}\nversion_minor={minor}\nzstd=no\n",
+        "binary={}\nbindir={bindir}\nexit_with_parent=yes\nhost_cpu={}\nhost_os=linux-gnu\nname=nbdkit\nroot_tls_certificates_dir={}\ntls=yes\nversion={COMPAT_VERSION}\nversion_extra={VERSION_EXTRA}\nversion_major={major}\nversion_minor={minor}\nzstd=no\n",
         exe.display(),
         std::env::consts::ARCH,
+        crate::server::tls::ROOT_CERTIFICATES_DIR,
     )
 }
 

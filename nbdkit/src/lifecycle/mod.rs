@@ -50,6 +50,9 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     // The log: on stderr while the plugin starts (which may print debug
     // messages with -v), then where --log says.
     let log = Log::new(cfg.verbose);
+    // TLS credentials first, as C: a bad file stops us before any plugin
+    // starts. Oldstyle has no STARTTLS.
+    let tls = if cfg.oldstyle { None } else { server::tls::Tls::load(&cfg.tls, &log)? };
     // How plugins and filters ask the server to stop.
     let stop = ShutdownRequest::new();
     let (plugin, thread_model) = build_chain(&cfg, info, &stop, &log)?;
@@ -103,6 +106,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
         no_sr: cfg.no_sr,
         handshake_mask: cfg.mask_handshake,
         no_meta_contexts: cfg.no_meta_contexts,
+        tls: cfg.tls.mode,
     };
     let name = cfg.plugin.expect("checked").name;
     let mut sc = ServerConfig::new(plugin, name);
@@ -113,6 +117,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
     sc.threads = cfg.threads;
     sc.thread_model = thread_model;
     sc.log = log.clone();
+    sc.tls = tls;
     let code = rt.block_on(serve(&cfg, sc, &mut listening, parent, ready, &stop));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
@@ -236,6 +241,15 @@ async fn serve(
     parent: Option<parent::Parent>, mut ready: daemon::Ready, stop: &ShutdownRequest,
 ) -> Result<(u8, Option<i32>), StartError> {
     let log = &sc.log.clone();
+    // TLS as it ends up: off without credentials. When it is required, the
+    // URI says so (nbds://) and names the credentials a client needs.
+    let tls = match &sc.tls {
+        Some(t) => (sc.settings.tls, Some(t.client.clone())),
+        None => (crate::protocol::handshake::TlsMode::Off, None),
+    };
+    if let (crate::protocol::handshake::TlsMode::Require, Some(creds)) = &tls {
+        listening.uri = listening.uri.take().map(|u| crate::uri::with_tls(&u, creds));
+    }
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
@@ -271,7 +285,7 @@ async fn serve(
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;
-        let client = crate::backend::Client { peer: server::stdio::peer() };
+        let client = crate::backend::Client { peer: server::stdio::peer(), tls: false };
         tokio::spawn(server::serve_one(Box::new(r), Box::new(w), client, srv, shutdown))
     } else {
         // The listeners move into the server, which closes them as soon as
@@ -308,7 +322,11 @@ async fn serve(
                 export_name: &cfg.export_name,
                 port: listening.port,
                 unix: listening.unix.as_deref(),
-                tls: 0,
+                tls: match tls.0 {
+                    crate::protocol::handshake::TlsMode::Off => 0,
+                    crate::protocol::handshake::TlsMode::On => 1,
+                    crate::protocol::handshake::TlsMode::Require => 2,
+                },
             };
             Some(
                 captive::spawn(cmd, &vars)

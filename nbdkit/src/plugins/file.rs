@@ -314,12 +314,12 @@ impl Plugin for FilePlugin {
         })
     }
 
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
         match &self.source {
             Source::Dir(d) => blocking(|| list_dir(d)),
             Source::DirFd(fd) => blocking(|| list_dir(Path::new(&format!("/proc/self/fd/{fd}")))),
             _ => Ok(vec![ExportEntry {
-                name: self.default_export(readonly).await?,
+                name: self.default_export(readonly, is_tls).await?,
                 description: None,
             }]),
         }

@@ -222,10 +222,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 impl Plugin for NbdPlugin {
     /// With `dynamic-export=true`, the server's own list; otherwise just
     /// our export.
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
         if !self.dynamic {
             return Ok(vec![ExportEntry {
-                name: self.default_export(readonly).await?,
+                name: self.default_export(readonly, is_tls).await?,
                 description: None,
             }]);
         }
@@ -250,7 +250,7 @@ impl Plugin for NbdPlugin {
 
     /// With `dynamic-export=true`, the server's name for its default
     /// export if it says (else `""`); otherwise `export=`.
-    async fn default_export(&self, _readonly: bool) -> Result<String> {
+    async fn default_export(&self, _readonly: bool, _is_tls: bool) -> Result<String> {
         if !self.dynamic {
             return Ok(self.export.clone());
         }

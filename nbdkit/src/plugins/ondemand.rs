@@ -72,11 +72,11 @@ fn valid(name: &str) -> bool {
 
 #[async_trait]
 impl Plugin for OnDemand {
-    async fn default_export(&self, _readonly: bool) -> Result<String> {
+    async fn default_export(&self, _readonly: bool, _is_tls: bool) -> Result<String> {
         Ok("default".into())
     }
 
-    async fn list_exports(&self, _readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, _readonly: bool, _is_tls: bool) -> Result<Vec<ExportEntry>> {
         let entry = |name: String| ExportEntry { name, description: None };
         let mut out = vec![entry(String::new())];
         let names = tokio::task::block_in_place(|| -> std::io::Result<Vec<String>> {

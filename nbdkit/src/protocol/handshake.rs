@@ -58,6 +58,21 @@ pub struct Settings {
     pub handshake_mask: u16,
     /// Refuse meta contexts, so no block status (`--no-meta-contexts`).
     pub no_meta_contexts: bool,
+    /// Whether STARTTLS is offered, and required.
+    pub tls: TlsMode,
+}
+
+/// `--tls`: whether TLS is offered, and whether it is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum TlsMode {
+    /// Plain connections only: STARTTLS gets NBD_REP_ERR_POLICY.
+    #[default]
+    Off,
+    /// Plain and TLS clients alike.
+    On,
+    /// Every option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD until
+    /// TLS is up.
+    Require,
 }
 
 /// nbdkit's defaults: newstyle, structured replies and meta contexts
@@ -69,6 +84,7 @@ impl Default for Settings {
             no_sr: false,
             handshake_mask: u16::MAX,
             no_meta_contexts: false,
+            tls: TlsMode::Off,
         }
     }
 }
@@ -80,6 +96,26 @@ pub struct Outcome {
     pub negotiated: Negotiated,
     /// The export name the client asked for.
     pub export_name: String,
+}
+
+/// How a handshake's first part ends.
+#[derive(Debug)]
+pub enum Step {
+    /// An export was chosen: on to the transmission phase.
+    Done(Outcome),
+    /// The client asked for STARTTLS and was told yes: the caller wraps the
+    /// connection in TLS and calls [`negotiate`] again with this resume
+    /// point. Whatever the client sent after the option and before the
+    /// TLS handshake must be thrown away, not read as options.
+    StartTls(Resume),
+}
+
+/// Where the handshake goes on after STARTTLS: options again, under TLS,
+/// with nothing remembered from before (structured replies, meta
+/// contexts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    no_zeroes: bool,
 }
 
 /// Why a handshake ended without a transmission phase.
@@ -113,34 +149,28 @@ impl std::fmt::Display for Failure {
 /// Id of `base:allocation` when it is selected.
 const BASE_ALLOCATION_ID: u32 = 1;
 
-/// Run the handshake on a connection.
+/// Run the handshake on a connection: from the start (`resume` is None),
+/// or under TLS after STARTTLS.
 pub async fn negotiate<R, W, E>(
     r: &mut R, w: &mut W, exports: &mut E, settings: &Settings, oldstyle_export: &str,
-) -> Result<Outcome, Failure>
+    resume: Option<Resume>,
+) -> Result<Step, Failure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     E: Exports,
 {
     if settings.oldstyle {
-        return oldstyle(w, exports, oldstyle_export).await;
+        return oldstyle(w, exports, oldstyle_export).await.map(Step::Done);
     }
-    let gflags = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & settings.handshake_mask;
-    let mut hello = [0u8; 18];
-    hello[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
-    hello[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
-    hello[16..18].copy_from_slice(&gflags.to_be_bytes());
-    w.write_all(&hello).await?;
-    w.flush().await?;
-
-    let cflags = r.read_u32().await?;
-    let allowed = u32::from(gflags) & (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
-    if cflags & !allowed != 0 {
-        return Err(Failure::Protocol(format!(
-            "client sent unknown or unadvertised flags {cflags:#x}"
-        )));
-    }
-    let no_zeroes = cflags & FLAG_C_NO_ZEROES != 0;
+    let using_tls = resume.is_some();
+    let no_zeroes = match resume {
+        Some(r) => r.no_zeroes,
+        None => hello(r, w, settings).await?,
+    };
+    // Until TLS is up, a server that requires it answers only STARTTLS
+    // and ABORT.
+    let tls_wall = settings.tls == TlsMode::Require && !using_tls;
 
     let mut st = State { structured: false, base_allocation: false, out: Vec::with_capacity(256) };
     for _ in 0..MAX_OPTIONS {
@@ -164,6 +194,17 @@ where
         let mut data = vec![0u8; len as usize];
         r.read_exact(&mut data).await?;
 
+        if tls_wall && opt != OPT_STARTTLS && opt != OPT_ABORT {
+            if opt == OPT_EXPORT_NAME {
+                // No reply can say TLS_REQD to EXPORT_NAME: hang up.
+                return Err(Failure::Protocol(
+                    "non-TLS client sent NBD_OPT_EXPORT_NAME in --tls=require mode".into(),
+                ));
+            }
+            st.reply(opt, REP_ERR_TLS_REQD, b"TLS is required before this option");
+            st.send(w).await?;
+            continue;
+        }
         match opt {
             OPT_EXPORT_NAME => {
                 let name = string(&data).map_err(Failure::Protocol)?;
@@ -175,7 +216,7 @@ where
                     st.out.extend_from_slice(&[0u8; 124]);
                 }
                 st.send(w).await?;
-                return Ok(st.outcome(&info, name));
+                return Ok(Step::Done(st.outcome(&info, name)));
             }
             OPT_ABORT => {
                 st.reply(opt, REP_ACK, b"");
@@ -205,8 +246,19 @@ where
                 }
             }
             OPT_STARTTLS => {
-                // As C nbdkit does when TLS is off: a policy refusal.
-                st.reply(opt, REP_ERR_POLICY, b"TLS is not supported by this server");
+                if !data.is_empty() {
+                    st.reply(opt, REP_ERR_INVALID, b"NBD_OPT_STARTTLS: option has unexpected data");
+                } else if settings.tls == TlsMode::Off {
+                    // As C nbdkit does when TLS is off: a policy refusal.
+                    st.reply(opt, REP_ERR_POLICY, b"TLS is not enabled on this server");
+                } else if using_tls {
+                    st.reply(opt, REP_ERR_INVALID, b"TLS is already in use");
+                } else {
+                    // The ACK goes in the clear; then the TLS handshake.
+                    st.reply(opt, REP_ACK, b"");
+                    st.send(w).await?;
+                    return Ok(Step::StartTls(Resume { no_zeroes }));
+                }
             }
             OPT_INFO | OPT_GO => {
                 let (name, requests) = match info_request(&data) {
@@ -224,7 +276,7 @@ where
                         st.reply(opt, REP_ACK, b"");
                         if opt == OPT_GO {
                             st.send(w).await?;
-                            return Ok(st.outcome(&info, name));
+                            return Ok(Step::Done(st.outcome(&info, name)));
                         }
                     }
                 }
@@ -287,6 +339,31 @@ where
         st.send(w).await?;
     }
     Err(Failure::Protocol(format!("too many options (more than {MAX_OPTIONS})")))
+}
+
+/// The server's greeting and the client's flags; true if the client
+/// asked for no zeroes.
+async fn hello<R, W>(r: &mut R, w: &mut W, settings: &Settings) -> Result<bool, Failure>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let gflags = (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) & settings.handshake_mask;
+    let mut hello = [0u8; 18];
+    hello[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());
+    hello[8..16].copy_from_slice(&IHAVEOPT.to_be_bytes());
+    hello[16..18].copy_from_slice(&gflags.to_be_bytes());
+    w.write_all(&hello).await?;
+    w.flush().await?;
+
+    let cflags = r.read_u32().await?;
+    let allowed = u32::from(gflags) & (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    if cflags & !allowed != 0 {
+        return Err(Failure::Protocol(format!(
+            "client sent unknown or unadvertised flags {cflags:#x}"
+        )));
+    }
+    Ok(cflags & FLAG_C_NO_ZEROES != 0)
 }
 
 struct State {
@@ -491,19 +568,62 @@ mod tests {
         }
     }
 
-    const SETTINGS: Settings =
-        Settings { oldstyle: false, no_sr: false, handshake_mask: 0xffff, no_meta_contexts: false };
+    const SETTINGS: Settings = Settings {
+        oldstyle: false,
+        no_sr: false,
+        handshake_mask: 0xffff,
+        no_meta_contexts: false,
+        tls: TlsMode::Off,
+    };
 
     /// Run the server side on one end of a duplex pipe.
     fn server(
         settings: Settings,
     ) -> (DuplexStream, tokio::task::JoinHandle<Result<Outcome, Failure>>) {
+        let (client, h) = server_steps(settings);
+        let h = tokio::spawn(async move {
+            match h.await.unwrap()? {
+                Step::Done(o) => Ok(o),
+                Step::StartTls(_) => Err(Failure::Protocol("STARTTLS".into())),
+            }
+        });
+        (client, h)
+    }
+
+    fn server_steps(
+        settings: Settings,
+    ) -> (DuplexStream, tokio::task::JoinHandle<Result<Step, Failure>>) {
         let (client, srv) = duplex(1 << 16);
         let h = tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(srv);
-            negotiate(&mut r, &mut w, &mut One, &settings, "").await
+            negotiate(&mut r, &mut w, &mut One, &settings, "", None).await
         });
         (client, h)
+    }
+
+    #[tokio::test]
+    async fn tls_required_then_starttls() {
+        let (mut c, h) = server_steps(Settings { tls: TlsMode::Require, ..SETTINGS });
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        // Before TLS, everything but STARTTLS and ABORT is refused.
+        for o in [OPT_LIST, OPT_STRUCTURED_REPLY, OPT_GO, 99] {
+            opt(&mut c, o, if o == OPT_GO { b"\0\0\0\0\0\0" } else { b"" }).await;
+            let refused = b"TLS is required before this option".to_vec();
+            assert_eq!(reply(&mut c).await, (o, REP_ERR_TLS_REQD, refused));
+        }
+        opt(&mut c, OPT_STARTTLS, b"x").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_INVALID);
+        opt(&mut c, OPT_STARTTLS, b"").await;
+        assert_eq!(reply(&mut c).await, (OPT_STARTTLS, REP_ACK, vec![]));
+        match h.await.unwrap() {
+            Ok(Step::StartTls(r)) => assert!(!r.no_zeroes),
+            other => panic!("{other:?}"),
+        }
+        // EXPORT_NAME has no error reply: the server hangs up.
+        let (mut c, h) = server_steps(Settings { tls: TlsMode::Require, ..SETTINGS });
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        opt(&mut c, OPT_EXPORT_NAME, b"").await;
+        assert!(matches!(h.await.unwrap(), Err(Failure::Protocol(_))));
     }
 
     async fn opt(c: &mut DuplexStream, opt: u32, data: &[u8]) {

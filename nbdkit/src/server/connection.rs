@@ -30,7 +30,7 @@ use crate::backend::shutdown::{in_connection, ConnectionEnd};
 use crate::backend::CACHE_CHUNK;
 use crate::backend::{Client, Errno, Error, Extent, Flags, Guard, OpenArgs};
 use crate::protocol::consts::*;
-use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry};
+use crate::protocol::handshake::{self, ExportInfo, Exports, ListEntry, Step};
 use crate::protocol::request::{self, Command, Negotiated, Request};
 use crate::protocol::{errno, flags, reply};
 
@@ -46,7 +46,7 @@ impl Exports for Opener<'_> {
         let list = self
             .server
             .plugin
-            .list_exports(self.server.readonly)
+            .list_exports(self.server.readonly, self.client.tls)
             .await
             .map_err(|e| e.to_string())?;
         Ok(list
@@ -59,15 +59,18 @@ impl Exports for Opener<'_> {
         let srv = self.server;
         let name = if name.is_empty() {
             let top = Arc::as_ptr(&srv.plugin) as *const () as usize;
-            crate::backend::cached_default_export(top, srv.plugin.default_export(srv.readonly))
-                .await
-                .map_err(|e| e.to_string())?
+            crate::backend::cached_default_export(
+                top,
+                srv.plugin.default_export(srv.readonly, self.client.tls),
+            )
+            .await
+            .map_err(|e| e.to_string())?
         } else {
             name.to_string()
         };
-        crate::backend::trace_open(&srv.log, srv.top_name, srv.readonly, &name);
+        let args = OpenArgs::new(srv.readonly, &name, &self.client);
+        crate::backend::trace_open(&srv.log, srv.top_name, &args);
         let opened = async {
-            let args = OpenArgs::new(srv.readonly, &name, &self.client);
             let h = srv.plugin.open(&args).await?;
             Ok::<_, crate::backend::Error>(
                 Guard::new(h, srv.readonly).await?.named(srv.top_name, &srv.log),
@@ -115,13 +118,65 @@ where
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = w;
     let mut opener = Opener { server: &server, client, export: None };
+    let resume = match handshake(&mut r, &mut w, &mut opener, &mut shutdown, None).await {
+        None => return,
+        Some(Step::Done(outcome)) => {
+            let export = opener.export.take().expect("the handshake opened it");
+            return transmit(r, w, export, outcome, &server, shutdown).await;
+        }
+        Some(Step::StartTls(resume)) => resume,
+    };
+    let Some(tls) = server.tls.clone() else {
+        unreachable!("STARTTLS is refused when TLS is off");
+    };
+    // The options before STARTTLS were in the clear; bytes the client sent
+    // after STARTTLS and before seeing our answer cannot be its TLS hello,
+    // so whatever is already buffered is thrown away unread (someone on
+    // the path may have injected options there).
+    let raw = tokio::io::join(r.into_inner(), w);
+    let accept = tls.accept(raw);
+    tokio::pin!(accept);
+    let stream = tokio::select! {
+        s = &mut accept => s,
+        _ = shutdown.wait() => match tokio::time::timeout(GRACE, &mut accept).await {
+            Ok(s) => s,
+            Err(_) => return,
+        },
+    };
+    let Ok(stream) = stream else {
+        return;
+    };
+    server.log.debug("using TLS on this connection");
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    opener.client.tls = true;
+    if let Some(Step::Done(outcome)) =
+        handshake(&mut r, &mut w, &mut opener, &mut shutdown, Some(resume)).await
+    {
+        let export = opener.export.take().expect("the handshake opened it");
+        transmit(r, w, export, outcome, &server, shutdown).await;
+    }
+}
+
+/// The option haggling, from the start or after STARTTLS. None when it
+/// ended without an export (any export it opened is closed again).
+async fn handshake<R, W>(
+    r: &mut BufReader<R>, w: &mut W, opener: &mut Opener<'_>, shutdown: &mut Shutdown,
+    resume: Option<handshake::Resume>,
+) -> Option<Step>
+where
+    R: AsyncRead + Send + Unpin,
+    W: AsyncWrite + Send + Unpin,
+{
+    let server = opener.server;
     let outcome = {
         let negotiate = crate::backend::with_default_export_cache(handshake::negotiate(
-            &mut r,
-            &mut w,
-            &mut opener,
+            r,
+            w,
+            opener,
             &server.settings,
             &server.export_name,
+            resume,
         ));
         tokio::pin!(negotiate);
         tokio::select! {
@@ -133,9 +188,8 @@ where
             _ = shutdown.wait() => tokio::time::timeout(GRACE, &mut negotiate).await.ok(),
         }
     };
-    // A handshake that ends badly after opening the export still closes it.
-    let outcome = match outcome {
-        Some(Ok(o)) => o,
+    match outcome {
+        Some(Ok(step)) => Some(step),
         failed => {
             match failed {
                 Some(Err(handshake::Failure::Io(e))) => server
@@ -144,15 +198,24 @@ where
                 Some(Err(e)) => server.log.debug(&e.to_string()),
                 _ => {}
             }
+            // A handshake that ends badly after opening the export still
+            // closes it.
             if let Some(export) = opener.export.take() {
                 export.close().await;
             }
-            return;
+            None
         }
-    };
-    let Some(export) = opener.export.take() else {
-        return;
-    };
+    }
+}
+
+/// The transmission phase, once the handshake has chosen `export`.
+async fn transmit<R, W>(
+    r: BufReader<R>, w: W, export: Guard, outcome: handshake::Outcome, server: &Arc<Server>,
+    shutdown: Shutdown,
+) where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     server.log.debug(&format!(
         "transmission: export '{}' size {} flags {:#x}",
         outcome.export_name, outcome.negotiated.size, outcome.negotiated.eflags
@@ -216,7 +279,13 @@ async fn write_replies<W>(
     let mut broken = false;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if !broken {
-            if let Err(e) = write_all_vectored(&mut w, &batch).await {
+            // (A flush costs nothing on a socket, and pushes out what a TLS
+            // stream has buffered.)
+            let sent = async {
+                write_all_vectored(&mut w, &batch).await?;
+                w.flush().await
+            };
+            if let Err(e) = sent.await {
                 log.debug(&format!("write reply: {e}"));
                 broken = true;
             }

@@ -8,6 +8,7 @@
 mod connection;
 mod pool;
 pub mod stdio;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 
 use crate::backend::{Client, Peer, Plugin, ThreadModel};
-use crate::protocol::handshake::Settings;
+use crate::protocol::handshake::{Settings, TlsMode};
 
 /// Grace period a connected client gets to leave once shutdown starts.
 pub const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -69,6 +70,8 @@ pub struct Server {
     pub top_name: &'static str,
     /// Where messages go.
     pub log: crate::log::Log,
+    /// The TLS credentials, when STARTTLS is offered.
+    pub tls: Option<Arc<tls::Tls>>,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
     /// Held around each request under `serialize_all_requests`.
@@ -95,6 +98,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// The chain's thread model (the strictest of its layers').
     pub thread_model: ThreadModel,
+    /// TLS credentials: with them, `settings.tls` says whether STARTTLS
+    /// is offered or required; without, TLS is off.
+    pub tls: Option<Arc<tls::Tls>>,
     /// Where messages go.
     pub log: crate::log::Log,
 }
@@ -113,6 +119,7 @@ impl ServerConfig {
             threads: crate::cli::DEFAULT_THREADS,
             thread_model: ThreadModel::Parallel,
             log: Default::default(),
+            tls: None,
         }
     }
 }
@@ -123,7 +130,12 @@ impl Server {
         Server {
             plugin: cfg.plugin,
             plugin_name: cfg.plugin_name,
-            settings: cfg.settings,
+            // Without credentials, TLS is off whatever the settings say.
+            settings: Settings {
+                tls: if cfg.tls.is_some() { cfg.settings.tls } else { TlsMode::Off },
+                ..cfg.settings
+            },
+            tls: cfg.tls,
             readonly: cfg.readonly,
             export_name: cfg.export_name,
             threads: cfg.threads,
@@ -174,7 +186,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                         let server = server.clone();
                         let shutdown = shutdown.clone();
                         let done = done_tx.clone();
-                        let client = Client { peer };
+                        let client = Client { peer, tls: false };
                         tokio::spawn(async move {
                             connection::serve(r, w, client, server, shutdown).await;
                             drop(done);
@@ -301,12 +313,7 @@ mod tests {
 
     async fn max_concurrency_of(model: ThreadModel, inline: bool) -> usize {
         let probe = Arc::new(Probe { inline, ..Probe::default() });
-        let settings = Settings {
-            oldstyle: true,
-            no_sr: false,
-            handshake_mask: u16::MAX,
-            no_meta_contexts: false,
-        };
+        let settings = Settings { oldstyle: true, ..Settings::default() };
         let plugin = Arc::new(ProbePlugin(probe.clone()));
         let mut cfg = ServerConfig::new(plugin, "probe");
         cfg.settings = settings;
@@ -317,7 +324,7 @@ mod tests {
         for _ in 0..2 {
             let (mut c, s) = tokio::io::duplex(1 << 20);
             let (r, w) = tokio::io::split(s);
-            let client = Client { peer: Peer::Unknown };
+            let client = Client { peer: Peer::Unknown, tls: false };
             tokio::spawn(connection::serve(r, w, client, srv.clone(), shutdown.clone()));
             clients.push(tokio::spawn(async move {
                 let mut hello = [0u8; 152];

@@ -347,7 +347,8 @@ impl Plugin for ScriptPlugin {
         let (readonly, export) = (args.readonly, args.export);
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
-        let handle = match r.call("open", &[ro, export, "false"], None).await {
+        let tls = if args.client.tls { "true" } else { "false" };
+        let handle = match r.call("open", &[ro, export, tls], None).await {
             Outcome::Ok(out) => text(&out),
             Outcome::Missing => String::new(),
             o => return failed("open", o, r.name),
@@ -360,10 +361,11 @@ impl Plugin for ScriptPlugin {
         }))
     }
 
-    async fn list_exports(&self, readonly: bool) -> Result<Vec<ExportEntry>> {
+    async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
-        match r.call("list_exports", &[ro, "false"], None).await {
+        let tls = if is_tls { "true" } else { "false" };
+        match r.call("list_exports", &[ro, tls], None).await {
             Outcome::Ok(out) => {
                 let list = export_list(&out);
                 // As C's nbdkit_add_export: names and descriptions must fit
@@ -384,7 +386,7 @@ impl Plugin for ScriptPlugin {
             // export at all (not an error), as in C nbdkit.
             Outcome::Missing => Ok(crate::backend::cached_default_export(
                 self as *const Self as *const () as usize,
-                self.default_export(readonly),
+                self.default_export(readonly, is_tls),
             )
             .await
             .map(|name| ExportEntry { name, description: None })
@@ -394,10 +396,11 @@ impl Plugin for ScriptPlugin {
         }
     }
 
-    async fn default_export(&self, readonly: bool) -> Result<String> {
+    async fn default_export(&self, readonly: bool, is_tls: bool) -> Result<String> {
         let r = &self.runner;
         let ro = if readonly { "true" } else { "false" };
-        match r.call("default_export", &[ro, "false"], None).await {
+        let tls = if is_tls { "true" } else { "false" };
+        match r.call("default_export", &[ro, tls], None).await {
             Outcome::Ok(out) => Ok(first_export(&out)),
             Outcome::Missing => Ok(String::new()),
             o => failed("default_export", o, r.name),
