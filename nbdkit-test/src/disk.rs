@@ -58,7 +58,50 @@ pub struct Builder {
     timeout: Duration,
     stop_timeout: Duration,
     binary: Option<PathBuf>,
+    tls: Option<Tls>,
 }
+
+/// The credentials of a disk that requires TLS.
+#[derive(Clone, Debug)]
+enum Tls {
+    /// `--tls-certificates=DIR` (made by the test).
+    Certificates(PathBuf),
+    /// `--tls-psk=FILE` (made by the test).
+    PskFile(PathBuf),
+    /// A PSK file the crate makes, in a directory the guard removes.
+    NewPsk,
+}
+
+/// The TLS credentials a client needs to reach a disk that requires TLS.
+#[derive(Debug)]
+pub struct TlsCredentials {
+    psk_file: Option<PathBuf>,
+    username: Option<String>,
+    certificates: Option<PathBuf>,
+    // The directory of a PSK file made by the crate.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TlsCredentials {
+    /// The PSK file (`username:hexkey` lines), if the disk uses PSK.
+    pub fn psk_file(&self) -> Option<&Path> {
+        self.psk_file.as_deref()
+    }
+
+    /// The PSK username to connect as (the file's first), if the disk uses
+    /// PSK.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The certificates directory, if the disk uses X.509.
+    pub fn certificates(&self) -> Option<&Path> {
+        self.certificates.as_deref()
+    }
+}
+
+/// The username of the PSK files the crate makes.
+pub const PSK_USERNAME: &str = "nbdkit-test";
 
 impl Builder {
     /// A disk served by `plugin` (a name like `memory`, or a path).
@@ -76,7 +119,47 @@ impl Builder {
             timeout: DEFAULT_START_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             binary: None,
+            tls: None,
         }
+    }
+
+    /// Require TLS with X.509 certificates: `DIR` holds `ca-cert.pem`,
+    /// `server-cert.pem` and `server-key.pem` (see nbdkit-tls(1)). The URI
+    /// is then `nbds+unix://` (or `nbds://`) and names the directory, which
+    /// libnbd's clients read `ca-cert.pem` (and, for a client certificate,
+    /// `client-cert.pem` and `client-key.pem`) from. Add
+    /// `.server_arg("--tls-verify-peer")` to require client certificates.
+    pub fn tls_certificates(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.tls = Some(Tls::Certificates(dir.into()));
+        self
+    }
+
+    /// Require TLS with the pre-shared keys in `file` (`username:hexkey`
+    /// lines, as psktool writes them). The URI names the file and its first
+    /// username.
+    pub fn tls_psk(mut self, file: impl Into<PathBuf>) -> Builder {
+        self.tls = Some(Tls::PskFile(file.into()));
+        self
+    }
+
+    /// Require TLS with a pre-shared key the crate makes: a random 256-bit
+    /// key for user [`PSK_USERNAME`], in a private file that goes away with
+    /// the guard. [`CaptiveDisk::tls`] tells a client where it is.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let disk = nbdkit_test::CaptiveDisk::builder("memory")
+    ///     .arg("size=1M")
+    ///     .tls_psk_new()
+    ///     .start()?;
+    /// assert!(disk.uri().starts_with("nbds+unix://nbdkit-test@/?socket="));
+    /// let psk = disk.tls().unwrap().psk_file().unwrap();
+    /// assert!(std::fs::read_to_string(psk)?.starts_with("nbdkit-test:"));
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_psk_new(mut self) -> Builder {
+        self.tls = Some(Tls::NewPsk);
+        self
     }
 
     /// One plugin or filter parameter, e.g. `"size=1M"` or a magic
@@ -198,6 +281,7 @@ struct Launch {
     stderr: File,
     export_name: String,
     stop_timeout: Duration,
+    tls: Option<TlsCredentials>,
 }
 
 impl Launch {
@@ -249,6 +333,10 @@ impl Launch {
         if b.verbose {
             opts.push("-v".into());
         }
+        let tls = match &b.tls {
+            None => None,
+            Some(t) => Some(tls_options(t, &mut opts)?),
+        };
         opts.extend(b.server_args);
         for f in &b.filters {
             let mut o = OsString::from("--filter=");
@@ -316,11 +404,13 @@ impl Launch {
             stderr,
             export_name: b.export_name,
             stop_timeout: b.stop_timeout,
+            tls,
         })
     }
 
     fn run(self, deadline: Instant) -> Result<CaptiveDisk, Error> {
-        let Launch { cmd, display, mode, keep, pidfile, stderr, export_name, stop_timeout } = self;
+        let Launch { cmd, display, mode, keep, pidfile, stderr, export_name, stop_timeout, tls } =
+            self;
         let spawned = spawn::spawn(cmd, keep);
         // The child has its copies now (the Command, and with it a
         // socket-activation listener, was dropped by the spawner); our
@@ -347,6 +437,7 @@ impl Launch {
             stop_timeout,
             drained: None,
             stopped: None,
+            tls,
         };
         let ready_fd = match (&stdout, &ready_read) {
             (Some(s), _) => s,
@@ -384,7 +475,16 @@ impl Launch {
         };
         match mode {
             Mode::PrintUri => {
-                match uri::parse(&line) {
+                // A TLS URI (nbds, perhaps with a PSK user) locates the
+                // server like a plain one.
+                let plain = match line.strip_prefix("nbds+unix://") {
+                    Some(rest) => {
+                        let rest = rest.split_once("@/").map_or(rest, |(_, r)| r);
+                        format!("nbd+unix:///{}", rest.trim_start_matches('/'))
+                    }
+                    None => line.replacen("nbds://", "nbd://", 1),
+                };
+                match uri::parse(&plain) {
                     Ok(uri::Target::Unix { socket, .. }) => {
                         disk.private_dir = socket.parent().map(Path::to_path_buf);
                         disk.socket = Some(socket);
@@ -398,9 +498,11 @@ impl Launch {
                 }
                 // nbdkit says `localhost` whatever address it listens on;
                 // the disk listens on 127.0.0.1 only, so say that.
+                // (Not with TLS: the URI names the credentials, and the
+                // server's certificate names localhost.)
                 disk.uri = match disk.port {
-                    Some(port) => uri::tcp(port, &disk.export_name),
-                    None => line,
+                    Some(port) if disk.tls.is_none() => uri::tcp(port, &disk.export_name),
+                    _ => line,
                 };
                 // Anything the server writes to stdout from now on goes to
                 // the log, so that it can never fill the pipe and block.
@@ -420,6 +522,62 @@ impl Launch {
         }
         Ok(disk)
     }
+}
+
+/// The server options for `t`, and what a client will need.
+fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Error> {
+    opts.push("--tls=require".into());
+    let first_user = |file: &Path| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.split_once(':')).map(|(u, _)| u.into()))
+    };
+    let mut arg = |k: &str, v: &Path| {
+        let mut o = OsString::from(k);
+        o.push(v);
+        opts.push(o);
+    };
+    Ok(match t {
+        Tls::Certificates(dir) => {
+            arg("--tls-certificates=", dir);
+            TlsCredentials {
+                psk_file: None,
+                username: None,
+                certificates: Some(dir.clone()),
+                _dir: None,
+            }
+        }
+        Tls::PskFile(file) => {
+            arg("--tls-psk=", file);
+            TlsCredentials {
+                psk_file: Some(file.clone()),
+                username: first_user(file),
+                certificates: None,
+                _dir: None,
+            }
+        }
+        Tls::NewPsk => {
+            let dir = tempfile::Builder::new()
+                .prefix("nbdkit-test-psk-")
+                .tempdir()
+                .map_err(|e| Error::io("cannot create a directory for the PSK file", e))?;
+            let file = dir.path().join("keys.psk");
+            let mut key = [0u8; 32];
+            File::open("/dev/urandom")
+                .and_then(|mut f| io::Read::read_exact(&mut f, &mut key))
+                .map_err(|e| Error::io("cannot read /dev/urandom", e))?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&file, format!("{PSK_USERNAME}:{hex}\n"))
+                .map_err(|e| Error::io("cannot write the PSK file", e))?;
+            arg("--tls-psk=", &file);
+            TlsCredentials {
+                psk_file: Some(file),
+                username: Some(PSK_USERNAME.into()),
+                certificates: None,
+                _dir: Some(dir),
+            }
+        }
+    })
 }
 
 /// A running nbdkit serving one throwaway disk, shut down when dropped.
@@ -459,6 +617,7 @@ pub struct CaptiveDisk {
     // (A Mutex only to keep the guard Sync, for statics and `#[once]`.)
     drained: Option<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
     stopped: Option<ExitStatus>,
+    tls: Option<TlsCredentials>,
 }
 
 impl CaptiveDisk {
@@ -528,8 +687,22 @@ impl CaptiveDisk {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Open a connection with the crate's small blocking client.
+    /// What a client needs to reach a disk that requires TLS (None for a
+    /// plain disk).
+    pub fn tls(&self) -> Option<&TlsCredentials> {
+        self.tls.as_ref()
+    }
+
+    /// Open a connection with the crate's small blocking client (plain
+    /// disks only: it does not speak TLS).
     pub fn connect(&self) -> io::Result<Client> {
+        if self.tls.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this disk requires TLS, which the crate's client does not speak: \
+                 give disk.uri() to a TLS client (libnbd, qemu)",
+            ));
+        }
         match (&self.socket, self.port) {
             (Some(s), _) => Client::connect_unix(s, &self.export_name),
             (None, Some(p)) => Client::connect_tcp(("127.0.0.1", p), &self.export_name),

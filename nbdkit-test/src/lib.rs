@@ -134,5 +134,7 @@ mod uri;
 
 pub use binary::ENV_BIN;
 pub use client::Client;
-pub use disk::{Builder, CaptiveDisk, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT};
+pub use disk::{
+    Builder, CaptiveDisk, TlsCredentials, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, PSK_USERNAME,
+};
 pub use error::{Error, ErrorKind};

@@ -8,4 +8,5 @@ mod guard; // start, accessors, errors, Debug, drop
 mod many; // 200 guards across parallel tests
 mod rstest_fixtures; // the crate docs' rstest examples, run for real
 mod shared; // a disk shared by tests outlives the thread that made it
+mod tls; // disks that require TLS, with credentials made by the test or the crate
 mod util;
