@@ -70,6 +70,8 @@ enum Tls {
     PskFile(PathBuf),
     /// A PSK file the crate makes, in a directory the guard removes.
     NewPsk,
+    /// Certificates the crate makes, in a directory the guard removes.
+    NewCertificates,
 }
 
 /// The TLS credentials a client needs to reach a disk that requires TLS.
@@ -159,6 +161,30 @@ impl Builder {
     /// ```
     pub fn tls_psk_new(mut self) -> Builder {
         self.tls = Some(Tls::NewPsk);
+        self
+    }
+
+    /// Require TLS with X.509 certificates the crate makes: a CA, a server
+    /// certificate for `localhost` and `127.0.0.1`, and a client
+    /// certificate, in a private directory that goes away with the guard.
+    /// The directory holds `ca-cert.pem`, `client-cert.pem` and
+    /// `client-key.pem` for clients (libnbd reads them from the
+    /// `tls-certificates=` the URI names), and the server's files.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let disk = nbdkit_test::CaptiveDisk::builder("memory")
+    ///     .arg("size=1M")
+    ///     .tls_certificates_new()
+    ///     .server_arg("--tls-verify-peer") // clients must show theirs
+    ///     .start()?;
+    /// let dir = disk.tls().unwrap().certificates().unwrap();
+    /// assert!(dir.join("client-key.pem").exists());
+    /// assert!(disk.uri().starts_with("nbds+unix:///?socket="));
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_certificates_new(mut self) -> Builder {
+        self.tls = Some(Tls::NewCertificates);
         self
     }
 
@@ -554,6 +580,21 @@ fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Erro
                 username: first_user(file),
                 certificates: None,
                 _dir: None,
+            }
+        }
+        Tls::NewCertificates => {
+            let dir = tempfile::Builder::new()
+                .prefix("nbdkit-test-pki-")
+                .tempdir()
+                .map_err(|e| Error::io("cannot create a directory for the certificates", e))?;
+            crate::certs::write(dir.path())
+                .map_err(|e| Error::io("cannot make the certificates", e))?;
+            arg("--tls-certificates=", dir.path());
+            TlsCredentials {
+                psk_file: None,
+                username: None,
+                certificates: Some(dir.path().to_path_buf()),
+                _dir: Some(dir),
             }
         }
         Tls::NewPsk => {

@@ -126,6 +126,7 @@
 //! (`tests/rstest_fixtures.rs`).
 
 mod binary;
+mod certs;
 pub mod client;
 mod disk;
 mod error;

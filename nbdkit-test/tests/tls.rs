@@ -57,3 +57,30 @@ fn a_psk_file_the_test_made_over_tcp() {
     // A plain disk has no credentials.
     assert!(CaptiveDisk::new(["null"]).unwrap().tls().is_none());
 }
+
+#[test]
+fn certificates_the_crate_makes_with_client_verification() {
+    let disk = CaptiveDisk::builder("memory")
+        .arg("size=1M")
+        .tls_certificates_new()
+        .server_arg("--tls-verify-peer")
+        .start()
+        .unwrap();
+    let dir = disk.tls().unwrap().certificates().unwrap().to_path_buf();
+    for f in
+        ["ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem"]
+    {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    assert!(
+        disk.uri().ends_with(&format!("&tls-certificates={}", dir.display())),
+        "{}",
+        disk.uri()
+    );
+    // libnbd checks the server's name and shows the client's certificate.
+    if let Some(size) = nbdinfo_size(disk.uri()) {
+        assert_eq!(size, "1048576\n");
+    }
+    drop(disk);
+    assert!(!dir.exists());
+}

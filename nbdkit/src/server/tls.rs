@@ -80,6 +80,10 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// How long a client has to finish the TLS handshake (GnuTLS's default,
+/// which C nbdkit uses): a client that stalls in it is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(40);
+
 /// Bytes buffered each way under the TLS session (a few records).
 const BUFFER: usize = 256 * 1024;
 
@@ -148,7 +152,14 @@ impl Tls {
         if self.debug_log > 0 {
             self.log.debug("starting TLS handshake");
         }
-        if let Err(e) = std::pin::Pin::new(&mut s).accept().await {
+        let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut s).accept())
+            .await
+            .map_err(|_| {
+                let m = "TLS handshake: the client did not finish it in time";
+                self.log.error(m);
+                io::Error::new(io::ErrorKind::TimedOut, m)
+            })?;
+        if let Err(e) = accepted {
             let m = match e.ssl_error() {
                 Some(stack) => format!("TLS handshake: {}", reasons(stack)),
                 None => match e.io_error() {
