@@ -9,7 +9,8 @@
 //!   issued by that CA.
 //! - PSK: `--tls-psk=FILE`, `username:hexkey` lines as psktool writes them.
 //!
-//! The library is OpenSSL (Debian's libssl, through the `openssl` crate):
+//! The library is OpenSSL, through the `openssl` crate (built from source
+//! and linked statically by default: see the `vendored-openssl` feature):
 //! it does both X.509 and PSK over TLS 1.2 and 1.3, interoperates with the
 //! GnuTLS clients (libnbd, qemu), and its AES-GCM uses AES-NI. rustls has
 //! no PSK.
