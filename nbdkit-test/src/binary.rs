@@ -3,46 +3,71 @@
 //! The order, first match wins:
 //! 1. [`Builder::binary`](crate::Builder::binary);
 //! 2. the `NBDKIT_TEST_BIN` environment variable;
-//! 3. `CARGO_BIN_EXE_nbdkit` in the environment (pass it explicitly with
-//!    `.binary(env!("CARGO_BIN_EXE_nbdkit"))` from a crate that builds an
-//!    `nbdkit` binary: cargo only sets it at compile time);
-//! 4. an `nbdkit` in the cargo target directory of the running test
-//!    (beside `target/debug/deps/`), then in this workspace's
-//!    `target/debug` and `target/release`;
-//! 5. `nbdkit` on `PATH`.
+//! 3. the server compiled into the test executable itself (see
+//!    `embedded.rs`): nothing needs to be installed.
+//!
+//! To test against C nbdkit, point either at it:
+//! `NBDKIT_TEST_BIN=/usr/bin/nbdkit cargo test`.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::error::{Error, ErrorKind};
-use crate::spawn;
+use crate::{embedded, spawn};
 
 /// The environment variable naming the binary to run.
 pub const ENV_BIN: &str = "NBDKIT_TEST_BIN";
 
-/// Resolve the binary, or say everything that was tried.
-pub(crate) fn find(explicit: Option<&Path>) -> Result<PathBuf, Error> {
-    search(
-        explicit,
-        &|var| std::env::var_os(var),
-        target_candidates(),
-        std::env::var_os("PATH").unwrap_or_default(),
-    )
+/// The server that serves a disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// An nbdkit executable (ours, or C nbdkit).
+    Binary(PathBuf),
+    /// The server compiled into this executable, which is re-executed.
+    Embedded(PathBuf),
+}
+
+impl Server {
+    /// A command that runs this server (arguments still to add).
+    pub(crate) fn command(&self) -> Command {
+        match self {
+            Server::Binary(p) => Command::new(p),
+            Server::Embedded(exe) => {
+                let mut c = Command::new(exe);
+                c.arg0("nbdkit").env(embedded::ENV, embedded::TOKEN);
+                c
+            }
+        }
+    }
+
+    /// How the command line is shown: the binary, or `nbdkit` for the
+    /// embedded server.
+    pub(crate) fn display(&self) -> &std::ffi::OsStr {
+        match self {
+            Server::Binary(p) => p.as_os_str(),
+            Server::Embedded(_) => std::ffi::OsStr::new("nbdkit"),
+        }
+    }
+}
+
+/// Resolve the server, or say what was wrong.
+pub(crate) fn find(explicit: Option<&Path>) -> Result<Server, Error> {
+    search(explicit, &|var| std::env::var_os(var))
 }
 
 /// The search itself, with the environment passed in so it can be tested.
 fn search(
-    explicit: Option<&Path>, var: &dyn Fn(&str) -> Option<OsString>, targets: Vec<PathBuf>,
-    path: OsString,
-) -> Result<PathBuf, Error> {
+    explicit: Option<&Path>, var: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Server, Error> {
     if let Some(p) = explicit {
         return if is_executable(p) {
-            Ok(p.to_path_buf())
+            Ok(Server::Binary(p.to_path_buf()))
         } else {
             Err(Error::new(
                 ErrorKind::BinaryNotFound,
@@ -50,79 +75,24 @@ fn search(
             ))
         };
     }
-    let mut tried = Vec::new();
-    for name in [ENV_BIN, "CARGO_BIN_EXE_nbdkit"] {
-        match var(name) {
-            Some(v) if !v.is_empty() => {
-                let p = PathBuf::from(v);
-                if is_executable(&p) {
-                    return Ok(p);
-                }
-                // An explicit setting that points nowhere is a mistake:
-                // do not quietly fall back to something else.
-                return Err(Error::new(
-                    ErrorKind::BinaryNotFound,
-                    format!("{name}={} is not an executable file", p.display()),
-                ));
+    match var(ENV_BIN) {
+        Some(v) if !v.is_empty() => {
+            let p = PathBuf::from(v);
+            if is_executable(&p) {
+                return Ok(Server::Binary(p));
             }
-            _ => tried.push(format!("${name} (unset)")),
+            // An explicit setting that points nowhere is a mistake: do not
+            // quietly fall back to something else.
+            Err(Error::new(
+                ErrorKind::BinaryNotFound,
+                format!("{ENV_BIN}={} is not an executable file", p.display()),
+            ))
         }
+        _ => embedded::executable().map(Server::Embedded).map_err(|e| {
+            Error::new(ErrorKind::BinaryNotFound, "cannot find the running test executable")
+                .with_source(e)
+        }),
     }
-    for p in targets {
-        if is_executable(&p) {
-            return Ok(p);
-        }
-        tried.push(p.display().to_string());
-    }
-    for dir in std::env::split_paths(&path) {
-        let p = dir.join("nbdkit");
-        if is_executable(&p) {
-            return Ok(p);
-        }
-    }
-    tried.push(format!("nbdkit on PATH ({})", path.to_string_lossy()));
-    Err(Error::new(
-        ErrorKind::BinaryNotFound,
-        format!(
-            "no nbdkit binary found; tried: {}. Build it (cargo build -p nbdkit), \
-             install it, set {ENV_BIN}, or call Builder::binary",
-            tried.join(", ")
-        ),
-    ))
-}
-
-/// Cargo target directories near us, most specific first.
-fn target_candidates() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    // A test binary lives in target/<profile>/deps/, an example in
-    // target/<profile>/examples/; the package's binaries sit one level up.
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(deps) = exe.parent() {
-            if deps.file_name().is_some_and(|n| n == "deps" || n == "examples") {
-                if let Some(profile) = deps.parent() {
-                    out.push(profile.join("nbdkit"));
-                }
-            } else {
-                out.push(deps.join("nbdkit"));
-            }
-        }
-    }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        roots.push(PathBuf::from(t));
-    }
-    // This crate's own workspace, as it was when it was compiled.
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    roots.push(manifest.parent().unwrap_or(manifest).join("target"));
-    for root in roots {
-        for profile in ["debug", "release"] {
-            let p = root.join(profile).join("nbdkit");
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -134,8 +104,12 @@ fn is_executable(p: &Path) -> bool {
 /// Asked once per binary per process, from its `--help`; a probe that
 /// fails is reported, not remembered.
 pub(crate) fn has_print_uri(
-    bin: &Path, env: &[(OsString, OsString)], deadline: Instant,
+    server: &Server, env: &[(OsString, OsString)], deadline: Instant,
 ) -> Result<bool, Error> {
+    let bin = match server {
+        Server::Binary(p) => p.as_path(),
+        Server::Embedded(_) => return Ok(true),
+    };
     static CACHE: Mutex<Option<HashMap<PathBuf, bool>>> = Mutex::new(None);
     let cached = |f: &dyn Fn(&mut HashMap<PathBuf, bool>) -> Option<bool>| {
         f(CACHE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new))
@@ -189,45 +163,22 @@ mod tests {
     }
 
     #[test]
-    fn order_is_explicit_env_cargo_target_path() {
+    fn order_is_explicit_env_embedded() {
         let t = tempfile::tempdir().unwrap();
-        let (a, b, c) = (exe(t.path(), "a"), exe(t.path(), "b"), exe(t.path(), "c/nbdkit"));
-        let target = exe(t.path(), "target/debug/nbdkit");
-        let path = OsString::from(t.path().join("c"));
-        let env = |want: &'static str, val: PathBuf| {
-            move |name: &str| (name == want).then(|| val.clone().into_os_string())
-        };
-        let found = |explicit: Option<&Path>, var: &dyn Fn(&str) -> Option<OsString>, targets| {
-            search(explicit, var, targets, path.clone()).unwrap()
-        };
-        assert_eq!(found(Some(&a), &env(ENV_BIN, b.clone()), vec![]), a);
-        assert_eq!(found(None, &env(ENV_BIN, b.clone()), vec![target.clone()]), b);
-        assert_eq!(found(None, &env("CARGO_BIN_EXE_nbdkit", a.clone()), vec![target.clone()]), a);
-        assert_eq!(found(None, &none, vec![target.clone()]), target);
-        assert_eq!(found(None, &none, vec![]), c);
+        let (a, b) = (exe(t.path(), "a"), exe(t.path(), "b"));
+        let env = |val: PathBuf| move |name: &str| (name == ENV_BIN).then(|| val.clone().into());
+        assert_eq!(search(Some(&a), &env(b.clone())).unwrap(), Server::Binary(a));
+        assert_eq!(search(None, &env(b.clone())).unwrap(), Server::Binary(b));
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(search(None, &none).unwrap(), Server::Embedded(me));
     }
 
     #[test]
     fn a_setting_that_points_nowhere_is_an_error() {
-        let e = search(Some(Path::new("/no/such/nbdkit")), &none, vec![], "".into()).unwrap_err();
+        let e = search(Some(Path::new("/no/such/nbdkit")), &none).unwrap_err();
         assert!(e.to_string().contains("/no/such/nbdkit"), "{e}");
         let bad = |name: &str| (name == ENV_BIN).then(|| OsString::from("/no/such"));
-        let e = search(None, &bad, vec![], "".into()).unwrap_err();
+        let e = search(None, &bad).unwrap_err();
         assert!(e.to_string().starts_with("NBDKIT_TEST_BIN=/no/such"), "{e}");
-    }
-
-    #[test]
-    fn not_found_lists_everything_tried() {
-        let e = search(None, &none, vec!["/t/debug/nbdkit".into()], "/p1:/p2".into()).unwrap_err();
-        assert!(matches!(e.kind(), ErrorKind::BinaryNotFound));
-        let msg = e.to_string();
-        for want in [
-            "$NBDKIT_TEST_BIN (unset)",
-            "$CARGO_BIN_EXE_nbdkit (unset)",
-            "/t/debug/nbdkit",
-            "PATH (/p1:/p2)",
-        ] {
-            assert!(msg.contains(want), "{want} missing from {msg}");
-        }
     }
 }

@@ -276,9 +276,9 @@ impl Builder {
     /// Start the server and return once it accepts connections.
     pub fn start(self) -> Result<CaptiveDisk, Error> {
         let deadline = Instant::now() + self.timeout;
-        let bin = binary::find(self.binary.as_deref())?;
-        let print_uri = binary::has_print_uri(&bin, &self.env, deadline)?;
-        Launch::new(self, bin, print_uri)?.run(deadline)
+        let server = binary::find(self.binary.as_deref())?;
+        let print_uri = binary::has_print_uri(&server, &self.env, deadline)?;
+        Launch::new(self, server, print_uri)?.run(deadline)
     }
 }
 
@@ -311,7 +311,7 @@ struct Launch {
 }
 
 impl Launch {
-    fn new(b: Builder, bin: PathBuf, print_uri: bool) -> Result<Launch, Error> {
+    fn new(b: Builder, server: binary::Server, print_uri: bool) -> Result<Launch, Error> {
         let mut opts: Vec<OsString> = vec!["-f".into(), "--exit-with-parent".into()];
         let mut keep = Vec::new();
         let mut pidfile = None;
@@ -341,6 +341,7 @@ impl Launch {
             } else {
                 let dir = tempfile::Builder::new()
                     .prefix("nbdkit-test-")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                     .tempdir()
                     .map_err(|e| Error::io("cannot create a socket directory", e))?;
                 let socket = dir.path().join("socket");
@@ -376,8 +377,9 @@ impl Launch {
             .map_err(|e| Error::io("cannot create a file for the server's stderr", e))?;
         let clone =
             |f: &File| f.try_clone().map_err(|e| Error::io("cannot duplicate the stderr file", e));
-        let mut display =
-            quote_words(std::iter::once(bin.as_os_str()).chain(opts.iter().map(|o| o.as_os_str())));
+        let mut display = quote_words(
+            std::iter::once(server.display()).chain(opts.iter().map(|o| o.as_os_str())),
+        );
         let mut cmd = match listener {
             Some(l) => {
                 // LISTEN_PID must be the server's own pid, known only after
@@ -387,14 +389,16 @@ impl Launch {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c")
                     .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\" 3<&0 </dev/null")
-                    .arg(&bin)
+                    // (Only older nbdkit binaries come here: the embedded
+                    // server has --print-uri.)
+                    .arg(server.display())
                     .args(&opts)
                     .env("LISTEN_FDS", "1")
                     .stdin(Stdio::from(OwnedFd::from(l)));
                 c
             }
             None => {
-                let mut c = Command::new(&bin);
+                let mut c = server.command();
                 c.args(&opts)
                     .env_remove("LISTEN_FDS")
                     .env_remove("LISTEN_PID")
@@ -585,6 +589,7 @@ fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Erro
         Tls::NewCertificates => {
             let dir = tempfile::Builder::new()
                 .prefix("nbdkit-test-pki-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| Error::io("cannot create a directory for the certificates", e))?;
             crate::certs::write(dir.path())
@@ -600,6 +605,7 @@ fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Erro
         Tls::NewPsk => {
             let dir = tempfile::Builder::new()
                 .prefix("nbdkit-test-psk-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| Error::io("cannot create a directory for the PSK file", e))?;
             let file = dir.path().join("keys.psk");

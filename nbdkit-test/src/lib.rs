@@ -64,21 +64,49 @@
 //!
 //! # Which nbdkit runs
 //!
-//! First match wins: [`Builder::binary`]; the `NBDKIT_TEST_BIN` environment
-//! variable; `CARGO_BIN_EXE_nbdkit` if it is set in the environment at run
-//! time; an `nbdkit` in the cargo target directory of the running test,
-//! then in this crate's workspace `target/{debug,release}`; `nbdkit` on
-//! `PATH`. Cargo sets `CARGO_BIN_EXE_nbdkit` only at compile time, so a
-//! crate that builds an `nbdkit` binary passes
-//! `.binary(env!("CARGO_BIN_EXE_nbdkit"))`. Note that
-//! `cargo test -p nbdkit-test` alone does not rebuild `nbdkit`: run
-//! `cargo test --workspace` (or `cargo build -p nbdkit` first) so the
-//! search does not find a stale binary.
+//! Nothing needs to be installed. First match wins: [`Builder::binary`];
+//! the `NBDKIT_TEST_BIN` environment variable; else the server compiled
+//! into the test executable itself, through this crate's dependency on the
+//! `nbdkit` crate. The test executable is re-executed with the nbdkit
+//! command line, and a hook that runs when it loads (before libtest's
+//! `main`) serves instead of running tests. So the embedded server is a
+//! process of its own, exactly as an installed nbdkit would be, and every
+//! promise above holds for it. To test against C nbdkit instead,
+//! `NBDKIT_TEST_BIN=/usr/bin/nbdkit cargo test`, or `.binary(path)`.
 //!
 //! C nbdkit works too, since the command line is the same. With C nbdkit
 //! older than 1.34 (no `--print-uri`) the socket lives in a directory this
 //! crate creates; the server still removes the socket when the test process
 //! dies, but the empty directory stays behind.
+//!
+//! # Disks written in Rust
+//!
+//! [`RustDisk`] serves a [`Plugin`](nbdkit::Plugin) of the test's own
+//! inside the test process, on a thread with its own runtime and a private
+//! socket, so the plugin can share state with the test; nbdkit's filters
+//! stack on it. [`MemoryDisk`] covers the common cases: a RAM disk, or one
+//! made from a `Vec<u8>`, with hooks that see each read and write and may
+//! fail it with an errno.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::{Arc, Mutex};
+//! use nbdkit_test::{MemoryDisk, RustDisk};
+//!
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let log = seen.clone();
+//! let disk = RustDisk::builder(MemoryDisk::new(1 << 20).on_write(move |offset, len| {
+//!     log.lock().unwrap().push((offset, len));
+//!     Ok(())
+//! }))
+//! .filter("blocksize").arg("minblock=4096")
+//! .start()?;
+//! disk.connect()?.write(100, b"x")?;
+//! // The blocksize filter turned the 1-byte write into a read-modify-write
+//! // of a whole block.
+//! assert_eq!(*seen.lock().unwrap(), [(0, 4096)]);
+//! # Ok(()) }
+//! ```
 //!
 //! # With rstest
 //!
@@ -129,7 +157,9 @@ mod binary;
 mod certs;
 pub mod client;
 mod disk;
+mod embedded;
 mod error;
+mod rust_disk;
 mod spawn;
 mod uri;
 
@@ -139,3 +169,7 @@ pub use disk::{
     Builder, CaptiveDisk, TlsCredentials, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, PSK_USERNAME,
 };
 pub use error::{Error, ErrorKind};
+/// The server crate: its [`Plugin`](nbdkit::Plugin) and
+/// [`Handle`](nbdkit::Handle) traits are what a [`RustDisk`] serves.
+pub use nbdkit;
+pub use rust_disk::{Hook, MemoryDisk, RustDisk, RustDiskBuilder};

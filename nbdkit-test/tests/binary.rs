@@ -7,16 +7,22 @@ use nbdkit_test::{CaptiveDisk, ErrorKind};
 use crate::util::{alive, c_nbdkit, child_mode, run_child};
 
 #[test]
-fn by_default_the_nbdkit_built_beside_this_test_runs() {
+fn by_default_the_server_compiled_into_this_test_runs() {
     let disk = CaptiveDisk::new(["null"]).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap();
-    let want = profile.join("nbdkit");
-    assert!(
-        disk.command_line().starts_with(&format!("{} ", want.display())),
-        "{}",
-        disk.command_line()
-    );
+    assert!(disk.command_line().starts_with("nbdkit -f "), "{}", disk.command_line());
+    let exe = std::fs::read_link(format!("/proc/{}/exe", disk.pid())).unwrap();
+    assert_eq!(exe, std::env::current_exe().unwrap());
+    // The request is not passed on to what the server runs.
+    let t = tempfile::tempdir().unwrap();
+    let env = t.path().join("env");
+    let disk = CaptiveDisk::builder("eval")
+        .arg(format!("get_size=env > {}; echo 512", env.display()))
+        .arg("pread=head -c $3 /dev/zero")
+        .start()
+        .unwrap();
+    assert_eq!(disk.connect().unwrap().size(), 512);
+    let seen = std::fs::read_to_string(&env).unwrap();
+    assert!(seen.contains("PATH=") && !seen.contains("NBDKIT_TEST_EMBEDDED"), "{seen}");
 }
 
 #[test]

@@ -36,3 +36,17 @@ pub mod uri;
 pub use async_trait::async_trait;
 pub use backend::{Caps, Filter, FilterHandle, Flags, Handle, Op, OpenArgs, Plugin};
 pub use error::{Errno, Error, StartError};
+
+/// The whole `nbdkit` command: parse `args` (without the program name),
+/// run, and return the exit status; errors are printed on stderr as one
+/// line. What the binary's `main` does, and what a program that embeds the
+/// server (nbdkit-test re-executing a test binary) calls.
+pub fn main_with_args(args: &[String]) -> u8 {
+    match cli::parse(args).and_then(lifecycle::run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nbdkit: error: {e}");
+            1
+        }
+    }
+}

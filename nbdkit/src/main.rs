@@ -5,11 +5,5 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> =
         std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-    match nbdkit::cli::parse(&args).and_then(nbdkit::lifecycle::run) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("nbdkit: error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    ExitCode::from(nbdkit::main_with_args(&args))
 }

@@ -15,7 +15,6 @@ mod listen;
 mod parent;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -31,20 +30,20 @@ use crate::server::{self, stdio::StdioStream, Listener, Server, ServerConfig, Sh
 pub use info::{COMPAT_VERSION, VERSION_EXTRA};
 
 /// Run nbdkit as configured; the returned code is the process's exit status.
-pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
+pub fn run(cfg: Config) -> Result<u8, StartError> {
     // Record the parent before anything else, to narrow the window in
     // which it could die unseen.
     let parent = if cfg.exit_with_parent && cfg.action == Action::Serve {
         match parent::Parent::watch() {
             Some(p) => Some(p),
-            None => return Ok(ExitCode::SUCCESS), // already orphaned
+            None => return Ok(0), // already orphaned
         }
     } else {
         None
     };
     if cfg.action != Action::Serve {
         print!("{}", info::text(&cfg)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     let info = cfg.plugin.expect("checked by cli");
     // The log: on stderr while the plugin starts (which may print debug
@@ -86,7 +85,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
                 // parent must not clean up after them (the sh plugin's
                 // script directory, the cow overlay, ...).
                 std::mem::forget(plugin);
-                return Ok(ExitCode::from(code));
+                return Ok(code);
             }
             daemon::Side::Child(r) => r,
         }
@@ -135,7 +134,7 @@ pub fn run(cfg: Config) -> Result<ExitCode, StartError> {
             libc::raise(sig);
         }
     }
-    Ok(ExitCode::from(code))
+    Ok(code)
 }
 
 /// The filters (each taking its own parameters, in `--filter` order), then

@@ -138,7 +138,7 @@ where
     tokio::pin!(accept);
     let stream = tokio::select! {
         s = &mut accept => s,
-        _ = shutdown.wait() => match tokio::time::timeout(GRACE, &mut accept).await {
+        _ = shutdown.wait() => match tokio::time::timeout(server.idle_grace, &mut accept).await {
             Ok(s) => s,
             Err(_) => return,
         },
@@ -185,7 +185,7 @@ where
             // transmission gets, as C lets it finish: the exitlast
             // filter's shutdown, asked for when an NBD_OPT_INFO open
             // closes, must not cut off the NBD_OPT_GO that follows.
-            _ = shutdown.wait() => tokio::time::timeout(GRACE, &mut negotiate).await.ok(),
+            _ = shutdown.wait() => tokio::time::timeout(server.idle_grace, &mut negotiate).await.ok(),
         }
     };
     match outcome {
@@ -347,7 +347,7 @@ async fn transmission<R>(
             tokio::select! {
                 got = &mut next => break Some(got),
                 _ = shutdown.wait(), if deadline.is_none() => {
-                    deadline = Some(Instant::now() + GRACE);
+                    deadline = Some(Instant::now() + server.idle_grace);
                     end.fire();
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {

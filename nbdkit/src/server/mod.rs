@@ -72,6 +72,9 @@ pub struct Server {
     pub log: crate::log::Log,
     /// The TLS credentials, when STARTTLS is offered.
     pub tls: Option<Arc<tls::Tls>>,
+    /// How long a client that is between requests (or still in its
+    /// handshake) may stay once shutdown starts.
+    pub idle_grace: std::time::Duration,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
     /// Held around each request under `serialize_all_requests`.
@@ -103,6 +106,9 @@ pub struct ServerConfig {
     pub tls: Option<Arc<tls::Tls>>,
     /// Where messages go.
     pub log: crate::log::Log,
+    /// How long an idle client may stay once shutdown starts ([`GRACE`]
+    /// by default; in-flight requests always get their grace to finish).
+    pub idle_grace: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -120,6 +126,7 @@ impl ServerConfig {
             thread_model: ThreadModel::Parallel,
             log: Default::default(),
             tls: None,
+            idle_grace: GRACE,
         }
     }
 }
@@ -136,6 +143,7 @@ impl Server {
                 ..cfg.settings
             },
             tls: cfg.tls,
+            idle_grace: cfg.idle_grace,
             readonly: cfg.readonly,
             export_name: cfg.export_name,
             threads: cfg.threads,
