@@ -7,8 +7,8 @@
 //! filters can be stacked on it. Dropping the [`RustDisk`] stops the
 //! server, waits for it, and removes the socket and its directory. A test
 //! process that dies leaves no server behind (it was a thread); at most an
-//! empty directory remains, which the next [`RustDiskBuilder::start`] in
-//! any process removes once its owner is gone.
+//! directory remains, which the next [`RustDiskBuilder::start`] in any
+//! process removes once its owner is gone.
 
 use std::ffi::OsString;
 use std::io;
@@ -22,8 +22,29 @@ use nbdkit::server::{self, Listener, Server, ServerConfig, Shutdown};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind};
 
-/// The prefix of the private directories: `nbdkit-test-rs-PID-…`.
-const DIR_PREFIX: &str = "nbdkit-test-rs-";
+/// Where the private directories go: `$TMPDIR/nbdkit-test-rs-UID/PID-…`,
+/// so that sweeping reads only ours.
+fn base_directory() -> Result<PathBuf, Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let base = std::env::temp_dir().join(format!("nbdkit-test-rs-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("cannot create the socket directory", e)),
+    }
+    // Someone else's directory of that name is not ours to use.
+    let meta = std::fs::symlink_metadata(&base)
+        .map_err(|e| Error::io("cannot create the socket directory", e))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("{} is not a directory of ours", base.display()),
+        ));
+    }
+    Ok(base)
+}
 
 /// A Rust plugin being served in this process. Stops when dropped.
 ///
@@ -157,15 +178,16 @@ impl RustDiskBuilder {
 
     /// Start serving; returns once the socket accepts connections.
     pub fn start(self) -> Result<RustDisk, Error> {
-        sweep_dead_directories();
+        let base = base_directory()?;
+        sweep_dead_directories(&base);
         if let Some(name) = &self.unknown_filter {
             return Err(Error::new(ErrorKind::Usage, format!("unknown filter '{name}'")));
         }
         let chain = self.chain()?;
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .prefix(&format!("{}-", std::process::id()))
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
+            .tempdir_in(&base)
             .map_err(|e| Error::io("cannot create the socket directory", e))?;
         let socket = dir.path().join("socket");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
@@ -233,16 +255,13 @@ fn serve(listener: std::os::unix::net::UnixListener, cfg: ServerConfig, shutdown
 
 /// Remove the directories of processes that died without dropping their
 /// disks (the socket is all that is left in them).
-fn sweep_dead_directories() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+fn sweep_dead_directories(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     for e in entries.flatten() {
         let name: OsString = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()?.parse::<i32>().ok()) else {
             continue;
         };
         // SAFETY: kill with signal 0 only checks that the process exists.

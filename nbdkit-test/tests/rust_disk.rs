@@ -141,7 +141,7 @@ fn drop_stops_the_server_and_removes_its_directory() {
     let socket = disk.socket().to_path_buf();
     let dir = socket.parent().unwrap().to_path_buf();
     let name = dir.file_name().unwrap().to_str().unwrap().to_string();
-    assert!(name.starts_with(&format!("nbdkit-test-rs-{}-", std::process::id())), "{name}");
+    assert!(name.starts_with(&format!("{}-", std::process::id())), "{name}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     let client = disk.connect().unwrap();
@@ -157,7 +157,10 @@ fn directories_of_dead_processes_are_swept() {
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let stale = std::env::temp_dir().join(format!("nbdkit-test-rs-{dead}-stale"));
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let base = std::env::temp_dir().join(format!("nbdkit-test-rs-{uid}"));
+    let stale = base.join(format!("{dead}-stale"));
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("socket"), b"").unwrap();
     let _disk = RustDisk::new(MemoryDisk::new(512)).unwrap();
