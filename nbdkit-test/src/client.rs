@@ -18,8 +18,8 @@
 //! [`io::Error::from_raw_os_error`] with the matching errno, so tests can
 //! check `err.raw_os_error() == Some(libc::EIO)`.
 //!
-//! It depends only on the protocol, not on the server crate, so it carries
-//! its own wire constants below, named as in the NBD specification.
+//! Its wire constants and its request encoding are the server crate's
+//! (`nbdkit::protocol`): one definition of the protocol in the workspace.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -29,110 +29,12 @@ use std::time::Duration;
 
 use crate::uri::{self, Target};
 
-// ---------------------------------------------------------------------------
-// Wire constants, named as in the NBD protocol specification.
-// ---------------------------------------------------------------------------
-
-/// `NBDMAGIC`, the first 8 bytes the server sends.
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-/// `IHAVEOPT`: newstyle negotiation; also prefixes every option request.
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-/// `cliserv_magic`: oldstyle negotiation.
-const NBD_OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
-/// Magic at the start of every option reply.
-const NBD_REP_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const NBD_REQUEST_MAGIC: u32 = 0x2560_9513;
-const NBD_SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const NBD_STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
-
-// Handshake flags (server) and client flags.
-const NBD_FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
-const NBD_FLAG_NO_ZEROES: u16 = 1 << 1;
-const NBD_FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
-const NBD_FLAG_C_NO_ZEROES: u32 = 1 << 1;
-
-// Options.
-const NBD_OPT_EXPORT_NAME: u32 = 1;
-const NBD_OPT_ABORT: u32 = 2;
-const NBD_OPT_GO: u32 = 7;
-const NBD_OPT_STRUCTURED_REPLY: u32 = 8;
-const NBD_OPT_SET_META_CONTEXT: u32 = 10;
-
-// Option reply types.
-const NBD_REP_ACK: u32 = 1;
-const NBD_REP_INFO: u32 = 3;
-const NBD_REP_META_CONTEXT: u32 = 4;
-const NBD_REP_FLAG_ERROR: u32 = 1 << 31;
-const NBD_REP_ERR_UNSUP: u32 = NBD_REP_FLAG_ERROR | 1;
-const NBD_REP_ERR_POLICY: u32 = NBD_REP_FLAG_ERROR | 2;
-const NBD_REP_ERR_INVALID: u32 = NBD_REP_FLAG_ERROR | 3;
-const NBD_REP_ERR_PLATFORM: u32 = NBD_REP_FLAG_ERROR | 4;
-const NBD_REP_ERR_TLS_REQD: u32 = NBD_REP_FLAG_ERROR | 5;
-const NBD_REP_ERR_UNKNOWN: u32 = NBD_REP_FLAG_ERROR | 6;
-const NBD_REP_ERR_SHUTDOWN: u32 = NBD_REP_FLAG_ERROR | 7;
-const NBD_REP_ERR_BLOCK_SIZE_REQD: u32 = NBD_REP_FLAG_ERROR | 8;
-const NBD_REP_ERR_TOO_BIG: u32 = NBD_REP_FLAG_ERROR | 9;
-const NBD_REP_ERR_EXT_HEADER_REQD: u32 = NBD_REP_FLAG_ERROR | 10;
-
-// NBD_REP_INFO types.
-const NBD_INFO_EXPORT: u16 = 0;
-const NBD_INFO_DESCRIPTION: u16 = 2;
-const NBD_INFO_BLOCK_SIZE: u16 = 3;
-
-// Transmission flags.
-const NBD_FLAG_READ_ONLY: u16 = 1 << 1;
-const NBD_FLAG_SEND_FLUSH: u16 = 1 << 2;
-const NBD_FLAG_SEND_FUA: u16 = 1 << 3;
-const NBD_FLAG_ROTATIONAL: u16 = 1 << 4;
-const NBD_FLAG_SEND_TRIM: u16 = 1 << 5;
-const NBD_FLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
-const NBD_FLAG_SEND_DF: u16 = 1 << 7;
-const NBD_FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
-const NBD_FLAG_SEND_CACHE: u16 = 1 << 10;
-const NBD_FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
-
-// Commands.
-const NBD_CMD_READ: u16 = 0;
-const NBD_CMD_WRITE: u16 = 1;
-const NBD_CMD_DISC: u16 = 2;
-const NBD_CMD_FLUSH: u16 = 3;
-const NBD_CMD_TRIM: u16 = 4;
-const NBD_CMD_CACHE: u16 = 5;
-const NBD_CMD_WRITE_ZEROES: u16 = 6;
-const NBD_CMD_BLOCK_STATUS: u16 = 7;
-
-// Command flags.
-const NBD_CMD_FLAG_FUA: u16 = 1 << 0;
-const NBD_CMD_FLAG_NO_HOLE: u16 = 1 << 1;
-const NBD_CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
-
-// Structured replies.
-const NBD_REPLY_FLAG_DONE: u16 = 1 << 0;
-const NBD_REPLY_TYPE_NONE: u16 = 0;
-const NBD_REPLY_TYPE_OFFSET_DATA: u16 = 1;
-const NBD_REPLY_TYPE_OFFSET_HOLE: u16 = 2;
-const NBD_REPLY_TYPE_BLOCK_STATUS: u16 = 5;
-/// Bit set in every error chunk type.
-const NBD_REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
-const NBD_REPLY_TYPE_ERROR: u16 = NBD_REPLY_TYPE_ERROR_BIT | 1;
-const NBD_REPLY_TYPE_ERROR_OFFSET: u16 = NBD_REPLY_TYPE_ERROR_BIT | 2;
-
-// base:allocation status flags.
-const NBD_STATE_HOLE: u32 = 1 << 0;
-const NBD_STATE_ZERO: u32 = 1 << 1;
-
-// Error values on the wire.
-const NBD_EPERM: u32 = 1;
-const NBD_EIO: u32 = 5;
-const NBD_ENOMEM: u32 = 12;
-const NBD_EINVAL: u32 = 22;
-const NBD_ENOSPC: u32 = 28;
-const NBD_EOVERFLOW: u32 = 75;
-const NBD_ENOTSUP: u32 = 95;
-const NBD_ESHUTDOWN: u32 = 108;
-
-/// The meta context whose extents [`Client::block_status`] reports.
-const BASE_ALLOCATION: &str = "base:allocation";
+// Wire constants: the server crate's, named as in the NBD specification
+// without the `NBD_` prefix.
+use nbdkit::protocol::consts::*;
+use nbdkit::protocol::handshake::{self, Info};
+use nbdkit::protocol::reply::{self, ReplyHeader};
+use nbdkit::protocol::request::{self, CmdFlags, Command, Request};
 
 // ---------------------------------------------------------------------------
 // Limits of this client.
@@ -174,55 +76,55 @@ impl ExportInfo {
 
     /// `NBD_FLAG_READ_ONLY`: the export refuses writes.
     pub fn read_only(&self) -> bool {
-        self.flag(NBD_FLAG_READ_ONLY)
+        self.flag(FLAG_READ_ONLY)
     }
 
     /// `NBD_FLAG_SEND_FLUSH`: the server accepts `NBD_CMD_FLUSH`.
     pub fn can_flush(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_FLUSH)
+        self.flag(FLAG_SEND_FLUSH)
     }
 
     /// `NBD_FLAG_SEND_FUA`: the server honours `NBD_CMD_FLAG_FUA`.
     pub fn can_fua(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_FUA)
+        self.flag(FLAG_SEND_FUA)
     }
 
     /// `NBD_FLAG_SEND_TRIM`: the server accepts `NBD_CMD_TRIM`.
     pub fn can_trim(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_TRIM)
+        self.flag(FLAG_SEND_TRIM)
     }
 
     /// `NBD_FLAG_SEND_WRITE_ZEROES`: the server accepts
     /// `NBD_CMD_WRITE_ZEROES`.
     pub fn can_zero(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_WRITE_ZEROES)
+        self.flag(FLAG_SEND_WRITE_ZEROES)
     }
 
     /// `NBD_FLAG_SEND_FAST_ZERO`: the server accepts
     /// `NBD_CMD_FLAG_FAST_ZERO`.
     pub fn can_fast_zero(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_FAST_ZERO)
+        self.flag(FLAG_SEND_FAST_ZERO)
     }
 
     /// `NBD_FLAG_SEND_CACHE`: the server accepts `NBD_CMD_CACHE`.
     pub fn can_cache(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_CACHE)
+        self.flag(FLAG_SEND_CACHE)
     }
 
     /// `NBD_FLAG_CAN_MULTI_CONN`: connections to this export are
     /// consistent with each other.
     pub fn can_multi_conn(&self) -> bool {
-        self.flag(NBD_FLAG_CAN_MULTI_CONN)
+        self.flag(FLAG_CAN_MULTI_CONN)
     }
 
     /// `NBD_FLAG_ROTATIONAL`: the export behaves like a rotating disk.
     pub fn is_rotational(&self) -> bool {
-        self.flag(NBD_FLAG_ROTATIONAL)
+        self.flag(FLAG_ROTATIONAL)
     }
 
     /// `NBD_FLAG_SEND_DF`: the server accepts `NBD_CMD_FLAG_DF` on reads.
     pub fn can_df(&self) -> bool {
-        self.flag(NBD_FLAG_SEND_DF)
+        self.flag(FLAG_SEND_DF)
     }
 }
 
@@ -251,12 +153,12 @@ pub struct Extent {
 impl Extent {
     /// `NBD_STATE_HOLE`: the extent is not allocated.
     pub fn is_hole(&self) -> bool {
-        self.flags & NBD_STATE_HOLE != 0
+        self.flags & STATE_HOLE != 0
     }
 
     /// `NBD_STATE_ZERO`: the extent reads as zeroes.
     pub fn is_zero(&self) -> bool {
-        self.flags & NBD_STATE_ZERO != 0
+        self.flags & STATE_ZERO != 0
     }
 }
 
@@ -371,7 +273,7 @@ impl Client {
             let n = (buf.len() - done).min(max);
             let off = chunk_offset(offset, done)?;
             let piece = &mut buf[done..done + n];
-            self.transact(NBD_CMD_READ, 0, off, n as u32, &[], Sink::Read(piece))?;
+            self.transact(CMD_READ, 0, off, n as u32, &[], Sink::Read(piece))?;
             done += n;
         }
         Ok(())
@@ -384,7 +286,7 @@ impl Client {
 
     /// Write `data` at `offset` with `NBD_CMD_FLAG_FUA`.
     pub fn write_fua(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.write_flags(offset, data, NBD_CMD_FLAG_FUA)
+        self.write_flags(offset, data, CMD_FLAG_FUA)
     }
 
     fn write_flags(&mut self, offset: u64, data: &[u8], flags: u16) -> io::Result<()> {
@@ -394,7 +296,7 @@ impl Client {
             let n = (data.len() - done).min(max);
             let off = chunk_offset(offset, done)?;
             let piece = &data[done..done + n];
-            self.transact(NBD_CMD_WRITE, flags, off, n as u32, piece, Sink::None)?;
+            self.transact(CMD_WRITE, flags, off, n as u32, piece, Sink::None)?;
             done += n;
         }
         Ok(())
@@ -402,12 +304,12 @@ impl Client {
 
     /// `NBD_CMD_FLUSH`.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.transact(NBD_CMD_FLUSH, 0, 0, 0, &[], Sink::None)
+        self.transact(CMD_FLUSH, 0, 0, 0, &[], Sink::None)
     }
 
     /// `NBD_CMD_TRIM` of `len` bytes at `offset`.
     pub fn trim(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.ranged(NBD_CMD_TRIM, 0, offset, len, MAX_REQUEST)
+        self.ranged(CMD_TRIM, 0, offset, len, MAX_REQUEST)
     }
 
     /// `NBD_CMD_WRITE_ZEROES`; the server may punch a hole.
@@ -419,21 +321,21 @@ impl Client {
     pub fn zero_with(&mut self, offset: u64, len: u64, flags: ZeroFlags) -> io::Result<()> {
         let mut f = 0;
         if flags.no_hole {
-            f |= NBD_CMD_FLAG_NO_HOLE;
+            f |= CMD_FLAG_NO_HOLE;
         }
         if flags.fast {
-            f |= NBD_CMD_FLAG_FAST_ZERO;
+            f |= CMD_FLAG_FAST_ZERO;
         }
         if flags.fua {
-            f |= NBD_CMD_FLAG_FUA;
+            f |= CMD_FLAG_FUA;
         }
-        self.ranged(NBD_CMD_WRITE_ZEROES, f, offset, len, MAX_REQUEST)
+        self.ranged(CMD_WRITE_ZEROES, f, offset, len, MAX_REQUEST)
     }
 
     /// `NBD_CMD_CACHE` of `len` bytes at `offset`.
     pub fn cache(&mut self, offset: u64, len: u64) -> io::Result<()> {
         let max = self.max_io() as u64;
-        self.ranged(NBD_CMD_CACHE, 0, offset, len, max)
+        self.ranged(CMD_CACHE, 0, offset, len, max)
     }
 
     /// `base:allocation` extents covering [offset, offset+len) as the server
@@ -457,7 +359,7 @@ impl Client {
         let cap = u64::from(u32::MAX) / align * align;
         let n = len.min(cap) as u32;
         let mut out = Vec::new();
-        self.transact(NBD_CMD_BLOCK_STATUS, 0, offset, n, &[], Sink::Status(&mut out))?;
+        self.transact(CMD_BLOCK_STATUS, 0, offset, n, &[], Sink::Status(&mut out))?;
         Ok(out)
     }
 
@@ -503,7 +405,7 @@ impl Client {
             return Ok(());
         }
         self.closed = true;
-        self.send_request(0, NBD_CMD_DISC, 0, 0, &[])?;
+        self.send_request(0, CMD_DISC, 0, 0, &[])?;
         let _ = self.stream.shutdown(Shutdown::Write);
         // Wait for the server to close its end, so that when we return the
         // server has seen the disconnect. Bounded in time and bytes.
@@ -573,14 +475,9 @@ impl Client {
     ) -> io::Result<u64> {
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.wrapping_add(1);
-        let mut hdr = Vec::with_capacity(28);
-        hdr.extend_from_slice(&NBD_REQUEST_MAGIC.to_be_bytes());
-        hdr.extend_from_slice(&flags.to_be_bytes());
-        hdr.extend_from_slice(&cmd.to_be_bytes());
-        hdr.extend_from_slice(&cookie.to_be_bytes());
-        hdr.extend_from_slice(&offset.to_be_bytes());
-        hdr.extend_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&hdr)?;
+        let req =
+            Request { flags: CmdFlags(flags), cmd: Command::from_wire(cmd), cookie, offset, len };
+        self.stream.write_all(&request::encode(&req))?;
         if !data.is_empty() {
             self.stream.write_all(data)?;
         }
@@ -612,15 +509,20 @@ impl Client {
         let mut got_status = false;
         loop {
             let magic = read_u32(s)?;
-            if magic == NBD_SIMPLE_REPLY_MAGIC {
-                let err = read_u32(s)?;
-                check_cookie(read_u64(s)?, cookie)?;
+            let Some(n) = reply::reply_header_rest(magic) else {
+                return Err(invalid(format!("bad reply magic 0x{magic:08x} in reply to {name}")));
+            };
+            let mut rest = [0u8; CHUNK_HEADER_SIZE];
+            s.read_exact(&mut rest[..n])?;
+            let header = reply::decode_reply_header(magic, &rest[..n]).expect("a known magic");
+            if let ReplyHeader::Simple { error: err, cookie: got } = header {
+                check_cookie(got, cookie)?;
                 if chunks > 0 {
                     return Err(invalid(format!(
                         "simple reply in the middle of a structured reply to {name}"
                     )));
                 }
-                if self.structured && cmd == NBD_CMD_READ {
+                if self.structured && cmd == CMD_READ {
                     return Err(invalid(
                         "simple reply to NBD_CMD_READ although structured replies were negotiated",
                     ));
@@ -637,25 +539,22 @@ impl Client {
                 }
                 return Ok(None);
             }
-            if magic != NBD_STRUCTURED_REPLY_MAGIC {
-                return Err(invalid(format!("bad reply magic 0x{magic:08x} in reply to {name}")));
-            }
+            let ReplyHeader::Chunk { flags, typ, cookie: got, len: plen } = header else {
+                unreachable!("a simple reply returned above");
+            };
             if !self.structured {
                 return Err(invalid(format!(
                     "structured reply chunk to {name} although structured replies were not negotiated"
                 )));
             }
-            let flags = read_u16(s)?;
-            let typ = read_u16(s)?;
-            check_cookie(read_u64(s)?, cookie)?;
-            let plen = read_u32(s)?;
+            check_cookie(got, cookie)?;
             chunks += 1;
-            let done = flags & NBD_REPLY_FLAG_DONE != 0;
+            let done = flags & REPLY_FLAG_DONE != 0;
             let tname = chunk_name(typ);
             let tname = tname.as_str();
             let wrong_cmd = || invalid(format!("{tname} chunk in reply to {name}"));
             match typ {
-                NBD_REPLY_TYPE_NONE => {
+                REPLY_TYPE_NONE => {
                     if plen != 0 {
                         return Err(invalid(format!(
                             "{tname} chunk with payload length {plen} (must be 0)"
@@ -665,7 +564,7 @@ impl Client {
                         return Err(invalid(format!("{tname} chunk without NBD_REPLY_FLAG_DONE")));
                     }
                 }
-                NBD_REPLY_TYPE_OFFSET_DATA => {
+                REPLY_TYPE_OFFSET_DATA => {
                     let Sink::Read(buf) = &mut sink else {
                         return Err(wrong_cmd());
                     };
@@ -680,7 +579,7 @@ impl Client {
                     s.read_exact(&mut buf[rel as usize..(rel + dlen) as usize])?;
                     covered.push((rel, rel + dlen));
                 }
-                NBD_REPLY_TYPE_OFFSET_HOLE => {
+                REPLY_TYPE_OFFSET_HOLE => {
                     let Sink::Read(buf) = &mut sink else {
                         return Err(wrong_cmd());
                     };
@@ -698,7 +597,7 @@ impl Client {
                     buf[rel as usize..(rel + hlen) as usize].fill(0);
                     covered.push((rel, rel + hlen));
                 }
-                NBD_REPLY_TYPE_BLOCK_STATUS => {
+                REPLY_TYPE_BLOCK_STATUS => {
                     let Sink::Status(out) = &mut sink else {
                         return Err(wrong_cmd());
                     };
@@ -741,7 +640,7 @@ impl Client {
                         }
                     }
                 }
-                t if t & NBD_REPLY_TYPE_ERROR_BIT != 0 => {
+                t if t & REPLY_TYPE_ERROR_BIT != 0 => {
                     if !(6..=MAX_CHUNK_PAYLOAD).contains(&plen) {
                         return Err(invalid(format!(
                             "{tname} chunk with payload length {plen} (must be 6 to {MAX_CHUNK_PAYLOAD})"
@@ -752,8 +651,8 @@ impl Client {
                     let err = be_u32(&p, 0)?;
                     let mlen = usize::from(be_u16(&p, 4)?);
                     let expected = match t {
-                        NBD_REPLY_TYPE_ERROR => Some(6 + mlen),
-                        NBD_REPLY_TYPE_ERROR_OFFSET => Some(6 + mlen + 8),
+                        REPLY_TYPE_ERROR => Some(6 + mlen),
+                        REPLY_TYPE_ERROR_OFFSET => Some(6 + mlen + 8),
                         _ => None,
                     };
                     match expected {
@@ -769,7 +668,7 @@ impl Client {
                         }
                         _ => {}
                     }
-                    if t == NBD_REPLY_TYPE_ERROR_OFFSET {
+                    if t == REPLY_TYPE_ERROR_OFFSET {
                         let eoff = be_u64(&p, 6 + mlen)?;
                         check_range(tname, eoff, 1, offset, len)?;
                     }
@@ -824,7 +723,7 @@ impl Drop for Client {
     fn drop(&mut self) {
         if !self.closed && !self.broken {
             self.closed = true;
-            let _ = self.send_request(0, NBD_CMD_DISC, 0, 0, &[]);
+            let _ = self.send_request(0, CMD_DISC, 0, 0, &[]);
         }
     }
 }
@@ -923,7 +822,7 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
     }
     match read_u64(s)? {
         IHAVEOPT => newstyle(s, export),
-        NBD_OLDSTYLE_MAGIC => {
+        OLD_MAGIC => {
             let size = read_u64(s)?;
             let flags = read_u32(s)?;
             discard(s, 124)?;
@@ -947,25 +846,25 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
 fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
     let gflags = read_u16(s)?;
     let mut cflags = 0u32;
-    if gflags & NBD_FLAG_FIXED_NEWSTYLE != 0 {
-        cflags |= NBD_FLAG_C_FIXED_NEWSTYLE;
+    if gflags & FLAG_FIXED_NEWSTYLE != 0 {
+        cflags |= FLAG_C_FIXED_NEWSTYLE;
     }
-    if gflags & NBD_FLAG_NO_ZEROES != 0 {
-        cflags |= NBD_FLAG_C_NO_ZEROES;
+    if gflags & FLAG_NO_ZEROES != 0 {
+        cflags |= FLAG_C_NO_ZEROES;
     }
     s.write_all(&cflags.to_be_bytes())?;
-    let no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES != 0;
-    if gflags & NBD_FLAG_FIXED_NEWSTYLE == 0 {
+    let no_zeroes = cflags & FLAG_C_NO_ZEROES != 0;
+    if gflags & FLAG_FIXED_NEWSTYLE == 0 {
         return export_name(s, export, no_zeroes, false, None);
     }
 
     // Structured replies: an error just means simple replies.
-    send_option(s, NBD_OPT_STRUCTURED_REPLY, &[])?;
-    let (typ, data) = read_option_reply(s, NBD_OPT_STRUCTURED_REPLY)?;
+    send_option(s, OPT_STRUCTURED_REPLY, &[])?;
+    let (typ, data) = read_option_reply(s, OPT_STRUCTURED_REPLY)?;
     let structured = match typ {
-        NBD_REP_ACK if data.is_empty() => true,
-        t if t & NBD_REP_FLAG_ERROR != 0 => false,
-        t => return Err(unexpected_reply(NBD_OPT_STRUCTURED_REPLY, t, data.len())),
+        REP_ACK if data.is_empty() => true,
+        t if t & REP_FLAG_ERROR != 0 => false,
+        t => return Err(unexpected_reply(OPT_STRUCTURED_REPLY, t, data.len())),
     };
 
     let base_allocation = if structured { set_meta_context(s, export)? } else { None };
@@ -976,19 +875,16 @@ fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
 /// `NBD_OPT_SET_META_CONTEXT` for `base:allocation`; returns its context
 /// id, or `None` if the server declined.
 fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
-    let mut payload = Vec::new();
-    put_string32(&mut payload, export)?;
-    payload.extend_from_slice(&1u32.to_be_bytes());
-    put_string32(&mut payload, BASE_ALLOCATION)?;
-    send_option(s, NBD_OPT_SET_META_CONTEXT, &payload)?;
+    let payload = handshake::encode_meta_request(export, &[CONTEXT_BASE_ALLOCATION]);
+    send_option(s, OPT_SET_META_CONTEXT, &payload)?;
     let mut id = None;
     loop {
-        let (typ, data) = read_option_reply(s, NBD_OPT_SET_META_CONTEXT)?;
+        let (typ, data) = read_option_reply(s, OPT_SET_META_CONTEXT)?;
         match typ {
-            NBD_REP_META_CONTEXT => {
+            REP_META_CONTEXT => {
                 let ctx = be_u32(&data, 0)?;
                 let ctx_name = &data[4..];
-                if ctx_name != BASE_ALLOCATION.as_bytes() {
+                if ctx_name != CONTEXT_BASE_ALLOCATION.as_bytes() {
                     return Err(invalid(format!(
                         "server selected meta context {:?}, which was not asked for",
                         String::from_utf8_lossy(ctx_name)
@@ -999,9 +895,9 @@ fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
                 }
                 id = Some(ctx);
             }
-            NBD_REP_ACK if data.is_empty() => return Ok(id),
-            t if t & NBD_REP_FLAG_ERROR != 0 => return Ok(None),
-            t => return Err(unexpected_reply(NBD_OPT_SET_META_CONTEXT, t, data.len())),
+            REP_ACK if data.is_empty() => return Ok(id),
+            t if t & REP_FLAG_ERROR != 0 => return Ok(None),
+            t => return Err(unexpected_reply(OPT_SET_META_CONTEXT, t, data.len())),
         }
     }
 }
@@ -1010,55 +906,29 @@ fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
 fn go(
     s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, base_allocation: Option<u32>,
 ) -> io::Result<Negotiated> {
-    let mut payload = Vec::new();
-    put_string32(&mut payload, export)?;
-    payload.extend_from_slice(&2u16.to_be_bytes());
-    payload.extend_from_slice(&NBD_INFO_BLOCK_SIZE.to_be_bytes());
-    payload.extend_from_slice(&NBD_INFO_DESCRIPTION.to_be_bytes());
-    send_option(s, NBD_OPT_GO, &payload)?;
+    let payload = handshake::encode_info_request(export, &[INFO_BLOCK_SIZE, INFO_DESCRIPTION]);
+    send_option(s, OPT_GO, &payload)?;
 
     let mut size_flags = None;
     let mut block_size = None;
     let mut description = None;
     loop {
-        let (typ, data) = read_option_reply(s, NBD_OPT_GO)?;
+        let (typ, data) = read_option_reply(s, OPT_GO)?;
         match typ {
-            NBD_REP_INFO => {
-                let info = be_u16(&data, 0)?;
-                let want_len = match info {
-                    NBD_INFO_EXPORT => Some(12),
-                    NBD_INFO_BLOCK_SIZE => Some(14),
-                    _ => None,
-                };
-                if let Some(want) = want_len {
-                    if data.len() != want {
-                        return Err(invalid(format!(
-                            "NBD_REP_INFO of type {info} with length {} (must be {want})",
-                            data.len()
-                        )));
-                    }
+            REP_INFO => match handshake::decode_info(&data).map_err(invalid)? {
+                Info::Export { size, eflags } => size_flags = Some((size, eflags)),
+                Info::BlockSize { minimum, preferred, maximum } => {
+                    block_size = Some(BlockSize { minimum, preferred, maximum });
                 }
-                match info {
-                    NBD_INFO_EXPORT => {
-                        size_flags = Some((be_u64(&data, 2)?, be_u16(&data, 10)?));
-                    }
-                    NBD_INFO_BLOCK_SIZE => {
-                        block_size = Some(BlockSize {
-                            minimum: be_u32(&data, 2)?,
-                            preferred: be_u32(&data, 6)?,
-                            maximum: be_u32(&data, 10)?,
-                        });
-                    }
-                    NBD_INFO_DESCRIPTION => {
-                        let text = String::from_utf8(data[2..].to_vec())
-                            .map_err(|_| invalid("NBD_INFO_DESCRIPTION is not valid UTF-8"))?;
-                        description = Some(text);
-                    }
-                    // Unknown information types must be ignored.
-                    _ => {}
+                Info::Description(d) => {
+                    let text = String::from_utf8(d)
+                        .map_err(|_| invalid("NBD_INFO_DESCRIPTION is not valid UTF-8"))?;
+                    description = Some(text);
                 }
-            }
-            NBD_REP_ACK if data.is_empty() => {
+                // Unknown information types must be ignored.
+                Info::Name(_) | Info::Unknown(_) => {}
+            },
+            REP_ACK if data.is_empty() => {
                 let (size, flags) = size_flags.ok_or_else(|| {
                     invalid("NBD_OPT_GO succeeded without sending NBD_INFO_EXPORT")
                 })?;
@@ -1074,15 +944,13 @@ fn go(
                     base_allocation,
                 });
             }
-            NBD_REP_ERR_UNSUP => {
-                return export_name(s, export, no_zeroes, structured, base_allocation)
-            }
-            t if t & NBD_REP_FLAG_ERROR != 0 => {
+            REP_ERR_UNSUP => return export_name(s, export, no_zeroes, structured, base_allocation),
+            t if t & REP_FLAG_ERROR != 0 => {
                 // Be polite: a soft disconnect. The reply does not matter.
-                let _ = send_option(s, NBD_OPT_ABORT, &[]);
+                let _ = send_option(s, OPT_ABORT, &[]);
                 let kind = match t {
-                    NBD_REP_ERR_UNKNOWN => io::ErrorKind::NotFound,
-                    NBD_REP_ERR_POLICY | NBD_REP_ERR_TLS_REQD => io::ErrorKind::PermissionDenied,
+                    REP_ERR_UNKNOWN => io::ErrorKind::NotFound,
+                    REP_ERR_POLICY | REP_ERR_TLS_REQD => io::ErrorKind::PermissionDenied,
                     _ => io::ErrorKind::Other,
                 };
                 let mut msg = format!("server refused export {export:?}: {}", rep_name(t));
@@ -1092,7 +960,7 @@ fn go(
                 }
                 return Err(io::Error::new(kind, msg));
             }
-            t => return Err(unexpected_reply(NBD_OPT_GO, t, data.len())),
+            t => return Err(unexpected_reply(OPT_GO, t, data.len())),
         }
     }
 }
@@ -1102,7 +970,7 @@ fn go(
 fn export_name(
     s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, base_allocation: Option<u32>,
 ) -> io::Result<Negotiated> {
-    send_option(s, NBD_OPT_EXPORT_NAME, export.as_bytes())?;
+    send_option(s, OPT_EXPORT_NAME, export.as_bytes())?;
     let size = read_u64(s).map_err(|e| {
         eof_context(
             e,
@@ -1129,35 +997,25 @@ fn export_name(
 }
 
 fn send_option(s: &mut Stream, opt: u32, data: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(data.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option data too long"))?;
-    let mut buf = Vec::with_capacity(16 + data.len());
-    buf.extend_from_slice(&IHAVEOPT.to_be_bytes());
-    buf.extend_from_slice(&opt.to_be_bytes());
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(data);
-    s.write_all(&buf)?;
+    if u32::try_from(data.len()).is_err() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "option data too long"));
+    }
+    s.write_all(&handshake::encode_option(opt, data))?;
     s.flush()
 }
 
 /// Read one option reply to `opt`: (reply type, payload).
 fn read_option_reply(s: &mut Stream, opt: u32) -> io::Result<(u32, Vec<u8>)> {
-    let magic = read_u64(s)?;
-    if magic != NBD_REP_MAGIC {
-        return Err(invalid(format!(
-            "bad option reply magic 0x{magic:016x} in reply to {}",
-            opt_name(opt)
-        )));
-    }
-    let ropt = read_u32(s)?;
+    let header = read_array::<{ handshake::OPTION_REPLY_HEADER_SIZE }>(s)?;
+    let (ropt, typ, len) = handshake::decode_option_reply_header(&header).map_err(|magic| {
+        invalid(format!("bad option reply magic 0x{magic:016x} in reply to {}", opt_name(opt)))
+    })?;
     if ropt != opt {
         return Err(invalid(format!(
             "option reply for option {ropt} while waiting for the reply to {}",
             opt_name(opt)
         )));
     }
-    let typ = read_u32(s)?;
-    let len = read_u32(s)?;
     if len > MAX_OPTION_REPLY {
         return Err(invalid(format!(
             "option reply to {} with payload length {len} (this client accepts at most {MAX_OPTION_REPLY})",
@@ -1167,15 +1025,6 @@ fn read_option_reply(s: &mut Stream, opt: u32) -> io::Result<(u32, Vec<u8>)> {
     let mut data = vec![0u8; len as usize];
     s.read_exact(&mut data)?;
     Ok((typ, data))
-}
-
-/// Append a string preceded by its 32-bit length.
-fn put_string32(buf: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    let len = u32::try_from(s.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "string too long"))?;
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(s.as_bytes());
-    Ok(())
 }
 
 fn unexpected_reply(opt: u32, typ: u32, len: usize) -> io::Error {
@@ -1238,18 +1087,7 @@ fn check_range(what: &str, off: u64, n: u64, req_off: u64, req_len: u32) -> io::
 
 /// Map an NBD error value to an `io::Error` with the host's errno.
 fn nbd_error(err: u32) -> io::Error {
-    let errno = match err {
-        NBD_EPERM => libc::EPERM,
-        NBD_EIO => libc::EIO,
-        NBD_ENOMEM => libc::ENOMEM,
-        NBD_EINVAL => libc::EINVAL,
-        NBD_ENOSPC => libc::ENOSPC,
-        NBD_EOVERFLOW => libc::EOVERFLOW,
-        NBD_ENOTSUP => libc::ENOTSUP,
-        NBD_ESHUTDOWN => libc::ESHUTDOWN,
-        _ => libc::EINVAL,
-    };
-    io::Error::from_raw_os_error(errno)
+    io::Error::from_raw_os_error(nbdkit::protocol::errno::from_wire(err).to_os())
 }
 
 fn read_array<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
@@ -1298,58 +1136,48 @@ fn be_u64(b: &[u8], at: usize) -> io::Result<u64> {
 }
 
 fn cmd_name(cmd: u16) -> &'static str {
-    match cmd {
-        NBD_CMD_READ => "NBD_CMD_READ",
-        NBD_CMD_WRITE => "NBD_CMD_WRITE",
-        NBD_CMD_DISC => "NBD_CMD_DISC",
-        NBD_CMD_FLUSH => "NBD_CMD_FLUSH",
-        NBD_CMD_TRIM => "NBD_CMD_TRIM",
-        NBD_CMD_CACHE => "NBD_CMD_CACHE",
-        NBD_CMD_WRITE_ZEROES => "NBD_CMD_WRITE_ZEROES",
-        NBD_CMD_BLOCK_STATUS => "NBD_CMD_BLOCK_STATUS",
-        _ => "an unknown command",
-    }
+    Command::from_wire(cmd).name()
 }
 
 fn chunk_name(typ: u16) -> String {
     match typ {
-        NBD_REPLY_TYPE_NONE => "NBD_REPLY_TYPE_NONE".into(),
-        NBD_REPLY_TYPE_OFFSET_DATA => "NBD_REPLY_TYPE_OFFSET_DATA".into(),
-        NBD_REPLY_TYPE_OFFSET_HOLE => "NBD_REPLY_TYPE_OFFSET_HOLE".into(),
-        NBD_REPLY_TYPE_BLOCK_STATUS => "NBD_REPLY_TYPE_BLOCK_STATUS".into(),
-        NBD_REPLY_TYPE_ERROR => "NBD_REPLY_TYPE_ERROR".into(),
-        NBD_REPLY_TYPE_ERROR_OFFSET => "NBD_REPLY_TYPE_ERROR_OFFSET".into(),
+        REPLY_TYPE_NONE => "NBD_REPLY_TYPE_NONE".into(),
+        REPLY_TYPE_OFFSET_DATA => "NBD_REPLY_TYPE_OFFSET_DATA".into(),
+        REPLY_TYPE_OFFSET_HOLE => "NBD_REPLY_TYPE_OFFSET_HOLE".into(),
+        REPLY_TYPE_BLOCK_STATUS => "NBD_REPLY_TYPE_BLOCK_STATUS".into(),
+        REPLY_TYPE_ERROR => "NBD_REPLY_TYPE_ERROR".into(),
+        REPLY_TYPE_ERROR_OFFSET => "NBD_REPLY_TYPE_ERROR_OFFSET".into(),
         t => format!("reply type {t}"),
     }
 }
 
 fn opt_name(opt: u32) -> &'static str {
     match opt {
-        NBD_OPT_EXPORT_NAME => "NBD_OPT_EXPORT_NAME",
-        NBD_OPT_ABORT => "NBD_OPT_ABORT",
-        NBD_OPT_GO => "NBD_OPT_GO",
-        NBD_OPT_STRUCTURED_REPLY => "NBD_OPT_STRUCTURED_REPLY",
-        NBD_OPT_SET_META_CONTEXT => "NBD_OPT_SET_META_CONTEXT",
+        OPT_EXPORT_NAME => "NBD_OPT_EXPORT_NAME",
+        OPT_ABORT => "NBD_OPT_ABORT",
+        OPT_GO => "NBD_OPT_GO",
+        OPT_STRUCTURED_REPLY => "NBD_OPT_STRUCTURED_REPLY",
+        OPT_SET_META_CONTEXT => "NBD_OPT_SET_META_CONTEXT",
         _ => "an unknown option",
     }
 }
 
 fn rep_name(typ: u32) -> String {
     let name = match typ {
-        NBD_REP_ACK => "NBD_REP_ACK",
-        NBD_REP_INFO => "NBD_REP_INFO",
-        NBD_REP_META_CONTEXT => "NBD_REP_META_CONTEXT",
-        NBD_REP_ERR_UNSUP => "NBD_REP_ERR_UNSUP",
-        NBD_REP_ERR_POLICY => "NBD_REP_ERR_POLICY",
-        NBD_REP_ERR_INVALID => "NBD_REP_ERR_INVALID",
-        NBD_REP_ERR_PLATFORM => "NBD_REP_ERR_PLATFORM",
-        NBD_REP_ERR_TLS_REQD => "NBD_REP_ERR_TLS_REQD",
-        NBD_REP_ERR_UNKNOWN => "NBD_REP_ERR_UNKNOWN",
-        NBD_REP_ERR_SHUTDOWN => "NBD_REP_ERR_SHUTDOWN",
-        NBD_REP_ERR_BLOCK_SIZE_REQD => "NBD_REP_ERR_BLOCK_SIZE_REQD",
-        NBD_REP_ERR_TOO_BIG => "NBD_REP_ERR_TOO_BIG",
-        NBD_REP_ERR_EXT_HEADER_REQD => "NBD_REP_ERR_EXT_HEADER_REQD",
-        t if t & NBD_REP_FLAG_ERROR != 0 => return format!("error reply 0x{t:08x}"),
+        REP_ACK => "NBD_REP_ACK",
+        REP_INFO => "NBD_REP_INFO",
+        REP_META_CONTEXT => "NBD_REP_META_CONTEXT",
+        REP_ERR_UNSUP => "NBD_REP_ERR_UNSUP",
+        REP_ERR_POLICY => "NBD_REP_ERR_POLICY",
+        REP_ERR_INVALID => "NBD_REP_ERR_INVALID",
+        REP_ERR_PLATFORM => "NBD_REP_ERR_PLATFORM",
+        REP_ERR_TLS_REQD => "NBD_REP_ERR_TLS_REQD",
+        REP_ERR_UNKNOWN => "NBD_REP_ERR_UNKNOWN",
+        REP_ERR_SHUTDOWN => "NBD_REP_ERR_SHUTDOWN",
+        REP_ERR_BLOCK_SIZE_REQD => "NBD_REP_ERR_BLOCK_SIZE_REQD",
+        REP_ERR_TOO_BIG => "NBD_REP_ERR_TOO_BIG",
+        REP_ERR_EXT_HEADER_REQD => "NBD_REP_ERR_EXT_HEADER_REQD",
+        t if t & REP_FLAG_ERROR != 0 => return format!("error reply 0x{t:08x}"),
         t => return format!("reply type {t}"),
     };
     name.to_owned()
@@ -1361,9 +1189,9 @@ mod tests {
 
     #[test]
     fn errno_mapping() {
-        assert_eq!(nbd_error(NBD_EIO).raw_os_error(), Some(libc::EIO));
-        assert_eq!(nbd_error(NBD_ENOSPC).raw_os_error(), Some(libc::ENOSPC));
-        assert_eq!(nbd_error(NBD_ESHUTDOWN).raw_os_error(), Some(libc::ESHUTDOWN));
+        assert_eq!(nbd_error(EIO).raw_os_error(), Some(libc::EIO));
+        assert_eq!(nbd_error(ENOSPC).raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(nbd_error(ESHUTDOWN).raw_os_error(), Some(libc::ESHUTDOWN));
         assert_eq!(nbd_error(9999).raw_os_error(), Some(libc::EINVAL));
     }
 }

@@ -153,6 +153,7 @@
 //! These exact tests run in this crate's own test suite
 //! (`tests/rstest_fixtures.rs`).
 
+mod async_client;
 mod binary;
 mod certs;
 pub mod client;
@@ -163,6 +164,7 @@ mod rust_disk;
 mod spawn;
 mod uri;
 
+pub use async_client::AsyncClient;
 pub use binary::ENV_BIN;
 pub use client::Client;
 pub use disk::{

@@ -1,5 +1,6 @@
 //! The nbdkit-test crate's own tests: one binary, one module per promise.
 
+mod async_client; // the tokio client over the server crate's protocol code
 mod binary; // which nbdkit runs, and C nbdkit as the backend
 mod client; // the blocking client against a real server
 mod crash; // the test process dies without dropping: servers still go

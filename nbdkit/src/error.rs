@@ -49,6 +49,21 @@ impl Errno {
         }
     }
 
+    /// The operating-system errno (the inverse of [`Errno::from_os`] on
+    /// the values it yields).
+    pub fn to_os(self) -> i32 {
+        match self {
+            Errno::Perm => libc::EPERM,
+            Errno::Io => libc::EIO,
+            Errno::NoMem => libc::ENOMEM,
+            Errno::Inval => libc::EINVAL,
+            Errno::NoSpc => libc::ENOSPC,
+            Errno::Overflow => libc::EOVERFLOW,
+            Errno::NotSup => libc::ENOTSUP,
+            Errno::Shutdown => libc::ESHUTDOWN,
+        }
+    }
+
     /// The name used in log messages, e.g. `EIO`.
     pub fn name(self) -> &'static str {
         match self {

@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 
 use super::consts::*;
 use super::errno::from_wire;
+use super::handshake::{self, Info};
+use super::reply::{decode_reply_header, reply_header_rest, ReplyHeader};
 use super::request::{encode, CmdFlags, Command, Request};
 use crate::error::{Errno, Error};
 
@@ -37,23 +39,18 @@ fn bad(msg: impl Into<String>) -> std::io::Error {
 async fn send_option<W: AsyncWrite + Unpin>(
     w: &mut W, opt: u32, data: &[u8],
 ) -> std::io::Result<()> {
-    let mut b = Vec::with_capacity(16 + data.len());
-    b.extend_from_slice(&IHAVEOPT.to_be_bytes());
-    b.extend_from_slice(&opt.to_be_bytes());
-    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    b.extend_from_slice(data);
-    w.write_all(&b).await
+    w.write_all(&handshake::encode_option(opt, data)).await
 }
 
 /// One option reply: (type, payload).
 async fn option_reply<R: AsyncRead + Unpin>(
     r: &mut R, opt: u32,
 ) -> std::io::Result<(u32, Vec<u8>)> {
-    let magic = r.read_u64().await?;
-    let got = r.read_u32().await?;
-    let typ = r.read_u32().await?;
-    let len = r.read_u32().await?;
-    if magic != REP_MAGIC || got != opt {
+    let mut h = [0u8; handshake::OPTION_REPLY_HEADER_SIZE];
+    r.read_exact(&mut h).await?;
+    let (got, typ, len) = handshake::decode_option_reply_header(&h)
+        .map_err(|_| bad("the server's option reply is malformed"))?;
+    if got != opt {
         return Err(bad("the server's option reply is malformed"));
     }
     if len > MAX_OPTION_REPLY {
@@ -62,12 +59,6 @@ async fn option_reply<R: AsyncRead + Unpin>(
     let mut data = vec![0u8; len as usize];
     r.read_exact(&mut data).await?;
     Ok((typ, data))
-}
-
-fn string32(s: &str) -> Vec<u8> {
-    let mut b = (s.len() as u32).to_be_bytes().to_vec();
-    b.extend_from_slice(s.as_bytes());
-    b
 }
 
 /// How the server greeted us.
@@ -165,18 +156,16 @@ pub async fn default_export_name<S: AsyncRead + AsyncWrite + Unpin>(
     let Greeting::New { fixed: true, .. } = greet(s).await? else {
         return Ok(None);
     };
-    let mut q = string32("");
-    q.extend_from_slice(&1u16.to_be_bytes());
-    q.extend_from_slice(&INFO_NAME.to_be_bytes());
-    send_option(s, OPT_INFO, &q).await?;
+    send_option(s, OPT_INFO, &handshake::encode_info_request("", &[INFO_NAME])).await?;
     let mut name = None;
     loop {
         let (typ, data) = option_reply(s, OPT_INFO).await?;
         match typ {
-            REP_INFO if data.len() >= 2 && data[..2] == INFO_NAME.to_be_bytes() => {
-                name = Some(String::from_utf8_lossy(&data[2..]).into_owned());
+            REP_INFO => {
+                if let Ok(Info::Name(n)) = handshake::decode_info(&data) {
+                    name = Some(String::from_utf8_lossy(&n).into_owned());
+                }
             }
-            REP_INFO => {}
             _ => break,
         }
     }
@@ -199,9 +188,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
         structured = option_reply(s, OPT_STRUCTURED_REPLY).await?.0 == REP_ACK;
         if structured {
-            let mut q = string32(export);
-            q.extend_from_slice(&1u32.to_be_bytes());
-            q.extend_from_slice(&string32(CONTEXT_BASE_ALLOCATION));
+            let q = handshake::encode_meta_request(export, &[CONTEXT_BASE_ALLOCATION]);
             send_option(s, OPT_SET_META_CONTEXT, &q).await?;
             loop {
                 let (typ, data) = option_reply(s, OPT_SET_META_CONTEXT).await?;
@@ -218,27 +205,21 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let mut go = string32(export);
-        go.extend_from_slice(&1u16.to_be_bytes());
-        go.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+        let go = handshake::encode_info_request(export, &[INFO_BLOCK_SIZE]);
         send_option(s, OPT_GO, &go).await?;
         let mut size_flags = None;
         let mut block_size = None;
         loop {
             let (typ, data) = option_reply(s, OPT_GO).await?;
             match typ {
-                REP_INFO if data.len() >= 2 => {
-                    let kind = u16::from_be_bytes([data[0], data[1]]);
-                    if kind == INFO_EXPORT && data.len() >= 12 {
-                        let size = u64::from_be_bytes(data[2..10].try_into().expect("8"));
-                        let flags = u16::from_be_bytes([data[10], data[11]]);
-                        size_flags = Some((size, flags));
-                    } else if kind == INFO_BLOCK_SIZE && data.len() >= 14 {
-                        let n =
-                            |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4"));
-                        block_size = Some((n(2), n(6), n(10)));
+                REP_INFO => match handshake::decode_info(&data) {
+                    Ok(Info::Export { size, eflags }) => size_flags = Some((size, eflags)),
+                    Ok(Info::BlockSize { minimum, preferred, maximum }) => {
+                        block_size = Some((minimum, preferred, maximum))
                     }
-                }
+                    // Other items, and malformed ones, are not ours to use.
+                    _ => {}
+                },
                 REP_ACK => {
                     let (size, eflags) =
                         size_flags.ok_or_else(|| bad("the server sent no export size"))?;
@@ -396,10 +377,12 @@ async fn read_replies<R: AsyncRead + Unpin>(
     let take = |cookie: u64| pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie);
     loop {
         let magic = r.read_u32().await?;
-        match magic {
-            SIMPLE_REPLY_MAGIC => {
-                let errno = r.read_u32().await?;
-                let cookie = r.read_u64().await?;
+        let n =
+            reply_header_rest(magic).ok_or_else(|| bad(format!("bad reply magic {magic:#x}")))?;
+        let mut rest = [0u8; CHUNK_HEADER_SIZE];
+        r.read_exact(&mut rest[..n]).await?;
+        match decode_reply_header(magic, &rest[..n]).expect("a known magic") {
+            ReplyHeader::Simple { error: errno, cookie } => {
                 let mut p = take(cookie).ok_or_else(|| bad("a reply to no request"))?;
                 if errno == 0 {
                     if let Some(buf) = p.read.as_mut() {
@@ -414,11 +397,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                     )));
                 }
             }
-            STRUCTURED_REPLY_MAGIC if structured => {
-                let flags = r.read_u16().await?;
-                let typ = r.read_u16().await?;
-                let cookie = r.read_u64().await?;
-                let len = r.read_u32().await?;
+            ReplyHeader::Chunk { flags, typ, cookie, len } if structured => {
                 if !pending.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&cookie) {
                     return Err(bad("a reply to no request"));
                 }
@@ -447,7 +426,9 @@ async fn read_replies<R: AsyncRead + Unpin>(
                     let _ = p.done.send(result);
                 }
             }
-            _ => return Err(bad(format!("bad reply magic {magic:#x}"))),
+            ReplyHeader::Chunk { .. } => {
+                return Err(bad("a structured reply chunk, which was not negotiated"))
+            }
         }
     }
 }
@@ -494,7 +475,7 @@ fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
             let msg = String::from_utf8_lossy(body.get(6..6 + mlen).unwrap_or(&[])).into_owned();
             p.error.get_or_insert(Error::new(from_wire(errno), format!("nbd: server: {msg}")));
         }
-        t if t & (1 << 15) != 0 => {
+        t if t & REPLY_TYPE_ERROR_BIT != 0 => {
             p.error.get_or_insert(Error::new(Errno::Io, format!("nbd: unknown error chunk {t}")));
         }
         _ => {}

@@ -47,6 +47,7 @@ pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
 pub const REP_ERR_SHUTDOWN: u32 = REP_FLAG_ERROR | 7;
 pub const REP_ERR_BLOCK_SIZE_REQD: u32 = REP_FLAG_ERROR | 8;
 pub const REP_ERR_TOO_BIG: u32 = REP_FLAG_ERROR | 9;
+pub const REP_ERR_EXT_HEADER_REQD: u32 = REP_FLAG_ERROR | 10;
 
 // NBD_INFO_* items inside NBD_REP_INFO.
 pub const INFO_EXPORT: u16 = 0;
@@ -101,8 +102,10 @@ pub const REPLY_TYPE_NONE: u16 = 0;
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
-pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
-pub const REPLY_TYPE_ERROR_OFFSET: u16 = (1 << 15) + 2;
+/// Set in the type of every error chunk, known or not.
+pub const REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
+pub const REPLY_TYPE_ERROR: u16 = REPLY_TYPE_ERROR_BIT | 1;
+pub const REPLY_TYPE_ERROR_OFFSET: u16 = REPLY_TYPE_ERROR_BIT | 2;
 
 // Block status flags of base:allocation.
 pub const STATE_HOLE: u32 = 1 << 0;

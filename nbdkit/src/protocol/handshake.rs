@@ -341,6 +341,124 @@ where
     Err(Failure::Protocol(format!("too many options (more than {MAX_OPTIONS})")))
 }
 
+/// An option as a client sends it: `IHAVEOPT`, the option, the length of
+/// its data, the data (what [`negotiate`] reads).
+pub fn encode_option(opt: u32, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + data.len());
+    b.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    b.extend_from_slice(&opt.to_be_bytes());
+    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+/// Bytes in front of an option reply's data.
+pub const OPTION_REPLY_HEADER_SIZE: usize = 20;
+
+/// An option reply's header: the magic, the option answered, the reply
+/// type, the data length.
+fn encode_option_reply_header(opt: u32, typ: u32, len: u32) -> [u8; OPTION_REPLY_HEADER_SIZE] {
+    let mut b = [0u8; OPTION_REPLY_HEADER_SIZE];
+    b[0..8].copy_from_slice(&REP_MAGIC.to_be_bytes());
+    b[8..12].copy_from_slice(&opt.to_be_bytes());
+    b[12..16].copy_from_slice(&typ.to_be_bytes());
+    b[16..20].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
+/// A client's reading of an option reply header: `(option, type, data
+/// length)`, or the magic it found instead of `REP_MAGIC`.
+pub fn decode_option_reply_header(
+    b: &[u8; OPTION_REPLY_HEADER_SIZE],
+) -> Result<(u32, u32, u32), u64> {
+    let magic = u64::from_be_bytes(b[0..8].try_into().expect("8"));
+    if magic != REP_MAGIC {
+        return Err(magic);
+    }
+    let at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4"));
+    Ok((at(8), at(12), at(16)))
+}
+
+/// A string with its 32-bit length in front, as options carry names.
+fn put_string32(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// The data of NBD_OPT_INFO or NBD_OPT_GO: the export name and the
+/// `NBD_INFO_*` items asked for (what the server's handshake reads back).
+pub fn encode_info_request(name: &str, infos: &[u16]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(6 + name.len() + 2 * infos.len());
+    put_string32(&mut b, name);
+    b.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+    for i in infos {
+        b.extend_from_slice(&i.to_be_bytes());
+    }
+    b
+}
+
+/// The data of NBD_OPT_LIST_META_CONTEXT or NBD_OPT_SET_META_CONTEXT: the
+/// export name and the queries.
+pub fn encode_meta_request(export: &str, queries: &[&str]) -> Vec<u8> {
+    let mut b = Vec::new();
+    put_string32(&mut b, export);
+    b.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+    for q in queries {
+        put_string32(&mut b, q);
+    }
+    b
+}
+
+/// One `NBD_REP_INFO` item, as a client reads it (the inverse of what the
+/// server's `info_replies` writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Info {
+    /// `NBD_INFO_EXPORT`: size and transmission flags.
+    Export { size: u64, eflags: u16 },
+    /// `NBD_INFO_NAME`.
+    Name(Vec<u8>),
+    /// `NBD_INFO_DESCRIPTION`.
+    Description(Vec<u8>),
+    /// `NBD_INFO_BLOCK_SIZE`: minimum, preferred, maximum.
+    BlockSize { minimum: u32, preferred: u32, maximum: u32 },
+    /// An item type this side does not know (to be ignored).
+    Unknown(u16),
+}
+
+/// Decode the data of an `NBD_REP_INFO`; Err names what is malformed.
+pub fn decode_info(data: &[u8]) -> Result<Info, String> {
+    let kind = data
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or("NBD_REP_INFO shorter than 2 bytes")?;
+    let want = match kind {
+        INFO_EXPORT => Some(12),
+        INFO_BLOCK_SIZE => Some(14),
+        _ => None,
+    };
+    if let Some(want) = want {
+        if data.len() != want {
+            return Err(format!(
+                "NBD_REP_INFO of type {kind} with length {} (must be {want})",
+                data.len()
+            ));
+        }
+    }
+    let u32_at = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4"));
+    Ok(match kind {
+        INFO_EXPORT => Info::Export {
+            size: u64::from_be_bytes(data[2..10].try_into().expect("8")),
+            eflags: u16::from_be_bytes([data[10], data[11]]),
+        },
+        INFO_NAME => Info::Name(data[2..].to_vec()),
+        INFO_DESCRIPTION => Info::Description(data[2..].to_vec()),
+        INFO_BLOCK_SIZE => {
+            Info::BlockSize { minimum: u32_at(2), preferred: u32_at(6), maximum: u32_at(10) }
+        }
+        k => Info::Unknown(k),
+    })
+}
+
 /// The server's greeting and the client's flags; true if the client
 /// asked for no zeroes.
 async fn hello<R, W>(r: &mut R, w: &mut W, settings: &Settings) -> Result<bool, Failure>
@@ -375,10 +493,7 @@ struct State {
 
 impl State {
     fn reply(&mut self, opt: u32, typ: u32, data: &[u8]) {
-        self.out.extend_from_slice(&REP_MAGIC.to_be_bytes());
-        self.out.extend_from_slice(&opt.to_be_bytes());
-        self.out.extend_from_slice(&typ.to_be_bytes());
-        self.out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(&encode_option_reply_header(opt, typ, data.len() as u32));
         self.out.extend_from_slice(data);
     }
 
@@ -599,6 +714,54 @@ mod tests {
             negotiate(&mut r, &mut w, &mut One, &settings, "", None).await
         });
         (client, h)
+    }
+
+    #[test]
+    fn client_encoders_are_the_servers_decoders_inverted() {
+        let q = encode_info_request("disk", &[INFO_NAME, INFO_BLOCK_SIZE]);
+        assert_eq!(
+            info_request(&q).unwrap(),
+            ("disk".to_string(), vec![INFO_NAME, INFO_BLOCK_SIZE])
+        );
+        let q = encode_meta_request("disk", &["base:allocation", "qemu:dirty-bitmap:x"]);
+        assert_eq!(meta_queries(&q).unwrap(), ["base:allocation", "qemu:dirty-bitmap:x"]);
+        let h = encode_option_reply_header(OPT_GO, REP_ERR_UNKNOWN, 7);
+        assert_eq!(decode_option_reply_header(&h), Ok((OPT_GO, REP_ERR_UNKNOWN, 7)));
+        let mut bad = h;
+        bad[0] ^= 1;
+        assert!(decode_option_reply_header(&bad).is_err());
+        let o = encode_option(OPT_LIST, b"xy");
+        assert_eq!(o.len(), 18);
+        assert_eq!(&o[..8], &IHAVEOPT.to_be_bytes());
+        // What the server writes for NBD_OPT_GO's items reads back.
+        let mut st = State { structured: false, base_allocation: false, out: Vec::new() };
+        let info = ExportInfo {
+            name: "n".into(),
+            size: 1 << 30,
+            eflags: FLAG_READ_ONLY,
+            block_size: Some((512, 4096, 1 << 20)),
+            description: Some("d".into()),
+        };
+        st.info_replies(OPT_GO, &info, &[INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE]);
+        let mut items = Vec::new();
+        let mut rest = &st.out[..];
+        while !rest.is_empty() {
+            let (_, typ, len) = decode_option_reply_header(rest[..20].try_into().unwrap()).unwrap();
+            assert_eq!(typ, REP_INFO);
+            items.push(decode_info(&rest[20..20 + len as usize]).unwrap());
+            rest = &rest[20 + len as usize..];
+        }
+        assert_eq!(
+            items,
+            [
+                Info::Export { size: 1 << 30, eflags: FLAG_READ_ONLY | FLAG_HAS_FLAGS },
+                Info::Name(b"n".to_vec()),
+                Info::Description(b"d".to_vec()),
+                Info::BlockSize { minimum: 512, preferred: 4096, maximum: 1 << 20 },
+            ]
+        );
+        assert!(decode_info(&INFO_EXPORT.to_be_bytes()).is_err());
+        assert_eq!(decode_info(&[0, 99]), Ok(Info::Unknown(99)));
     }
 
     #[tokio::test]

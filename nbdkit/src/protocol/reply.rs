@@ -32,6 +32,44 @@ pub fn chunk_header(out: &mut [u8], flags: u16, typ: u16, cookie: u64, len: u32)
     out[16..20].copy_from_slice(&len.to_be_bytes());
 }
 
+/// A reply header as a client reads it: the inverse of [`simple_header`]
+/// and [`chunk_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyHeader {
+    /// A simple reply (its data, for a successful read, follows).
+    Simple { error: u32, cookie: u64 },
+    /// A structured reply chunk; `len` bytes of payload follow.
+    Chunk { flags: u16, typ: u16, cookie: u64, len: u32 },
+}
+
+/// How many bytes follow a reply's 4-byte magic in its header; None for a
+/// magic that starts no reply. A client reads the magic, then this many
+/// bytes, then calls [`decode_reply_header`].
+pub fn reply_header_rest(magic: u32) -> Option<usize> {
+    match magic {
+        SIMPLE_REPLY_MAGIC => Some(SIMPLE_REPLY_SIZE - 4),
+        STRUCTURED_REPLY_MAGIC => Some(CHUNK_HEADER_SIZE - 4),
+        _ => None,
+    }
+}
+
+/// Decode the rest of a reply header (see [`reply_header_rest`]).
+pub fn decode_reply_header(magic: u32, rest: &[u8]) -> Option<ReplyHeader> {
+    let u16_at = |i: usize| Some(u16::from_be_bytes(rest.get(i..i + 2)?.try_into().ok()?));
+    let u32_at = |i: usize| Some(u32::from_be_bytes(rest.get(i..i + 4)?.try_into().ok()?));
+    let u64_at = |i: usize| Some(u64::from_be_bytes(rest.get(i..i + 8)?.try_into().ok()?));
+    match magic {
+        SIMPLE_REPLY_MAGIC => Some(ReplyHeader::Simple { error: u32_at(0)?, cookie: u64_at(4)? }),
+        STRUCTURED_REPLY_MAGIC => Some(ReplyHeader::Chunk {
+            flags: u16_at(0)?,
+            typ: u16_at(2)?,
+            cookie: u64_at(4)?,
+            len: u32_at(12)?,
+        }),
+        _ => None,
+    }
+}
+
 /// Fill the header in front of read data (see the module comment). For a
 /// structured reply this is one OFFSET_DATA chunk with the DONE flag.
 pub fn fill_read_header(buf: &mut [u8], structured: bool, cookie: u64, offset: u64) {
@@ -133,5 +171,37 @@ mod tests {
         let b = block_status(1, 1, &[(4096, STATE_HOLE | STATE_ZERO), (512, 0)]);
         assert_eq!(u32::from_be_bytes(b[16..20].try_into().unwrap()), 4 + 16);
         assert_eq!(b.len(), CHUNK_HEADER_SIZE + 20);
+    }
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    #[test]
+    fn headers_decode_as_they_were_encoded() {
+        let mut b = [0u8; CHUNK_HEADER_SIZE];
+        chunk_header(&mut b, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, 42, 9);
+        let magic = u32::from_be_bytes(b[..4].try_into().unwrap());
+        assert_eq!(reply_header_rest(magic), Some(16));
+        assert_eq!(
+            decode_reply_header(magic, &b[4..]),
+            Some(ReplyHeader::Chunk {
+                flags: REPLY_FLAG_DONE,
+                typ: REPLY_TYPE_ERROR,
+                cookie: 42,
+                len: 9
+            })
+        );
+        let mut b = [0u8; SIMPLE_REPLY_SIZE];
+        simple_header(&mut b, 7, EIO);
+        let magic = u32::from_be_bytes(b[..4].try_into().unwrap());
+        assert_eq!(reply_header_rest(magic), Some(12));
+        assert_eq!(
+            decode_reply_header(magic, &b[4..]),
+            Some(ReplyHeader::Simple { error: EIO, cookie: 7 })
+        );
+        assert_eq!(reply_header_rest(0xdead_beef), None);
+        assert_eq!(decode_reply_header(SIMPLE_REPLY_MAGIC, &b[4..8]), None);
     }
 }

@@ -19,7 +19,8 @@ pub enum Command {
 }
 
 impl Command {
-    fn from_wire(n: u16) -> Command {
+    /// The command a wire number stands for.
+    pub fn from_wire(n: u16) -> Command {
         match n {
             CMD_READ => Command::Read,
             CMD_WRITE => Command::Write,
@@ -33,7 +34,21 @@ impl Command {
         }
     }
 
-    /// The name C nbdkit uses in its log messages.
+    /// The wire number (the inverse of [`Command::from_wire`]).
+    pub fn to_wire(self) -> u16 {
+        match self {
+            Command::Read => CMD_READ,
+            Command::Write => CMD_WRITE,
+            Command::Disc => CMD_DISC,
+            Command::Flush => CMD_FLUSH,
+            Command::Trim => CMD_TRIM,
+            Command::Cache => CMD_CACHE,
+            Command::WriteZeroes => CMD_WRITE_ZEROES,
+            Command::BlockStatus => CMD_BLOCK_STATUS,
+            Command::Unknown(n) => n,
+        }
+    }
+
     /// Whether, once structured replies are negotiated, this command's
     /// replies (errors included) are structured. Only READ and
     /// BLOCK_STATUS: C nbdkit answers everything else with simple replies,
@@ -42,6 +57,7 @@ impl Command {
         matches!(self, Command::Read | Command::BlockStatus)
     }
 
+    /// The name C nbdkit uses in its log messages.
     pub fn name(self) -> &'static str {
         match self {
             Command::Read => "NBD_CMD_READ",
@@ -110,17 +126,7 @@ pub fn decode(b: &[u8; REQUEST_SIZE]) -> Result<Request, BadMagic> {
 
 /// Encode a request header (used by tests and by clients).
 pub fn encode(r: &Request) -> [u8; REQUEST_SIZE] {
-    let cmd = match r.cmd {
-        Command::Read => CMD_READ,
-        Command::Write => CMD_WRITE,
-        Command::Disc => CMD_DISC,
-        Command::Flush => CMD_FLUSH,
-        Command::Trim => CMD_TRIM,
-        Command::Cache => CMD_CACHE,
-        Command::WriteZeroes => CMD_WRITE_ZEROES,
-        Command::BlockStatus => CMD_BLOCK_STATUS,
-        Command::Unknown(n) => n,
-    };
+    let cmd = r.cmd.to_wire();
     let mut b = [0u8; REQUEST_SIZE];
     b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
     b[4..6].copy_from_slice(&r.flags.0.to_be_bytes());
