@@ -196,7 +196,7 @@ fn single_client_from_regular_files() {
     assert_eq!(out.len(), 18 + 10 + 16 + 16 + 5, "{out:?}");
     assert_eq!(&out[18..26], &(1u64 << 20).to_be_bytes());
     let read_reply = &out[44..];
-    assert_eq!(&read_reply[..4], &SIMPLE_MAGIC.to_be_bytes());
+    assert_eq!(&read_reply[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
     assert_eq!(&read_reply[4..8], &0u32.to_be_bytes(), "no error");
     assert_eq!(&read_reply[8..16], &2u64.to_be_bytes());
     assert_eq!(&read_reply[16..], b"hello");

@@ -167,7 +167,7 @@ fn round_trips(structured: bool) {
 
     // FUA write.
     let d2 = fill(2, 4099);
-    assert_eq!(err(&mut r, CMD_WRITE, FLAG_FUA, 100_003, 4099, &d2), 0);
+    assert_eq!(err(&mut r, CMD_WRITE, CMD_FLAG_FUA, 100_003, 4099, &d2), 0);
     assert_eq!(read_ok(&mut r, 100_003, 4099), d2);
 
     // Flush.
@@ -188,7 +188,7 @@ fn round_trips(structured: bool) {
     assert_eq!(&z[2010..], &d2[2010..]);
 
     // Write zeroes with FUA.
-    assert_eq!(err(&mut r, CMD_WRITE_ZEROES, FLAG_FUA, 100_003, 10, &[]), 0);
+    assert_eq!(err(&mut r, CMD_WRITE_ZEROES, CMD_FLAG_FUA, 100_003, 10, &[]), 0);
     assert!(read_ok(&mut r, 100_003, 10).iter().all(|&b| b == 0));
 
     // Cache.
@@ -243,7 +243,7 @@ fn block_status_on_memory() {
         (65536 + 100, 200, 0),
         (200_000, 4096, 3),
     ] {
-        let (e, d) = ask(&mut r, CMD_BLOCK_STATUS, FLAG_REQ_ONE, off, len, &[]);
+        let (e, d) = ask(&mut r, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE, off, len, &[]);
         assert_eq!(e, 0);
         let ds = descriptors(&d);
         assert_eq!(ds.len(), 1, "REQ_ONE at {off}+{len}: {ds:?}");
@@ -348,8 +348,8 @@ fn range_and_command_errors() {
             ("unknown flag 0x100", CMD_READ, 0x100, 0, 512, vec![], EINVAL),
             ("flush with offset", CMD_FLUSH, 0, 1, 0, vec![], EINVAL),
             ("flush with length", CMD_FLUSH, 0, 0, 1, vec![], EINVAL),
-            ("FAST_ZERO on read", CMD_READ, FLAG_FAST_ZERO, 0, 512, vec![], EINVAL),
-            ("REQ_ONE on read", CMD_READ, FLAG_REQ_ONE, 0, 512, vec![], EINVAL),
+            ("FAST_ZERO on read", CMD_READ, CMD_FLAG_FAST_ZERO, 0, 512, vec![], EINVAL),
+            ("REQ_ONE on read", CMD_READ, CMD_FLAG_REQ_ONE, 0, 512, vec![], EINVAL),
         ];
         for (what, cmd, flags, off, len, data, want) in cases {
             let (e, _) = ask(&mut r, cmd, flags, off, len, &data);
@@ -371,7 +371,7 @@ fn range_and_command_errors() {
 
         // FAST_ZERO works on memory.
         write_ok(&mut r, 4000, &fill(5, 3000));
-        let e = err(&mut r, CMD_WRITE_ZEROES, FLAG_FAST_ZERO, 4100, 2000, &[]);
+        let e = err(&mut r, CMD_WRITE_ZEROES, CMD_FLAG_FAST_ZERO, 4100, 2000, &[]);
         assert_eq!(e, 0, "FAST_ZERO on memory");
         let z = read_ok(&mut r, 4000, 3000);
         assert!(z[100..2100].iter().all(|&b| b == 0));
@@ -791,7 +791,7 @@ fn try_read_error(r: &mut Raw, cookie: u64) -> Option<u32> {
     }
     let mut h = [0u8; 16];
     r.s.read_exact(&mut h).ok()?;
-    assert_eq!(u32::from_be_bytes(h[0..4].try_into().unwrap()), SIMPLE_MAGIC);
+    assert_eq!(u32::from_be_bytes(h[0..4].try_into().unwrap()), SIMPLE_REPLY_MAGIC);
     let e = u32::from_be_bytes(h[4..8].try_into().unwrap());
     assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), cookie);
     if e == 0 {
@@ -918,7 +918,7 @@ fn only_reads_and_block_status_get_structured_replies() {
     let magic_of = |r: &mut Raw, cmd: u16, offset: u64, len: u32, data: &[u8]| {
         r.request(cmd, 0, 7, offset, len, data);
         let magic = r.u32();
-        let rest = if magic == SIMPLE_MAGIC {
+        let rest = if magic == SIMPLE_REPLY_MAGIC {
             let e = r.u32();
             assert_eq!(r.u64(), 7);
             e
@@ -932,17 +932,17 @@ fn only_reads_and_block_status_get_structured_replies() {
         };
         (magic, rest)
     };
-    assert_eq!(magic_of(&mut r, CMD_WRITE, 0, 3, b"abc"), (SIMPLE_MAGIC, 0));
-    assert_eq!(magic_of(&mut r, CMD_FLUSH, 0, 0, b"").0, SIMPLE_MAGIC);
-    assert_eq!(magic_of(&mut r, CMD_TRIM, 0, 512, b"").0, SIMPLE_MAGIC);
-    assert_eq!(magic_of(&mut r, CMD_WRITE_ZEROES, 0, 512, b"").0, SIMPLE_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_WRITE, 0, 3, b"abc"), (SIMPLE_REPLY_MAGIC, 0));
+    assert_eq!(magic_of(&mut r, CMD_FLUSH, 0, 0, b"").0, SIMPLE_REPLY_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_TRIM, 0, 512, b"").0, SIMPLE_REPLY_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_WRITE_ZEROES, 0, 512, b"").0, SIMPLE_REPLY_MAGIC);
     // An error on a write (past the end) is simple too.
     let (m, e) = magic_of(&mut r, CMD_TRIM, MIB, 512, b"");
-    assert_eq!(m, SIMPLE_MAGIC);
+    assert_eq!(m, SIMPLE_REPLY_MAGIC);
     assert_ne!(e, 0);
-    assert_eq!(magic_of(&mut r, CMD_READ, 0, 3, b"").0, STRUCTURED_MAGIC);
-    assert_eq!(magic_of(&mut r, CMD_BLOCK_STATUS, 0, 512, b"").0, STRUCTURED_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_READ, 0, 3, b"").0, STRUCTURED_REPLY_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_BLOCK_STATUS, 0, 512, b"").0, STRUCTURED_REPLY_MAGIC);
     // A read error is a structured error chunk.
-    assert_eq!(magic_of(&mut r, CMD_READ, MIB, 512, b"").0, STRUCTURED_MAGIC);
+    assert_eq!(magic_of(&mut r, CMD_READ, MIB, 512, b"").0, STRUCTURED_REPLY_MAGIC);
     still_good(&mut r);
 }

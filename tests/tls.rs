@@ -373,7 +373,7 @@ fn starttls_forgets_the_plain_phase_and_what_was_injected() {
     t.write_all(&req).unwrap();
     let mut rep = [0u8; 16 + 512];
     t.read_exact(&mut rep).unwrap();
-    assert_eq!(u32::from_be_bytes(rep[0..4].try_into().unwrap()), SIMPLE_MAGIC);
+    assert_eq!(u32::from_be_bytes(rep[0..4].try_into().unwrap()), SIMPLE_REPLY_MAGIC);
     assert_eq!(u32::from_be_bytes(rep[4..8].try_into().unwrap()), 0);
     assert_eq!(u64::from_be_bytes(rep[8..16].try_into().unwrap()), 7);
 }

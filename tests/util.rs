@@ -202,48 +202,9 @@ pub fn slurp(p: &Path) -> String {
 
 // ---------------------------------------------------------------- raw client
 
-pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-pub const REP_MAGIC: u64 = 0x0003_e889_0455_65a9;
-pub const REQUEST_MAGIC: u32 = 0x2560_9513;
-pub const SIMPLE_MAGIC: u32 = 0x6744_6698;
-pub const STRUCTURED_MAGIC: u32 = 0x668e_33ef;
-
-pub const OPT_EXPORT_NAME: u32 = 1;
-pub const OPT_ABORT: u32 = 2;
-pub const OPT_LIST: u32 = 3;
-pub const OPT_STARTTLS: u32 = 5;
-pub const OPT_INFO: u32 = 6;
-pub const OPT_GO: u32 = 7;
-pub const OPT_STRUCTURED_REPLY: u32 = 8;
-pub const OPT_SET_META_CONTEXT: u32 = 10;
-pub const REP_ACK: u32 = 1;
-pub const REP_INFO: u32 = 3;
-pub const REP_META_CONTEXT: u32 = 4;
-pub const REP_ERR_UNSUP: u32 = 0x8000_0001;
-pub const REP_ERR_POLICY: u32 = 0x8000_0002;
-pub const REP_ERR_INVALID: u32 = 0x8000_0003;
-pub const REP_ERR_TOO_BIG: u32 = 0x8000_0009;
-pub const REP_ERR_TLS_REQD: u32 = 0x8000_0005;
-
-pub const CMD_READ: u16 = 0;
-pub const CMD_WRITE: u16 = 1;
-pub const CMD_DISC: u16 = 2;
-pub const CMD_FLUSH: u16 = 3;
-pub const CMD_TRIM: u16 = 4;
-pub const CMD_CACHE: u16 = 5;
-pub const CMD_WRITE_ZEROES: u16 = 6;
-pub const CMD_BLOCK_STATUS: u16 = 7;
-pub const FLAG_FUA: u16 = 1;
-pub const FLAG_REQ_ONE: u16 = 8;
-pub const FLAG_FAST_ZERO: u16 = 16;
-
-pub const EPERM: u32 = 1;
-pub const EIO: u32 = 5;
-pub const ENOMEM: u32 = 12;
-pub const EINVAL: u32 = 22;
-pub const ENOSPC: u32 = 28;
-pub const ESHUTDOWN: u32 = 108;
+// The wire constants: the server crate's own, named as in the NBD
+// specification without the `NBD_` prefix.
+pub use nbdkit::protocol::consts::*;
 
 /// A deliberately low-level client: every byte is explicit, so tests can
 /// also send what a real client never would.
@@ -366,13 +327,13 @@ impl Raw {
     /// Read one reply. For simple replies to reads, pass the read length.
     pub fn reply(&mut self, read_len: usize) -> Reply {
         let magic = self.u32();
-        if magic == SIMPLE_MAGIC {
+        if magic == SIMPLE_REPLY_MAGIC {
             let error = self.u32();
             let cookie = self.u64();
             let data = if error == 0 { self.bytes(read_len) } else { vec![] };
             return Reply { cookie, error, data };
         }
-        assert_eq!(magic, STRUCTURED_MAGIC);
+        assert_eq!(magic, STRUCTURED_REPLY_MAGIC);
         let flags = self.u16();
         assert_eq!(flags & 1, 1, "we expect one chunk per reply");
         let typ = self.u16();
