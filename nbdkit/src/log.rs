@@ -8,8 +8,11 @@ use std::sync::Arc;
 /// Where messages go (`--log`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTo {
+    /// `--log=stderr`: on standard error (the default).
     Stderr,
+    /// `--log=syslog`: to the system log.
     Syslog,
+    /// `--log=null`: nowhere.
     Null,
 }
 

@@ -47,6 +47,7 @@ pub struct DebugFlag {
     pub name: String,
     /// The flag, as that plugin or filter names it.
     pub flag: String,
+    /// Its value, N.
     pub value: i32,
 }
 
@@ -80,6 +81,7 @@ impl DebugFlag {
 pub struct DebugFlags(Arc<Mutex<Vec<(DebugFlag, bool)>>>);
 
 impl DebugFlags {
+    /// The flags given, none of them asked for yet.
     pub fn new(flags: &[DebugFlag]) -> DebugFlags {
         let list = flags.iter().map(|f| (f.clone(), false)).collect();
         DebugFlags(Arc::new(Mutex::new(list)))

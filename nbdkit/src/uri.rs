@@ -77,8 +77,22 @@ pub fn with_tls(uri: &str, creds: &crate::server::tls::ClientCredentials) -> Str
 /// `uri=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Tcp { host: String, port: u16, export: String },
-    Unix { socket: String, export: String },
+    /// `nbd://HOST[:PORT]/EXPORT`.
+    Tcp {
+        /// The host name or address (without brackets for IPv6).
+        host: String,
+        /// The port (10809 if not given).
+        port: u16,
+        /// The export name (the path, unescaped).
+        export: String,
+    },
+    /// `nbd+unix:///EXPORT?socket=PATH`.
+    Unix {
+        /// The socket's path.
+        socket: String,
+        /// The export name (the path, unescaped).
+        export: String,
+    },
 }
 
 /// Read an NBD URI; TLS and vsock schemes are refused with a reason.

@@ -80,7 +80,9 @@ pub const ZERO: ExtentFlags = ExtentFlags::ZERO;
 /// One run of blocks with the same `base:allocation` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
+    /// Where the run starts.
     pub offset: u64,
+    /// How many bytes it covers.
     pub length: u64,
     /// The run's `base:allocation` state.
     pub flags: ExtentFlags,
@@ -122,6 +124,7 @@ impl Extents {
         self.limit
     }
 
+    /// Start of the range.
     pub fn start(&self) -> u64 {
         self.start
     }

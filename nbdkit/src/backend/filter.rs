@@ -244,18 +244,24 @@ pub trait FilterHandle: Send + Sync + 'static {
     /// The guard below.
     fn next(&self) -> &Guard;
 
+    /// Size in bytes.
     fn size(&self) -> impl Future<Output = Result<u64>> + Send {
         self.next().size()
     }
+    /// What this handle can do.
     fn caps(&self) -> impl Future<Output = Result<Caps>> + Send {
         self.next().caps()
     }
+    /// Block size constraints, if any.
     fn block_size(&self) -> impl Future<Output = Result<Option<BlockSize>>> + Send {
         self.next().block_size()
     }
+    /// A description for NBD_INFO_DESCRIPTION.
     fn description(&self) -> Option<String> {
         self.next().description()
     }
+    /// A server-internal scheduling hint: true if no call ever blocks the
+    /// thread (see `Handle::never_blocks`).
     fn never_blocks(&self) -> bool {
         self.next().never_blocks()
     }
@@ -264,39 +270,47 @@ pub trait FilterHandle: Send + Sync + 'static {
     fn op(&self, op: Op<'_>) -> impl Future<Output = Result<()>> + Send {
         async move { super::dispatch_op!(self, op) }
     }
+    /// Fill all of `buf` from `offset`.
     fn pread(
         &self, buf: &mut [u8], offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().pread(buf, offset, flags)
     }
+    /// Write all of `buf` at `offset`.
     fn pwrite(
         &self, buf: &[u8], offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().pwrite(buf, offset, flags)
     }
+    /// Make previous writes durable.
     fn flush(&self, flags: Flags) -> impl Future<Output = Result<()>> + Send {
         self.next().flush(flags)
     }
+    /// Discard a range.
     fn trim(
         &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().trim(count, offset, flags)
     }
+    /// Make a range read as zeroes.
     fn zero(
         &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().zero(count, offset, flags)
     }
+    /// Describe allocation from `offset` into `ext`.
     fn extents(
         &self, count: u64, offset: u64, flags: Flags, ext: &mut Extents,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().extents(count, offset, flags, ext)
     }
+    /// Prefetch a range.
     fn cache(
         &self, count: u64, offset: u64, flags: Flags,
     ) -> impl Future<Output = Result<()>> + Send {
         self.next().cache(count, offset, flags)
     }
+    /// The connection is ending: called once, after the last request.
     fn close(&self) -> impl Future<Output = ()> + Send {
         self.next().close()
     }

@@ -104,15 +104,29 @@ pub enum Cache {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
+    /// Writable: without it the export is read-only (and cannot trim, zero
+    /// or take FUA).
     pub write: bool,
+    /// The handle's `flush` works (NBD_CMD_FLUSH).
     pub flush: bool,
+    /// How FUA is handled.
     pub fua: Fua,
+    /// The handle's `trim` works (NBD_CMD_TRIM).
     pub trim: bool,
+    /// How WRITE_ZEROES is handled.
     pub zero: Zero,
+    /// Zero requests may carry FAST_ZERO (only with `zero` offered).
     pub fast_zero: bool,
+    /// How CACHE is handled.
     pub cache: Cache,
+    /// The handle's `extents` answers `base:allocation`; otherwise the guard
+    /// reports everything as data.
     pub extents: bool,
+    /// Several connections may be used at once: a flush on one makes every
+    /// connection's finished writes durable (NBD_FLAG_CAN_MULTI_CONN).
     pub multi_conn: bool,
+    /// The storage is rotational, so sequential access is faster
+    /// (NBD_FLAG_ROTATIONAL).
     pub rotational: bool,
 }
 
@@ -167,13 +181,67 @@ pub struct Flags {
 /// counts are 64-bit; reads and writes are bounded by the server (64 MiB).
 #[non_exhaustive]
 pub enum Op<'a> {
-    Read { buf: &'a mut [u8], offset: u64, flags: Flags },
-    Write { buf: &'a [u8], offset: u64, flags: Flags },
-    Flush { flags: Flags },
-    Trim { count: u64, offset: u64, flags: Flags },
-    Zero { count: u64, offset: u64, flags: Flags },
-    Extents { count: u64, offset: u64, flags: Flags, ext: &'a mut Extents },
-    Cache { count: u64, offset: u64, flags: Flags },
+    /// Fill all of `buf` from `offset` (`pread`).
+    Read {
+        /// The buffer to fill.
+        buf: &'a mut [u8],
+        /// Where to read from.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+    },
+    /// Write all of `buf` at `offset` (`pwrite`).
+    Write {
+        /// The data to write.
+        buf: &'a [u8],
+        /// Where to write it.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+    },
+    /// Make previous writes durable (`flush`).
+    Flush {
+        /// The call's flags.
+        flags: Flags,
+    },
+    /// Discard a range (`trim`).
+    Trim {
+        /// How many bytes.
+        count: u64,
+        /// Where the range starts.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+    },
+    /// Make a range read as zeroes (`zero`).
+    Zero {
+        /// How many bytes.
+        count: u64,
+        /// Where the range starts.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+    },
+    /// Describe a range's allocation into `ext` (`extents`).
+    Extents {
+        /// How many bytes.
+        count: u64,
+        /// Where the range starts.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+        /// The collector the extents are added to.
+        ext: &'a mut Extents,
+    },
+    /// Prefetch a range (`cache`).
+    Cache {
+        /// How many bytes.
+        count: u64,
+        /// Where the range starts.
+        offset: u64,
+        /// The call's flags.
+        flags: Flags,
+    },
 }
 
 /// Hand an [`Op`] to the method of its kind on `$target` (`pread`,
@@ -201,12 +269,19 @@ pub(crate) use dispatch_op;
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpKind {
+    /// [`Op::Read`].
     Read,
+    /// [`Op::Write`].
     Write,
+    /// [`Op::Flush`].
     Flush,
+    /// [`Op::Trim`].
     Trim,
+    /// [`Op::Zero`].
     Zero,
+    /// [`Op::Extents`].
     Extents,
+    /// [`Op::Cache`].
     Cache,
 }
 
@@ -318,6 +393,7 @@ pub struct BlockSize {
 }
 
 impl BlockSize {
+    /// Constraints from their minimum, preferred and maximum sizes.
     pub const fn new(minimum: u32, preferred: u32, maximum: u32) -> BlockSize {
         BlockSize { minimum, preferred, maximum }
     }
@@ -326,7 +402,9 @@ impl BlockSize {
 /// One entry of an export list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportEntry {
+    /// The export's name.
     pub name: String,
+    /// Its description, if it has one.
     pub description: Option<String>,
 }
 
@@ -355,6 +433,7 @@ impl std::fmt::Display for Peer {
 /// What the server knows about the client a handle is opened for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
+    /// Where it connects from.
     pub peer: Peer,
     /// The connection is using TLS (it has been through STARTTLS).
     pub tls: bool,
@@ -374,6 +453,7 @@ pub struct OpenArgs<'a> {
 }
 
 impl<'a> OpenArgs<'a> {
+    /// The arguments for opening `export`, read-only or not, for `client`.
     pub fn new(readonly: bool, export: &'a str, client: &'a Client) -> OpenArgs<'a> {
         OpenArgs { readonly, export, client }
     }
@@ -396,8 +476,11 @@ impl<'a> OpenArgs<'a> {
 /// connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cred {
+    /// The process ID.
     pub pid: i32,
+    /// The user ID.
     pub uid: u32,
+    /// The group ID.
     pub gid: u32,
 }
 

@@ -27,6 +27,7 @@ impl std::fmt::Debug for ShutdownRequest {
 }
 
 impl ShutdownRequest {
+    /// A request not yet made.
     pub fn new() -> ShutdownRequest {
         ShutdownRequest::default()
     }

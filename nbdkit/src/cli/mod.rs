@@ -39,7 +39,14 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// TCP on `ipaddr` (all addresses if None) and `port`.
-    Tcp { ipaddr: Option<String>, port: u16, family: Family },
+    Tcp {
+        /// `-i`: the address to listen on.
+        ipaddr: Option<String>,
+        /// `-p`: the port.
+        port: u16,
+        /// `-4` / `-6`: which addresses to use.
+        family: Family,
+    },
     /// A Unix socket at this path.
     Unix(PathBuf),
     /// `-U -`: a Unix socket in a fresh private directory.
@@ -53,8 +60,11 @@ pub enum Listen {
 /// `-4` / `-6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// Both IPv4 and IPv6 (neither option).
     Any,
+    /// `-4`: IPv4 only.
     V4,
+    /// `-6`: IPv6 only.
     V6,
 }
 
@@ -63,29 +73,52 @@ pub use crate::log::LogTo;
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What to do.
     pub action: Action,
+    /// The plugin named on the command line, if any.
     pub plugin: Option<&'static PluginInfo>,
     /// `--filter`s, the first given (closest to the client) first.
     pub filters: Vec<&'static crate::filters::FilterInfo>,
     /// Plugin parameters, magic key resolved, in command-line order.
     pub params: Vec<(String, String)>,
+    /// Where the server listens (`-i`, `-p`, `-4`, `-6`, `-U`, `-s`, or
+    /// socket activation).
     pub listen: Listen,
+    /// `--exit-with-parent`: exit when the parent process does.
     pub exit_with_parent: bool,
+    /// `-e`: the export name for the printed URI and `--run`, and the
+    /// export served to oldstyle clients.
     pub export_name: String,
+    /// `-f`: do not fork into the background.
     pub foreground: bool,
+    /// `-g`: the group to switch to after binding.
     pub group: Option<String>,
+    /// `-u`: the user to switch to after binding.
     pub user: Option<String>,
+    /// `--log`: where messages go.
     pub log: LogTo,
+    /// `--mask-handshake`: the global handshake flags to advertise.
     pub mask_handshake: u16,
+    /// `-o`: use the oldstyle protocol (`-n` turns it off again).
     pub oldstyle: bool,
+    /// `--no-sr`: refuse structured replies.
     pub no_sr: bool,
+    /// `--no-meta-contexts`: refuse meta contexts, so no block status.
     pub no_meta_contexts: bool,
+    /// `-P`: write the server's process ID to this file.
     pub pidfile: Option<PathBuf>,
+    /// `--print-uri`: print the URI clients can connect to.
     pub print_uri: bool,
+    /// `-r`: serve read-only.
     pub readonly: bool,
+    /// `--run`: the command to run against the server, which then exits
+    /// with its status.
     pub run: Option<String>,
+    /// `--swap`: lock the server's memory so it is never swapped out.
     pub swap: bool,
+    /// `-t`: requests in flight per connection.
     pub threads: usize,
+    /// `-v`: print debug messages.
     pub verbose: bool,
     /// `-D NAME.FLAG=N`, in command-line order.
     pub debug_flags: Vec<crate::params::DebugFlag>,

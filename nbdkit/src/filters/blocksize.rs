@@ -37,6 +37,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `blocksize` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "blocksize",
     description: "align and split requests for the plugin",

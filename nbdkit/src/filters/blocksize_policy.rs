@@ -31,6 +31,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `blocksize-policy` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "blocksize-policy",
     description: "set block size constraints and the policy for requests breaking them",

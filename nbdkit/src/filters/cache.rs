@@ -34,6 +34,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `cache` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "cache",
     description: "a block cache in a temporary file",

@@ -16,6 +16,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `cacheextents` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "cacheextents",
     description: "cache the last extents answer",

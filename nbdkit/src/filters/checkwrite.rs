@@ -17,6 +17,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `checkwrite` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "checkwrite",
     description: "check writes match the contents of the plugin",

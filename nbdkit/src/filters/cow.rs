@@ -36,6 +36,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `cow` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "cow",
     description: "copy-on-write overlay: writes go to a temporary file",

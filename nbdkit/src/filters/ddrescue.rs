@@ -20,6 +20,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `ddrescue` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "ddrescue",
     description: "fail reads of the areas a ddrescue mapfile marks bad",

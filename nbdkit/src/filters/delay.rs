@@ -30,6 +30,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `delay` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "delay",
     description: "inject delays for testing clients",

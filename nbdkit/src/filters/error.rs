@@ -27,6 +27,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
 
+/// The `error` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "error",
     description: "inject errors for testing clients",

@@ -17,6 +17,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `exitlast` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "exitlast",
     description: "exit when the last client disconnects",

@@ -30,6 +30,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `exitwhen` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "exitwhen",
     description: "exit gracefully when an external event happens",

@@ -29,6 +29,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `exportname` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "exportname",
     description: "adjust export names, listing and descriptions",

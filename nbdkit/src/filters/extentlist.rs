@@ -22,6 +22,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::size::parse_size;
 
+/// The `extentlist` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "extentlist",
     description: "place a static list of extents on top of the plugin",

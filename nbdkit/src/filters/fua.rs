@@ -27,6 +27,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `fua` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "fua",
     description: "modify fua behaviour in the underlying plugin",

@@ -21,6 +21,7 @@ use crate::backend::{Cache, Caps, Errno, Error, Filter, Flags, Handle, Next, Ope
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `gzip` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "gzip",
     description: "decompress a gzip-compressed disk image",

@@ -21,6 +21,7 @@ use crate::backend::{Client, Errno, Error, Filter, Handle, Next, OpenArgs, Peer,
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `ip` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "ip",
     description: "filter clients by IP address",

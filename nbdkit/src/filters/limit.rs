@@ -15,6 +15,7 @@ use crate::backend::{Errno, Error, Filter, FilterHandle, Guard, Handle, Next, Op
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `limit` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "limit",
     description: "limit the number of clients connected at once",

@@ -36,6 +36,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `log` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "log",
     description: "log all transactions to a file or script",

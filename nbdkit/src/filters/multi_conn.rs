@@ -36,6 +36,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `multi-conn` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "multi-conn",
     description: "enable, emulate or disable multi-conn",

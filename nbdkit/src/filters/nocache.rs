@@ -19,6 +19,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `nocache` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "nocache",
     description: "disable cache requests in the underlying plugin",

@@ -12,6 +12,7 @@ use crate::backend::{Caps, Filter, FilterHandle, Guard, Handle, Next, OpenArgs, 
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `noextents` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "noextents",
     description: "disable extents in the underlying plugin",

@@ -10,6 +10,7 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `nofilter` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "nofilter",
     description: "a filter that changes nothing",

@@ -17,6 +17,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `noparallel` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "noparallel",
     description: "serialize requests or connections",

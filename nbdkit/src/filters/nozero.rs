@@ -32,6 +32,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `nozero` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "nozero",
     description: "disable zero requests in the underlying plugin",

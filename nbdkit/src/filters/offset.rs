@@ -19,6 +19,7 @@ use crate::backend::{Errno, Error, Filter, Handle, Next, OpenArgs, Result};
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `offset` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "offset",
     description: "serve a byte range of the plugin",

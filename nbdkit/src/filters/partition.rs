@@ -22,6 +22,7 @@ use crate::backend::{Errno, Error, Filter, Flags, Handle, Next, OpenArgs, Result
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
+/// The `partition` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "partition",
     description: "serve one partition of an MBR or GPT disk",

@@ -19,6 +19,7 @@ use crate::backend::{Filter, FilterHandle, Guard, Handle, Next, Op, OpenArgs, Re
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `pause` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "pause",
     description: "pause and resume request processing on command",

@@ -23,6 +23,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::{parse_uint, Params};
 
+/// The `protect` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "protect",
     description: "write-protect parts of the plugin",

@@ -25,6 +25,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::size::parse_size;
 
+/// The `rate` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "rate",
     description: "limit bandwidth by connection or server",

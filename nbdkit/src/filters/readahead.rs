@@ -31,6 +31,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `readahead` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "readahead",
     description: "prefetch data when reading sequentially",

@@ -33,6 +33,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `retry` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "retry",
     description: "reopen the plugin and retry on errors",

@@ -20,6 +20,7 @@ use crate::backend::{Extents, Filter, FilterHandle, Guard, Handle, Next, Op, Ope
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `retry-request` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "retry-request",
     description: "retry single requests on error",

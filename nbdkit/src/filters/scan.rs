@@ -23,6 +23,7 @@ use crate::backend::{Filter, FilterHandle, Flags, Guard, Handle, Next, OpenArgs,
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `scan` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "scan",
     description: "prefetch the whole disk in the background",

@@ -31,6 +31,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `stats` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "stats",
     description: "display statistics about operations",

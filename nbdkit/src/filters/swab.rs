@@ -23,6 +23,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `swab` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "swab",
     description: "swap the bytes of each word",

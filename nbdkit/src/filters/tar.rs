@@ -24,6 +24,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::plugins::tar::find_member_in;
 
+/// The `tar` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "tar",
     description: "serve one member of a tar file served by the plugin",

@@ -25,6 +25,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `tls-fallback` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "tls-fallback",
     description: "TLS protocol fallback filter",

@@ -23,6 +23,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `truncate` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "truncate",
     description: "truncate, extend or round the size of the plugin",

@@ -19,6 +19,7 @@ use crate::backend::Filter;
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `xz` filter's entry in the filter table.
 pub static INFO: FilterInfo = FilterInfo {
     name: "xz",
     description: "decompress an xz-compressed disk image",

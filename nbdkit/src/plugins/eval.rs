@@ -63,6 +63,7 @@ const METHODS: &[&str] = &[
     "zero",
 ];
 
+/// The `eval` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "eval",
     description: "a plugin written as shell snippets on the command line",

@@ -23,6 +23,7 @@ use crate::backend::{Caps, Error, Flags, Handle, OpenArgs, Plugin, Result, Threa
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
+/// The `example2` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "example2",
     description: "serve a file read-only (an example with a debug flag)",

@@ -45,6 +45,7 @@ use crate::backend::{
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
+/// The `file` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "file",
     description: "a regular file or block device",

@@ -19,6 +19,7 @@ use crate::backend::{ExtentFlags, ThreadModel, Zero};
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `full` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "full",
     description: "a disk that is always full: writes fail with ENOSPC",

@@ -35,6 +35,7 @@ use crate::backend::{Cache, Caps, Errno, Error, Flags, Handle, OpenArgs, Peer, P
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `info` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "info",
     description: "a disk whose contents describe the connection",

@@ -23,6 +23,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::sparse::Sparse;
 
+/// The `memory` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "memory",
     description: "a sparse RAM disk",

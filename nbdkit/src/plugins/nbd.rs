@@ -44,6 +44,7 @@ use crate::protocol::flags::{caps_of, cmd_flags, extent_flags_of};
 use crate::protocol::request::Command;
 use crate::uri;
 
+/// The `nbd` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "nbd",
     description: "proxy to another NBD server",

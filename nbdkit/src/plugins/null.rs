@@ -16,6 +16,7 @@ use crate::backend::{Caps, ExtentFlags, Extents, Flags, Handle, Plugin, Result, 
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `null` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "null",
     description: "a disk that reads as zeroes and discards writes",

@@ -27,6 +27,7 @@ use crate::backend::{Errno, Error, ExportEntry, Handle, OpenArgs, Plugin, Result
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
+/// The `ondemand` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "ondemand",
     description: "a persistent filesystem per export name, made on demand",

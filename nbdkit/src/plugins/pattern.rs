@@ -17,6 +17,7 @@ use crate::backend::{Cache, Caps, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `pattern` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "pattern",
     description: "a read-only disk whose every 8-byte word holds its own offset",

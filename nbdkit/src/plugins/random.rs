@@ -26,6 +26,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
 
+/// The `random` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "random",
     description: "a disk of repeatable pseudo-random bytes",

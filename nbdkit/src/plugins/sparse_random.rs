@@ -42,6 +42,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use crate::prng::Xoshiro;
 
+/// The `sparse-random` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "sparse-random",
     description: "a sparse disk of repeatable random data",

@@ -44,6 +44,7 @@ use crate::backend::{
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
+/// The `split` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "split",
     description: "files concatenated into one disk",

@@ -29,6 +29,7 @@ use crate::backend::{Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::{io_message, StartError};
 use crate::params::Params;
 
+/// The `tar` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "tar",
     description: "one member of an uncompressed tar file, read and written in place",

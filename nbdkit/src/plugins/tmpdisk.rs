@@ -30,6 +30,7 @@ use crate::backend::{
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `tmpdisk` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "tmpdisk",
     description: "a fresh filesystem for each client, deleted on disconnect",

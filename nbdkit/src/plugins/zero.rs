@@ -16,6 +16,7 @@ use crate::backend::{Cache, Caps, Errno, Error, Flags, Handle, Plugin, Result, T
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `zero` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "zero",
     description: "an empty read-only disk; deprecated, use null",

@@ -56,14 +56,19 @@ impl Shutdown {
 
 /// What every connection shares.
 pub struct Server {
+    /// The top of the chain (a filter layer or the plugin).
     pub plugin: Arc<dyn Plugin>,
+    /// The plugin's name, for messages.
     pub plugin_name: &'static str,
+    /// The handshake settings (TLS off when there are no credentials).
     pub settings: Settings,
+    /// Serve read-only (`-r`).
     pub readonly: bool,
     /// Export served to oldstyle clients (`-e`).
     pub export_name: String,
     /// Requests in flight per connection (`-t`).
     pub threads: usize,
+    /// The chain's thread model (the strictest of its layers').
     pub thread_model: ThreadModel,
     /// The name of the top layer (the first filter, else the plugin), for
     /// the `-v` trace of each call; "" for none.
@@ -92,6 +97,8 @@ pub struct ServerConfig {
     pub plugin_name: &'static str,
     /// The name of the top layer, for `-v` traces ("" for none).
     pub top_name: &'static str,
+    /// The handshake settings (`-o`, `--no-sr`, `--mask-handshake`,
+    /// `--no-meta-contexts`, `--tls`).
     pub settings: Settings,
     /// Serve read-only (`-r`).
     pub readonly: bool,
@@ -167,7 +174,9 @@ impl Server {
 
 /// A socket we accept on.
 pub enum Listener {
+    /// A TCP socket.
     Tcp(TcpListener),
+    /// A Unix domain socket.
     Unix(UnixListener),
 }
 

@@ -99,7 +99,9 @@ impl AsyncWrite for FdStream {
 /// C nbdkit reads and writes as well) plain reads and writes on the
 /// blocking pool.
 pub enum StdioStream {
+    /// A descriptor the runtime can poll.
     Polled(FdStream),
+    /// One it cannot: read and written on the blocking pool.
     Blocking(tokio::fs::File),
 }
 

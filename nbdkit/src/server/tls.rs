@@ -43,11 +43,16 @@ pub use crate::protocol::handshake::TlsMode;
 /// The TLS options from the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
+    /// `--tls`: whether TLS is offered, and whether it is required.
     pub mode: TlsMode,
     /// `--tls` was given explicitly (a failed `--tls=on` then warns).
     pub mode_given: bool,
+    /// `--tls-certificates=DIR`: where the X.509 certificates are.
     pub certificates: Option<PathBuf>,
+    /// `--tls-psk=FILE`: the pre-shared keys file (used instead of
+    /// certificates).
     pub psk: Option<PathBuf>,
+    /// `--tls-verify-peer`: require a client certificate issued by the CA.
     pub verify_peer: bool,
     /// `-D nbdkit.tls.log=N`: how much of each TLS handshake to log.
     pub debug_log: i32,
@@ -62,7 +67,12 @@ pub enum ClientCredentials {
     /// and for `client-cert.pem`/`client-key.pem` when verified).
     Certificates(PathBuf),
     /// The PSK file and its first username.
-    Psk { file: PathBuf, username: String },
+    Psk {
+        /// The PSK file.
+        file: PathBuf,
+        /// The first username in it.
+        username: String,
+    },
 }
 
 /// Loaded credentials: the server's half of every TLS session.

@@ -47,6 +47,7 @@ use crate::error::StartError;
 use crate::params::Params;
 use eval::Run;
 
+/// The `data` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "data",
     description: "a disk whose contents are given on the command line",

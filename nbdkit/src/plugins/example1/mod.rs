@@ -21,6 +21,7 @@ use crate::backend::{Caps, Flags, Handle, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
+/// The `example1` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "example1",
     description: "a small read-only example disk (MBR, one ext2 partition)",

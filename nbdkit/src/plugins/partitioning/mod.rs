@@ -55,6 +55,7 @@ use crate::size::parse_size;
 use layout::{Kind, Region};
 use tables::{PartType, MAX_ALIGNMENT, MAX_MBR_DISK_SIZE, SECTOR};
 
+/// The `partitioning` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "partitioning",
     description: "a partitioned virtual disk made of files",

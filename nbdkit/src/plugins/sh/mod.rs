@@ -35,6 +35,7 @@ use crate::error::StartError;
 use crate::params::{Params, ThreadModelChoice};
 use script::{Outcome, Program, Runner, ScriptPlugin};
 
+/// The `sh` plugin's entry in the plugin table.
 pub static INFO: PluginInfo = PluginInfo {
     name: "sh",
     description: "a plugin written as a shell script (or any executable)",
