@@ -153,6 +153,8 @@
 //! These exact tests run in this crate's own test suite
 //! (`tests/rstest_fixtures.rs`).
 
+#![warn(missing_docs)]
+
 mod async_client;
 mod binary;
 mod certs;

@@ -17,6 +17,8 @@
 //! - [`plugins`]: one module per plugin.
 //! - [`params`], [`size`], [`uri`], [`error`], [`log`]: small shared pieces.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cli;
 pub mod error;

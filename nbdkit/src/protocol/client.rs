@@ -23,12 +23,15 @@ const MAX_OPTION_REPLY: u32 = 64 * 1024;
 /// What was negotiated.
 #[derive(Debug, Clone, Copy)]
 pub struct Export {
+    /// Size in bytes.
     pub size: u64,
     /// Transmission flags (`FLAG_READ_ONLY`, `FLAG_SEND_FLUSH` ...).
     pub eflags: u16,
+    /// Structured replies were negotiated.
     pub structured: bool,
     /// The `base:allocation` context id, if the server agreed to it.
     pub base_allocation: Option<u32>,
+    /// Minimum, preferred and maximum block size, if the server sent them.
     pub block_size: Option<(u32, u32, u32)>,
 }
 
@@ -274,6 +277,7 @@ pub struct Connection {
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     next: AtomicU64,
     dead: Arc<AtomicBool>,
+    /// What was negotiated.
     pub export: Export,
 }
 

@@ -31,7 +31,9 @@ pub struct ExportInfo {
 /// One entry of an export list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
+    /// The export name.
     pub name: String,
+    /// Its description, if any.
     pub description: Option<String>,
 }
 
@@ -414,13 +416,25 @@ pub fn encode_meta_request(export: &str, queries: &[&str]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Info {
     /// `NBD_INFO_EXPORT`: size and transmission flags.
-    Export { size: u64, eflags: u16 },
+    Export {
+        /// Size in bytes.
+        size: u64,
+        /// Transmission flags.
+        eflags: u16,
+    },
     /// `NBD_INFO_NAME`.
     Name(Vec<u8>),
     /// `NBD_INFO_DESCRIPTION`.
     Description(Vec<u8>),
     /// `NBD_INFO_BLOCK_SIZE`: minimum, preferred, maximum.
-    BlockSize { minimum: u32, preferred: u32, maximum: u32 },
+    BlockSize {
+        /// Alignment of offsets and lengths.
+        minimum: u32,
+        /// The size that performs best.
+        preferred: u32,
+        /// The largest payload.
+        maximum: u32,
+    },
     /// An item type this side does not know (to be ignored).
     Unknown(u16),
 }

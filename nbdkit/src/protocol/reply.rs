@@ -37,9 +37,23 @@ pub fn chunk_header(out: &mut [u8], flags: u16, typ: u16, cookie: u64, len: u32)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyHeader {
     /// A simple reply (its data, for a successful read, follows).
-    Simple { error: u32, cookie: u64 },
+    Simple {
+        /// The wire error value (0 for success).
+        error: u32,
+        /// The request's cookie.
+        cookie: u64,
+    },
     /// A structured reply chunk; `len` bytes of payload follow.
-    Chunk { flags: u16, typ: u16, cookie: u64, len: u32 },
+    Chunk {
+        /// `REPLY_FLAG_*` (DONE on the last chunk).
+        flags: u16,
+        /// `REPLY_TYPE_*`.
+        typ: u16,
+        /// The request's cookie.
+        cookie: u64,
+        /// Bytes of payload.
+        len: u32,
+    },
 }
 
 /// How many bytes follow a reply's 4-byte magic in its header; None for a

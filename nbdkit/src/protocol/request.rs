@@ -7,14 +7,23 @@ use crate::error::{Errno, Error};
 /// A command, decoded at the edge. Unknown numbers are kept, not guessed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
+    /// `NBD_CMD_READ`.
     Read,
+    /// `NBD_CMD_WRITE`.
     Write,
+    /// `NBD_CMD_DISC`.
     Disc,
+    /// `NBD_CMD_FLUSH`.
     Flush,
+    /// `NBD_CMD_TRIM`.
     Trim,
+    /// `NBD_CMD_CACHE`.
     Cache,
+    /// `NBD_CMD_WRITE_ZEROES`.
     WriteZeroes,
+    /// `NBD_CMD_BLOCK_STATUS`.
     BlockStatus,
+    /// A number this server does not know.
     Unknown(u16),
 }
 
@@ -78,18 +87,23 @@ impl Command {
 pub struct CmdFlags(pub u16);
 
 impl CmdFlags {
+    /// Force unit access.
     pub fn fua(self) -> bool {
         self.0 & CMD_FLAG_FUA != 0
     }
+    /// Zeroes must not be a hole.
     pub fn no_hole(self) -> bool {
         self.0 & CMD_FLAG_NO_HOLE != 0
     }
+    /// Don't fragment the read reply.
     pub fn df(self) -> bool {
         self.0 & CMD_FLAG_DF != 0
     }
+    /// One extent is enough.
     pub fn req_one(self) -> bool {
         self.0 & CMD_FLAG_REQ_ONE != 0
     }
+    /// Fail a zero that would be slow.
     pub fn fast_zero(self) -> bool {
         self.0 & CMD_FLAG_FAST_ZERO != 0
     }
@@ -98,10 +112,15 @@ impl CmdFlags {
 /// One decoded request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
+    /// Command flags.
     pub flags: CmdFlags,
+    /// The command.
     pub cmd: Command,
+    /// The client's handle for matching the reply.
     pub cookie: u64,
+    /// Where in the export.
     pub offset: u64,
+    /// How many bytes.
     pub len: u32,
 }
 
