@@ -8,10 +8,14 @@ mod util;
 mod captive;
 /// Command-line parsing, informational options, bad input.
 mod cli;
+/// FLUSH and FUA reach stable storage before their replies (strace).
+mod durability;
 /// `--exit-with-parent`.
 mod exit_with_parent;
 /// Filters: the chain, and each filter.
 mod filters;
+/// The fuzzing corpus, replayed on the stable toolchain.
+mod fuzz;
 /// Real clients: qemu-img, nbdinfo, nbdcopy, nbdsh; compared with C nbdkit.
 mod interop;
 /// Background mode, pidfiles, `--print-uri`, signals, `-s`.

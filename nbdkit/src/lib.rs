@@ -23,6 +23,8 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod filters;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lifecycle;
 pub mod log;
 pub mod params;

@@ -119,6 +119,15 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
     Ok(Arc::new(Shared(Arc::new(Disk::new(size, data, alloc.extents)))))
 }
 
+/// Fuzzing: parse and evaluate an expression (no `$VAR` is defined).
+#[doc(hidden)]
+pub fn fuzz_expression(src: &str) {
+    let mut ast = ast::Ast::new();
+    if let Ok(root) = parse::parse(src, &|_| None, &mut ast) {
+        let _ = eval::eval(&ast, root);
+    }
+}
+
 fn flat(bytes: Vec<u8>) -> eval::Image {
     let mut img = eval::Image { size: bytes.len() as u64, ..Default::default() };
     if !bytes.is_empty() {

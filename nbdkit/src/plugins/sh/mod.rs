@@ -25,6 +25,8 @@
 //! Example: `nbdkit -U - sh ./disk.sh --run 'nbdinfo "$uri"'`
 
 pub(crate) mod script;
+#[doc(hidden)]
+pub use script::fuzz_outputs;
 
 use std::path::PathBuf;
 use std::sync::Arc;

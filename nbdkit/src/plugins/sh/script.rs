@@ -444,15 +444,14 @@ impl ScriptHandle {
     /// script does not say.
     async fn answer(&self, method: &str) -> Result<Option<u8>> {
         match self.runner.call(method, &[&self.handle], None).await {
-            Outcome::Ok(out) => match text(&out).trim() {
-                "none" => Ok(Some(0)),
-                "emulate" => Ok(Some(1)),
-                "native" => Ok(Some(2)),
-                other => Err(Error::new(
+            Outcome::Ok(out) => match parse_level(&out) {
+                Some(n) => Ok(Some(n)),
+                None => Err(Error::new(
                     Errno::Io,
                     format!(
-                        "{}: {method}: expected none, emulate or native, got {other:?}",
-                        self.runner.name
+                        "{}: {method}: expected none, emulate or native, got {:?}",
+                        self.runner.name,
+                        text(&out).trim()
                     ),
                 )),
             },
@@ -618,8 +617,21 @@ impl Handle for ScriptHandle {
         let (c, o) = (count.to_string(), offset.to_string());
         let flags = flag_list(&[(f.req_one, "req_one")]);
         let out = self.simple("extents", &[&c, &o, &flags], None).await?;
-        let name = self.runner.name;
-        for line in String::from_utf8_lossy(&out).lines() {
+        parse_extents(&out, self.runner.name, ext)
+    }
+
+    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
+        let (c, o) = (count.to_string(), offset.to_string());
+        self.simple("cache", &[&c, &o], None).await?;
+        Ok(())
+    }
+}
+
+/// An `extents` answer: `OFFSET LENGTH [TYPE]` lines, TYPE a number or
+/// `hole`, `zero`, `hole,zero`.
+fn parse_extents(out: &[u8], name: &str, ext: &mut Extents) -> Result<()> {
+    {
+        for line in String::from_utf8_lossy(out).lines() {
             let v: Vec<&str> = line.split_whitespace().collect();
             if v.is_empty() {
                 continue;
@@ -651,12 +663,28 @@ impl Handle for ScriptHandle {
         }
         Ok(())
     }
+}
 
-    async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
-        let (c, o) = (count.to_string(), offset.to_string());
-        self.simple("cache", &[&c, &o], None).await?;
-        Ok(())
+/// How a level method's answer reads: none, emulate, native (0, 1, 2).
+fn parse_level(out: &[u8]) -> Option<u8> {
+    match text(out).trim() {
+        "none" => Some(0),
+        "emulate" => Some(1),
+        "native" => Some(2),
+        _ => None,
     }
+}
+
+/// Fuzzing: every parser of a script's output, on `out`.
+#[doc(hidden)]
+pub fn fuzz_outputs(out: &[u8]) {
+    let _ = export_list(out);
+    let _ = first_export(out);
+    let _ = parse_error(&String::from_utf8_lossy(out));
+    let _ = size_of(out, "get_size", "sh");
+    let _ = parse_level(out);
+    let mut ext = Extents::new(512, 1 << 30);
+    let _ = parse_extents(out, "sh", &mut ext);
 }
 
 impl Drop for ScriptHandle {

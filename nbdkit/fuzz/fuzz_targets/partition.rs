@@ -1,0 +1,4 @@
+//! `nbdkit::fuzz::partition` under libFuzzer (see that function for what it covers).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nbdkit::fuzz::partition(data));
