@@ -467,3 +467,44 @@ fn ignored_signals_stay_ignored() {
     signal(pid, libc::SIGTERM);
     assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
 }
+
+#[test]
+fn connections_past_the_limit_are_refused_clearly() {
+    // With 100 descriptors (soft and hard), the limit is (100 - 64) / 2.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sock");
+    let log = dir.path().join("stderr");
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!(
+        "ulimit -n 100 && exec {} -f -U {} --print-uri null 2>{}",
+        bin().display(),
+        sock.display(),
+        log.display()
+    ));
+    let srv = Server::spawn(c, dir);
+    let greeted = |s: &mut std::os::unix::net::UnixStream| {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hello = [0u8; 18];
+        s.read_exact(&mut hello).is_ok()
+    };
+    let mut held = Vec::new();
+    for _ in 0..18 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        assert!(greeted(&mut s));
+        held.push(s);
+    }
+    // One more: closed before the greeting.
+    let mut extra = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    assert!(!greeted(&mut extra));
+    // A client that leaves makes room.
+    held.pop();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        greeted(&mut s)
+    }));
+    drop(held);
+    let err = slurp(&log);
+    assert!(err.contains("too many connections (limit 18)"), "{err}");
+    assert!(srv.stop().success());
+}

@@ -89,7 +89,7 @@ fn main() {
     let t = Instant::now();
     for _ in 0..children {
         let how = ["kill", "abort", "exit"][rng.below(3) as usize];
-        let delay = rng.below(30);
+        let delay = rng.below(400);
         let mut c = Command::new(&me)
             .args(["--child", how, "--disks", &disks.to_string(), "--delay", &delay.to_string()])
             .stdout(Stdio::piped())

@@ -61,22 +61,34 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Running, not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let st = s.rsplit(')').next().unwrap_or("").trim_start();
+        !st.starts_with('Z') && !st.starts_with('X')
+    })
+}
+
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 const DISK: u64 = 64 << 20;
 const REGION: u64 = 1 << 20;
+/// Hostile clients write only from here on; good clients (at most 32) own
+/// a region each below it.
+const HOSTILE: u64 = 32 << 20;
 
 fn good(
     socket: PathBuf, id: u64, stop: Arc<AtomicBool>, rounds: Arc<AtomicU64>, bad: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
 ) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id + 1));
     let base = id * REGION;
     let mut model = vec![0u8; REGION as usize];
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut nbd) = nbdkit_test::Client::connect_unix(&socket, "") else {
-            bad.fetch_add(1, Ordering::Relaxed);
+            errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
         for _ in 0..50 {
@@ -84,14 +96,18 @@ fn good(
             let off = 512 * rng.below((REGION - len as u64) / 512);
             let data = rng.bytes(len);
             if nbd.write(base + off, &data).is_err() {
-                bad.fetch_add(1, Ordering::Relaxed);
+                errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             model[off as usize..off as usize + len].copy_from_slice(&data);
             let roff = 512 * rng.below((REGION - 65536) / 512);
             match nbd.read(base + roff, 65536) {
                 Ok(got) if got == model[roff as usize..roff as usize + 65536] => {}
-                _ => {
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) => {
                     eprintln!("soak: good client {id}: wrong bytes at {}", base + roff);
                     bad.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -178,7 +194,13 @@ fn hostile(socket: PathBuf, id: u64, stop: Arc<AtomicBool>, rounds: Arc<AtomicU6
                     let mut s = into_transmission(&socket)?;
                     for c in 0..rng.below(50) {
                         let cmd = rng.below(10) as u16;
-                        let off = if rng.below(2) == 0 { rng.next() } else { rng.below(DISK) };
+                        // In range, only in the hostile half of the disk:
+                        // the good clients' bytes are theirs.
+                        let off = if rng.below(2) == 0 {
+                            rng.next()
+                        } else {
+                            HOSTILE + rng.below(DISK - HOSTILE)
+                        };
                         let len = if rng.below(3) == 0 { rng.next() as u32 } else { 512 };
                         let mut r = request(cmd, c, off, len);
                         if cmd == 1 && len == 512 {
@@ -224,7 +246,7 @@ fn hostile(socket: PathBuf, id: u64, stop: Arc<AtomicBool>, rounds: Arc<AtomicU6
 
 fn main() {
     let minutes: f64 = arg("--minutes", "1").parse().expect("--minutes");
-    let good_n: u64 = arg("--good", "4").parse().expect("--good");
+    let good_n: u64 = arg("--good", "4").parse::<u64>().expect("--good").min(HOSTILE / REGION);
     let hostile_n: u64 = arg("--hostile", "8").parse().expect("--hostile");
     let max_rss_mib: u64 = arg("--max-rss-mib", "1536").parse().expect("--max-rss-mib");
     let server = arg("--server", "");
@@ -237,12 +259,17 @@ fn main() {
     let socket = disk.socket().unwrap().to_path_buf();
     let fds_before = fds(pid);
     let stop = Arc::new(AtomicBool::new(false));
-    let (good_rounds, hostile_rounds, bad) =
-        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (good_rounds, hostile_rounds, bad, errors) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let mut threads = Vec::new();
     for id in 0..good_n {
-        let (s, st, r, b) = (socket.clone(), stop.clone(), good_rounds.clone(), bad.clone());
-        threads.push(std::thread::spawn(move || good(s, id, st, r, b)));
+        let (s, st, r, b, e) =
+            (socket.clone(), stop.clone(), good_rounds.clone(), bad.clone(), errors.clone());
+        threads.push(std::thread::spawn(move || good(s, id, st, r, b, e)));
     }
     for id in 0..hostile_n {
         let (s, st, r) = (socket.clone(), stop.clone(), hostile_rounds.clone());
@@ -253,7 +280,7 @@ fn main() {
     let mut died = false;
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(200));
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !running(pid) {
             died = true;
             break;
         }
@@ -272,17 +299,19 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let fds_after = fds(pid);
-    let alive = !died && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let alive = !died && running(pid);
     println!("server            {}", disk.command_line().split(' ').next().unwrap_or(""));
     println!("minutes           {minutes}");
     println!("good rounds       {}", good_rounds.load(Ordering::Relaxed));
     println!("hostile rounds    {}", hostile_rounds.load(Ordering::Relaxed));
     println!("wrong bytes       {}", bad.load(Ordering::Relaxed));
+    println!("good-client errors {}", errors.load(Ordering::Relaxed));
     println!("server alive      {alive}");
     println!("peak RSS          {} MiB (bound {max_rss_mib} MiB)", peak / 1024);
     println!("open fds          {fds_before} before, {fds_after} after");
     let ok = alive
         && bad.load(Ordering::Relaxed) == 0
+        && errors.load(Ordering::Relaxed) == 0
         && peak / 1024 <= max_rss_mib
         && fds_after <= fds_before;
     println!("result            {}", if ok { "PASS" } else { "FAIL" });

@@ -114,6 +114,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
     sc.readonly = cfg.readonly;
     sc.export_name = cfg.export_name.clone();
     sc.threads = cfg.threads;
+    sc.max_connections = connection_limit();
     sc.thread_model = thread_model;
     sc.log = log.clone();
     sc.tls = tls;
@@ -178,6 +179,31 @@ fn build_chain(
         below = i.name;
     }
     Ok((top, thread_model))
+}
+
+/// How many clients may be connected at once: raise the soft limit on file
+/// descriptors to the hard one, and keep 64 for everything else (listeners,
+/// plugin files, log). Each connection holds one descriptor (a plugin that
+/// opens a file per connection holds another).
+fn connection_limit() -> usize {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return usize::MAX;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l = raised;
+            }
+        }
+    }
+    if l.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    // Half of what is left: a plugin may open a file per connection.
+    (usize::try_from(l.rlim_cur).unwrap_or(usize::MAX).saturating_sub(64) / 2).max(8)
 }
 
 /// `-g` and `-u`, after binding. The sockets we created (and the private

@@ -80,6 +80,10 @@ pub struct Server {
     /// How long a client that is between requests (or still in its
     /// handshake) may stay once shutdown starts.
     pub idle_grace: std::time::Duration,
+    /// One permit per connected client.
+    connections: Arc<Semaphore>,
+    /// The limit those permits stand for, for the log.
+    max_connections: usize,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
     /// Held around each request under `serialize_all_requests`.
@@ -116,6 +120,10 @@ pub struct ServerConfig {
     /// How long an idle client may stay once shutdown starts ([`GRACE`]
     /// by default; in-flight requests always get their grace to finish).
     pub idle_grace: std::time::Duration,
+    /// Most clients connected at once; one more is accepted, told so in
+    /// the log, and closed at once (no limit by default; nbdkit sets one
+    /// from its file descriptor limit).
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -134,6 +142,7 @@ impl ServerConfig {
             log: Default::default(),
             tls: None,
             idle_grace: GRACE,
+            max_connections: usize::MAX,
         }
     }
 }
@@ -151,6 +160,8 @@ impl Server {
             },
             tls: cfg.tls,
             idle_grace: cfg.idle_grace,
+            connections: Arc::new(Semaphore::new(cfg.max_connections.min(Semaphore::MAX_PERMITS))),
+            max_connections: cfg.max_connections,
             readonly: cfg.readonly,
             export_name: cfg.export_name,
             threads: cfg.threads,
@@ -198,7 +209,16 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                     _ = shutdown.wait() => break,
                 };
                 match accepted {
+                    Ok((_, _, peer)) if server.connections.available_permits() == 0 => {
+                        // Refused clearly: logged, and closed before the
+                        // greeting, so the client sees the end at once.
+                        server.log.error(&format!(
+                            "refusing connection from {peer}: too many connections (limit {})",
+                            server.max_connections
+                        ));
+                    }
                     Ok((r, w, peer)) => {
+                        let permit = server.connections.clone().try_acquire_owned().ok();
                         server.log.debug(&format!("accepted connection from {peer}"));
                         let server = server.clone();
                         let shutdown = shutdown.clone();
@@ -206,6 +226,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                         let client = Client { peer, tls: false };
                         tokio::spawn(async move {
                             connection::serve(r, w, client, server, shutdown).await;
+                            drop(permit);
                             drop(done);
                         });
                     }
