@@ -1,6 +1,6 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -507,4 +507,20 @@ fn connections_past_the_limit_are_refused_clearly() {
     let err = slurp(&log);
     assert!(err.contains("too many connections (limit 18)"), "{err}");
     assert!(srv.stop().success());
+}
+
+#[test]
+fn a_private_socket_directory_outlives_no_sigkill() {
+    // `-U -`: even SIGKILL, which the server cannot clean up after, leaves
+    // no socket and no directory (a reaper process removes them).
+    let mut c = Command::new(bin());
+    c.args(["-f", "-U", "-", "--print-uri", "null"]);
+    let mut srv = Server::spawn(c, tempfile::tempdir().unwrap());
+    let sock = PathBuf::from(srv.uri.split("socket=").nth(1).unwrap());
+    let dir = sock.parent().unwrap().to_path_buf();
+    assert!(sock.exists());
+    UnixStream::connect(&sock).unwrap();
+    signal(srv.pid(), libc::SIGKILL);
+    srv.child.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !dir.exists()), "{} left", dir.display());
 }

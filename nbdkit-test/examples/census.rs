@@ -172,6 +172,12 @@ fn main() {
         let _ = child.wait();
         n_servers += survivors(&[child.id()]);
         n_cmds += survivors(&[cmd]);
+        // The directory goes once the last holder of the server's pipe has
+        // gone (the reaper acts on that): give it a moment.
+        let settle = Instant::now() + Duration::from_secs(5);
+        while dir.exists() && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         n_dirs += usize::from(dir.exists());
     }
     println!(
