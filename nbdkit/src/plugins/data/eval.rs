@@ -23,8 +23,10 @@ use super::parse::DataError;
 /// is an error, not an allocation failure.
 const MAX_DATA: u64 = 4 << 30;
 
-/// Most runs an image may hold (a sparse pattern repeated many times).
-const MAX_RUNS: usize = 1 << 24;
+/// Most runs an image may hold (a sparse pattern repeated many times): each
+/// costs a map entry and every later copy walks them, so an expression with
+/// more is refused rather than taking minutes (found by fuzzing).
+const MAX_RUNS: usize = 1 << 20;
 
 /// What a run holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
