@@ -524,3 +524,24 @@ fn a_private_socket_directory_outlives_no_sigkill() {
     srv.child.wait().unwrap();
     assert!(wait_until(Duration::from_secs(10), || !dir.exists()), "{} left", dir.display());
 }
+
+#[test]
+fn a_private_socket_stays_while_the_server_runs_with_stdin_closed() {
+    // The reaper's pipe must not land on fd 0 when stdin is closed (it
+    // would then close its own pipe and remove a live server's socket).
+    // The pause only gives a misbehaving reaper time to act.
+    if !have("nbdinfo") {
+        return;
+    }
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            r#"exec {} -U - null 512 --run 'nbdinfo --size "$uri" && sleep 0.3 && test -S "$unixsocket" && nbdinfo --size "$uri"' <&-"#,
+            bin().display()
+        ))
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "512\n512\n");
+}

@@ -229,6 +229,13 @@ fn reaper(socket: &Path, dir: &Path) -> Option<std::os::fd::OwnedFd> {
     }
     // SAFETY: both are new descriptors we own.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The child closes every descriptor below and above the read end: keep
+    // it clear of 0-2 (a server started with stdin closed gets fd 0 here).
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let r = match unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } {
+        -1 => return None,
+        fd => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
     // SAFETY: the child runs only async-signal-safe calls, then _exit.
     match unsafe { libc::fork() } {
         -1 => None,
@@ -252,9 +259,13 @@ fn reaper(socket: &Path, dir: &Path) -> Option<std::os::fd::OwnedFd> {
             }
             let mut b = [0u8; 1];
             loop {
-                let n = libc::read(rfd, b.as_mut_ptr().cast(), 1);
-                if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                    break;
+                match libc::read(rfd, b.as_mut_ptr().cast(), 1) {
+                    // The end of the pipe: every server process is gone.
+                    0 => break,
+                    n if n < 0 && *libc::__errno_location() == libc::EINTR => {}
+                    // Anything else says nothing about the server: leave
+                    // its files alone.
+                    _ => libc::_exit(0),
                 }
             }
             libc::unlink(socket.as_ptr());
