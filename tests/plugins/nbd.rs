@@ -131,7 +131,7 @@ fn retry_waits_for_the_server_to_appear() {
 #[case(&["nbd", "socket=/a", "hostname=b"], "exactly one of uri=, socket= or hostname= must be given")]
 #[case(&["nbd", "nbds://h/"], "TLS (nbds://) is not supported")]
 #[case(&["nbd", "uri=nbd://h:x/"], "bad port")]
-#[case(&["nbd", "socket=/a", "tls=on"], "TLS is not supported")]
+#[case(&["nbd", "socket=/a", "tls=on"], "this nbd plugin does not connect with TLS")]
 #[case(&["nbd", "command=qemu-nbd"], "command= is not supported")]
 #[case(&["nbd", "socket=/a", "retry=soon"], "retry=soon: not a number of seconds")]
 #[case(&["nbd", "socket=/a", "shared=true", "dynamic-export=true"], "cannot be used together")]

@@ -92,12 +92,19 @@ fn build(mut p: Params) -> Result<Arc<dyn Plugin>, StartError> {
         "tls-psk",
     ] {
         if p.take(unsupported).is_some() {
-            return Err(fail(format!("{unsupported}= is not supported by this nbdkit")));
+            return Err(fail(format!(
+                "{unsupported}= is not supported: this nbd plugin does not connect with TLS"
+            )));
         }
     }
     match p.take("tls").as_deref() {
         None | Some("off") => {}
-        Some(_) => return Err(fail("TLS is not supported by this nbdkit".into())),
+        Some(_) => {
+            return Err(fail(
+                "tls= is not supported: this nbd plugin does not connect with TLS (the server's own --tls works)"
+                    .into(),
+            ))
+        }
     }
     let uri = p.take("uri");
     let socket = p.take("socket");
