@@ -339,11 +339,7 @@ impl Launch {
                 listener = Some(l);
                 Mode::PidfileTcp { port }
             } else {
-                let dir = tempfile::Builder::new()
-                    .prefix("nbdkit-test-")
-                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                    .tempdir()
-                    .map_err(|e| Error::io("cannot create a socket directory", e))?;
+                let dir = private_dir("nbdkit-test-", "cannot create a socket directory")?;
                 let socket = dir.path().join("socket");
                 opts.push("-U".into());
                 opts.push(socket.clone().into());
@@ -554,6 +550,15 @@ impl Launch {
     }
 }
 
+/// A new directory only we can enter (0700), removed with the guard.
+fn private_dir(prefix: &str, what: &str) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| Error::io(what, e))
+}
+
 /// The server options for `t`, and what a client will need.
 fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Error> {
     opts.push("--tls=require".into());
@@ -587,11 +592,8 @@ fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Erro
             }
         }
         Tls::NewCertificates => {
-            let dir = tempfile::Builder::new()
-                .prefix("nbdkit-test-pki-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .map_err(|e| Error::io("cannot create a directory for the certificates", e))?;
+            let dir =
+                private_dir("nbdkit-test-pki-", "cannot create a directory for the certificates")?;
             crate::certs::write(dir.path())
                 .map_err(|e| Error::io("cannot make the certificates", e))?;
             arg("--tls-certificates=", dir.path());
@@ -603,11 +605,8 @@ fn tls_options(t: &Tls, opts: &mut Vec<OsString>) -> Result<TlsCredentials, Erro
             }
         }
         Tls::NewPsk => {
-            let dir = tempfile::Builder::new()
-                .prefix("nbdkit-test-psk-")
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .map_err(|e| Error::io("cannot create a directory for the PSK file", e))?;
+            let dir =
+                private_dir("nbdkit-test-psk-", "cannot create a directory for the PSK file")?;
             let file = dir.path().join("keys.psk");
             let mut key = [0u8; 32];
             File::open("/dev/urandom")
