@@ -569,3 +569,76 @@ fn nbdinfo_queries() {
         same_as_c(args, cmd);
     }
 }
+
+// -------------------------------------------------------- extended headers
+
+/// The lines of the log filter's file for one kind of request, on the way
+/// down.
+fn logged(log: &Path, what: &str) -> Vec<String> {
+    slurp(log).lines().filter(|l| l.contains(&format!(" {what} id="))).map(String::from).collect()
+}
+
+/// qemu 10 negotiates extended headers with us: a 5 GiB write-zeroes and
+/// an 8 GiB block status each reach the plugin as one request.
+#[test]
+fn qemu_negotiates_extended_headers() {
+    if !have("qemu-io") || !have("qemu-img") {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let logfile = format!("logfile={}", log.display());
+    let (out, err) = run_on(
+        &bin(),
+        &["-v", "--filter=log", "memory", "8G", &logfile],
+        r#"qemu-io -f raw -c "write -P 7 0 1M" -c "write -z -n 1M 5G" -c "read -P 7 0 1M" "$uri" | grep -v ops; qemu-img map --output=json -f raw "$uri""#,
+    );
+    assert!(err.contains("size 8589934592 flags 0xded, extended headers"), "{err}");
+    assert!(!out.contains("failed"), "{out}");
+    assert!(out.contains("read 1048576/1048576 bytes at offset 0"), "{out}");
+    assert!(out.contains(r#""start": 1048576, "length": 8588886016, "depth": 0, "present": true, "zero": true, "data": false"#), "{out}");
+    let zero = logged(&log, "Zero");
+    assert_eq!(zero.len(), 1, "{zero:?}");
+    assert!(zero[0].contains("offset=0x100000 count=0x140000000"), "{zero:?}");
+    let status = logged(&log, "Extents");
+    assert!(status.iter().any(|l| l.contains("offset=0x0 count=0x200000000")), "{status:?}");
+}
+
+/// The nbd plugin negotiates extended headers with the server behind it
+/// and passes a 5 GiB zero on as one request.
+#[test]
+fn the_nbd_plugin_passes_64_bit_requests_on() {
+    if !have("qemu-io") {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let back =
+        Server::start(&["--filter=log", "memory", "8G", &format!("logfile={}", log.display())]);
+    let socket = format!("socket={}", back.socket.as_ref().unwrap().display());
+    let out = ours(&["nbd", &socket], r#"qemu-io -f raw -c "write -z -n 0 5G" "$uri""#);
+    assert!(out.contains("wrote 5368709120/5368709120 bytes at offset 0"), "{out}");
+    back.stop();
+    let zero = logged(&log, "Zero");
+    assert_eq!(zero.len(), 1, "{zero:?}");
+    assert!(zero[0].contains("offset=0x0 count=0x140000000"), "{zero:?}");
+}
+
+/// Reads of a sparse disk, which we answer with hole chunks and C with
+/// data, give libnbd and qemu the same bytes.
+#[test]
+fn sparse_reads_are_the_same_bytes_as_c() {
+    let script = r#"qemu-io -f raw -c "write -P 3 40000 5000" -c "write -P 4 9000000 70000" "$uri" >/dev/null &&
+        nbdcopy "$uri" - | sha256sum &&
+        qemu-img convert -f raw -O raw "$uri" "$tmp/out" && sha256sum < "$tmp/out" &&
+        nbdsh -u "$uri" -c 'import hashlib; print(hashlib.sha256(h.pread(16 << 20, 0)).hexdigest())'"#;
+    let dir = scratch();
+    let script = script.replace("$tmp", &dir.path().display().to_string());
+    let out =
+        assert_same_as_c(&["memory", "16M"], &script, &["qemu-io", "qemu-img", "nbdcopy", "nbdsh"]);
+    if let Some(out) = out {
+        let sums: Vec<&str> = out.lines().filter(|l| l.len() >= 64).collect();
+        assert_eq!(sums.len(), 3, "{out}");
+        assert!(sums.iter().all(|s| s[..64] == sums[0][..64]), "{out}");
+    }
+}

@@ -211,6 +211,8 @@ pub use nbdkit::protocol::consts::*;
 pub struct Raw {
     pub s: UnixStream,
     pub structured: bool,
+    /// Extended headers were negotiated: requests go with 32-byte headers.
+    pub extended: bool,
 }
 
 /// A reply: error value and payload (read data, or block status pairs).
@@ -224,7 +226,7 @@ pub struct Reply {
 impl Raw {
     pub fn new(s: UnixStream) -> Raw {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw { s, structured: false }
+        Raw { s, structured: false, extended: false }
     }
 
     pub fn u16(&mut self) -> u16 {
@@ -281,7 +283,8 @@ impl Raw {
     pub fn go(&mut self, name: &str, structured: bool) -> (u64, u16) {
         if structured {
             self.option(OPT_STRUCTURED_REPLY, b"");
-            assert_eq!(self.opt_reply(OPT_STRUCTURED_REPLY).0, REP_ACK);
+            let want = if self.extended { REP_ERR_EXT_HEADER_REQD } else { REP_ACK };
+            assert_eq!(self.opt_reply(OPT_STRUCTURED_REPLY).0, want);
             let mut q = 0u32.to_be_bytes().to_vec();
             q.extend_from_slice(&1u32.to_be_bytes());
             q.extend_from_slice(&15u32.to_be_bytes());
@@ -303,6 +306,20 @@ impl Raw {
         (size, flags)
     }
 
+    /// Negotiate extended headers (which imply structured replies) and
+    /// base:allocation, then GO on the default export.
+    pub fn open_extended(s: UnixStream) -> (Raw, u64, u16) {
+        let mut r = Raw::new(s);
+        r.hello();
+        r.option(OPT_EXTENDED_HEADERS, b"");
+        assert_eq!(r.opt_reply(OPT_EXTENDED_HEADERS).0, REP_ACK);
+        r.extended = true;
+        // Already structured: meta contexts may be set, and asking for
+        // structured replies now is refused.
+        let (size, flags) = r.go("", true);
+        (r, size, flags)
+    }
+
     /// Connect, handshake, GO on the default export.
     pub fn open(s: UnixStream, structured: bool) -> (Raw, u64, u16) {
         let mut r = Raw::new(s);
@@ -314,43 +331,80 @@ impl Raw {
     pub fn request(
         &mut self, cmd: u16, flags: u16, cookie: u64, offset: u64, len: u32, data: &[u8],
     ) {
-        let mut b = REQUEST_MAGIC.to_be_bytes().to_vec();
+        self.request64(cmd, flags, cookie, offset, u64::from(len), data)
+    }
+
+    /// A request in the style negotiated: compact (the length cut to 32
+    /// bits) or extended. Flags go as given (PAYLOAD_LEN too).
+    pub fn request64(
+        &mut self, cmd: u16, flags: u16, cookie: u64, offset: u64, len: u64, data: &[u8],
+    ) {
+        let magic = if self.extended { EXTENDED_REQUEST_MAGIC } else { REQUEST_MAGIC };
+        let mut b = magic.to_be_bytes().to_vec();
         b.extend_from_slice(&flags.to_be_bytes());
         b.extend_from_slice(&cmd.to_be_bytes());
         b.extend_from_slice(&cookie.to_be_bytes());
         b.extend_from_slice(&offset.to_be_bytes());
-        b.extend_from_slice(&len.to_be_bytes());
+        if self.extended {
+            b.extend_from_slice(&len.to_be_bytes());
+        } else {
+            b.extend_from_slice(&(len as u32).to_be_bytes());
+        }
         b.extend_from_slice(data);
         self.send(&b);
     }
 
     /// Read one reply. For simple replies to reads, pass the read length.
+    /// A chunked reply is read to its DONE chunk: data and holes (as
+    /// zeroes) in the order sent; block status descriptors as sent.
     pub fn reply(&mut self, read_len: usize) -> Reply {
+        let mut data = Vec::new();
+        loop {
+            let (done, rep) = self.chunk(read_len);
+            data.extend_from_slice(&rep.data);
+            if done || rep.error != 0 {
+                assert!(done, "an error chunk without DONE");
+                return Reply { data, ..rep };
+            }
+        }
+    }
+
+    /// One reply chunk (or a whole simple reply): (done, reply).
+    pub fn chunk(&mut self, read_len: usize) -> (bool, Reply) {
         let magic = self.u32();
         if magic == SIMPLE_REPLY_MAGIC {
+            assert!(!self.extended, "a simple reply after extended headers");
             let error = self.u32();
             let cookie = self.u64();
             let data = if error == 0 { self.bytes(read_len) } else { vec![] };
-            return Reply { cookie, error, data };
+            return (true, Reply { cookie, error, data });
         }
-        assert_eq!(magic, STRUCTURED_REPLY_MAGIC);
+        let extended = magic == EXTENDED_REPLY_MAGIC;
+        assert!(magic == STRUCTURED_REPLY_MAGIC || extended, "bad reply magic {magic:#x}");
+        assert_eq!(extended, self.extended, "a reply header of the wrong style");
         let flags = self.u16();
-        assert_eq!(flags & 1, 1, "we expect one chunk per reply");
         let typ = self.u16();
         let cookie = self.u64();
-        let len = self.u32() as usize;
+        let len = if extended {
+            let _offset = self.u64();
+            self.u64() as usize
+        } else {
+            self.u32() as usize
+        };
         let body = self.bytes(len);
-        match typ {
-            0 => Reply { cookie, error: 0, data: vec![] },
-            1 => Reply { cookie, error: 0, data: body[8..].to_vec() },
-            5 => Reply { cookie, error: 0, data: body[4..].to_vec() },
-            0x8001 | 0x8002 => Reply {
-                cookie,
-                error: u32::from_be_bytes(body[0..4].try_into().unwrap()),
-                data: vec![],
-            },
+        let u32_at = |i: usize| u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
+        let rep = match typ {
+            REPLY_TYPE_NONE => Reply { cookie, error: 0, data: vec![] },
+            REPLY_TYPE_OFFSET_DATA => Reply { cookie, error: 0, data: body[8..].to_vec() },
+            REPLY_TYPE_OFFSET_HOLE => Reply { cookie, error: 0, data: vec![0; u32_at(8) as usize] },
+            REPLY_TYPE_BLOCK_STATUS => Reply { cookie, error: 0, data: body[4..].to_vec() },
+            REPLY_TYPE_BLOCK_STATUS_EXT => Reply { cookie, error: 0, data: body[8..].to_vec() },
+            REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
+                Reply { cookie, error: u32_at(0), data: vec![] }
+            }
             t => panic!("unexpected chunk type {t}"),
-        }
+        };
+        (flags & REPLY_FLAG_DONE != 0, rep)
     }
 
     /// Request and wait for its reply.

@@ -47,11 +47,12 @@ fn os_error(e: nbdkit::Error) -> io::Error {
 }
 
 impl AsyncClient {
-    /// Connect to a Unix socket and negotiate `export` (structured
-    /// replies and `base:allocation` when the server has them).
+    /// Connect to a Unix socket and negotiate `export` (extended headers,
+    /// else structured replies, and `base:allocation`, when the server has
+    /// them).
     pub async fn connect_unix(path: impl AsRef<Path>, export: &str) -> io::Result<AsyncClient> {
         let mut s = tokio::net::UnixStream::connect(path).await?;
-        let e = negotiate(&mut s, export).await?;
+        let e = negotiate(&mut s, export, true).await?;
         let (r, w) = s.into_split();
         Ok(AsyncClient { conn: Connection::new(Box::new(r), Box::new(w), e) })
     }
@@ -62,7 +63,7 @@ impl AsyncClient {
     ) -> io::Result<AsyncClient> {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        let e = negotiate(&mut s, export).await?;
+        let e = negotiate(&mut s, export, true).await?;
         let (r, w) = s.into_split();
         Ok(AsyncClient { conn: Connection::new(Box::new(r), Box::new(w), e) })
     }
@@ -84,19 +85,18 @@ impl AsyncClient {
 
     /// Read `len` bytes at `offset` (one request: at most 64 MiB).
     pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let n = u32::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read too long"))?;
-        Ok(self.conn.request(Command::Read, 0, offset, n, &[]).await.map_err(os_error)?.data)
+        let a = self.conn.request(Command::Read, 0, offset, len as u64, &[]).await;
+        Ok(a.map_err(os_error)?.data)
     }
 
     /// Write `data` at `offset` (one request: at most 64 MiB).
     pub async fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.send(Command::Write, 0, offset, data.len(), data).await
+        self.send(Command::Write, 0, offset, data.len() as u64, data).await
     }
 
     /// Write with FUA: on stable storage when this returns.
     pub async fn write_fua(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.send(Command::Write, CMD_FLAG_FUA, offset, data.len(), data).await
+        self.send(Command::Write, CMD_FLAG_FUA, offset, data.len() as u64, data).await
     }
 
     /// Flush earlier writes to stable storage.
@@ -104,20 +104,22 @@ impl AsyncClient {
         self.send(Command::Flush, 0, 0, 0, &[]).await
     }
 
-    /// Discard `len` bytes at `offset`.
-    pub async fn trim(&self, offset: u64, len: u32) -> io::Result<()> {
-        self.send(Command::Trim, 0, offset, len as usize, &[]).await
+    /// Discard `len` bytes at `offset`, in one request: more than 4 GiB
+    /// needs extended headers.
+    pub async fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.send(Command::Trim, 0, offset, len, &[]).await
     }
 
-    /// Make `len` bytes at `offset` read as zeroes.
-    pub async fn zero(&self, offset: u64, len: u32) -> io::Result<()> {
-        self.send(Command::WriteZeroes, 0, offset, len as usize, &[]).await
+    /// Make `len` bytes at `offset` read as zeroes, in one request: more
+    /// than 4 GiB needs extended headers.
+    pub async fn zero(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.send(Command::WriteZeroes, 0, offset, len, &[]).await
     }
 
     /// `base:allocation` from `offset`: (length, `STATE_*` flags) pairs, as
     /// the server sent them. Unsupported unless the server agreed to the
     /// context.
-    pub async fn block_status(&self, offset: u64, len: u32) -> io::Result<Vec<(u32, u32)>> {
+    pub async fn block_status(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u32)>> {
         if self.conn.export.base_allocation.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -134,11 +136,9 @@ impl AsyncClient {
     }
 
     async fn send(
-        &self, cmd: Command, flags: u16, offset: u64, len: usize, data: &[u8],
+        &self, cmd: Command, flags: u16, offset: u64, len: u64, data: &[u8],
     ) -> io::Result<()> {
-        let n = u32::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too long"))?;
-        self.conn.request(cmd, flags, offset, n, data).await.map_err(os_error)?;
+        self.conn.request(cmd, flags, offset, len, data).await.map_err(os_error)?;
         Ok(())
     }
 }

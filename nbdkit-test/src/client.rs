@@ -44,7 +44,7 @@ use nbdkit::protocol::request::{self, CmdFlags, Command, Request};
 const MAX_OPTION_REPLY: u32 = 64 * 1024;
 /// Largest structured reply payload accepted for chunks other than data
 /// and block status (those are bounded by the request instead).
-const MAX_CHUNK_PAYLOAD: u32 = 64 * 1024;
+const MAX_CHUNK_PAYLOAD: u64 = 64 * 1024;
 /// Largest length put in one request; longer operations are split.
 const MAX_REQUEST: u64 = 32 * 1024 * 1024;
 /// How long [`Client::disconnect`] waits for the server to close.
@@ -177,6 +177,21 @@ pub struct ZeroFlags {
 /// a server that has stopped answering reaches it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How [`Client`] negotiates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Ask for extended headers (32-byte headers, 64-bit lengths) before
+    /// structured replies. Default true; false tests the compact style
+    /// against a server that has both.
+    pub extended_headers: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { extended_headers: true }
+    }
+}
+
 /// A blocking NBD client connection with one request in flight at a time.
 ///
 /// Dropping it sends `NBD_CMD_DISC` (best effort); [`Client::disconnect`]
@@ -186,6 +201,7 @@ pub struct Client {
     stream: Stream,
     info: ExportInfo,
     structured: bool,
+    extended: bool,
     base_allocation: Option<u32>,
     next_cookie: u64,
     /// Set after a protocol violation or an I/O error part-way through a
@@ -198,18 +214,25 @@ pub struct Client {
 impl Client {
     /// Connect to a Unix socket and negotiate `export`.
     pub fn connect_unix(path: impl AsRef<Path>, export: &str) -> io::Result<Client> {
+        Client::connect_unix_with(path, export, &Options::default())
+    }
+
+    /// Connect to a Unix socket and negotiate `export` as `options` say.
+    pub fn connect_unix_with(
+        path: impl AsRef<Path>, export: &str, options: &Options,
+    ) -> io::Result<Client> {
         let path = path.as_ref();
         let stream = UnixStream::connect(path).map_err(|e| {
             io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display()))
         })?;
-        Client::negotiate(Stream::Unix(stream), export)
+        Client::negotiate(Stream::Unix(stream), export, options)
     }
 
     /// Connect over TCP and negotiate `export`.
     pub fn connect_tcp(addr: impl ToSocketAddrs, export: &str) -> io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        Client::negotiate(Stream::Tcp(stream), export)
+        Client::negotiate(Stream::Tcp(stream), export, &Options::default())
     }
 
     /// Connect to an NBD URI: `nbd://host[:port][/export]` (default port
@@ -225,14 +248,15 @@ impl Client {
         }
     }
 
-    fn negotiate(mut stream: Stream, export: &str) -> io::Result<Client> {
+    fn negotiate(mut stream: Stream, export: &str, options: &Options) -> io::Result<Client> {
         // A stalled server fails the test instead of hanging it.
         stream.set_timeouts(Some(DEFAULT_TIMEOUT))?;
-        let n = handshake(&mut stream, export)?;
+        let n = handshake(&mut stream, export, options)?;
         Ok(Client {
             stream,
             info: n.info,
             structured: n.structured,
+            extended: n.extended,
             base_allocation: n.base_allocation,
             next_cookie: 1,
             broken: false,
@@ -258,6 +282,32 @@ impl Client {
         self.info.size
     }
 
+    /// Whether extended headers were negotiated: 32-byte headers and
+    /// 64-bit lengths, so that a trim, zero or block status of any length
+    /// is one request.
+    pub fn extended_headers(&self) -> bool {
+        self.extended
+    }
+
+    /// The longest length one request without payload may carry.
+    fn max_effect(&self) -> u64 {
+        if self.extended {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        }
+    }
+
+    /// How much one trim or zero request covers: the whole range with
+    /// extended headers, else pieces of [`MAX_REQUEST`].
+    fn max_ranged(&self) -> u64 {
+        if self.extended {
+            u64::MAX
+        } else {
+            MAX_REQUEST
+        }
+    }
+
     /// Read `len` bytes at `offset` (split into several requests if long).
     pub fn read(&mut self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0; len];
@@ -273,7 +323,7 @@ impl Client {
             let n = (buf.len() - done).min(max);
             let off = chunk_offset(offset, done)?;
             let piece = &mut buf[done..done + n];
-            self.transact(CMD_READ, 0, off, n as u32, &[], Sink::Read(piece))?;
+            self.transact(CMD_READ, 0, off, n as u64, &[], Sink::Read(piece))?;
             done += n;
         }
         Ok(())
@@ -296,7 +346,7 @@ impl Client {
             let n = (data.len() - done).min(max);
             let off = chunk_offset(offset, done)?;
             let piece = &data[done..done + n];
-            self.transact(CMD_WRITE, flags, off, n as u32, piece, Sink::None)?;
+            self.transact(CMD_WRITE, flags, off, n as u64, piece, Sink::None)?;
             done += n;
         }
         Ok(())
@@ -309,7 +359,7 @@ impl Client {
 
     /// `NBD_CMD_TRIM` of `len` bytes at `offset`.
     pub fn trim(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        self.ranged(CMD_TRIM, 0, offset, len, MAX_REQUEST)
+        self.ranged(CMD_TRIM, 0, offset, len, self.max_ranged())
     }
 
     /// `NBD_CMD_WRITE_ZEROES`; the server may punch a hole.
@@ -329,7 +379,7 @@ impl Client {
         if flags.fua {
             f |= CMD_FLAG_FUA;
         }
-        self.ranged(CMD_WRITE_ZEROES, f, offset, len, MAX_REQUEST)
+        self.ranged(CMD_WRITE_ZEROES, f, offset, len, self.max_ranged())
     }
 
     /// `NBD_CMD_CACHE` of `len` bytes at `offset`.
@@ -356,8 +406,8 @@ impl Client {
         }
         // The longest request length that keeps the server's alignment.
         let align = u64::from(self.info.block_size.map_or(1, |b| b.minimum.max(1)));
-        let cap = u64::from(u32::MAX) / align * align;
-        let n = len.min(cap) as u32;
+        let cap = self.max_effect() / align * align;
+        let n = len.min(cap);
         let mut out = Vec::new();
         self.transact(CMD_BLOCK_STATUS, 0, offset, n, &[], Sink::Status(&mut out))?;
         Ok(out)
@@ -441,7 +491,7 @@ impl Client {
         while done < len {
             let n = (len - done).min(max);
             let off = offset.checked_add(done).ok_or_else(overflow)?;
-            self.transact(cmd, flags, off, n as u32, &[], Sink::None)?;
+            self.transact(cmd, flags, off, n, &[], Sink::None)?;
             done += n;
         }
         Ok(())
@@ -449,7 +499,7 @@ impl Client {
 
     /// Send one request and read its whole reply.
     fn transact(
-        &mut self, cmd: u16, flags: u16, offset: u64, len: u32, data: &[u8], sink: Sink<'_>,
+        &mut self, cmd: u16, flags: u16, offset: u64, len: u64, data: &[u8], sink: Sink<'_>,
     ) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::new(
@@ -471,13 +521,17 @@ impl Client {
     }
 
     fn send_request(
-        &mut self, flags: u16, cmd: u16, offset: u64, len: u32, data: &[u8],
+        &mut self, flags: u16, cmd: u16, offset: u64, len: u64, data: &[u8],
     ) -> io::Result<u64> {
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.wrapping_add(1);
+        let mut flags = flags;
+        if self.extended && cmd == CMD_WRITE {
+            flags |= CMD_FLAG_PAYLOAD_LEN;
+        }
         let req =
             Request { flags: CmdFlags(flags), cmd: Command::from_wire(cmd), cookie, offset, len };
-        self.stream.write_all(&request::encode(&req))?;
+        self.stream.write_all(&request::encode(&req, self.extended))?;
         if !data.is_empty() {
             self.stream.write_all(data)?;
         }
@@ -489,7 +543,7 @@ impl Client {
     /// error reported by the server (the stream is still in step); `Err` is
     /// an I/O error or a protocol violation.
     fn recv_reply(
-        &mut self, cookie: u64, cmd: u16, offset: u64, len: u32, sink: Sink<'_>,
+        &mut self, cookie: u64, cmd: u16, offset: u64, len: u64, sink: Sink<'_>,
     ) -> io::Result<Option<u32>> {
         let name = cmd_name(cmd);
         self.recv_reply_inner(cookie, cmd, offset, len, sink)
@@ -497,7 +551,7 @@ impl Client {
     }
 
     fn recv_reply_inner(
-        &mut self, cookie: u64, cmd: u16, offset: u64, len: u32, mut sink: Sink<'_>,
+        &mut self, cookie: u64, cmd: u16, offset: u64, len: u64, mut sink: Sink<'_>,
     ) -> io::Result<Option<u32>> {
         let name = cmd_name(cmd);
         let s = &mut self.stream;
@@ -512,11 +566,16 @@ impl Client {
             let Some(n) = reply::reply_header_rest(magic) else {
                 return Err(invalid(format!("bad reply magic 0x{magic:08x} in reply to {name}")));
             };
-            let mut rest = [0u8; CHUNK_HEADER_SIZE];
+            let mut rest = [0u8; MAX_REPLY_HEADER_SIZE];
             s.read_exact(&mut rest[..n])?;
             let header = reply::decode_reply_header(magic, &rest[..n]).expect("a known magic");
             if let ReplyHeader::Simple { error: err, cookie: got } = header {
                 check_cookie(got, cookie)?;
+                if self.extended {
+                    return Err(invalid(format!(
+                        "simple reply to {name} although extended headers were negotiated"
+                    )));
+                }
                 if chunks > 0 {
                     return Err(invalid(format!(
                         "simple reply in the middle of a structured reply to {name}"
@@ -539,12 +598,19 @@ impl Client {
                 }
                 return Ok(None);
             }
-            let ReplyHeader::Chunk { flags, typ, cookie: got, len: plen } = header else {
+            let ReplyHeader::Chunk { flags, typ, cookie: got, len: plen, extended } = header else {
                 unreachable!("a simple reply returned above");
             };
             if !self.structured {
                 return Err(invalid(format!(
                     "structured reply chunk to {name} although structured replies were not negotiated"
+                )));
+            }
+            if extended != self.extended {
+                return Err(invalid(format!(
+                    "{} reply chunk to {name} although {} were negotiated",
+                    if extended { "extended" } else { "compact structured" },
+                    if self.extended { "extended headers" } else { "compact headers" },
                 )));
             }
             check_cookie(got, cookie)?;
@@ -574,7 +640,7 @@ impl Client {
                         )));
                     }
                     let off = read_u64(s)?;
-                    let dlen = u64::from(plen - 8);
+                    let dlen = plen - 8;
                     let rel = check_range(tname, off, dlen, offset, len)?;
                     s.read_exact(&mut buf[rel as usize..(rel + dlen) as usize])?;
                     covered.push((rel, rel + dlen));
@@ -597,19 +663,34 @@ impl Client {
                     buf[rel as usize..(rel + hlen) as usize].fill(0);
                     covered.push((rel, rel + hlen));
                 }
-                REPLY_TYPE_BLOCK_STATUS => {
+                REPLY_TYPE_BLOCK_STATUS | REPLY_TYPE_BLOCK_STATUS_EXT => {
                     let Sink::Status(out) = &mut sink else {
                         return Err(wrong_cmd());
                     };
-                    if plen < 12 || (plen - 4) % 8 != 0 {
+                    let wide = typ == REPLY_TYPE_BLOCK_STATUS_EXT;
+                    if wide != self.extended {
                         return Err(invalid(format!(
-                            "{tname} chunk with payload length {plen} (must be 4 + a positive multiple of 8)"
+                            "{tname} chunk, which is for {}",
+                            if wide { "extended headers only" } else { "compact headers only" }
+                        )));
+                    }
+                    // Context id (and with extended headers a descriptor
+                    // count), then descriptors of 8 or 16 bytes.
+                    let (head, each) = if wide { (8u64, 16u64) } else { (4, 8) };
+                    if plen < head + each || (plen - head) % each != 0 {
+                        return Err(invalid(format!(
+                            "{tname} chunk with payload length {plen} (must be {head} + a positive multiple of {each})"
                         )));
                     }
                     let ctx = read_u32(s)?;
+                    if wide && u64::from(read_u32(s)?) != (plen - head) / each {
+                        return Err(invalid(format!(
+                            "{tname} chunk whose descriptor count does not match its length {plen}"
+                        )));
+                    }
                     if Some(ctx) != self.base_allocation {
                         // Some other context: not ours to interpret.
-                        discard(s, u64::from(plen - 4))?;
+                        discard(s, plen - head)?;
                     } else {
                         if got_status {
                             return Err(invalid(format!(
@@ -621,14 +702,21 @@ impl Client {
                         // is proportional to what the server actually sends,
                         // and only the last may go past the requested length.
                         let mut sum = 0u64;
-                        for _ in 0..(plen - 4) / 8 {
-                            if sum >= u64::from(len) {
+                        for _ in 0..(plen - head) / each {
+                            if sum >= len {
                                 return Err(invalid(format!(
                                     "block status extents continue after reaching the requested length {len} (only the final extent may exceed it)"
                                 )));
                             }
-                            let elen = u64::from(read_u32(s)?);
-                            let eflags = read_u32(s)?;
+                            let (elen, eflags) = if wide {
+                                let (l, f) = (read_u64(s)?, read_u64(s)?);
+                                let f = u32::try_from(f).map_err(|_| {
+                                    invalid("base:allocation status with bits above 32 set")
+                                })?;
+                                (l, f)
+                            } else {
+                                (u64::from(read_u32(s)?), read_u32(s)?)
+                            };
                             if elen == 0 {
                                 return Err(invalid("block status extent of length 0"));
                             }
@@ -708,7 +796,7 @@ impl Client {
             return Ok(Some(err));
         }
         match sink {
-            Sink::Read(_) if total != u64::from(len) => Err(invalid(format!(
+            Sink::Read(_) if total != len => Err(invalid(format!(
                 "successful reply to {name} of {len} bytes at offset {offset} covered only {total} bytes"
             ))),
             Sink::Status(_) if !got_status => Err(invalid(format!(
@@ -806,14 +894,15 @@ enum Sink<'a> {
 struct Negotiated {
     info: ExportInfo,
     structured: bool,
+    extended: bool,
     base_allocation: Option<u32>,
 }
 
-fn handshake(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
-    handshake_inner(s, export).map_err(|e| eof_context(e, "negotiating with the server"))
+fn handshake(s: &mut Stream, export: &str, options: &Options) -> io::Result<Negotiated> {
+    handshake_inner(s, export, options).map_err(|e| eof_context(e, "negotiating with the server"))
 }
 
-fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
+fn handshake_inner(s: &mut Stream, export: &str, options: &Options) -> io::Result<Negotiated> {
     let magic = read_u64(s)?;
     if magic != NBDMAGIC {
         return Err(invalid(format!(
@@ -821,7 +910,7 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
         )));
     }
     match read_u64(s)? {
-        IHAVEOPT => newstyle(s, export),
+        IHAVEOPT => newstyle(s, export, options),
         OLD_MAGIC => {
             let size = read_u64(s)?;
             let flags = read_u32(s)?;
@@ -836,6 +925,7 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
                     description: None,
                 },
                 structured: false,
+                extended: false,
                 base_allocation: None,
             })
         }
@@ -843,7 +933,7 @@ fn handshake_inner(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
     }
 }
 
-fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
+fn newstyle(s: &mut Stream, export: &str, options: &Options) -> io::Result<Negotiated> {
     let gflags = read_u16(s)?;
     let mut cflags = 0u32;
     if gflags & FLAG_FIXED_NEWSTYLE != 0 {
@@ -858,18 +948,33 @@ fn newstyle(s: &mut Stream, export: &str) -> io::Result<Negotiated> {
         return export_name(s, export, no_zeroes, false, None);
     }
 
-    // Structured replies: an error just means simple replies.
-    send_option(s, OPT_STRUCTURED_REPLY, &[])?;
-    let (typ, data) = read_option_reply(s, OPT_STRUCTURED_REPLY)?;
-    let structured = match typ {
-        REP_ACK if data.is_empty() => true,
-        t if t & REP_FLAG_ERROR != 0 => false,
-        t => return Err(unexpected_reply(OPT_STRUCTURED_REPLY, t, data.len())),
+    // Extended headers, then structured replies: an error just means the
+    // next style down.
+    let mut extended = false;
+    if options.extended_headers {
+        send_option(s, OPT_EXTENDED_HEADERS, &[])?;
+        let (typ, data) = read_option_reply(s, OPT_EXTENDED_HEADERS)?;
+        extended = match typ {
+            REP_ACK if data.is_empty() => true,
+            t if t & REP_FLAG_ERROR != 0 => false,
+            t => return Err(unexpected_reply(OPT_EXTENDED_HEADERS, t, data.len())),
+        };
+    }
+    let structured = extended || {
+        send_option(s, OPT_STRUCTURED_REPLY, &[])?;
+        let (typ, data) = read_option_reply(s, OPT_STRUCTURED_REPLY)?;
+        match typ {
+            REP_ACK if data.is_empty() => true,
+            t if t & REP_FLAG_ERROR != 0 => false,
+            t => return Err(unexpected_reply(OPT_STRUCTURED_REPLY, t, data.len())),
+        }
     };
 
     let base_allocation = if structured { set_meta_context(s, export)? } else { None };
 
-    go(s, export, no_zeroes, structured, base_allocation)
+    let mut n = go(s, export, no_zeroes, structured, extended, base_allocation)?;
+    n.extended = extended;
+    Ok(n)
 }
 
 /// `NBD_OPT_SET_META_CONTEXT` for `base:allocation`; returns its context
@@ -904,7 +1009,8 @@ fn set_meta_context(s: &mut Stream, export: &str) -> io::Result<Option<u32>> {
 
 /// `NBD_OPT_GO`, falling back to `NBD_OPT_EXPORT_NAME` if unsupported.
 fn go(
-    s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, base_allocation: Option<u32>,
+    s: &mut Stream, export: &str, no_zeroes: bool, structured: bool, extended: bool,
+    base_allocation: Option<u32>,
 ) -> io::Result<Negotiated> {
     let payload = handshake::encode_info_request(export, &[INFO_BLOCK_SIZE, INFO_DESCRIPTION]);
     send_option(s, OPT_GO, &payload)?;
@@ -941,8 +1047,14 @@ fn go(
                         description,
                     },
                     structured,
+                    extended,
                     base_allocation,
                 });
+            }
+            REP_ERR_UNSUP if extended => {
+                return Err(invalid(
+                    "NBD_OPT_GO refused as unsupported after extended headers were negotiated",
+                ))
             }
             REP_ERR_UNSUP => return export_name(s, export, no_zeroes, structured, base_allocation),
             t if t & REP_FLAG_ERROR != 0 => {
@@ -992,6 +1104,7 @@ fn export_name(
             description: None,
         },
         structured,
+        extended: false,
         base_allocation,
     })
 }
@@ -1076,9 +1189,9 @@ fn check_cookie(got: u64, want: u64) -> io::Result<()> {
 
 /// Check that [off, off+n) lies within the request [req_off, req_off+req_len)
 /// and return `off - req_off`.
-fn check_range(what: &str, off: u64, n: u64, req_off: u64, req_len: u32) -> io::Result<u64> {
+fn check_range(what: &str, off: u64, n: u64, req_off: u64, req_len: u64) -> io::Result<u64> {
     match off.checked_sub(req_off) {
-        Some(rel) if rel.checked_add(n).is_some_and(|end| end <= u64::from(req_len)) => Ok(rel),
+        Some(rel) if rel.checked_add(n).is_some_and(|end| end <= req_len) => Ok(rel),
         _ => Err(invalid(format!(
             "{what} chunk covers {n} bytes at offset {off}, outside the request ({req_len} bytes at offset {req_off})"
         ))),

@@ -168,7 +168,7 @@ mod uri;
 
 pub use async_client::AsyncClient;
 pub use binary::ENV_BIN;
-pub use client::Client;
+pub use client::{Client, Options as ClientOptions};
 pub use disk::{
     Builder, CaptiveDisk, TlsCredentials, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, PSK_USERNAME,
 };

@@ -53,3 +53,16 @@ async fn errors_come_back_with_their_errno_from_a_rust_disk() {
     // Past the end: the server refuses it before the plugin.
     assert!(nbd.read(8190, 4).await.is_err());
 }
+
+#[tokio::test]
+async fn extended_headers_carry_64_bit_lengths() {
+    let disk = CaptiveDisk::new(["memory", "size=8G"]).unwrap();
+    let nbd = AsyncClient::connect_unix(disk.socket().unwrap(), "").await.unwrap();
+    assert!(nbd.export().extended);
+    nbd.write(6 << 30, &[5; 512]).await.unwrap();
+    nbd.zero(0, 6 << 30).await.unwrap();
+    let ext = nbd.block_status(0, 8 << 30).await.unwrap();
+    assert_eq!(ext[0], (6 << 30, 3), "{ext:?}"); // hole and zero, past 4 GiB
+    assert_eq!(nbd.read(6 << 30, 512).await.unwrap(), vec![5; 512]);
+    nbd.disconnect().await;
+}

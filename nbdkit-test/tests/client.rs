@@ -119,3 +119,42 @@ fn connect_by_uri_unix_and_tcp() {
     b.disconnect().unwrap();
     assert!(Client::connect_uri("nbds://127.0.0.1/").is_err());
 }
+
+#[test]
+fn extended_headers_make_one_request_of_any_length() {
+    let disk = memory("size=8G");
+    let mut nbd = disk.connect().unwrap();
+    assert!(nbd.extended_headers());
+    nbd.write(0, &[9u8; 4096]).unwrap();
+    nbd.write((6 << 30) - 4096, &[9u8; 4096]).unwrap();
+    // One request each, far past what a 32-bit length can say.
+    nbd.zero(4096, 5 << 30).unwrap();
+    let ext = nbd.block_status(0, 8 << 30).unwrap();
+    assert!(ext.iter().any(|e| e.length > u64::from(u32::MAX)), "{ext:?}");
+    assert_eq!(nbd.read(0, 4096).unwrap(), vec![9; 4096]);
+    assert_eq!(nbd.read((6 << 30) - 4096, 4096).unwrap(), vec![9; 4096]);
+    // Reads of holes come back as zeroes.
+    assert_eq!(nbd.read(1 << 30, 1 << 20).unwrap(), vec![0; 1 << 20]);
+
+    // Compact headers on request, against the same server.
+    let options = nbdkit_test::ClientOptions { extended_headers: false };
+    let mut compact = Client::connect_unix_with(disk.socket().unwrap(), "", &options).unwrap();
+    assert!(!compact.extended_headers());
+    assert_eq!(compact.read((6 << 30) - 4096, 4096).unwrap(), vec![9; 4096]);
+    let ext = compact.block_status(0, 8 << 30).unwrap();
+    assert!(ext.iter().all(|e| e.length <= u64::from(u32::MAX)), "{ext:?}");
+}
+
+#[test]
+fn c_nbdkit_gets_compact_headers() {
+    if !std::path::Path::new("/usr/bin/nbdkit").exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "C nbdkit is required under CI");
+        return;
+    }
+    let disk =
+        CaptiveDisk::builder("memory").arg("size=1M").binary("/usr/bin/nbdkit").start().unwrap();
+    let mut nbd = disk.connect().unwrap();
+    assert!(!nbd.extended_headers());
+    nbd.zero(0, 1 << 20).unwrap();
+    assert_eq!(nbd.read(0, 512).unwrap(), vec![0; 512]);
+}

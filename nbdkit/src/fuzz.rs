@@ -87,22 +87,27 @@ pub fn handshake(data: &[u8]) {
     });
 }
 
-/// A request header (padded to 28 bytes), decoded and validated against
-/// several negotiated states.
+/// A request header (padded to 28 bytes, or to 32 for the extended style),
+/// decoded and validated against several negotiated states.
 pub fn request(data: &[u8]) {
-    use crate::protocol::request::{decode, validate, Negotiated};
-    let mut b = [0u8; crate::protocol::consts::REQUEST_SIZE];
-    let n = data.len().min(b.len());
-    b[..n].copy_from_slice(&data[..n]);
-    let Ok(req) = decode(&b) else {
-        return;
-    };
+    use crate::protocol::request::{decode, header_size, validate, Negotiated};
     let size = data.get(28..36).map_or(1 << 20, |s| u64::from_be_bytes(s.try_into().unwrap()));
-    for (eflags, structured, base_allocation) in
-        [(0xffff, true, Some(1)), (0, false, None), (0x0003, true, None)]
-    {
-        let neg = Negotiated { size, eflags, structured, base_allocation };
-        let _ = validate(&req, &neg);
+    for extended in [false, true] {
+        let mut b = [0u8; crate::protocol::consts::EXTENDED_REQUEST_SIZE];
+        let b = &mut b[..header_size(extended)];
+        let n = data.len().min(b.len());
+        b[..n].copy_from_slice(&data[..n]);
+        let Ok(req) = decode(b, extended) else {
+            continue;
+        };
+        let _ = req.payload(extended);
+        for (eflags, structured, base_allocation) in
+            [(0xffff, true, Some(1)), (0, false, None), (0x0003, true, None)]
+        {
+            let structured = structured || extended;
+            let neg = Negotiated { size, eflags, structured, base_allocation, extended };
+            let _ = validate(&req, &neg);
+        }
     }
 }
 
@@ -198,7 +203,7 @@ pub fn nbd_replies(data: &[u8]) {
         });
         let run = async move {
             let mut s = client;
-            let Ok(export) = negotiate(&mut s, "").await else {
+            let Ok(export) = negotiate(&mut s, "", true).await else {
                 return;
             };
             let (r, w) = tokio::io::split(s);

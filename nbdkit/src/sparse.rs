@@ -113,6 +113,23 @@ impl Sparse {
         }
     }
 
+    /// Read into `buf` from `offset`, except the never-written pages,
+    /// which are left as they are and pushed to `holes` as `(start,
+    /// length)` relative to `offset` (adjacent ones merged).
+    pub fn read_sparse(&self, buf: &mut [u8], offset: u64, holes: &mut Vec<(u64, u64)>) {
+        for (page, at, n, b) in pieces(offset, buf.len()) {
+            let (shard, key) = self.shard(page);
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            match map.get(&key) {
+                Some(p) => buf[b..b + n].copy_from_slice(&p[at..at + n]),
+                None => match holes.last_mut() {
+                    Some((start, len)) if *start + *len == b as u64 => *len += n as u64,
+                    _ => holes.push((b as u64, n as u64)),
+                },
+            }
+        }
+    }
+
     /// Write `buf` at `offset`, allocating pages as needed.
     pub fn write(&self, buf: &[u8], offset: u64) {
         for (page, at, n, b) in pieces(offset, buf.len()) {

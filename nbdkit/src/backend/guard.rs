@@ -163,6 +163,28 @@ impl Guard {
         self.handle.pread(buf, offset, flags).await
     }
 
+    /// READ, where the layer below may answer parts as holes (see
+    /// [`Handle::pread_sparse`]). What it reports is checked: holes out of
+    /// order or outside `buf` are an error, not a wrong reply.
+    pub async fn pread_sparse(
+        &self, buf: &mut [u8], offset: u64, flags: Flags, holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        self.trace(|| format!("pread count={} offset={offset}", buf.len()));
+        holes.clear();
+        self.handle.pread_sparse(buf, offset, flags, holes).await?;
+        let mut at = 0u64;
+        for &(start, len) in holes.iter() {
+            if start < at || len == 0 || start + len > buf.len() as u64 {
+                return Err(Error::new(
+                    Errno::Io,
+                    "the plugin reported read holes out of order or out of range",
+                ));
+            }
+            at = start + len;
+        }
+        Ok(())
+    }
+
     /// WRITE.
     pub async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         self.trace(|| {
@@ -228,19 +250,19 @@ impl Guard {
     }
 
     /// BLOCK_STATUS for `base:allocation`.
-    pub async fn block_status(&self, count: u32, offset: u64, req_one: bool) -> Result<Extents> {
+    pub async fn block_status(&self, count: u64, offset: u64, req_one: bool) -> Result<Extents> {
         self.trace(|| {
             format!("extents count={count} offset={offset} req_one={}", u8::from(req_one))
         });
         // The last extent may reach past the request, up to the end of the
         // export, as in C nbdkit.
-        let mut ext = Extents::with_limit(offset, u64::from(count), self.size);
+        let mut ext = Extents::with_limit(offset, count, self.size);
         if self.caps.extents {
             let flags = Flags { req_one, ..Flags::default() };
-            self.handle.extents(u64::from(count), offset, flags, &mut ext).await?;
+            self.handle.extents(count, offset, flags, &mut ext).await?;
             ext.check()?;
         } else {
-            ext.add(offset, u64::from(count), ExtentFlags::DATA);
+            ext.add(offset, count, ExtentFlags::DATA);
         }
         Ok(ext)
     }
@@ -311,6 +333,11 @@ impl Handle for Guard {
     }
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()> {
         Guard::pread(self, buf, offset, flags).await
+    }
+    async fn pread_sparse(
+        &self, buf: &mut [u8], offset: u64, flags: Flags, holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        Guard::pread_sparse(self, buf, offset, flags, holes).await
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         Guard::pwrite(self, buf, offset, flags).await

@@ -671,6 +671,21 @@ pub trait Handle: Send + Sync {
     /// Fill all of `buf` from `offset`.
     async fn pread(&self, buf: &mut [u8], offset: u64, flags: Flags) -> Result<()>;
 
+    /// Fill `buf` from `offset` as [`Handle::pread`] does, except that a
+    /// handle that knows, without looking at data, that parts of the range
+    /// read as zeroes (never-written pages, a disk of zeroes) may leave
+    /// those parts of `buf` as they are and list them in `holes` instead:
+    /// `(start, length)` pairs relative to `offset`, in order, not
+    /// overlapping. Clients that negotiated structured replies then get
+    /// them as hole chunks, with no data on the wire. By default, `pread`
+    /// and no holes; a filter's handle never passes holes up unless it
+    /// says so, since it may change the data.
+    async fn pread_sparse(
+        &self, buf: &mut [u8], offset: u64, flags: Flags, _holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        self.pread(buf, offset, flags).await
+    }
+
     /// Write all of `buf` at `offset`.
     async fn pwrite(&self, _buf: &[u8], _offset: u64, _flags: Flags) -> Result<()> {
         Err(Error::new(Errno::Perm, "write is not supported"))

@@ -144,6 +144,13 @@ impl Handle for Disk {
         Ok(())
     }
 
+    async fn pread_sparse(
+        &self, buf: &mut [u8], offset: u64, _f: Flags, holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        self.data.read_sparse(buf, offset, holes);
+        Ok(())
+    }
+
     async fn pwrite(&self, buf: &[u8], offset: u64, _f: Flags) -> Result<()> {
         self.data.write(buf, offset);
         Ok(())

@@ -204,7 +204,7 @@ impl NbdPlugin {
                 let mut s = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| io(&format!("connect to {path}"), e))?;
-                let neg = negotiate(&mut s, export).await.map_err(|e| io("handshake", e))?;
+                let neg = negotiate(&mut s, export, true).await.map_err(|e| io("handshake", e))?;
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w), neg)
             }
@@ -213,7 +213,7 @@ impl NbdPlugin {
                     .await
                     .map_err(|e| io(&format!("connect to {host}:{port}"), e))?;
                 let _ = s.set_nodelay(true);
-                let neg = negotiate(&mut s, export).await.map_err(|e| io("handshake", e))?;
+                let neg = negotiate(&mut s, export, true).await.map_err(|e| io("handshake", e))?;
                 let (r, w) = s.into_split();
                 (Box::new(r), Box::new(w), neg)
             }
@@ -307,13 +307,15 @@ impl RemoteHandle {
     }
 
     /// A trim, zero or cache of any 64-bit length, as requests the remote
-    /// server's 32-bit length field can carry.
+    /// server's length field can carry (32 bits unless extended headers
+    /// were negotiated).
     async fn in_pieces(&self, cmd: Command, flags: u16, count: u64, offset: u64) -> Result<()> {
+        let conn = &self.remote().conn;
         let mut done = 0;
         while done < count || (count == 0 && done == 0) {
-            let n = wire_count(count - done);
-            self.remote().conn.request(cmd, flags, offset + done, n, &[]).await?;
-            done += u64::from(n);
+            let n = (count - done).min(conn.max_len());
+            conn.request(cmd, flags, offset + done, n, &[]).await?;
+            done += n;
             if n == 0 {
                 break;
             }
@@ -342,14 +344,14 @@ impl Handle for RemoteHandle {
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
-        let a = self.remote().conn.request(Command::Read, 0, offset, buf.len() as u32, &[]).await?;
+        let a = self.remote().conn.request(Command::Read, 0, offset, buf.len() as u64, &[]).await?;
         buf.copy_from_slice(&a.data);
         Ok(())
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
         let fl = cmd_flags(&f, true) & CMD_FLAG_FUA;
-        self.remote().conn.request(Command::Write, fl, offset, buf.len() as u32, buf).await?;
+        self.remote().conn.request(Command::Write, fl, offset, buf.len() as u64, buf).await?;
         Ok(())
     }
 
@@ -370,17 +372,16 @@ impl Handle for RemoteHandle {
 
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
         let fl = cmd_flags(&f, false) & CMD_FLAG_REQ_ONE;
-        let a = self
-            .remote()
-            .conn
-            .request(Command::BlockStatus, fl, offset, wire_count(count), &[])
-            .await?;
+        // Block status may answer less than asked anyway.
+        let conn = &self.remote().conn;
+        let a =
+            conn.request(Command::BlockStatus, fl, offset, count.min(conn.max_len()), &[]).await?;
         let mut pos = offset;
         for (len, flags) in a.extents {
-            if len == 0 || !ext.add(pos, u64::from(len), extent_flags_of(flags)) {
+            if len == 0 || !ext.add(pos, len, extent_flags_of(flags)) {
                 break;
             }
-            pos += u64::from(len);
+            pos += len;
         }
         Ok(())
     }
@@ -388,15 +389,4 @@ impl Handle for RemoteHandle {
     async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
         self.in_pieces(Command::Cache, 0, count, offset).await
     }
-}
-
-/// The most one request to the remote server may cover: its 32-bit length
-/// field, kept to whole 64 KiB blocks (the largest minimum block size a
-/// server may ask for).
-const WIRE_MAX: u64 = (u32::MAX as u64) & !0xffff;
-
-/// A 64-bit count as one request's length (block status may answer less
-/// than asked anyway).
-fn wire_count(count: u64) -> u32 {
-    count.min(WIRE_MAX) as u32
 }

@@ -54,6 +54,13 @@ impl Handle for Disk {
         Ok(())
     }
 
+    async fn pread_sparse(
+        &self, buf: &mut [u8], _offset: u64, _f: Flags, holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        holes.push((0, buf.len() as u64));
+        Ok(())
+    }
+
     async fn pwrite(&self, _buf: &[u8], _offset: u64, _f: Flags) -> Result<()> {
         Ok(())
     }

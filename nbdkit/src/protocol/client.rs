@@ -29,6 +29,8 @@ pub struct Export {
     pub eflags: u16,
     /// Structured replies were negotiated.
     pub structured: bool,
+    /// Extended headers were negotiated (then `structured` is true too).
+    pub extended: bool,
     /// The `base:allocation` context id, if the server agreed to it.
     pub base_allocation: Option<u32>,
     /// Minimum, preferred and maximum block size, if the server sent them.
@@ -87,6 +89,7 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<
             size,
             eflags: flags as u16,
             structured: false,
+            extended: false,
             base_allocation: None,
             block_size: None,
         }));
@@ -176,10 +179,11 @@ pub async fn default_export_name<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(name)
 }
 
-/// Negotiate `export` (oldstyle or fixed newstyle, preferring structured
-/// replies, `base:allocation` and `NBD_OPT_GO`).
+/// Negotiate `export` (oldstyle or fixed newstyle, preferring extended
+/// headers, then structured replies, `base:allocation` and `NBD_OPT_GO`).
+/// Without `extended`, extended headers are not asked for.
 pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S, export: &str,
+    s: &mut S, export: &str, extended: bool,
 ) -> std::io::Result<Export> {
     let (fixed, no_zeroes) = match greet(s).await? {
         Greeting::Old(e) => return Ok(e),
@@ -187,9 +191,17 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut structured = false;
     let mut base_allocation = None;
+    let mut extended = extended && fixed;
+    if extended {
+        send_option(s, OPT_EXTENDED_HEADERS, &[]).await?;
+        extended = option_reply(s, OPT_EXTENDED_HEADERS).await?.0 == REP_ACK;
+        structured = extended;
+    }
     if fixed {
-        send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
-        structured = option_reply(s, OPT_STRUCTURED_REPLY).await?.0 == REP_ACK;
+        if !structured {
+            send_option(s, OPT_STRUCTURED_REPLY, &[]).await?;
+            structured = option_reply(s, OPT_STRUCTURED_REPLY).await?.0 == REP_ACK;
+        }
         if structured {
             let q = handshake::encode_meta_request(export, &[CONTEXT_BASE_ALLOCATION]);
             send_option(s, OPT_SET_META_CONTEXT, &q).await?;
@@ -226,10 +238,19 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 REP_ACK => {
                     let (size, eflags) =
                         size_flags.ok_or_else(|| bad("the server sent no export size"))?;
-                    return Ok(Export { size, eflags, structured, base_allocation, block_size });
+                    return Ok(Export {
+                        size,
+                        eflags,
+                        structured,
+                        extended,
+                        base_allocation,
+                        block_size,
+                    });
                 }
-                // Old servers: fall back to NBD_OPT_EXPORT_NAME below.
-                REP_ERR_UNSUP => break,
+                // Old servers: fall back to NBD_OPT_EXPORT_NAME below
+                // (which a server that took extended headers must not
+                // make us do).
+                REP_ERR_UNSUP if !extended => break,
                 t if t & REP_FLAG_ERROR != 0 => {
                     let why = String::from_utf8_lossy(&data);
                     return Err(std::io::Error::new(
@@ -251,7 +272,14 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         let mut zeroes = [0u8; 124];
         s.read_exact(&mut zeroes).await?;
     }
-    Ok(Export { size, eflags, structured, base_allocation: None, block_size: None })
+    Ok(Export {
+        size,
+        eflags,
+        structured,
+        extended: false,
+        base_allocation: None,
+        block_size: None,
+    })
 }
 
 /// What a completed request gives back.
@@ -260,13 +288,13 @@ pub struct Answer {
     /// READ data (holes filled with zeroes).
     pub data: Vec<u8>,
     /// BLOCK_STATUS (length, flags) pairs for base:allocation.
-    pub extents: Vec<(u32, u32)>,
+    pub extents: Vec<(u64, u32)>,
 }
 
 struct Pending {
     offset: u64,
     read: Option<Vec<u8>>,
-    extents: Vec<(u32, u32)>,
+    extents: Vec<(u64, u32)>,
     error: Option<Error>,
     done: oneshot::Sender<Result<Answer, Error>>,
 }
@@ -314,7 +342,7 @@ impl Connection {
             let mut r = r;
             // An error ends every waiting request (the drain), which is
             // how it is reported.
-            let _ = read_replies(&mut r, &p, export.structured).await;
+            let _ = read_replies(&mut r, &p, &export).await;
         });
         Connection {
             writer: tokio::sync::Mutex::new(w),
@@ -325,10 +353,30 @@ impl Connection {
         }
     }
 
+    /// The longest request this connection can send: 64 bits of length
+    /// with extended headers, else 32, kept to whole 64 KiB blocks (the
+    /// largest minimum block size a server may ask for).
+    pub fn max_len(&self) -> u64 {
+        if self.export.extended {
+            !0xffff_u64
+        } else {
+            u64::from(u32::MAX) & !0xffff
+        }
+    }
+
     /// Send one request (with `payload` for a write) and wait for its reply.
+    /// A length beyond [`Connection::max_len`] is refused here.
     pub async fn request(
-        &self, cmd: Command, flags: u16, offset: u64, len: u32, payload: &[u8],
+        &self, cmd: Command, flags: u16, offset: u64, len: u64, payload: &[u8],
     ) -> Result<Answer, Error> {
+        if len > self.max_len() {
+            return Err(Error::new(Errno::Inval, "nbd: request too long for the connection"));
+        }
+        let extended = self.export.extended;
+        let mut flags = flags;
+        if extended && !payload.is_empty() {
+            flags |= CMD_FLAG_PAYLOAD_LEN;
+        }
         let cookie = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -352,7 +400,7 @@ impl Connection {
         let req = Request { flags: CmdFlags(flags), cmd, cookie, offset, len };
         let sent = {
             let mut w = self.writer.lock().await;
-            let mut r = w.write_all(&encode(&req)).await;
+            let mut r = w.write_all(&encode(&req, extended)).await;
             if r.is_ok() && !payload.is_empty() {
                 r = w.write_all(payload).await;
             }
@@ -369,23 +417,26 @@ impl Connection {
     pub async fn disconnect(&self) {
         let req = Request { flags: CmdFlags(0), cmd: Command::Disc, cookie: 0, offset: 0, len: 0 };
         let mut w = self.writer.lock().await;
-        let _ = w.write_all(&encode(&req)).await;
+        let _ = w.write_all(&encode(&req, self.export.extended)).await;
         let _ = w.shutdown().await;
     }
 }
 
 /// The reply reader: fill in each pending request, complete it when done.
 async fn read_replies<R: AsyncRead + Unpin>(
-    r: &mut R, pending: &Mutex<HashMap<u64, Pending>>, structured: bool,
+    r: &mut R, pending: &Mutex<HashMap<u64, Pending>>, export: &Export,
 ) -> std::io::Result<()> {
     let take = |cookie: u64| pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie);
     loop {
         let magic = r.read_u32().await?;
         let n =
             reply_header_rest(magic).ok_or_else(|| bad(format!("bad reply magic {magic:#x}")))?;
-        let mut rest = [0u8; CHUNK_HEADER_SIZE];
+        let mut rest = [0u8; MAX_REPLY_HEADER_SIZE];
         r.read_exact(&mut rest[..n]).await?;
         match decode_reply_header(magic, &rest[..n]).expect("a known magic") {
+            ReplyHeader::Simple { .. } if export.extended => {
+                return Err(bad("a simple reply, after extended headers were negotiated"))
+            }
             ReplyHeader::Simple { error: errno, cookie } => {
                 let mut p = take(cookie).ok_or_else(|| bad("a reply to no request"))?;
                 if errno == 0 {
@@ -401,13 +452,15 @@ async fn read_replies<R: AsyncRead + Unpin>(
                     )));
                 }
             }
-            ReplyHeader::Chunk { flags, typ, cookie, len } if structured => {
+            ReplyHeader::Chunk { flags, typ, cookie, len, extended }
+                if export.structured && extended == export.extended =>
+            {
                 if !pending.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&cookie) {
                     return Err(bad("a reply to no request"));
                 }
                 // Payloads are bounded by the request they answer (reads)
                 // or small; read them without holding the lock.
-                if len as usize > (64 << 20) + 64 {
+                if len > (64 << 20) + 64 {
                     return Err(bad("an oversized reply chunk"));
                 }
                 let mut body = vec![0u8; len as usize];
@@ -431,7 +484,7 @@ async fn read_replies<R: AsyncRead + Unpin>(
                 }
             }
             ReplyHeader::Chunk { .. } => {
-                return Err(bad("a structured reply chunk, which was not negotiated"))
+                return Err(bad("a reply chunk of a kind that was not negotiated"))
             }
         }
     }
@@ -470,7 +523,18 @@ fn chunk(p: &mut Pending, typ: u16, body: &[u8]) -> std::io::Result<()> {
             }
             for pair in body.get(4..).unwrap_or(&[]).chunks_exact(8) {
                 let n = |i: usize| u32::from_be_bytes(pair[i..i + 4].try_into().expect("4"));
-                p.extents.push((n(0), n(4)));
+                p.extents.push((u64::from(n(0)), n(4)));
+            }
+        }
+        REPLY_TYPE_BLOCK_STATUS_EXT => {
+            if p.extents.len() > 1 << 20 {
+                return Err(bad("too many block status extents"));
+            }
+            // Context id, descriptor count, then (length, status) pairs;
+            // base:allocation's status has 32 bits.
+            for pair in body.get(8..).unwrap_or(&[]).chunks_exact(16) {
+                let n = |i: usize| u64::from_be_bytes(pair[i..i + 8].try_into().expect("8"));
+                p.extents.push((n(0), n(8) as u32));
             }
         }
         REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {

@@ -39,6 +39,9 @@ pub const OPT_STRUCTURED_REPLY: u32 = 8;
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 /// `NBD_OPT_SET_META_CONTEXT`: select metadata contexts for block status.
 pub const OPT_SET_META_CONTEXT: u32 = 10;
+/// `NBD_OPT_EXTENDED_HEADERS`: 32-byte request and reply headers, 64-bit
+/// lengths (implies structured replies).
+pub const OPT_EXTENDED_HEADERS: u32 = 11;
 
 // Option replies.
 /// `NBD_REP_ACK`: the option succeeded (and its list of replies is over).
@@ -105,6 +108,9 @@ pub const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 pub const FLAG_SEND_CACHE: u16 = 1 << 10;
 /// Transmission flag: the FAST_ZERO command flag is supported.
 pub const FLAG_SEND_FAST_ZERO: u16 = 1 << 11;
+/// Transmission flag: BLOCK_STATUS takes a payload naming the contexts
+/// wanted (extended headers only; we do not offer it).
+pub const FLAG_BLOCK_STATUS_PAYLOAD: u16 = 1 << 12;
 
 // Requests and replies in transmission.
 /// Magic of every request header.
@@ -119,6 +125,16 @@ pub const REQUEST_SIZE: usize = 28;
 pub const SIMPLE_REPLY_SIZE: usize = 16;
 /// Size of a structured reply chunk header.
 pub const CHUNK_HEADER_SIZE: usize = 20;
+/// Magic of an extended request header.
+pub const EXTENDED_REQUEST_MAGIC: u32 = 0x21e4_1c71;
+/// Magic of an extended reply chunk.
+pub const EXTENDED_REPLY_MAGIC: u32 = 0x6e8a_278c;
+/// Size of an extended request header.
+pub const EXTENDED_REQUEST_SIZE: usize = 32;
+/// Size of an extended reply chunk header.
+pub const EXTENDED_REPLY_SIZE: usize = 32;
+/// The largest reply header of any kind.
+pub const MAX_REPLY_HEADER_SIZE: usize = EXTENDED_REPLY_SIZE;
 
 // Commands.
 /// `NBD_CMD_READ`.
@@ -149,6 +165,9 @@ pub const CMD_FLAG_DF: u16 = 1 << 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
 /// Command flag: fail a zero request that would not be fast.
 pub const CMD_FLAG_FAST_ZERO: u16 = 1 << 4;
+/// Command flag (extended headers only): the length field is the length of
+/// a payload that follows the header.
+pub const CMD_FLAG_PAYLOAD_LEN: u16 = 1 << 5;
 
 // Structured reply flags and chunk types.
 /// Chunk flag: the last chunk of a reply.
@@ -161,6 +180,9 @@ pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 /// Chunk type: extents of one metadata context.
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+/// Chunk type: extents of one metadata context, with 64-bit lengths
+/// (extended headers only).
+pub const REPLY_TYPE_BLOCK_STATUS_EXT: u16 = 6;
 /// Set in the type of every error chunk, known or not.
 pub const REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
 /// Chunk type: an error with a message.

@@ -174,7 +174,12 @@ where
     // and ABORT.
     let tls_wall = settings.tls == TlsMode::Require && !using_tls;
 
-    let mut st = State { structured: false, base_allocation: false, out: Vec::with_capacity(256) };
+    let mut st = State {
+        structured: false,
+        extended: false,
+        base_allocation: false,
+        out: Vec::with_capacity(256),
+    };
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; 16];
         r.read_exact(&mut h).await?;
@@ -209,6 +214,13 @@ where
         }
         match opt {
             OPT_EXPORT_NAME => {
+                if st.extended {
+                    // EXPORT_NAME has no error reply, and no way to say
+                    // that the export is large: the spec forbids it here.
+                    return Err(Failure::Protocol(
+                        "client sent NBD_OPT_EXPORT_NAME after negotiating extended headers".into(),
+                    ));
+                }
                 let name = string(&data).map_err(Failure::Protocol)?;
                 let info = exports.open(&name, true).await.map_err(Failure::Protocol)?;
                 let eflags = st.eflags(&info);
@@ -292,8 +304,26 @@ where
                     );
                 } else if settings.no_sr {
                     st.reply(opt, REP_ERR_UNSUP, b"structured replies are disabled (--no-sr)");
+                } else if st.extended {
+                    st.reply(opt, REP_ERR_EXT_HEADER_REQD, b"extended headers are already in use");
                 } else {
                     st.structured = true;
+                    st.reply(opt, REP_ACK, b"");
+                }
+            }
+            OPT_EXTENDED_HEADERS => {
+                if !data.is_empty() {
+                    st.reply(
+                        opt,
+                        REP_ERR_INVALID,
+                        b"NBD_OPT_EXTENDED_HEADERS: option has unexpected data",
+                    );
+                } else if settings.no_sr {
+                    // Extended headers are structured replies and more.
+                    st.reply(opt, REP_ERR_UNSUP, b"structured replies are disabled (--no-sr)");
+                } else {
+                    st.structured = true;
+                    st.extended = true;
                     st.reply(opt, REP_ACK, b"");
                 }
             }
@@ -500,6 +530,7 @@ where
 
 struct State {
     structured: bool,
+    extended: bool,
     base_allocation: bool,
     /// Replies are collected here and sent with one write per option.
     out: Vec<u8>,
@@ -569,6 +600,7 @@ impl State {
                 structured: self.structured,
                 base_allocation: (self.structured && self.base_allocation)
                     .then_some(BASE_ALLOCATION_ID),
+                extended: self.extended,
             },
             export_name,
         }
@@ -595,6 +627,7 @@ where
             eflags,
             structured: false,
             base_allocation: None,
+            extended: false,
         },
         export_name: name.to_string(),
     })
@@ -748,7 +781,8 @@ mod tests {
         assert_eq!(o.len(), 18);
         assert_eq!(&o[..8], &IHAVEOPT.to_be_bytes());
         // What the server writes for NBD_OPT_GO's items reads back.
-        let mut st = State { structured: false, base_allocation: false, out: Vec::new() };
+        let mut st =
+            State { structured: false, extended: false, base_allocation: false, out: Vec::new() };
         let info = ExportInfo {
             name: "n".into(),
             size: 1 << 30,
@@ -834,6 +868,43 @@ mod tests {
             p.extend_from_slice(&i.to_be_bytes());
         }
         p
+    }
+
+    #[tokio::test]
+    async fn extended_headers() {
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        opt(&mut c, OPT_EXTENDED_HEADERS, b"x").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_INVALID);
+        opt(&mut c, OPT_EXTENDED_HEADERS, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        // No going back to the compact style; meta contexts are allowed.
+        opt(&mut c, OPT_STRUCTURED_REPLY, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_EXT_HEADER_REQD);
+        let q = encode_meta_request("", &[CONTEXT_BASE_ALLOCATION]);
+        opt(&mut c, OPT_SET_META_CONTEXT, &q).await;
+        assert_eq!(reply(&mut c).await.1, REP_META_CONTEXT);
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        opt(&mut c, OPT_GO, &go_payload("", &[])).await;
+        assert_eq!(reply(&mut c).await.1, REP_INFO);
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        let out = h.await.unwrap().unwrap();
+        assert!(out.negotiated.extended && out.negotiated.structured);
+        assert!(out.negotiated.base_allocation.is_some());
+
+        // EXPORT_NAME has no error reply: after extended headers, a hang-up.
+        let (mut c, h) = server(SETTINGS);
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).await;
+        opt(&mut c, OPT_EXTENDED_HEADERS, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ACK);
+        opt(&mut c, OPT_EXPORT_NAME, b"").await;
+        assert!(matches!(h.await.unwrap(), Err(Failure::Protocol(_))));
+
+        // --no-sr refuses them too.
+        let (mut c, _h) = server(Settings { no_sr: true, ..SETTINGS });
+        hello(&mut c, FLAG_C_FIXED_NEWSTYLE).await;
+        opt(&mut c, OPT_EXTENDED_HEADERS, b"").await;
+        assert_eq!(reply(&mut c).await.1, REP_ERR_UNSUP);
     }
 
     #[tokio::test]

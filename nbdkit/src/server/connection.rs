@@ -216,9 +216,15 @@ async fn transmit<R, W>(
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
+    let neg = &outcome.negotiated;
+    let style = match (neg.extended, neg.structured) {
+        (true, _) => "extended headers",
+        (false, true) => "structured replies",
+        (false, false) => "simple replies",
+    };
     server.log.debug(&format!(
-        "transmission: export '{}' size {} flags {:#x}",
-        outcome.export_name, outcome.negotiated.size, outcome.negotiated.eflags
+        "transmission: export '{}' size {} flags {:#x}, {style}",
+        outcome.export_name, neg.size, neg.eflags
     ));
     let pool = Arc::new(Pool::new(server.inflight()));
     let (replies, queue) = mpsc::unbounded_channel();
@@ -368,7 +374,7 @@ async fn transmission<R>(
         if shutdown.started() && inc.invalid.is_none() {
             inc.invalid = Some(Error::new(Errno::Shutdown, "server is shutting down"));
         }
-        let small = inc.req.len as usize <= INLINE_MAX;
+        let small = inc.req.len <= INLINE_MAX as u64;
         let task = {
             let conn = conn.clone();
             let end = end.clone();
@@ -438,13 +444,15 @@ where
             }
         },
     };
-    let mut hdr = [0u8; REQUEST_SIZE];
-    match r.read_exact(&mut hdr).await {
+    let extended = conn.neg.extended;
+    let mut hdr = [0u8; EXTENDED_REQUEST_SIZE];
+    let hdr = &mut hdr[..request::header_size(extended)];
+    match r.read_exact(hdr).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let req = request::decode(&hdr).map_err(|m| {
+    let req = request::decode(hdr, extended).map_err(|m| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("invalid request: 'magic' field is incorrect ({:#x})", m.0),
@@ -453,6 +461,15 @@ where
     if req.cmd == Command::Disc {
         conn.server.log.debug("client sent NBD_CMD_DISC, closing connection");
         return Ok(None);
+    }
+    let payload = req.payload(extended);
+    if extended && payload > u64::from(MAX_REQUEST_SIZE) {
+        // The spec's answer to a payload beyond the maximum: a hard
+        // disconnect (skipping it could take forever).
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("invalid request: payload is too large ({payload} > {MAX_REQUEST_SIZE})"),
+        ));
     }
     let invalid = request::validate(&req, &conn.neg).err();
     let mut inc = Incoming { req, payload: Vec::new(), invalid, budget: None };
@@ -471,10 +488,10 @@ where
         let all = conn.server.budget.clone().acquire_many_owned(units).await;
         inc.budget = Some((mine.expect("never closed"), all.expect("never closed")));
     }
-    if req.cmd == Command::Write {
+    if payload > 0 {
         if inc.invalid.is_some() {
             // Skip the payload without storing it; the connection goes on.
-            handshake::skip(r, u64::from(req.len)).await?;
+            handshake::skip(r, payload).await?;
         } else {
             inc.payload = conn.pool.get(req.len as usize);
             r.read_exact(&mut inc.payload).await?;
@@ -486,13 +503,13 @@ where
 /// Run one request and queue its reply.
 async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
     let Incoming { req, payload, invalid, budget } = inc;
-    let structured = conn.neg.structured && req.cmd.structured_reply();
+    let to = reply_to(&conn.neg, &req);
     let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
     let reply: Vec<u8> = match invalid {
         Some(e) => {
             conn.server.log.debug(&format!("sending error reply: {e}"));
             let (n, m) = wire_err(&e);
-            reply::status(structured, req.cookie, Some((n, &m)))
+            reply::status(&to, Some((n, &m)))
         }
         None => {
             let _serial = match conn.server.thread_model {
@@ -504,7 +521,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
             execute(conn, &req, &payload).await.unwrap_or_else(|e| {
                 conn.server.log.error(&format!("{}: {}", req.cmd.name(), e));
                 let (n, m) = wire_err(&e);
-                reply::status(structured, req.cookie, Some((n, &m)))
+                reply::status(&to, Some((n, &m)))
             })
         }
     };
@@ -515,21 +532,56 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
     let _ = conn.replies.send(Outgoing { buf: reply, _slot: slot, _budget: budget });
 }
 
+/// Where and how the reply to `req` goes.
+fn reply_to(neg: &Negotiated, req: &Request) -> reply::To {
+    let style = reply::Style::of(neg.structured, neg.extended, req.cmd);
+    reply::To { style, cookie: req.cookie, offset: req.offset }
+}
+
+/// Holes shorter than this are sent as zeroes: a hole chunk costs a
+/// header, and so does the data chunk after it.
+const MIN_HOLE: u64 = 4096;
+
 async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let ex = &conn.export;
-    let structured = conn.neg.structured && req.cmd.structured_reply();
+    let to = reply_to(&conn.neg, req);
     let flags = flags::flags_of(req.flags);
-    let ok = || reply::status(structured, req.cookie, None);
+    let ok = || reply::status(&to, None);
     Ok(match req.cmd {
         Command::Read => {
-            let h = reply::read_header_len(structured);
+            let h = reply::read_header_len(to.style);
             let mut buf = conn.pool.get(h + req.len as usize);
-            if let Err(e) = ex.pread(&mut buf[h..], req.offset, flags).await {
+            // Holes can go as hole chunks when the reply is chunked and the
+            // client allowed fragmenting it.
+            let sparse = to.style != reply::Style::Simple && !req.flags.df();
+            let mut holes = Vec::new();
+            let read = if sparse {
+                ex.pread_sparse(&mut buf[h..], req.offset, flags, &mut holes).await
+            } else {
+                ex.pread(&mut buf[h..], req.offset, flags).await
+            };
+            if let Err(e) = read {
                 conn.pool.put(buf);
                 return Err(e);
             }
-            reply::fill_read_header(&mut buf, structured, req.cookie, req.offset);
-            buf
+            if !holes.is_empty() {
+                // Small holes are filled in and sent as data.
+                holes.retain(|&(start, len)| {
+                    let small = len < MIN_HOLE && len < req.len;
+                    if small {
+                        buf[h + start as usize..h + (start + len) as usize].fill(0);
+                    }
+                    !small
+                });
+            }
+            if holes.is_empty() {
+                reply::fill_read_header(&mut buf, &to);
+                buf
+            } else {
+                let out = reply::sparse_read(&to, &buf[h..], &holes);
+                conn.pool.put(buf);
+                out
+            }
         }
         Command::Write => {
             ex.pwrite(payload, req.offset, flags).await?;
@@ -540,37 +592,40 @@ async fn execute(conn: &Conn, req: &Request, payload: &[u8]) -> Result<Vec<u8>, 
             ok()
         }
         Command::Trim => {
-            ex.trim(u64::from(req.len), req.offset, flags).await?;
+            ex.trim(req.len, req.offset, flags).await?;
             ok()
         }
         Command::WriteZeroes => {
-            ex.zero(u64::from(req.len), req.offset, flags).await?;
+            ex.zero(req.len, req.offset, flags).await?;
             ok()
         }
         Command::Cache => {
-            ex.cache(u64::from(req.len), req.offset, flags).await?;
+            ex.cache(req.len, req.offset, flags).await?;
             ok()
         }
         Command::BlockStatus => {
             // As C sends them: with REQ_ONE the first extent, no longer than
             // the request; else every extent, the last one possibly reaching
-            // past the request, each at most 4 GiB - 1.
+            // past the request. Compact replies carry 32-bit lengths: a
+            // longer extent is cut to 4 GiB - 1, as C cuts it, and ends the
+            // list (what followed would be misplaced).
             let ext = ex.block_status(req.len, req.offset, flags.req_one).await?;
             let state = |e: &Extent| flags::extent_bits(e.flags);
-            let pairs: Vec<(u32, u32)> = if flags.req_one {
-                ext.list()
-                    .iter()
-                    .take(1)
-                    .map(|e| (e.length.min(u64::from(req.len)) as u32, state(e)))
-                    .collect()
-            } else {
-                ext.list()
-                    .iter()
-                    .map(|e| (e.length.min(u64::from(u32::MAX)) as u32, state(e)))
-                    .collect()
-            };
+            let max =
+                if to.style == reply::Style::Extended { u64::MAX } else { u64::from(u32::MAX) };
+            let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(ext.list().len());
+            for e in ext.list() {
+                let mut len = e.length;
+                if flags.req_one {
+                    len = len.min(req.len);
+                }
+                pairs.push((len.min(max), state(e)));
+                if flags.req_one || len > max {
+                    break;
+                }
+            }
             let id = conn.neg.base_allocation.unwrap_or(0);
-            reply::block_status(req.cookie, id, &pairs)
+            reply::block_status(&to, id, &pairs)
         }
         Command::Disc | Command::Unknown(_) => {
             return Err(Error::new(Errno::Inval, "unexpected command"))

@@ -375,7 +375,7 @@ mod tests {
                         offset: 0,
                         len: 512,
                     };
-                    c.write_all(&request::encode(&req)).await.unwrap();
+                    c.write_all(&request::encode(&req, false)).await.unwrap();
                 }
                 for _ in 0..8 {
                     let mut reply = [0u8; 16 + 512];
