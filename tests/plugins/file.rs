@@ -260,3 +260,57 @@ fn flags_and_extents_match_c_nbdkit() {
         assert_eq!(info(&bin()), info(&c), "{extra}");
     }
 }
+
+/// (chunk type, length) of each chunk of the structured reply to one read.
+fn read_chunks(srv: &Server, offset: u64, len: u32) -> Vec<(bool, usize)> {
+    let (mut r, _, _) = Raw::open(srv.connect(), true);
+    r.request(CMD_READ, 0, 1, offset, len, &[]);
+    let mut out = Vec::new();
+    loop {
+        // A hole's data is zeroes the client made up; a data chunk's came
+        // from the file. Tell them apart by the bytes on the wire.
+        let (done, c) = r.chunk(0);
+        out.push((c.data.iter().any(|&b| b != 0), c.data.len()));
+        if done {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn holes_in_a_sparse_file_are_read_as_hole_chunks() {
+    let (_d, img) = image(1 << 20);
+    let srv = Server::start(&["file", img.to_str().unwrap()]);
+    // The data sits in one block of a file that is otherwise a hole.
+    let chunks = read_chunks(&srv, 0, 1 << 20);
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    assert_eq!(chunks[0], (false, 98304), "{chunks:?}");
+    assert!(chunks[1].0 && chunks[1].1 >= 4096, "{chunks:?}");
+    assert_eq!(chunks.iter().map(|c| c.1).sum::<usize>(), 1 << 20);
+    let mut c = Raw::open(srv.connect(), true).0;
+    c.request(CMD_READ, 0, 1, 99_995, 20, &[]);
+    assert_eq!(c.reply(0).data, b"\0\0\0\0\x000123456789\0\0\0\0\0");
+}
+
+#[test]
+fn a_file_with_no_holes_is_read_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("full.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let srv = Server::start(&["file", img.to_str().unwrap()]);
+    // An allocated file of zeroes: one data chunk (its reads look for no
+    // holes).
+    let (mut r, _, _) = Raw::open(srv.connect(), true);
+    r.request(CMD_READ, 0, 1, 0, 1 << 20, &[]);
+    let mut hdr = [0u8; 8];
+    std::io::Read::read_exact(&mut r.s, &mut hdr).unwrap();
+    assert_eq!(u16::from_be_bytes([hdr[6], hdr[7]]), REPLY_TYPE_OFFSET_DATA);
+    drop(r);
+    // Once a trim punches a hole, reads find it.
+    let (mut r, _, _) = Raw::open(srv.connect(), true);
+    r.request(CMD_TRIM, 0, 2, 0, 512 << 10, &[]);
+    assert_eq!(r.reply(0).error, 0);
+    r.request(CMD_READ, 0, 3, 0, 1 << 20, &[]);
+    let (done, first) = r.chunk(0);
+    assert!(!done && first.data.len() >= 256 << 10, "the punched hole comes first");
+}

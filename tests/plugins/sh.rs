@@ -22,7 +22,7 @@ case "$1" in
   export_description) echo "disk for $2" ;;
   list_exports) echo INTERLEAVED; echo a; echo first; echo b; echo second ;;
   pread) dd if="$f" skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;
-  pwrite) [ $4 -ge 1048000 ] && { echo "ENOSPC no room at $4" >&2; exit 1; }
+  pwrite) [ $4 -ge 1048000 ] && { cat >/dev/null; echo "ENOSPC no room at $4" >&2; exit 1; }
           dd of="$f" seek=$4 conv=notrunc oflag=seek_bytes status=none ;;
   flush) ;;
   trim|zero) dd if=/dev/zero of="$f" seek=$4 count=$3 conv=notrunc oflag=seek_bytes iflag=count_bytes status=none ;;

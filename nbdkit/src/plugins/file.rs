@@ -33,6 +33,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -174,6 +175,10 @@ struct Disk {
     cache: CacheMode,
     /// SEEK_DATA/SEEK_HOLE work here (not for block devices).
     seekable_holes: bool,
+    /// The file may have holes: it had fewer blocks than bytes when
+    /// opened, or a trim or zero has punched some since. Only then do
+    /// reads look for holes (two `lseek`s each).
+    maybe_sparse: AtomicBool,
 }
 
 /// An export name in directory mode: one entry of the directory.
@@ -311,6 +316,7 @@ impl Plugin for FilePlugin {
                 writable,
                 cache: self.cache,
                 seekable_holes: meta.is_file(),
+                maybe_sparse: AtomicBool::new(has_holes(&meta)),
             }) as Arc<dyn Handle>)
         })
     }
@@ -346,8 +352,33 @@ pub(crate) fn whole_file(file: File, writable: bool) -> Result<Arc<dyn Handle>> 
 }
 
 fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Handle> {
-    let seekable_holes = file.metadata().is_ok_and(|m| m.is_file());
-    Arc::new(Disk { file, base, size, writable, cache: CacheMode::Default, seekable_holes })
+    let meta = file.metadata();
+    let seekable_holes = meta.as_ref().is_ok_and(|m| m.is_file());
+    let maybe_sparse = AtomicBool::new(meta.as_ref().is_ok_and(has_holes));
+    Arc::new(Disk {
+        file,
+        base,
+        size,
+        writable,
+        cache: CacheMode::Default,
+        seekable_holes,
+        maybe_sparse,
+    })
+}
+
+/// Whether a regular file has fewer blocks allocated than its size needs.
+fn has_holes(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.is_file() && meta.blocks().saturating_mul(512) < meta.len()
+}
+
+/// Run a call that may block, from a handle that says it never blocks
+/// (see [`Handle::never_blocks`]): yield once first, so that a request the
+/// server started on the connection's own task moves to a task of its own
+/// before the thread blocks.
+async fn yield_then_block<T>(f: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
+    tokio::task::yield_now().await;
+    blocking(f)
 }
 
 /// Run a blocking system call without stalling the runtime's other tasks.
@@ -434,6 +465,28 @@ pub(crate) fn seek_extents(
 }
 
 impl Disk {
+    /// Fill `buf` from position `pos` of the file: what the page cache
+    /// holds at once, the rest after yielding (see `never_blocks`).
+    async fn read_at(&self, buf: &mut [u8], pos: u64) -> Result<()> {
+        let cached = read_cached(&self.file, buf, pos);
+        if cached < buf.len() {
+            let rest = &mut buf[cached..];
+            yield_then_block(|| {
+                self.file.read_exact_at(rest, pos + cached as u64).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        std::io::Error::other(
+                            "file: read past the end of the file (was it truncated?)",
+                        )
+                    } else {
+                        e
+                    }
+                })
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
         // SAFETY: fallocate on our own descriptor with plain integers.
         let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
@@ -489,31 +542,66 @@ impl Handle for Disk {
         })
     }
 
+    /// Reads that the page cache holds are copied at once; a miss yields
+    /// before it blocks. Other calls yield first.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {
-        read_file(&self.file, buf, self.base + offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::new(Errno::Io, "file: read past the end of the file (was it truncated?)")
-            } else {
-                Error::from(e)
+        self.read_at(buf, self.base + offset).await
+    }
+
+    async fn pread_sparse(
+        &self, buf: &mut [u8], offset: u64, f: Flags, holes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        if !self.seekable_holes || !self.maybe_sparse.load(Ordering::Relaxed) {
+            return self.pread(buf, offset, f).await;
+        }
+        let from = self.base + offset;
+        let to = from + buf.len() as u64;
+        let mut pos = from;
+        while pos < to {
+            // SAFETY: lseek on our own descriptor (see `seek`).
+            let data = unsafe { libc::lseek(self.file.as_raw_fd(), pos as i64, libc::SEEK_DATA) };
+            let data = match data {
+                d if d >= 0 => (d as u64).min(to),
+                // ENXIO: no data from here to the end of the file.
+                _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => to,
+                // Anything else: read the rest as data, to be safe.
+                _ => pos,
+            };
+            if data > pos {
+                holes.push((pos - from, data - pos));
+                pos = data;
+                continue;
             }
-        })
+            let end = seek(&self.file, pos, libc::SEEK_HOLE).unwrap_or(to).min(to);
+            let end = if end > pos { end } else { to };
+            let at = (pos - from) as usize;
+            self.read_at(&mut buf[at..at + (end - pos) as usize], pos).await?;
+            pos = end;
+        }
+        Ok(())
     }
 
     async fn pwrite(&self, buf: &[u8], offset: u64, f: Flags) -> Result<()> {
         let offset = self.base + offset;
-        blocking(|| {
+        yield_then_block(|| {
             self.file.write_all_at(buf, offset)?;
             self.after_write(offset, buf.len() as u64, f.fua)
         })
+        .await
     }
 
     async fn flush(&self, _f: Flags) -> Result<()> {
-        blocking(|| self.datasync())
+        yield_then_block(|| self.datasync()).await
     }
 
     async fn trim(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
         let offset = self.base + offset;
-        blocking(|| {
+        self.maybe_sparse.store(true, Ordering::Relaxed);
+        yield_then_block(|| {
             let r = self.fallocate(
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 offset,
@@ -527,6 +615,7 @@ impl Handle for Disk {
             }?;
             self.after_write(offset, count, f.fua)
         })
+        .await
     }
 
     async fn zero(&self, count: u64, offset: u64, f: Flags) -> Result<()> {
@@ -539,7 +628,8 @@ impl Handle for Disk {
         let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let unsupported =
             |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS));
-        blocking(|| {
+        self.maybe_sparse.store(true, Ordering::Relaxed);
+        yield_then_block(|| {
             let mut tries: Vec<&dyn Fn() -> std::io::Result<()>> = Vec::new();
             let hole = || self.fallocate(punch, offset, len);
             let zero_range = || {
@@ -564,6 +654,7 @@ impl Handle for Disk {
             }
             Err(std::io::Error::from_raw_os_error(libc::ENOTSUP))
         })
+        .await
     }
 
     async fn extents(&self, count: u64, offset: u64, f: Flags, ext: &mut Extents) -> Result<()> {
@@ -571,10 +662,11 @@ impl Handle for Disk {
         let from = self.base + offset;
         let range = (from, from + count);
         let file_end = self.base + self.size;
-        blocking(|| {
+        yield_then_block(|| {
             seek_extents(&self.file, file_end, range, offset, f.req_one, ext);
             Ok(())
         })
+        .await
     }
 
     async fn cache(&self, count: u64, offset: u64, _f: Flags) -> Result<()> {
