@@ -57,6 +57,16 @@ impl Listening {
         v
     }
 
+    /// Remove the socket and directory we created now, rather than at
+    /// exit: once the `--run` command has ended nobody will connect again,
+    /// and a directory is removed faster while its socket is still bound.
+    pub fn remove_now(&mut self) {
+        if let Some(p) = self.cleanup.take() {
+            let _ = std::fs::remove_file(p);
+        }
+        drop(self._private_dir.take());
+    }
+
     /// Forget the cleanup duties: used by the parent after a fork, whose
     /// child now owns the sockets.
     pub fn disown(mut self) {

@@ -95,6 +95,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(cpus())
         .thread_name("nbdkit")
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
@@ -416,6 +417,9 @@ async fn serve(
             None => break Stop::Quit,
         }
     };
+    if matches!(stop, Stop::Command(_)) {
+        listening.remove_now();
+    }
     let _ = stop_tx.send(true);
     if !server_done {
         let _ = server_task.await;
@@ -425,6 +429,18 @@ async fn serve(
         Stop::Command(c) => c,
     };
     Ok((code, fatal))
+}
+
+/// The runtime's worker threads: one per CPU we may run on. Said
+/// explicitly, because tokio's own default reads cgroup files, which costs
+/// about 0.15 ms of every start-up.
+fn cpus() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).count()
+        })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Whether `sig` is ignored (SIG_IGN), as inherited from our parent.
