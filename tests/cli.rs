@@ -151,7 +151,7 @@ fn long_and_short_options() {
 /// nothing listening.
 #[rstest::rstest]
 #[case(&["nosuch"], "unknown plugin 'nosuch'")]
-#[case(&["./nbdkit-foo-plugin.so"], "loading C plugins")]
+#[case(&["./nbdkit-foo-plugin.so"], "cannot open plugin")]
 #[case(&["size=1G", "memory"], "unknown plugin 'size=1G'")]
 #[case(&[], "no plugins given")]
 #[case(&["memory"], "you must specify size=<SIZE>")]

@@ -100,6 +100,18 @@ impl DebugFlags {
         value
     }
 
+    /// Offer each flag given for `name` to `set` (flag, value), as a C
+    /// plugin's debug variables are set; those it takes count as asked
+    /// for.
+    pub fn apply(&self, name: &str, mut set: impl FnMut(&str, i32) -> bool) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (f, asked) in list.iter_mut() {
+            if f.name == name && set(&f.flag, f.value) {
+                *asked = true;
+            }
+        }
+    }
+
     /// Warn (on stderr, as C nbdkit) about flags for a layer that does not
     /// have them, and flags for no layer that was loaded. `loaded` names
     /// the plugin and filters.
@@ -180,6 +192,11 @@ impl Params {
     pub fn with_debug(mut self, debug: DebugFlags) -> Params {
         self.debug = debug;
         self
+    }
+
+    /// The `-D` flags of every layer.
+    pub fn debug_flags(&self) -> DebugFlags {
+        self.debug.clone()
     }
 
     /// `-D OWNER.FLAG=N` for the plugin these belong to: N, or 0.

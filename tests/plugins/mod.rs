@@ -1,6 +1,8 @@
 //! One file per plugin (memory, null and pattern are exercised throughout
 //! the protocol and interop tests).
 
+/// C plugins (.so): ours with every callback, Debian's, python.
+mod cabi;
 /// The data plugin, compared with C nbdkit.
 mod data;
 /// The example1 disk.

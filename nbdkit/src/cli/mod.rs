@@ -239,18 +239,24 @@ fn split_param(word: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// A built-in plugin; else a C plugin: a path (with a `/`, or ending in
+/// `.so`), or `NAME` as `nbdkit-NAME-plugin.so` in the plugin directory.
 fn find_plugin(name: &str) -> Result<&'static PluginInfo, StartError> {
+    if name.contains('/') || name.ends_with(".so") {
+        return plugins::cabi::load(name);
+    }
     if let Some(p) = plugins::lookup(name) {
         return Ok(p);
     }
-    let have: Vec<_> = plugins::PLUGINS.iter().map(|p| p.name).collect();
-    if name.contains('/') || name.ends_with(".so") {
-        return Err(StartError(format!(
-            "cannot load plugin '{name}': loading C plugins (.so files) is not supported by this nbdkit; built-in plugins are: {}",
-            have.join(", ")
-        )));
+    let so = format!("{}/nbdkit-{name}-plugin.so", plugins::cabi::plugin_dir());
+    if std::path::Path::new(&so).exists() {
+        return plugins::cabi::load(&so);
     }
-    Err(StartError(format!("unknown plugin '{name}'; built-in plugins are: {}", have.join(", "))))
+    let have: Vec<_> = plugins::PLUGINS.iter().map(|p| p.name).collect();
+    Err(StartError(format!(
+        "unknown plugin '{name}' (not built in, and no {so}); built-in plugins are: {}",
+        have.join(", ")
+    )))
 }
 
 /// `--tls=` as C parses it: require (or required, force), or a boolean.
@@ -400,11 +406,15 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     if let Some(name) = words.next() {
         let p = find_plugin(&name)?;
         cfg.plugin = Some(p);
-        for w in words {
+        let c_plugin = plugins::cabi::is_c_plugin(p);
+        for (i, w) in words.enumerate() {
             match split_param(&w) {
                 Some((k, v)) => cfg.params.push((k.to_string(), v.to_string())),
                 None => match p.magic_config_key {
                     Some(k) => cfg.params.push((k.to_string(), w)),
+                    // As C does for language plugins (python, perl...): a
+                    // bare first parameter is the script.
+                    None if c_plugin && i == 0 => cfg.params.push(("script".into(), w)),
                     None => {
                         return Err(StartError(format!(
                             "{}: expecting key=value on the command line but got: {w}",
@@ -418,6 +428,11 @@ pub fn parse(args: &[String]) -> Result<Config, StartError> {
     for f in &filters {
         match crate::filters::lookup(f) {
             Some(info) => cfg.filters.push(info),
+            None if f.contains('/') || f.ends_with(".so") => {
+                return Err(StartError(format!(
+                    "cannot load filter '{f}': C filters (.so files) are not supported (nbdkit's filter ABI requires the server's exact version); built-in filters are listed by nbdkit --help"
+                )))
+            }
             None => {
                 return Err(StartError(format!(
                     "unknown filter '{f}' (nbdkit --help lists the filters)"
@@ -565,7 +580,8 @@ mod tests {
             (&["-p"][..], "requires an argument"),
             (&["--no"][..], "ambiguous"),
             (&["nosuch"][..], "unknown plugin 'nosuch'"),
-            (&["./plugin.so"][..], "loading C plugins"),
+            (&["./plugin.so"][..], "cannot open plugin \"./plugin.so\""),
+            (&["--filter=./f.so", "null"][..], "C filters (.so files) are not supported"),
             (&["size=1", "memory"][..], "unknown plugin 'size=1'"),
             (&[][..], "no plugins given"),
             (&["-s", "-U", "-", "null"][..], "combination"),

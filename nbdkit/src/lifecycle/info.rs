@@ -18,9 +18,10 @@ fn dump_config() -> String {
         (it.next().unwrap_or("1"), it.next().unwrap_or("0"))
     };
     format!(
-        "binary={}\nbindir={bindir}\nexit_with_parent=yes\nhost_cpu={}\nhost_os=linux-gnu\nname=nbdkit\nroot_tls_certificates_dir={}\ntls=yes\nversion={COMPAT_VERSION}\nversion_extra={VERSION_EXTRA}\nversion_major={major}\nversion_minor={minor}\nzstd=no\n",
+        "binary={}\nbindir={bindir}\nexit_with_parent=yes\nhost_cpu={}\nhost_os=linux-gnu\nname=nbdkit\nplugindir={}\nroot_tls_certificates_dir={}\ntls=yes\nversion={COMPAT_VERSION}\nversion_extra={VERSION_EXTRA}\nversion_major={major}\nversion_minor={minor}\nzstd=no\n",
         exe.display(),
         std::env::consts::ARCH,
+        crate::plugins::cabi::plugin_dir(),
         crate::server::tls::ROOT_CERTIFICATES_DIR,
     )
 }
@@ -86,6 +87,9 @@ pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
             filtered = Some(filtered.map_or(tm, |t| t.min(tm)));
         }
         let rest = params.take_rest();
+        if crate::plugins::cabi::is_c_plugin(p) {
+            return crate::plugins::cabi::dump_plugin(filtered, &rest);
+        }
         return Ok(match crate::plugins::dump_more(p, &rest)? {
             Some((tm, more)) => dump_plugin(p, Some(filtered.map_or(tm, |f| f.min(tm)))) + &more,
             None => dump_plugin(p, filtered),
@@ -101,6 +105,10 @@ pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
                 ));
             }
             match cfg.plugin {
+                Some(p) if crate::plugins::cabi::is_c_plugin(p) => {
+                    s.push('\n');
+                    s.push_str(&crate::plugins::cabi::help().unwrap_or_default());
+                }
                 Some(p) => s.push_str(&format!(
                     "\nplugin: {} ({})\n{}\n",
                     p.name, p.description, p.config_help
@@ -125,7 +133,14 @@ pub fn text(cfg: &Config) -> Result<String, crate::error::StartError> {
                 for f in &cfg.filters {
                     s.push_str(&format!("{} {COMPAT_VERSION}\n", f.name));
                 }
-                s.push_str(&format!("{} {COMPAT_VERSION}\n", p.name));
+                if crate::plugins::cabi::is_c_plugin(p) {
+                    match crate::plugins::cabi::version() {
+                        Some(v) => s.push_str(&format!("{} {v}\n", p.name)),
+                        None => s.push_str(&format!("{}\n", p.name)),
+                    }
+                } else {
+                    s.push_str(&format!("{} {COMPAT_VERSION}\n", p.name));
+                }
             }
             s
         }

@@ -8,6 +8,7 @@ use crate::backend::{Handle, OpenArgs, Plugin, Result, ThreadModel};
 use crate::error::StartError;
 use crate::params::Params;
 
+pub mod cabi;
 pub mod data;
 pub mod eval;
 pub mod example1;
