@@ -171,6 +171,14 @@ pub fn scratch() -> tempfile::TempDir {
 /// `NBDKIT -U - ARGS --run SCRIPT` with /usr/bin first on PATH: the exit
 /// status and stdout, to compare what two servers serve.
 pub fn run_captive(nbdkit: &Path, args: &[&str], script: &str) -> String {
+    let (code, stdout, _) = run_captive_all(nbdkit, args, script);
+    format!("status {code:?}\n{stdout}")
+}
+
+/// As [`run_captive`]: the exit status, stdout and stderr.
+pub fn run_captive_all(
+    nbdkit: &Path, args: &[&str], script: &str,
+) -> (Option<i32>, String, String) {
     let tmp = scratch();
     let out = Command::new(nbdkit)
         .arg("-U")
@@ -181,7 +189,11 @@ pub fn run_captive(nbdkit: &Path, args: &[&str], script: &str) -> String {
         .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
-    format!("status {:?}\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Make a FIFO (a pidfile that is also a readiness signal).

@@ -54,20 +54,7 @@ fn debian(name: &str) -> Option<String> {
 
 /// `SERVER -U SOCK ARGS --run SCRIPT`: (exit status, stdout, stderr).
 fn run(server: &Path, args: &[&str], script: &str) -> (Option<i32>, String, String) {
-    let tmp = scratch();
-    let out = Command::new(server)
-        .arg("-U")
-        .arg(tmp.path().join("nbd.sock"))
-        .args(args)
-        .args(["--run", script])
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_captive_all(server, args, script)
 }
 
 /// What a client sees of the test plugin, and what the plugin saw.

@@ -295,35 +295,24 @@ where
                     }
                 }
             }
-            OPT_STRUCTURED_REPLY => {
+            // Extended headers are structured replies and more: --no-sr
+            // refuses both, and once extended, there is no going back.
+            OPT_STRUCTURED_REPLY | OPT_EXTENDED_HEADERS => {
+                let extended = opt == OPT_EXTENDED_HEADERS;
                 if !data.is_empty() {
-                    st.reply(
-                        opt,
-                        REP_ERR_INVALID,
-                        b"NBD_OPT_STRUCTURED_REPLY: option has unexpected data",
-                    );
+                    let m = if extended {
+                        "NBD_OPT_EXTENDED_HEADERS: option has unexpected data"
+                    } else {
+                        "NBD_OPT_STRUCTURED_REPLY: option has unexpected data"
+                    };
+                    st.reply(opt, REP_ERR_INVALID, m.as_bytes());
                 } else if settings.no_sr {
                     st.reply(opt, REP_ERR_UNSUP, b"structured replies are disabled (--no-sr)");
-                } else if st.extended {
+                } else if st.extended && !extended {
                     st.reply(opt, REP_ERR_EXT_HEADER_REQD, b"extended headers are already in use");
                 } else {
                     st.structured = true;
-                    st.reply(opt, REP_ACK, b"");
-                }
-            }
-            OPT_EXTENDED_HEADERS => {
-                if !data.is_empty() {
-                    st.reply(
-                        opt,
-                        REP_ERR_INVALID,
-                        b"NBD_OPT_EXTENDED_HEADERS: option has unexpected data",
-                    );
-                } else if settings.no_sr {
-                    // Extended headers are structured replies and more.
-                    st.reply(opt, REP_ERR_UNSUP, b"structured replies are disabled (--no-sr)");
-                } else {
-                    st.structured = true;
-                    st.extended = true;
+                    st.extended |= extended;
                     st.reply(opt, REP_ACK, b"");
                 }
             }

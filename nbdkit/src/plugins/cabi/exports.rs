@@ -37,6 +37,20 @@ unsafe fn arg<'a>(s: *const c_char) -> Option<&'a str> {
     }
 }
 
+/// A path argument: None (after reporting `empty`) if NULL or empty.
+///
+/// # Safety
+/// As [`arg`].
+unsafe fn path_arg<'a>(s: *const c_char, empty: &str) -> Option<&'a str> {
+    match unsafe { arg(s) } {
+        Some(p) if !p.is_empty() => Some(p),
+        _ => {
+            error(empty);
+            None
+        }
+    }
+}
+
 /// A `malloc`ed copy of `s`, for the plugin to `free`.
 fn malloc_string(s: &[u8]) -> *mut c_char {
     // SAFETY: we allocate len+1 bytes and write exactly that many.
@@ -94,12 +108,10 @@ pub extern "C" fn nbdkit_stdio_safe() -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn nbdkit_absolute_path(path: *const c_char) -> *mut c_char {
     use std::os::unix::ffi::OsStrExt;
-    let p = match unsafe { arg(path) } {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            error("cannot convert null or empty path to an absolute path");
-            return std::ptr::null_mut();
-        }
+    let Some(p) =
+        (unsafe { path_arg(path, "cannot convert null or empty path to an absolute path") })
+    else {
+        return std::ptr::null_mut();
     };
     let abs = match std::path::absolute(p) {
         Ok(a) => a,
@@ -118,12 +130,8 @@ pub unsafe extern "C" fn nbdkit_absolute_path(path: *const c_char) -> *mut c_cha
 #[no_mangle]
 pub unsafe extern "C" fn nbdkit_realpath(path: *const c_char) -> *mut c_char {
     use std::os::unix::ffi::OsStrExt;
-    let p = match unsafe { arg(path) } {
-        Some(p) if !p.is_empty() => p,
-        _ => {
-            error("cannot resolve a null or empty path");
-            return std::ptr::null_mut();
-        }
+    let Some(p) = (unsafe { path_arg(path, "cannot resolve a null or empty path") }) else {
+        return std::ptr::null_mut();
     };
     match std::fs::canonicalize(p) {
         Ok(r) => malloc_string(r.as_os_str().as_bytes()),

@@ -785,14 +785,22 @@ impl CHandle {
     }
 }
 
-impl Drop for CHandle {
-    fn drop(&mut self) {
+impl CHandle {
+    /// `.close`, the first time only: at the end of the connection, or
+    /// when the handle is dropped without one (a failed handshake).
+    fn close_once(&self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
             if let Some(f) = self.l.raw.close {
                 // SAFETY: closing the handle the plugin gave us, once.
                 self.run(|h| unsafe { f(h) }).log_messages();
             }
         }
+    }
+}
+
+impl Drop for CHandle {
+    fn drop(&mut self) {
+        self.close_once();
     }
 }
 
@@ -917,12 +925,7 @@ impl Handle for CHandle {
     }
 
     async fn close(&self) {
-        if !self.closed.swap(true, Ordering::SeqCst) {
-            if let Some(f) = self.l.raw.close {
-                // SAFETY: closing the handle the plugin gave us, once.
-                self.run(|h| unsafe { f(h) }).log_messages();
-            }
-        }
+        self.close_once();
     }
 
     async fn pread(&self, buf: &mut [u8], offset: u64, _f: Flags) -> Result<()> {

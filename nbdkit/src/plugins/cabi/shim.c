@@ -36,45 +36,43 @@ format (int err, const char *fs, va_list args)
   return s;
 }
 
-void
-nbdkit_verror (const char *fs, va_list args)
+/* Format and hand to a hook, leaving errno as it was. */
+static void
+emit (void (*hook) (const char *), const char *fs, va_list args)
 {
   int err = errno;
   char *s = format (err, fs, args);
-  if (hook_error)
-    hook_error (s ? s : fs);
+  if (hook)
+    hook (s ? s : fs);
   free (s);
   errno = err;
 }
 
 void
-nbdkit_error (const char *fs, ...)
+nbdkit_verror (const char *fs, va_list args)
 {
-  va_list args;
-  va_start (args, fs);
-  nbdkit_verror (fs, args);
-  va_end (args);
+  emit (hook_error, fs, args);
 }
+
+/* The variadic form of each va_list function. */
+#define VARIADIC(fn, vfn)                       \
+  void                                          \
+  fn (const char *fs, ...)                      \
+  {                                             \
+    va_list args;                               \
+    va_start (args, fs);                        \
+    vfn (fs, args);                             \
+    va_end (args);                              \
+  }
 
 void
 nbdkit_vdebug (const char *fs, va_list args)
 {
-  int err = errno;
-  char *s = format (err, fs, args);
-  if (hook_debug)
-    hook_debug (s ? s : fs);
-  free (s);
-  errno = err;
+  emit (hook_debug, fs, args);
 }
 
-void
-nbdkit_debug (const char *fs, ...)
-{
-  va_list args;
-  va_start (args, fs);
-  nbdkit_vdebug (fs, args);
-  va_end (args);
-}
+VARIADIC (nbdkit_error, nbdkit_verror)
+VARIADIC (nbdkit_debug, nbdkit_vdebug)
 
 const char *
 nbdkit_vprintf_intern (const char *fs, va_list args)
