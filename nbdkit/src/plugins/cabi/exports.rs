@@ -11,7 +11,8 @@
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::Ordering;
 
-use super::{context, error_message, intern, loaded, ExtentsCall};
+use super::{context, error_message, intern, loaded, ExportsCall, ExtentsCall};
+use super::{EXPORTS_TAG, EXTENTS_TAG};
 use crate::backend::{ExportEntry, ExtentFlags, Peer};
 
 extern "C" {
@@ -484,7 +485,11 @@ pub unsafe extern "C" fn nbdkit_add_extent(
         return -1;
     }
     // SAFETY: the server passes a live `ExtentsCall` for the call's
-    // duration.
+    // duration; its tag is checked before anything else is read.
+    if unsafe { *ext.cast::<u64>() } != EXTENTS_TAG {
+        error("nbdkit_add_extent: that is not the extents list of this call");
+        return -1;
+    }
     let call = unsafe { &mut *ext.cast::<ExtentsCall<'_>>() };
     if call.next.is_some_and(|n| n != offset) {
         error("nbdkit_add_extent: extents must be added in ascending order and must be contiguous");
@@ -501,6 +506,22 @@ pub unsafe extern "C" fn nbdkit_add_extent(
     0
 }
 
+/// The export list a plugin passed back, if it is one.
+///
+/// # Safety
+/// `exports` is the pointer the server passed to `.list_exports` (its
+/// tag is checked first).
+unsafe fn exports_list<'a>(
+    exports: *mut c_void, what: &str,
+) -> Option<&'a mut Vec<Option<ExportEntry>>> {
+    // SAFETY: a live `ExportsCall` for the call's duration, tag first.
+    if unsafe { *exports.cast::<u64>() } != EXPORTS_TAG {
+        error(&format!("{what}: that is not the export list of this call"));
+        return None;
+    }
+    Some(&mut unsafe { &mut *exports.cast::<ExportsCall>() }.list)
+}
+
 /// One export, from the plugin's `.list_exports`.
 ///
 /// # Safety
@@ -514,8 +535,9 @@ pub unsafe extern "C" fn nbdkit_add_export(
         error("nbdkit_add_export: no export list or no name");
         return -1;
     }
-    // SAFETY: the server passes a live list for the call's duration.
-    let list = unsafe { &mut *exports.cast::<Vec<Option<ExportEntry>>>() };
+    let Some(list) = (unsafe { exports_list(exports, "nbdkit_add_export") }) else {
+        return -1;
+    };
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
     if name.len() > 4096 {
         error("nbdkit_add_export: export name too long");
@@ -536,8 +558,9 @@ pub unsafe extern "C" fn nbdkit_use_default_export(exports: *mut c_void) -> c_in
         error("nbdkit_use_default_export: no export list");
         return -1;
     }
-    // SAFETY: as for nbdkit_add_export.
-    let list = unsafe { &mut *exports.cast::<Vec<Option<ExportEntry>>>() };
+    let Some(list) = (unsafe { exports_list(exports, "nbdkit_use_default_export") }) else {
+        return -1;
+    };
     list.push(None);
     0
 }

@@ -683,21 +683,21 @@ impl Plugin for CPlugin {
     }
 
     async fn list_exports(&self, readonly: bool, is_tls: bool) -> Result<Vec<ExportEntry>> {
-        let mut list: Vec<Option<ExportEntry>> = Vec::new();
+        let mut call_list = ExportsCall { tag: EXPORTS_TAG, list: Vec::new() };
         match self.l.raw.list_exports {
             Some(f) => {
                 let conn = self.bare(is_tls, Peer::Unknown);
                 let (ro, tls) = (c_int::from(readonly), c_int::from(is_tls));
-                let p = (&mut list as *mut Vec<Option<ExportEntry>>).cast::<c_void>();
+                let p = (&mut call_list as *mut ExportsCall).cast::<c_void>();
                 // SAFETY: the list outlives the call; nbdkit_add_export
                 // casts the pointer back.
                 blocking(|| call(Some(&conn), || unsafe { f(ro, tls, p) }))
                     .result("list_exports")?;
             }
-            None => list.push(None),
+            None => call_list.list.push(None),
         }
-        let mut out = Vec::with_capacity(list.len());
-        for e in list {
+        let mut out = Vec::with_capacity(call_list.list.len());
+        for e in call_list.list {
             out.push(match e {
                 Some(e) => e,
                 None => ExportEntry {
@@ -1020,7 +1020,7 @@ impl Handle for CHandle {
         };
         let flags = if fl.req_one { ffi::FLAG_REQ_ONE } else { 0 };
         let n = count.min(PIECE) as u32;
-        let mut call_ext = ExtentsCall { ext, next: None };
+        let mut call_ext = ExtentsCall { tag: EXTENTS_TAG, ext, next: None };
         let p = (&mut call_ext as *mut ExtentsCall<'_>).cast::<c_void>();
         // SAFETY: `call_ext` outlives the call; nbdkit_add_extent casts
         // the pointer back.
@@ -1036,7 +1036,26 @@ impl Handle for CHandle {
 
 /// What `.extents` fills through `nbdkit_add_extent`: our collector, and
 /// where the next extent must start (C requires them contiguous).
+#[repr(C)]
 pub(crate) struct ExtentsCall<'a> {
+    /// [`EXTENTS_TAG`]: the list a plugin passes back is checked to be
+    /// one of these before it is used.
+    tag: u64,
     ext: &'a mut Extents,
     next: Option<u64>,
 }
+
+/// What `.list_exports` fills through `nbdkit_add_export`: the exports,
+/// None standing for the default export.
+#[repr(C)]
+pub(crate) struct ExportsCall {
+    /// [`EXPORTS_TAG`], as above.
+    tag: u64,
+    list: Vec<Option<ExportEntry>>,
+}
+
+/// The first words of the two lists a plugin is handed, so that a plugin
+/// passing one where the other belongs gets an error, not a corrupted
+/// list.
+pub(crate) const EXTENTS_TAG: u64 = u64::from_be_bytes(*b"nbdkexts");
+pub(crate) const EXPORTS_TAG: u64 = u64::from_be_bytes(*b"nbdkexps");
