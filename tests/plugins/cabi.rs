@@ -421,3 +421,36 @@ fn version_1_plugins_serve_what_c_serves(#[case] name: &str, #[case] arg: &str) 
     let script = r#"nbdinfo --size "$uri" && nbdcopy --no-extents "$uri" - | sha256sum && nbdinfo "$uri" | grep -E 'can_|is_'"#;
     assert_same_as_c(&[&so, &arg], script, &["nbdinfo", "nbdcopy"]);
 }
+
+/// Once the plugin is ready, its stdin and stdout are /dev/null: a
+/// plugin that prints cannot corrupt `-s`'s NBD stream, and `--run`'s
+/// command reads the stdin the plugin did not read.
+#[test]
+fn stdin_and_stdout_leave_the_plugin_once_it_is_ready() {
+    let Some(so) = test_plugin() else { return };
+    let dir = scratch();
+    let log = dir.path().join("log");
+    let (code, out, err) = run_captive_all(
+        &bin(),
+        &[so.to_str().unwrap(), &format!("log={}", log.display())],
+        &format!(
+            "nbdsh -c \"h.connect_command(['{}', '-s', '{}', 'log={}']); print(h.get_size())\"",
+            bin().display(),
+            so.display(),
+            log.display()
+        ),
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "1048576\n"), "{err}");
+    let input = dir.path().join("input");
+    std::fs::write(&input, "first\nsecond\n").unwrap();
+    let out = Command::new(bin())
+        .args(["-U", "-"])
+        .arg(&so)
+        .arg(format!("log={}", log.display()))
+        .args(["readline=1", "--run", "cat"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second\n");
+    assert!(slurp(&log).contains("stdin: first\n"), "{}", slurp(&log));
+}

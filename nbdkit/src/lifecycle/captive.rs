@@ -75,6 +75,8 @@ struct Exec {
     argv: [*const libc::c_char; 4],
     envp: *const *const libc::c_char,
     parent: libc::pid_t,
+    /// The original stdin and stdout (ours are /dev/null by now), or -1.
+    stdio: (libc::c_int, libc::c_int),
     /// The errno of a failed `execve`, written by the new process.
     error: libc::c_int,
 }
@@ -100,6 +102,7 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Child> {
         // SAFETY: reading the process's environment pointer.
         envp: unsafe { environ },
         parent: std::process::id() as libc::pid_t,
+        stdio: super::stdio::saved().unwrap_or((-1, -1)),
         error: 0,
     };
     const STACK: usize = 64 * 1024;
@@ -155,7 +158,8 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Child> {
 }
 
 /// The new process, until `execve`: default signal handling, an empty
-/// signal mask, SIGTERM when we die, then the shell. It shares our memory
+/// signal mask, our original stdin and stdout, SIGTERM when we die, then
+/// the shell. It shares our memory
 /// (and our thread's TLS), so it makes raw system calls only.
 extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Exec` that `spawn` keeps alive (CLONE_VFORK).
@@ -175,6 +179,11 @@ extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none, 0, 8);
+        let (stdin, stdout) = exec.stdio;
+        if stdin >= 0 && stdout >= 0 {
+            libc::syscall(libc::SYS_dup2, stdin, 0);
+            libc::syscall(libc::SYS_dup2, stdout, 1);
+        }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
         // We may have died before the line above: then nobody would send
         // the signal.

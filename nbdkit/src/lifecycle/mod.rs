@@ -13,8 +13,9 @@ mod daemon;
 mod info;
 mod listen;
 mod parent;
+mod stdio;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -57,6 +58,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
     let (plugin, thread_model) = build_chain(&cfg, info, &stop, &log)?;
     log.send_to(cfg.log);
     plugin.get_ready(thread_model)?;
+    stdio::switch(cfg.listen == crate::cli::Listen::Stdin || cfg.run.is_some() || cfg.print_uri)?;
     if cfg.swap {
         // SAFETY: mlockall has no memory-safety preconditions.
         if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
@@ -77,7 +79,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
             daemon::Side::Parent(code) => {
                 if code == 0 && cfg.print_uri {
                     if let Some(u) = &listening.uri {
-                        println!("{u}");
+                        stdio::println_original(u);
                     }
                 }
                 listening.disown();
@@ -87,7 +89,10 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
                 std::mem::forget(plugin);
                 return Ok(code);
             }
-            daemon::Side::Child(r) => r,
+            daemon::Side::Child(r) => {
+                stdio::close_saved();
+                r
+            }
         }
     };
 
@@ -311,7 +316,10 @@ async fn serve(
 
     let mut server_task = if cfg.listen == Listen::Stdin {
         let (r, w) = stdin_stdout()?;
-        let client = crate::backend::Client { peer: server::stdio::peer(), tls: false };
+        let stdin = stdio::saved().map_or(0, |(r, _)| r);
+        // SAFETY: the saved stdin stays open for the process.
+        let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(stdin) };
+        let client = crate::backend::Client { peer: server::stdio::peer(stdin), tls: false };
         tokio::spawn(server::serve_one(Box::new(r), Box::new(w), client, srv, shutdown))
     } else {
         // The listeners move into the server, which closes them as soon as
@@ -334,10 +342,7 @@ async fn serve(
     ready.signal();
     if cfg.print_uri && cfg.stays_in_foreground() {
         if let Some(u) = &listening.uri {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{u}");
-            let _ = out.flush();
+            stdio::println_original(u);
         }
     }
     let mut child = match &cfg.run {
@@ -477,12 +482,17 @@ fn to_tokio(b: listen::Bound) -> Result<Listener, StartError> {
     })
 }
 
+/// `-s`: the original stdin and stdout (see [`stdio`]).
 fn stdin_stdout() -> Result<(StdioStream, StdioStream), StartError> {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<OwnedFd, StartError> {
         fd.try_clone_to_owned().map_err(|e| StartError(format!("-s: {e}")))
     };
-    let r = dup(std::io::stdin().as_fd())?;
-    let w = dup(std::io::stdout().as_fd())?;
+    let (r, w) = stdio::saved().unwrap_or((0, 1));
+    // SAFETY: borrowing descriptors that stay open for the process.
+    let (r, w) =
+        unsafe { (std::os::fd::BorrowedFd::borrow_raw(r), std::os::fd::BorrowedFd::borrow_raw(w)) };
+    let r = dup(r)?;
+    let w = dup(w)?;
     let wrap = |fd| StdioStream::new(fd).map_err(|e| StartError(format!("-s: {e}")));
     Ok((wrap(r)?, wrap(w)?))
 }

@@ -11,11 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::backend::Peer;
 
-/// Who is on stdin: a socket's peer (as when started by inetd), or
-/// [`Peer::Unknown`] for a pipe.
-pub fn peer() -> Peer {
+/// Who is on `stdin` (the server's original stdin, `-s`): a socket's
+/// peer (as when started by inetd), or [`Peer::Unknown`] for a pipe.
+pub fn peer(stdin: std::os::fd::BorrowedFd<'_>) -> Peer {
     use nix::sys::socket::{getpeername, AddressFamily, SockaddrLike, SockaddrStorage};
-    let Ok(a) = getpeername::<SockaddrStorage>(0) else {
+    use std::os::fd::AsRawFd;
+    let Ok(a) = getpeername::<SockaddrStorage>(stdin.as_raw_fd()) else {
         return Peer::Unknown;
     };
     if let Some(v4) = a.as_sockaddr_in() {
@@ -26,12 +27,9 @@ pub fn peer() -> Peer {
     }
     match a.family() {
         Some(AddressFamily::Unix) => Peer::Unix(
-            nix::sys::socket::getsockopt(
-                &std::os::fd::AsFd::as_fd(&std::io::stdin()),
-                nix::sys::socket::sockopt::PeerCredentials,
-            )
-            .ok()
-            .map(|c| crate::backend::Cred { pid: c.pid(), uid: c.uid(), gid: c.gid() }),
+            nix::sys::socket::getsockopt(&stdin, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()
+                .map(|c| crate::backend::Cred { pid: c.pid(), uid: c.uid(), gid: c.gid() }),
         ),
         _ => Peer::Unknown,
     }
