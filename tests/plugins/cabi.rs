@@ -454,3 +454,26 @@ fn stdin_and_stdout_leave_the_plugin_once_it_is_ready() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "second\n");
     assert!(slurp(&log).contains("stdin: first\n"), "{}", slurp(&log));
 }
+
+/// `nbdkit_disconnect` (newer than 1.32, which cannot load this plugin):
+/// the client's connection is closed; the next client is served.
+#[test]
+fn nbdkit_disconnect_closes_the_clients_connection() {
+    let Some(so) = build_test_plugin("nbdkit-newer-api-plugin.so", &["-DNEWER"]) else {
+        return;
+    };
+    let py = r#"
+h.pwrite(b"x" * 512, 0)
+try:
+    h.pwrite(b"y" * 512, 4096)
+    h.pread(512, 0)
+    print("still connected")
+except nbd.Error as e:
+    print("disconnected")
+"#;
+    let script = format!("nbdsh -u \"$uri\" -c '{py}' && nbdinfo --size \"$uri\"");
+    let dir = scratch();
+    let log = format!("log={}", dir.path().join("log").display());
+    let (code, out, err) = run(&bin(), &[so.to_str().unwrap(), &log, "disconnect=4096"], &script);
+    assert_eq!((code, out.as_str()), (Some(0), "disconnected\n1048576\n"), "{err}");
+}

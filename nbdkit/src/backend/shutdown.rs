@@ -81,21 +81,72 @@ impl ConnectionEnd {
     }
 }
 
-tokio::task_local! {
-    static CONNECTION_END: ConnectionEnd;
+/// A request, from inside one of a connection's requests, that the
+/// server close that connection (C's `nbdkit_disconnect`): gracefully
+/// (no more requests are read; those in flight are answered) or at once.
+#[derive(Clone, Default)]
+pub struct Disconnect(Arc<(std::sync::atomic::AtomicU8, Notify)>);
+
+impl Disconnect {
+    const GRACEFUL: u8 = 1;
+    const FORCE: u8 = 2;
+
+    /// Ask for the connection to close (a forced close wins).
+    pub fn request(&self, force: bool) {
+        let how = if force { Self::FORCE } else { Self::GRACEFUL };
+        self.0 .0.fetch_max(how, Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+
+    /// Wait for a request: true if the close is forced.
+    pub async fn wait(&self) -> bool {
+        loop {
+            let notified = self.0 .1.notified();
+            match self.0 .0.load(Ordering::SeqCst) {
+                0 => notified.await,
+                how => return how == Self::FORCE,
+            }
+        }
+    }
 }
 
-/// Run `f` (a request of the connection that `end` belongs to) so that
-/// [`sleep`] in it knows its connection.
-pub async fn in_connection<F: std::future::Future>(end: ConnectionEnd, f: F) -> F::Output {
-    CONNECTION_END.scope(end, f).await
+/// What a connection's requests know of their connection.
+#[derive(Clone, Default)]
+pub struct InConnection {
+    /// Fired when the connection ends.
+    pub end: ConnectionEnd,
+    /// Where a request asks for the connection to close.
+    pub disconnect: Disconnect,
+}
+
+tokio::task_local! {
+    static CONNECTION: InConnection;
+}
+
+/// Run `f` (a request of the connection `conn` describes) so that
+/// [`sleep`], [`connection_ending`] and [`request_disconnect`] in it know
+/// its connection.
+pub async fn in_connection<F: std::future::Future>(conn: InConnection, f: F) -> F::Output {
+    CONNECTION.scope(conn, f).await
+}
+
+/// Whether the current request's connection is ending (false outside a
+/// request). Callable from blocking code running inside the request.
+pub fn connection_ending() -> bool {
+    CONNECTION.try_with(|c| c.end.0 .0.load(Ordering::SeqCst)).unwrap_or(false)
+}
+
+/// Ask for the current request's connection to be closed; false outside
+/// a request.
+pub fn request_disconnect(force: bool) -> bool {
+    CONNECTION.try_with(|c| c.disconnect.request(force)).is_ok()
 }
 
 /// Sleep for `d`, as C's `nbdkit_nanosleep`: but wake up early, failing
 /// with ESHUTDOWN, when the current request's connection ends (the server
 /// ends every connection when it begins to stop).
 pub async fn sleep(d: Duration) -> Result<()> {
-    let end = CONNECTION_END.try_with(Clone::clone).ok();
+    let end = CONNECTION.try_with(|c| c.end.clone()).ok();
     let conn_end = async {
         match &end {
             Some(e) => e.wait().await,

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::pool::Pool;
 use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
-use crate::backend::shutdown::{in_connection, ConnectionEnd};
+use crate::backend::shutdown::{in_connection, InConnection};
 use crate::backend::CACHE_CHUNK;
 use crate::backend::{Client, Errno, Error, Extent, Flags, Guard, OpenArgs};
 use crate::protocol::consts::*;
@@ -341,9 +341,13 @@ async fn transmission<R>(
 {
     let slots = Arc::new(Semaphore::new(server.inflight()));
     let mut deadline: Option<Instant> = None;
-    // Wakes requests sleeping in `shutdown::sleep` (the delay filter)
-    // once the server stops or the client is gone.
-    let end = ConnectionEnd::default();
+    // `end` wakes requests sleeping in `shutdown::sleep` (the delay
+    // filter) once the server stops or the client is gone; through
+    // `disconnect` a request asks for the connection to close (a C
+    // plugin's nbdkit_disconnect).
+    let here = InConnection::default();
+    let end = here.end.clone();
+    let mut forced = false;
     loop {
         let next = next_request(&mut r, &conn, &slots);
         tokio::pin!(next);
@@ -358,6 +362,11 @@ async fn transmission<R>(
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     server.log.debug("shutdown: grace period over, closing the connection");
+                    break None;
+                }
+                force = here.disconnect.wait() => {
+                    server.log.debug("a request asked for this connection to be closed");
+                    forced = force;
                     break None;
                 }
             }
@@ -377,8 +386,8 @@ async fn transmission<R>(
         let small = inc.req.len <= INLINE_MAX as u64;
         let task = {
             let conn = conn.clone();
-            let end = end.clone();
-            async move { in_connection(end, run_request(&conn, inc, slot)).await }
+            let here = here.clone();
+            async move { in_connection(here, run_request(&conn, inc, slot)).await }
         };
         if small && conn.export.never_blocks() {
             // Run it here until it first waits; most requests on such a
@@ -394,6 +403,12 @@ async fn transmission<R>(
         }
     }
     end.fire();
+    if forced {
+        // At once: replies still to come are dropped with the socket.
+        writer.abort();
+        conn.export.close().await;
+        return;
+    }
     // Let in-flight requests finish and send their replies; if shutdown is
     // under way, only within the grace period.
     let all = slots.acquire_many(server.inflight() as u32);

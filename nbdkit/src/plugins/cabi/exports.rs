@@ -367,11 +367,25 @@ pub extern "C" fn nbdkit_nanosleep(sec: c_uint, nsec: c_uint) -> c_int {
             super::set_error(libc::ESHUTDOWN);
             return -1;
         }
+        if crate::backend::shutdown::connection_ending() {
+            error("aborting sleep because of connection close or error");
+            super::set_error(libc::ESHUTDOWN);
+            return -1;
+        }
         let now = std::time::Instant::now();
         if now >= end {
             return 0;
         }
         std::thread::sleep((end - now).min(std::time::Duration::from_millis(50)));
+    }
+}
+
+/// Close the current client's connection: with `force`, at once;
+/// otherwise once the requests in flight are answered (newer nbdkit).
+#[no_mangle]
+pub extern "C" fn nbdkit_disconnect(force: c_int) {
+    if !crate::backend::shutdown::request_disconnect(force != 0) {
+        error("nbdkit_disconnect: no connection in this thread");
     }
 }
 
@@ -611,7 +625,7 @@ pub(super) extern "C" fn hook_intern(s: *const c_char) -> *const c_char {
 
 /// Function addresses: raw pointers, which are not `Sync`, but never
 /// written.
-pub(super) struct Keep(pub [*const (); 27]);
+pub(super) struct Keep(pub [*const (); 28]);
 // SAFETY: the array is immutable, and holds only function addresses.
 unsafe impl Sync for Keep {}
 
@@ -633,6 +647,7 @@ pub(super) static KEEP: Keep = Keep([
     nbdkit_read_password as *const (),
     nbdkit_nanosleep as *const (),
     nbdkit_shutdown as *const (),
+    nbdkit_disconnect as *const (),
     nbdkit_peer_name as *const (),
     nbdkit_peer_pid as *const (),
     nbdkit_peer_uid as *const (),
