@@ -1080,3 +1080,27 @@ fn a_null_read_is_one_hole_chunk() {
     r.s.read_exact(&mut b).unwrap();
     assert_eq!(u16::from_be_bytes([b[6], b[7]]), REPLY_TYPE_OFFSET_DATA);
 }
+
+/// One request may now cover an exabyte: the memory plugin's zero and
+/// block status cost what is allocated, not the range (a hostile client
+/// cannot tie a thread up for hours with one request).
+#[test]
+fn exabyte_requests_cost_what_is_allocated() {
+    let srv = Server::start(&["memory", "1E"]);
+    let (mut r, size, _) = Raw::open_extended(srv.connect());
+    assert_eq!(size, 1 << 60);
+    let d = fill(5, 4096);
+    r.request64(CMD_WRITE, CMD_FLAG_PAYLOAD_LEN, 1, 1 << 59, 4096, &d);
+    assert_eq!(r.reply(0).error, 0);
+    let t = Instant::now();
+    r.request64(CMD_BLOCK_STATUS, 0, 2, 0, 1 << 60, &[]);
+    let ext = wide_extents(&r.reply(0).data);
+    assert_eq!(ext[0], (1 << 59, u64::from(STATE_HOLE | STATE_ZERO)), "{ext:?}");
+    assert_eq!(ext[1].1, 0, "{ext:?}");
+    r.request64(CMD_WRITE_ZEROES, 0, 3, 0, 1 << 60, &[]);
+    assert_eq!(r.reply(0).error, 0);
+    r.request64(CMD_CACHE, 0, 4, 0, 1 << 60, &[]);
+    assert_eq!(r.reply(0).error, 0);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(read_ok(&mut r, 1 << 59, 4096), vec![0; 4096]);
+}

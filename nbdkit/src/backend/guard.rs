@@ -29,6 +29,9 @@ static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 /// CACHE up to this much of its data budget, which bounds the memory.
 pub(crate) const CACHE_CHUNK: usize = 64 << 20;
 
+/// The most an emulated CACHE reads: C's largest (a 32-bit count).
+pub(crate) const CACHE_EMULATE_MAX: u64 = u32::MAX as u64;
+
 /// One connection's open export.
 pub struct Guard {
     handle: Arc<dyn Handle>,
@@ -285,11 +288,15 @@ impl Guard {
     }
 
     /// CACHE, emulated with reads when the handle has no cache of its own.
+    /// An emulated CACHE reads at most [`CACHE_EMULATE_MAX`]: it is only
+    /// advice, and with extended headers one request could otherwise ask
+    /// for a read of exabytes.
     pub async fn cache(&self, count: u64, offset: u64, _flags: Flags) -> Result<()> {
         self.trace(|| format!("cache count={count} offset={offset}"));
         match self.caps.cache {
             Cache::Native => self.handle.cache(count, offset, Flags::default()).await,
             _ => {
+                let count = count.min(CACHE_EMULATE_MAX);
                 let mut buf = vec![0u8; (count as usize).min(CACHE_CHUNK)];
                 let mut done = 0u64;
                 while done < count {

@@ -154,7 +154,18 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Child> {
         return Err(std::io::Error::from_raw_os_error(exec.error));
     }
     // SAFETY: the OwnedFd stays open for the AsyncFd's lifetime.
-    Ok(Child { pid, pidfd: unsafe { AsyncFd::register(pidfd)? } })
+    match unsafe { AsyncFd::register(pidfd) } {
+        Ok(pidfd) => Ok(Child { pid, pidfd }),
+        Err(e) => {
+            // Without a way to wait for it, the command must not run.
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// The new process, until `execve`: default signal handling, an empty
@@ -165,7 +176,7 @@ extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Exec` that `spawn` keeps alive (CLONE_VFORK).
     unsafe {
         let exec = &mut *arg.cast::<Exec>();
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
                 && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
@@ -181,8 +192,8 @@ extern "C" fn start(arg: *mut libc::c_void) -> libc::c_int {
         libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &none, 0, 8);
         let (stdin, stdout) = exec.stdio;
         if stdin >= 0 && stdout >= 0 {
-            libc::syscall(libc::SYS_dup2, stdin, 0);
-            libc::syscall(libc::SYS_dup2, stdout, 1);
+            libc::syscall(libc::SYS_dup3, stdin, 0, 0);
+            libc::syscall(libc::SYS_dup3, stdout, 1, 0);
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
         // We may have died before the line above: then nobody would send

@@ -70,6 +70,9 @@ impl Exports for Opener<'_> {
         };
         let args = OpenArgs::new(srv.readonly, &name, &self.client);
         crate::backend::trace_open(&srv.log, srv.top_name, &args);
+        // As C: under serialize_all_requests, opening (and the size and
+        // caps queries with it) is one of the serialized calls.
+        let _serial = srv.serial_all().await;
         let opened = async {
             let h = srv.plugin.open(&args).await?;
             Ok::<_, crate::backend::Error>(
@@ -91,7 +94,8 @@ impl Exports for Opener<'_> {
         if keep {
             self.export = Some(export);
         } else {
-            // NBD_OPT_INFO: opened only to describe; closed as C closes it.
+            // NBD_OPT_INFO: opened only to describe; closed as C closes it
+            // (still serialized, under serialize_all_requests).
             export.close().await;
         }
         Ok(info)
@@ -404,10 +408,11 @@ async fn transmission<R>(
     }
     end.fire();
     if forced {
-        // At once: replies still to come are dropped with the socket.
+        // At once: the socket goes now, and replies still to come with
+        // it. The requests in flight still finish in the plugin before
+        // the handle is closed below.
+        drop(r);
         writer.abort();
-        conn.export.close().await;
-        return;
     }
     // Let in-flight requests finish and send their replies; if shutdown is
     // under way, only within the grace period.
@@ -427,11 +432,13 @@ async fn transmission<R>(
     // Every connection end closes the handle, as in C: a goodbye
     // (NBD_CMD_DISC), a client that vanished, or the server stopping (then
     // bounded by the grace period, since a filter may delay its close).
+    let _serial = server.serial_all().await;
     if shutdown.started() {
         let _ = tokio::time::timeout(GRACE, conn.export.close()).await;
     } else {
         conn.export.close().await;
     }
+    drop(_serial);
     // Every reply has been written (each held a slot until then). Closing
     // the queue ends the writer, which shuts the socket down.
     drop(conn);
@@ -462,10 +469,17 @@ where
     let extended = conn.neg.extended;
     let mut hdr = [0u8; EXTENDED_REQUEST_SIZE];
     let hdr = &mut hdr[..request::header_size(extended)];
-    match r.read_exact(hdr).await {
+    // The magic first: a header of the other style is refused at once,
+    // not after waiting for bytes that a client sending 28 will never
+    // send.
+    match r.read_exact(&mut hdr[..4]).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
+    }
+    let want = if extended { EXTENDED_REQUEST_MAGIC } else { REQUEST_MAGIC };
+    if hdr[..4] == want.to_be_bytes() {
+        r.read_exact(&mut hdr[4..]).await?;
     }
     let req = request::decode(hdr, extended).map_err(|m| {
         std::io::Error::new(
@@ -527,12 +541,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
             reply::status(&to, Some((n, &m)))
         }
         None => {
-            let _serial = match conn.server.thread_model {
-                crate::backend::ThreadModel::SerializeAllRequests => {
-                    Some(conn.server.serial_requests.lock().await)
-                }
-                _ => None,
-            };
+            let _serial = conn.server.serial_all().await;
             execute(conn, &req, &payload).await.unwrap_or_else(|e| {
                 conn.server.log.error(&format!("{}: {}", req.cmd.name(), e));
                 let (n, m) = wire_err(&e);

@@ -86,7 +86,8 @@ pub struct Server {
     max_connections: usize,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
-    /// Held around each request under `serialize_all_requests`.
+    /// Held around each request, and each open and close, under
+    /// `serialize_all_requests`.
     serial_requests: Mutex<()>,
     budget: Arc<Semaphore>,
 }
@@ -148,6 +149,17 @@ impl ServerConfig {
 }
 
 impl Server {
+    /// Under `serialize_all_requests`, the lock every call into the
+    /// plugin holds (requests, opens, closes); otherwise nothing.
+    pub(crate) async fn serial_all(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.thread_model {
+            crate::backend::ThreadModel::SerializeAllRequests => {
+                Some(self.serial_requests.lock().await)
+            }
+            _ => None,
+        }
+    }
+
     /// Shared state for one server.
     pub fn new(cfg: ServerConfig) -> Server {
         Server {

@@ -270,6 +270,10 @@ pub(crate) struct Conn {
     peer: Peer,
     /// Strings interned during this connection.
     interned: Mutex<Vec<CString>>,
+    /// A context for one call outside `.open` (preconnect, list_exports,
+    /// default_export): strings interned there live as long as the
+    /// plugin, since a plugin may keep them for the connection's `.open`.
+    bare: bool,
 }
 
 thread_local! {
@@ -312,7 +316,7 @@ fn error_message(msg: &str) {
 fn intern(s: &[u8]) -> *const c_char {
     let c = CString::new(s.to_vec()).unwrap_or_default();
     let p = c.as_ptr();
-    match context() {
+    match context().filter(|c| !c.bare) {
         Some(conn) => conn.interned.lock().unwrap_or_else(|e| e.into_inner()).push(c),
         None => match loaded() {
             Some(l) => l.interned.lock().unwrap_or_else(|e| e.into_inner()).push(c),
@@ -324,6 +328,12 @@ fn intern(s: &[u8]) -> *const c_char {
     }
     p
 }
+
+/// Calls into the plugin under way, on any thread.
+static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Set once the plugin is being unloaded: no handle is closed after.
+static UNLOADING: AtomicBool = AtomicBool::new(false);
 
 /// What one callback did, beyond its return value.
 struct Call<T> {
@@ -338,6 +348,14 @@ struct Call<T> {
 /// Call into the plugin with `conn` as the thread's connection, collecting
 /// what it reports. Runs on the current thread: see [`blocking`].
 fn call<T>(conn: Option<&Arc<Conn>>, f: impl FnOnce() -> T) -> Call<T> {
+    struct Active;
+    impl Drop for Active {
+        fn drop(&mut self) {
+            ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    ACTIVE.fetch_add(1, Ordering::SeqCst);
+    let _active = Active;
     CONTEXT.with(|c| *c.borrow_mut() = conn.cloned());
     SET_ERROR.set(0);
     MESSAGES.with(|m| *m.borrow_mut() = Some(Vec::new()));
@@ -622,7 +640,13 @@ struct CPlugin {
 impl CPlugin {
     /// A connection context for calls outside `open` (no export yet).
     fn bare(&self, tls: bool, peer: Peer) -> Arc<Conn> {
-        Arc::new(Conn { export: CString::default(), tls, peer, interned: Mutex::default() })
+        Arc::new(Conn {
+            export: CString::default(),
+            tls,
+            peer,
+            interned: Mutex::default(),
+            bare: true,
+        })
     }
 }
 
@@ -634,6 +658,7 @@ impl Plugin for CPlugin {
             tls: args.client.tls,
             peer: args.client.peer.clone(),
             interned: Mutex::default(),
+            bare: false,
         });
         let open = self.l.raw.open.expect("checked at load");
         let ro = c_int::from(args.readonly);
@@ -663,6 +688,21 @@ impl Plugin for CPlugin {
     }
 
     fn unload(&self) {
+        // Requests that outlived the shutdown's grace period may still be
+        // inside the plugin: give them a moment, and unload nothing from
+        // under them.
+        UNLOADING.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ACTIVE.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() > deadline {
+                self.l.log().error(&format!(
+                    "{}: calls still running at exit: not calling .cleanup and .unload",
+                    self.l.name
+                ));
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         // C's order: cleanup, then unload.
         if let Some(f) = self.l.raw.cleanup {
             // SAFETY: as above.
@@ -789,7 +829,7 @@ impl CHandle {
     /// `.close`, the first time only: at the end of the connection, or
     /// when the handle is dropped without one (a failed handshake).
     fn close_once(&self) {
-        if !self.closed.swap(true, Ordering::SeqCst) {
+        if !self.closed.swap(true, Ordering::SeqCst) && !UNLOADING.load(Ordering::SeqCst) {
             if let Some(f) = self.l.raw.close {
                 // SAFETY: closing the handle the plugin gave us, once.
                 self.run(|h| unsafe { f(h) }).log_messages();
