@@ -432,13 +432,17 @@ async fn transmission<R>(
     // Every connection end closes the handle, as in C: a goodbye
     // (NBD_CMD_DISC), a client that vanished, or the server stopping (then
     // bounded by the grace period, since a filter may delay its close).
-    let _serial = server.serial_all().await;
-    if shutdown.started() {
-        let _ = tokio::time::timeout(GRACE, conn.export.close()).await;
-    } else {
+    // (Under serialize_all_requests, closing is one of the serialized
+    // calls: the wait for the lock counts against the grace period too.)
+    let close = async {
+        let _serial = server.serial_all().await;
         conn.export.close().await;
+    };
+    if shutdown.started() {
+        let _ = tokio::time::timeout(GRACE, close).await;
+    } else {
+        close.await;
     }
-    drop(_serial);
     // Every reply has been written (each held a slot until then). Closing
     // the queue ends the writer, which shuts the socket down.
     drop(conn);
