@@ -20,31 +20,29 @@ fn test_plugin() -> Option<PathBuf> {
 
 /// The test plugin compiled with `defines`, as `name`.
 fn build_test_plugin(name: &str, defines: &[&str]) -> Option<PathBuf> {
-    (|| {
-        if !have("cc") {
-            return None;
-        }
-        if !Path::new("/usr/include/nbdkit-plugin.h").exists() {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "nbdkit-plugin-dev is required under CI=true"
-            );
-            return None;
-        }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/testplugin.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        let st = Command::new("cc")
-            .args(["-shared", "-fPIC", "-Wall", "-Werror"])
-            .args(defines)
-            .arg("-o")
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(st.success(), "cc failed on {}", src.display());
-        Some(out)
-    })()
+    if !have("cc") {
+        return None;
+    }
+    if !Path::new("/usr/include/nbdkit-plugin.h").exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "nbdkit-plugin-dev is required under CI=true"
+        );
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/testplugin.c");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-Werror"])
+        .args(defines)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed on {}", src.display());
+    Some(out)
 }
 
 /// Debian's plugin NAME, if installed (a failure under CI=true).
@@ -379,10 +377,7 @@ fn structs_of_other_sizes_are_read_as_far_as_both_know() {
         return;
     };
     let older = build_test_plugin("nbdkit-older-plugin.so", &["-DSTRUCT_SHORT"]).unwrap();
-    let dump = |so: &Path| {
-        let o = nbdkit().arg(so).arg("--dump-plugin").output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let dump = |so: &Path| dump_plugin(&bin(), so);
     let d = dump(&newer);
     assert!(d.contains("struct_size=448\n") && d.contains("has_block_size=1\n"), "{d}");
     let d = dump(&older);
@@ -392,14 +387,15 @@ fn structs_of_other_sizes_are_read_as_far_as_both_know() {
         let (out, _) = test_plugin_run(&bin(), so, &[], CLIENT);
         assert!(out.contains("bytearray(b'hello')\n"), "{out}");
         if let Some(c) = c_nbdkit() {
-            assert_eq!(d_of(&c, so), dump(so));
+            assert_eq!(dump_plugin(&c, so), dump(so));
             assert_eq!(out, test_plugin_run(&c, so, &[], CLIENT).0, "{}", so.display());
         }
     }
 }
 
-fn d_of(c: &Path, so: &Path) -> String {
-    let o = Command::new(c).arg(so).arg("--dump-plugin").output().unwrap();
+/// `SERVER SO --dump-plugin`'s output.
+fn dump_plugin(server: &Path, so: &Path) -> String {
+    let o = Command::new(server).arg(so).arg("--dump-plugin").output().unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
