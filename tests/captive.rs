@@ -163,3 +163,47 @@ fn signal_to_nbdkit_stops_the_command(#[case] sig: i32) {
     assert_eq!(st.code(), Some(128 + libc::SIGTERM));
     assert!(!alive(cmd));
 }
+
+#[test]
+fn a_signal_from_the_command_at_once_is_handled_not_fatal() {
+    // The command starts before the server's runtime (and its signal
+    // handlers) exists: a SIGTERM it sends at once must still be handled
+    // as one sent later is (the command is stopped, its status becomes
+    // ours), not kill nbdkit by the default action.
+    let start = std::time::Instant::now();
+    let out = nbdkit()
+        .args(["-U", "-", "null", "--run", "kill -TERM $PPID; exec sleep 10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("killed by signal 15"));
+    assert!(start.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn the_command_is_stopped_when_a_later_start_up_step_fails() {
+    // The command runs before the plugin's after_fork hook, as in C: when
+    // the hook fails, nbdkit stops the command and waits for it before it
+    // exits (the command's SIGTERM on our death would come only after).
+    // The hook fails once the command has set its trap.
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, stopped) = (dir.path().join("ready"), dir.path().join("stopped"));
+    let cmd = format!(
+        "exec 2>/dev/null; trap 'echo > {}; exit 0' TERM; echo > {}; \
+         while :; do sleep 0.01; done",
+        stopped.display(),
+        ready.display()
+    );
+    let hook = format!(
+        "after_fork=while [ ! -e {} ]; do sleep 0.01; done; echo boom >&2; exit 1",
+        ready.display()
+    );
+    let out = Command::new(bin())
+        .args(["-U", "-", "eval", "get_size=echo 1M", "pread=exit 1", &hook, "--run", &cmd])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("after_fork: boom"), "{out:?}");
+    assert!(stopped.exists(), "the command was still running when nbdkit exited");
+}

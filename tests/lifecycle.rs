@@ -526,6 +526,34 @@ fn a_private_socket_directory_outlives_no_sigkill() {
 }
 
 #[test]
+fn a_background_servers_private_socket_directory_outlives_no_sigkill() {
+    // The same for a server that forks into the background, whose reaper
+    // is a plain fork (one sharing the exiting parent's memory would keep
+    // all of it alive).
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let out = Command::new(bin())
+        .args(["-U", "-", "--print-uri", "-P"])
+        .arg(&pidfile)
+        .arg("null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let uri = String::from_utf8(out.stdout).unwrap();
+    let sock = PathBuf::from(uri.trim().split("socket=").nth(1).unwrap());
+    let sockdir = sock.parent().unwrap().to_path_buf();
+    assert!(wait_until(Duration::from_secs(10), || pidfile.exists()));
+    let pid: i32 = slurp(&pidfile).trim().parse().unwrap();
+    UnixStream::connect(&sock).unwrap();
+    signal(pid, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(10), || !sockdir.exists()),
+        "{} left",
+        sockdir.display()
+    );
+}
+
+#[test]
 fn a_private_socket_stays_while_the_server_runs_with_stdin_closed() {
     // The reaper's pipe must not land on fd 0 when stdin is closed (it
     // would then close its own pipe and remove a live server's socket).

@@ -44,7 +44,26 @@ pub fn script(cmd: &str, v: &Vars<'_>) -> String {
     )
 }
 
-/// The running command.
+/// The command, started: killed and reaped if dropped before it is
+/// [watched](Child::watch) (a start-up step after it failed).
+pub struct Spawned {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.pidfd.is_some() {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGTERM);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// The running command, as the runtime waits for it.
 pub struct Child {
     pid: libc::pid_t,
     /// Readable once the command has exited.
@@ -52,6 +71,24 @@ pub struct Child {
 }
 
 impl Child {
+    /// Watch a started command: inside the runtime.
+    pub fn watch(mut s: Spawned) -> std::io::Result<Child> {
+        let pidfd = s.pidfd.take().expect("watched once");
+        // SAFETY: the OwnedFd stays open for the AsyncFd's lifetime.
+        match unsafe { AsyncFd::register(pidfd) } {
+            Ok(pidfd) => Ok(Child { pid: s.pid, pidfd }),
+            Err(e) => {
+                // Without a way to wait for it, the command must not run.
+                // SAFETY: signalling and reaping our own child.
+                unsafe {
+                    libc::kill(s.pid, libc::SIGKILL);
+                    libc::waitpid(s.pid, std::ptr::null_mut(), 0);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// Wait for the command to exit, and reap it.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         use std::os::unix::process::ExitStatusExt;
@@ -85,8 +122,8 @@ extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// Start the command. Must be called on the main thread (see module doc),
-/// inside the runtime.
+/// Start the command. Must be called on the main thread (see module doc);
+/// the runtime need not exist yet.
 ///
 /// The new process is made as glibc's `posix_spawn` makes one: it borrows
 /// our memory and we wait (CLONE_VM | CLONE_VFORK) until it has called
@@ -94,7 +131,7 @@ extern "C" {
 /// `fork` does, costs about 0.3 ms of each captive start-up; std's
 /// `Command` forks whenever the child must run code of ours first (here:
 /// arming PR_SET_PDEATHSIG).
-pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Child> {
+pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Spawned> {
     let script = CString::new(script(cmd, vars))
         .map_err(|_| std::io::Error::other("the command contains a NUL byte"))?;
     let mut exec = Exec {
@@ -153,19 +190,7 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Child> {
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         return Err(std::io::Error::from_raw_os_error(exec.error));
     }
-    // SAFETY: the OwnedFd stays open for the AsyncFd's lifetime.
-    match unsafe { AsyncFd::register(pidfd) } {
-        Ok(pidfd) => Ok(Child { pid, pidfd }),
-        Err(e) => {
-            // Without a way to wait for it, the command must not run.
-            // SAFETY: signalling and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-            Err(e.into())
-        }
-    }
+    Ok(Spawned { pid, pidfd: Some(pidfd) })
 }
 
 /// The new process, until `execve`: default signal handling, an empty

@@ -35,7 +35,7 @@ pub struct Listening {
     pub uri: Option<String>,
     cleanup: Option<PathBuf>,
     _private_dir: Option<tempfile::TempDir>,
-    /// The reaper's pipe (see [`reaper`]): closed when we exit.
+    /// The reaper's pipe (see [`super::reaper`]): closed when we exit.
     _reaper: Option<std::os::fd::OwnedFd>,
 }
 
@@ -111,7 +111,7 @@ pub fn bind(cfg: &Config, log: &crate::log::Log) -> Result<Listening, StartError
             l.sockets.push(Bound::Unix(bind_unix(&path)?));
             l.cleanup = Some(path.clone());
             l.uri = Some(uri::unix(&path, &cfg.export_name));
-            l._reaper = reaper(&path, dir.path());
+            l._reaper = super::reaper::start(&path, dir.path(), cfg.stays_in_foreground());
             l.unix = Some(path);
             l._private_dir = Some(dir);
         }
@@ -216,72 +216,4 @@ fn bind_tcp(addr: SocketAddr, v6only: bool) -> std::io::Result<std::net::TcpList
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
     socket::listen(&fd, Backlog::MAXCONN)?;
     Ok(std::net::TcpListener::from(fd))
-}
-
-/// A process that removes the `-U -` socket and its directory once every
-/// nbdkit process holding the returned pipe has gone, however it went:
-/// SIGKILL included, which no cleanup of our own survives. It is forked
-/// here, holds nothing but the pipe's read end, ignores the signals a
-/// terminal or a process group gets, and waits for the end of the pipe.
-/// Best effort: None if it cannot be set up (the server still removes
-/// both at a normal exit).
-fn reaper(socket: &Path, dir: &Path) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-    // Everything the child needs is made before the fork: after it, only
-    // async-signal-safe calls.
-    let socket = std::ffi::CString::new(socket.as_os_str().as_bytes()).ok()?;
-    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills in two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return None;
-    }
-    // SAFETY: both are new descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // The child closes every descriptor below and above the read end: keep
-    // it clear of 0-2 (a server started with stdin closed gets fd 0 here).
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
-    let r = match unsafe { libc::fcntl(r.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } {
-        -1 => return None,
-        fd => unsafe { OwnedFd::from_raw_fd(fd) },
-    };
-    // SAFETY: the child runs only async-signal-safe calls, then _exit.
-    match unsafe { libc::fork() } {
-        -1 => None,
-        0 => unsafe {
-            let rfd = r.as_raw_fd();
-            // Hold nothing else: not the listening socket, not our pipe's
-            // write end, not the terminal.
-            libc::syscall(libc::SYS_close_range, 0u32, (rfd - 1) as u32, 0u32);
-            libc::syscall(libc::SYS_close_range, (rfd + 1) as u32, u32::MAX, 0u32);
-            for sig in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-                libc::SIGUSR1,
-                libc::SIGUSR2,
-                libc::SIGALRM,
-                libc::SIGPIPE,
-            ] {
-                libc::signal(sig, libc::SIG_IGN);
-            }
-            let mut b = [0u8; 1];
-            loop {
-                match libc::read(rfd, b.as_mut_ptr().cast(), 1) {
-                    // The end of the pipe: every server process is gone.
-                    0 => break,
-                    n if n < 0 && *libc::__errno_location() == libc::EINTR => {}
-                    // Anything else says nothing about the server: leave
-                    // its files alone.
-                    _ => libc::_exit(0),
-                }
-            }
-            libc::unlink(socket.as_ptr());
-            libc::rmdir(dir.as_ptr());
-            libc::_exit(0)
-        },
-        _ => Some(w),
-    }
 }

@@ -2,17 +2,20 @@
 //!
 //! [`run`] goes: print-and-exit actions; build the plugin (bad parameters
 //! fail here, before anything listens); bind; drop privileges; fork into
-//! the background unless told not to; then, inside the runtime, install
-//! signal handlers, announce readiness (pidfile, `--print-uri`, the forking
-//! parent), start `--run`, and wait for the first reason to stop: a signal,
+//! the background unless told not to; print the URI (`--print-uri`) and
+//! start `--run`, as soon as the sockets listen; then, inside the runtime,
+//! install signal handlers, announce readiness (pidfile, the forking
+//! parent), and wait for the first reason to stop: a signal,
 //! the parent's death, the command's end, or (`-s`) the client's. All of
 //! them become one shutdown value passed down to the server.
 
 mod captive;
 mod daemon;
+mod early_signals;
 mod info;
 mod listen;
 mod parent;
+mod reaper;
 mod stdio;
 
 use std::os::fd::OwnedFd;
@@ -69,7 +72,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
         }
     }
 
-    let listening = listen::bind(&cfg, &log)?;
+    let mut listening = listen::bind(&cfg, &log)?;
     drop_privileges(&cfg, &listening)?;
 
     let ready = if cfg.stays_in_foreground() {
@@ -98,13 +101,54 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
 
     plugin.serving();
 
+    // TLS as it ends up: off without credentials. When it is required, the
+    // URI says so (nbds://) and names the credentials a client needs.
+    let tls_mode = match &tls {
+        Some(_) => cfg.tls.mode,
+        None => crate::protocol::handshake::TlsMode::Off,
+    };
+    if let (crate::protocol::handshake::TlsMode::Require, Some(t)) = (tls_mode, &tls) {
+        let creds = t.client.clone();
+        listening.uri = listening.uri.take().map(|u| crate::uri::with_tls(&u, &creds));
+    }
+    // Announced from here on: a signal is noted until it can be handled.
+    early_signals::defer();
+    if cfg.print_uri && cfg.stays_in_foreground() {
+        if let Some(u) = &listening.uri {
+            stdio::println_original(u);
+        }
+    }
+    // The command starts now, as in C nbdkit (before the pidfile and the
+    // after_fork hooks): the sockets listen, so its connections wait in
+    // the backlog until the server accepts them, and its shell starts
+    // while the runtime is being built.
+    let command = match &cfg.run {
+        None => None,
+        Some(cmd) => {
+            let vars = captive::Vars {
+                uri: listening.uri.as_deref().unwrap_or(""),
+                export_name: &cfg.export_name,
+                port: listening.port,
+                unix: listening.unix.as_deref(),
+                tls: match tls_mode {
+                    crate::protocol::handshake::TlsMode::Off => 0,
+                    crate::protocol::handshake::TlsMode::On => 1,
+                    crate::protocol::handshake::TlsMode::Require => 2,
+                },
+            };
+            Some(
+                captive::spawn(cmd, &vars)
+                    .map_err(|e| StartError(format!("--run: /bin/sh: {e}")))?,
+            )
+        }
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(cpus())
         .thread_name("nbdkit")
         .build()
         .map_err(|e| StartError(format!("cannot start the runtime: {e}")))?;
-    let mut listening = listening;
     let plugin_at_exit = plugin.clone();
     let settings = Settings {
         oldstyle: cfg.oldstyle,
@@ -124,7 +168,7 @@ pub fn run(cfg: Config) -> Result<u8, StartError> {
     sc.thread_model = thread_model;
     sc.log = log.clone();
     sc.tls = tls;
-    let code = rt.block_on(serve(&cfg, sc, &mut listening, parent, ready, &stop));
+    let code = rt.block_on(serve(&cfg, sc, &mut listening, parent, ready, &stop, command));
     // Don't wait for idle blocking threads; everything that mattered is done.
     rt.shutdown_background();
     // Tasks the runtime left behind may still hold the plugin, so it may
@@ -270,17 +314,9 @@ enum Stop {
 async fn serve(
     cfg: &Config, sc: ServerConfig, listening: &mut listen::Listening,
     parent: Option<parent::Parent>, mut ready: daemon::Ready, stop: &ShutdownRequest,
+    command: Option<captive::Spawned>,
 ) -> Result<(u8, Option<i32>), StartError> {
     let log = &sc.log.clone();
-    // TLS as it ends up: off without credentials. When it is required, the
-    // URI says so (nbds://) and names the credentials a client needs.
-    let tls = match &sc.tls {
-        Some(t) => (sc.settings.tls, Some(t.client.clone())),
-        None => (crate::protocol::handshake::TlsMode::Off, None),
-    };
-    if let (crate::protocol::handshake::TlsMode::Require, Some(creds)) = &tls {
-        listening.uri = listening.uri.take().map(|u| crate::uri::with_tls(&u, creds));
-    }
     let sig = |k: SignalKind| signal(k).map_err(|e| StartError(format!("signal handler: {e}")));
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sigterm = sig(SignalKind::terminate())?;
@@ -302,6 +338,7 @@ async fn serve(
     let mut sigusr2 = fatal_sig(SignalKind::user_defined2(), libc::SIGUSR2)?;
     let mut sigalrm = fatal_sig(SignalKind::alarm(), libc::SIGALRM)?;
     let mut fatal: Option<i32> = None;
+    early_signals::replay();
 
     // As in C: the pidfile, then the after-fork hooks, then clients (the
     // sockets already listen; a client that connects now waits in the
@@ -320,7 +357,7 @@ async fn serve(
         // SAFETY: the saved stdin stays open for the process.
         let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(stdin) };
         let client = crate::backend::Client { peer: server::stdio::peer(stdin), tls: false };
-        tokio::spawn(server::serve_one(Box::new(r), Box::new(w), client, srv, shutdown))
+        tokio::spawn(server::serve_one(Box::new(r), Box::new(w), client, srv.clone(), shutdown))
     } else {
         // The listeners move into the server, which closes them as soon as
         // shutdown starts: late clients are refused, not left queued.
@@ -328,7 +365,7 @@ async fn serve(
         for b in listening.sockets.drain(..) {
             ls.push(to_tokio(b)?);
         }
-        tokio::spawn(server::run(ls, srv, shutdown))
+        tokio::spawn(server::run(ls, srv.clone(), shutdown))
     };
 
     // Ready: announce it, in every way asked for.
@@ -340,32 +377,12 @@ async fn serve(
         }
     }
     ready.signal();
-    if cfg.print_uri && cfg.stays_in_foreground() {
-        if let Some(u) = &listening.uri {
-            stdio::println_original(u);
+    let mut child = match command {
+        Some(c) => {
+            Some(captive::Child::watch(c).map_err(|e| StartError(format!("--run: wait: {e}")))?)
         }
-    }
-    let mut child = match &cfg.run {
         None => None,
-        Some(cmd) => {
-            let vars = captive::Vars {
-                uri: listening.uri.as_deref().unwrap_or(""),
-                export_name: &cfg.export_name,
-                port: listening.port,
-                unix: listening.unix.as_deref(),
-                tls: match tls.0 {
-                    crate::protocol::handshake::TlsMode::Off => 0,
-                    crate::protocol::handshake::TlsMode::On => 1,
-                    crate::protocol::handshake::TlsMode::Require => 2,
-                },
-            };
-            Some(
-                captive::spawn(cmd, &vars)
-                    .map_err(|e| StartError(format!("--run: /bin/sh: {e}")))?,
-            )
-        }
     };
-
     let parent_gone = async {
         match parent {
             Some(p) => p.exited().await,
@@ -426,7 +443,10 @@ async fn serve(
         listening.remove_now();
     }
     let _ = stop_tx.send(true);
-    if !server_done {
+    // Wait for the server to finish its connections: unless it has none
+    // (on a listening socket), when the wait would only be the time it
+    // takes the accepting tasks to notice, and the runtime's end drops them.
+    if !server_done && (cfg.listen == Listen::Stdin || !srv.idle()) {
         let _ = server_task.await;
     }
     let code = match stop {

@@ -186,6 +186,12 @@ impl Server {
         }
     }
 
+    /// Whether no client is connected: no connection holds a permit (one is
+    /// taken as soon as a connection is accepted).
+    pub fn idle(&self) -> bool {
+        self.connections.available_permits() == self.max_connections.min(Semaphore::MAX_PERMITS)
+    }
+
     /// Requests one connection may have in flight under the thread model.
     fn inflight(&self) -> usize {
         match self.thread_model {
