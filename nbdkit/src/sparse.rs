@@ -13,6 +13,9 @@ use std::sync::RwLock;
 
 use crate::backend::ExtentFlags;
 
+mod pages;
+use pages::{Page, Pages};
+
 /// Page size in bytes.
 pub const PAGE: usize = 32 * 1024;
 const PAGE_SHIFT: u32 = PAGE.trailing_zeros();
@@ -37,7 +40,7 @@ impl Hasher for PageHasher {
     }
 }
 
-type Shard = RwLock<HashMap<u64, Box<[u8]>, BuildHasherDefault<PageHasher>>>;
+type Shard = RwLock<HashMap<u64, Page, BuildHasherDefault<PageHasher>>>;
 
 /// The array.
 pub struct Sparse {
@@ -45,6 +48,8 @@ pub struct Sparse {
     /// Every page allocated up front and locked in RAM (`mlock`): pages
     /// are never freed.
     locked: bool,
+    /// Where the pages come from (see [`pages`]).
+    pages: Pages,
 }
 
 impl Default for Sparse {
@@ -74,7 +79,11 @@ fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, u
 impl Sparse {
     /// An empty (all zero) array.
     pub fn new() -> Sparse {
-        Sparse { shards: (0..SHARDS).map(|_| Shard::default()).collect(), locked: false }
+        Sparse {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            locked: false,
+            pages: Pages::default(),
+        }
     }
 
     /// An all-zero array of `size` bytes whose pages are all allocated now
@@ -85,10 +94,10 @@ impl Sparse {
         let mut s = Sparse::new();
         s.locked = true;
         for page in 0..size.div_ceil(PAGE as u64) {
-            let p = vec![0u8; PAGE].into_boxed_slice();
+            let p = s.pages.alloc();
             // SAFETY: mlock on memory we own, for its length; the box is
             // kept (never freed while the array lives).
-            if unsafe { libc::mlock(p.as_ptr().cast(), p.len()) } != 0 {
+            if unsafe { libc::mlock(p.bytes().as_ptr().cast(), PAGE) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let (shard, key) = s.shard(page);
@@ -107,7 +116,7 @@ impl Sparse {
             let (shard, key) = self.shard(page);
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
-                Some(p) => buf[b..b + n].copy_from_slice(&p[at..at + n]),
+                Some(p) => buf[b..b + n].copy_from_slice(&p.bytes()[at..at + n]),
                 None => buf[b..b + n].fill(0),
             }
         }
@@ -121,7 +130,7 @@ impl Sparse {
             let (shard, key) = self.shard(page);
             let map = shard.read().unwrap_or_else(|e| e.into_inner());
             match map.get(&key) {
-                Some(p) => buf[b..b + n].copy_from_slice(&p[at..at + n]),
+                Some(p) => buf[b..b + n].copy_from_slice(&p.bytes()[at..at + n]),
                 None => match holes.last_mut() {
                     Some((start, len)) if *start + *len == b as u64 => *len += n as u64,
                     _ => holes.push((b as u64, n as u64)),
@@ -135,8 +144,8 @@ impl Sparse {
         for (page, at, n, b) in pieces(offset, buf.len()) {
             let (shard, key) = self.shard(page);
             let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            let p = map.entry(key).or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
-            p[at..at + n].copy_from_slice(&buf[b..b + n]);
+            let p = map.entry(key).or_insert_with(|| self.pages.alloc());
+            p.bytes_mut()[at..at + n].copy_from_slice(&buf[b..b + n]);
         }
     }
 
@@ -171,7 +180,16 @@ impl Sparse {
         if !self.locked && last > first + 64 && last - first > self.allocated_pages() {
             for (i, shard) in self.shards.iter().enumerate() {
                 let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-                map.retain(|k, _| !(first..last).contains(&(k * SHARDS as u64 + i as u64)));
+                let gone: Vec<u64> = map
+                    .keys()
+                    .copied()
+                    .filter(|k| (first..last).contains(&(k * SHARDS as u64 + i as u64)))
+                    .collect();
+                for k in gone {
+                    if let Some(p) = map.remove(&k) {
+                        self.pages.free(p);
+                    }
+                }
             }
             self.zero_pages(offset, (first * page).min(end));
             self.zero_pages((last * page).max(offset), end);
@@ -190,11 +208,15 @@ impl Sparse {
             let (shard, key) = self.shard(page);
             let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
             if n == PAGE && !self.locked {
-                map.remove(&key);
+                if let Some(p) = map.remove(&key) {
+                    self.pages.free(p);
+                }
             } else if let Some(p) = map.get_mut(&key) {
-                p[at..at + n].fill(0);
-                if !self.locked && p.iter().all(|&b| b == 0) {
-                    map.remove(&key);
+                p.bytes_mut()[at..at + n].fill(0);
+                if !self.locked && p.bytes().iter().all(|&b| b == 0) {
+                    if let Some(p) = map.remove(&key) {
+                        self.pages.free(p);
+                    }
                 }
             }
             pos += n as u64;
@@ -214,7 +236,7 @@ impl Sparse {
         let map = shard.read().unwrap_or_else(|e| e.into_inner());
         match map.get(&key) {
             None => PageState::Hole,
-            Some(p) if p.iter().all(|&b| b == 0) => PageState::Zero,
+            Some(p) if p.bytes().iter().all(|&b| b == 0) => PageState::Zero,
             Some(_) => PageState::Data,
         }
     }
@@ -268,7 +290,7 @@ impl Sparse {
         let at = (offset & (PAGE as u64 - 1)) as usize;
         match map.get(&key) {
             None => PageState::Hole,
-            Some(p) if p[at..].iter().all(|&b| b == 0) => PageState::Zero,
+            Some(p) if p.bytes()[at..].iter().all(|&b| b == 0) => PageState::Zero,
             Some(_) => PageState::Data,
         }
     }
@@ -328,6 +350,23 @@ mod tests {
         // A page written with zeroes only is allocated but reads as zero.
         s.write(&[0u8; 10], 0);
         assert_eq!(s.state(0), Zero);
+    }
+
+    #[test]
+    fn a_freed_page_comes_back_as_zeroes_elsewhere() {
+        // Zeroing a whole page frees it, and the next new page reuses its
+        // memory: what that page was never written must read as zero.
+        let s = Sparse::new();
+        s.write(&vec![0xaa; PAGE], 0);
+        s.zero(PAGE as u64, 0);
+        assert!(!s.allocated(0));
+        let far = 1000 * PAGE as u64;
+        s.write(b"x", far + 7);
+        let mut back = vec![1u8; PAGE];
+        s.read(&mut back, far);
+        assert_eq!(back[7], b'x');
+        back[7] = 0;
+        assert!(back.iter().all(|&b| b == 0));
     }
 
     #[test]
