@@ -527,9 +527,8 @@ fn a_private_socket_directory_outlives_no_sigkill() {
 
 #[test]
 fn a_background_servers_private_socket_directory_outlives_no_sigkill() {
-    // The same for a server that forks into the background, whose reaper
-    // is a plain fork (one sharing the exiting parent's memory would keep
-    // all of it alive).
+    // The same for a server that forks into the background: the reaper
+    // follows the server process that serves, not the parent that exits.
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let out = Command::new(bin())

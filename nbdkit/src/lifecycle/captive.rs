@@ -53,15 +53,24 @@ pub struct Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if self.pidfd.is_some() {
-            // SAFETY: signalling and reaping our own child.
-            unsafe {
-                libc::kill(self.pid, libc::SIGTERM);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        use std::os::fd::AsRawFd;
+        let Some(pidfd) = &self.pidfd else { return };
+        let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: signalling, waiting for and reaping our own child; `p`
+        // is one valid pollfd.
+        unsafe {
+            libc::kill(self.pid, libc::SIGTERM);
+            // A command that ignores SIGTERM gets SIGKILL after a while.
+            if libc::poll(&mut p, 1, STOP_GRACE_MS) != 1 {
+                libc::kill(self.pid, libc::SIGKILL);
             }
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
         }
     }
 }
+
+/// How long a command stopped by a failed start-up may take to exit.
+const STOP_GRACE_MS: libc::c_int = 5000;
 
 /// The running command, as the runtime waits for it.
 pub struct Child {
@@ -143,7 +152,8 @@ pub fn spawn(cmd: &str, vars: &Vars<'_>) -> std::io::Result<Spawned> {
         error: 0,
     };
     const STACK: usize = 64 * 1024;
-    // SAFETY: a fresh anonymous mapping, unmapped below.
+    // SAFETY: a fresh anonymous mapping, checked below and unmapped after
+    // the clone.
     let stack = unsafe {
         libc::mmap(
             std::ptr::null_mut(),

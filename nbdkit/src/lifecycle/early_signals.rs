@@ -9,7 +9,7 @@
 //! blocked in every thread the runtime starts, and so in what those
 //! threads spawn.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The signals the server handles (see `serve`); the last three only when
 /// they were not inherited as ignored.
@@ -25,9 +25,14 @@ const HANDLED: [(libc::c_int, bool); 7] = [
 
 /// One bit per signal number noted.
 static NOTED: AtomicU64 = AtomicU64::new(0);
+/// Set by [`replay`]: from then on the runtime's handlers take signals.
+/// (Tokio's handler keeps ours and calls it too: it must then do nothing.)
+static REPLAYED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn note(sig: libc::c_int) {
-    NOTED.fetch_or(1 << sig, Ordering::SeqCst);
+    if !REPLAYED.load(Ordering::SeqCst) {
+        NOTED.fetch_or(1 << sig, Ordering::SeqCst);
+    }
 }
 
 /// Note the signals the server handles, from now until [`replay`].
@@ -50,6 +55,7 @@ pub fn defer() {
 /// Raise again what [`defer`] noted: call once the runtime's handlers are
 /// installed.
 pub fn replay() {
+    REPLAYED.store(true, Ordering::SeqCst);
     let noted = NOTED.swap(0, Ordering::SeqCst);
     for (sig, _) in HANDLED {
         if noted & (1 << sig) != 0 {

@@ -111,7 +111,7 @@ pub fn bind(cfg: &Config, log: &crate::log::Log) -> Result<Listening, StartError
             l.sockets.push(Bound::Unix(bind_unix(&path)?));
             l.cleanup = Some(path.clone());
             l.uri = Some(uri::unix(&path, &cfg.export_name));
-            l._reaper = super::reaper::start(&path, dir.path(), cfg.stays_in_foreground());
+            l._reaper = super::reaper::start(&path, dir.path());
             l.unix = Some(path);
             l._private_dir = Some(dir);
         }

@@ -446,7 +446,7 @@ async fn serve(
     // Wait for the server to finish its connections: unless it has none
     // (on a listening socket), when the wait would only be the time it
     // takes the accepting tasks to notice, and the runtime's end drops them.
-    if !server_done && (cfg.listen == Listen::Stdin || !srv.idle()) {
+    if !server_done && (cfg.listen == Listen::Stdin || !srv.close_if_idle()) {
         let _ = server_task.await;
     }
     let code = match stop {

@@ -86,6 +86,8 @@ pub struct Server {
     max_connections: usize,
     /// Held for a whole connection under `serialize_connections`.
     serial_connections: Semaphore,
+    /// Set by [`Server::close_if_idle`]: accept no more connections.
+    closed: std::sync::Mutex<bool>,
     /// Held around each request, and each open and close, under
     /// `serialize_all_requests`.
     serial_requests: Mutex<()>,
@@ -181,15 +183,21 @@ impl Server {
             top_name: cfg.top_name,
             log: cfg.log,
             serial_connections: Semaphore::new(1),
+            closed: std::sync::Mutex::new(false),
             serial_requests: Mutex::new(()),
             budget: Arc::new(Semaphore::new(PAYLOAD_BUDGET / BUDGET_UNIT)),
         }
     }
 
-    /// Whether no client is connected: no connection holds a permit (one is
-    /// taken as soon as a connection is accepted).
-    pub fn idle(&self) -> bool {
-        self.connections.available_permits() == self.max_connections.min(Semaphore::MAX_PERMITS)
+    /// Once the server is stopping: if no client is connected, accept no
+    /// more (a connection accepted from now on is dropped at once) and say
+    /// so; then nothing of the server needs waiting for.
+    pub fn close_if_idle(&self) -> bool {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = self.connections.available_permits()
+            == self.max_connections.min(Semaphore::MAX_PERMITS);
+        *closed |= idle;
+        idle
     }
 
     /// Requests one connection may have in flight under the thread model.
@@ -227,16 +235,26 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                     _ = shutdown.wait() => break,
                 };
                 match accepted {
-                    Ok((_, _, peer)) if server.connections.available_permits() == 0 => {
-                        // Refused clearly: logged, and closed before the
-                        // greeting, so the client sees the end at once.
-                        server.log.error(&format!(
-                            "refusing connection from {peer}: too many connections (limit {})",
-                            server.max_connections
-                        ));
-                    }
                     Ok((r, w, peer)) => {
-                        let permit = server.connections.clone().try_acquire_owned().ok();
+                        // Counted under the lock `close_if_idle` takes: a
+                        // connection accepted as the server stops is either
+                        // counted (and waited for) or dropped here.
+                        let permit = {
+                            let closed = server.closed.lock().unwrap_or_else(|e| e.into_inner());
+                            if *closed {
+                                break;
+                            }
+                            server.connections.clone().try_acquire_owned().ok()
+                        };
+                        let Some(permit) = permit else {
+                            // Refused clearly: logged, and closed before the
+                            // greeting, so the client sees the end at once.
+                            server.log.error(&format!(
+                                "refusing connection from {peer}: too many connections (limit {})",
+                                server.max_connections
+                            ));
+                            continue;
+                        };
                         server.log.debug(&format!("accepted connection from {peer}"));
                         let server = server.clone();
                         let shutdown = shutdown.clone();

@@ -1,29 +1,26 @@
 //! Where the pages of a [`Sparse`](super::Sparse) array live.
 //!
-//! Pages are carved from slabs of anonymous memory aligned to 2 MiB and
-//! advised for transparent huge pages (`MADV_HUGEPAGE`), so that filling a
-//! disk costs one page fault per 2 MiB instead of one per 4 KiB: with one
-//! small allocation per page, the faults were a third of the server's CPU
-//! when a client writes a fresh memory disk. A freed page goes back to the
-//! kernel (`MADV_DONTNEED`), so trimming still returns memory, and is
-//! reused first; it reads as zeroes again either way.
+//! Pages are carved from slabs of anonymous memory, which the kernel gives
+//! zeroed, and each slab is populated 1 MiB at a time
+//! (`MADV_POPULATE_WRITE`): one call instead of a page fault per 4 KiB.
+//! With one zeroed allocation per page, the faults and the zeroing were a
+//! third of the server's CPU while a client filled a fresh memory disk. A
+//! freed page goes back to the kernel (`MADV_DONTNEED`), so trimming still
+//! returns memory, and is reused first; it reads as zeroes either way.
 //!
-//! The cost: a disk that holds any data holds at least one huge page
-//! (2 MiB) of RAM where the kernel grants them.
+//! The cost: a disk holds up to 1 MiB of RAM beyond its pages. (Huge
+//! pages would save the faults too, but on virtual machines zeroing fresh
+//! 2 MiB pages made filling a disk three times slower.)
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use super::PAGE;
 
-/// Virtual size of one slab: reserved at once, backed as it is touched.
-const SLAB: usize = 32 << 20;
-/// Alignment of a slab: a huge page.
-const HUGE: usize = 2 << 20;
-/// How much of a slab is populated at once (`MADV_POPULATE_WRITE`): one
-/// call instead of a page fault per 4 KiB, which is most of the cost of
-/// filling a fresh disk on a virtual machine. It is also the most memory
-/// a disk holds beyond its pages.
+/// Size of one slab: mapped at once, populated as it is handed out. Small,
+/// because under `--swap` (mlockall) a mapping is locked whole at once.
+const SLAB: usize = 2 << 20;
+/// How much of a slab is populated at once: it divides `SLAB`.
 const POPULATE: usize = 1 << 20;
 /// Linux's `MADV_POPULATE_WRITE` (5.14).
 const MADV_POPULATE_WRITE: libc::c_int = 23;
@@ -91,7 +88,7 @@ impl Pages {
             if g.next == g.end {
                 let (start, len) = new_slab().unwrap_or_else(|| {
                     std::alloc::handle_alloc_error(
-                        std::alloc::Layout::from_size_align(SLAB, HUGE).expect("valid layout"),
+                        std::alloc::Layout::from_size_align(SLAB, PAGE).expect("valid layout"),
                     )
                 });
                 g.slabs.push((start, len));
@@ -100,7 +97,9 @@ impl Pages {
             }
             let p = g.next;
             g.next += PAGE;
-            (p, p.is_multiple_of(POPULATE))
+            // A slab's start is where its populated stretches start.
+            let slab = g.slabs.last().expect("a slab").0.as_ptr() as usize;
+            (p, (p - slab).is_multiple_of(POPULATE))
         };
         if populate {
             // Outside the lock: other pages of the range may be handed out
@@ -145,14 +144,13 @@ impl Drop for Pages {
     }
 }
 
-/// Map a slab of `SLAB` bytes aligned to `HUGE`, advised for huge pages.
+/// Map a slab of `SLAB` bytes.
 fn new_slab() -> Option<(NonNull<u8>, usize)> {
-    let want = SLAB + HUGE;
     // SAFETY: a fresh anonymous private mapping, checked below.
     let raw = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            want,
+            SLAB,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -162,20 +160,7 @@ fn new_slab() -> Option<(NonNull<u8>, usize)> {
     if raw == libc::MAP_FAILED {
         return None;
     }
-    let raw = raw as usize;
-    let start = raw.next_multiple_of(HUGE);
-    // SAFETY: trimming the unaligned head and the tail of our own mapping.
-    unsafe {
-        if start > raw {
-            libc::munmap(raw as *mut libc::c_void, start - raw);
-        }
-        let tail = raw + want - (start + SLAB);
-        if tail > 0 {
-            libc::munmap((start + SLAB) as *mut libc::c_void, tail);
-        }
-        // Best effort: without huge pages, it is ordinary memory.
-    }
-    Some((NonNull::new(start as *mut u8)?, SLAB))
+    Some((NonNull::new(raw.cast())?, SLAB))
 }
 
 #[cfg(test)]
@@ -198,10 +183,9 @@ mod tests {
     }
 
     #[test]
-    fn a_slab_is_aligned_for_huge_pages_and_slabs_follow() {
+    fn slabs_follow_one_another() {
         let pages = Pages::default();
-        let first = pages.alloc();
-        assert_eq!(first.0.as_ptr() as usize % HUGE, 0);
+        let _first = pages.alloc();
         let many: Vec<Page> = (0..SLAB / PAGE + 1).map(|_| pages.alloc()).collect();
         assert_eq!(pages.inner.lock().unwrap().slabs.len(), 2);
         assert!(many.iter().all(|p| p.bytes()[PAGE - 1] == 0));
