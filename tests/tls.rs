@@ -622,3 +622,21 @@ fn write_executable(p: &Path, text: &str) {
     std::fs::write(p, text).unwrap();
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn file_reads_over_tls_are_encrypted_copies_not_sent_from_the_page_cache() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("data.img");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 13 + i / 4096) as u8).collect();
+    std::fs::write(&img, &data).unwrap();
+    let (out, err) = ours(
+        &["-v", "--tls=require", &psk_arg(), "file", img.to_str().unwrap()],
+        &format!("set -e\nnbdcopy \"$uri\" $T/out\ncmp $T/out {} && echo same\n", img.display()),
+    );
+    assert_eq!(out, "same\n");
+    assert!(err.contains("pread count=262144"), "{err}");
+    assert!(!err.contains("page cache"), "{err}");
+}

@@ -107,9 +107,23 @@ impl Server {
         s
     }
 
-    /// Start any command line that prints the URI on stdout when ready.
+    /// [`Server::start`] with `-v`, its stderr going to the returned file.
+    pub fn start_verbose(args: &[&str]) -> (Server, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sock");
+        let log = dir.path().join("stderr");
+        let mut c = Command::new(bin());
+        c.arg("-f").arg("-v").arg("-U").arg(&sock).arg("--print-uri").args(args);
+        c.stderr(std::fs::File::create(&log).unwrap());
+        let mut s = Self::spawn(c, dir);
+        s.socket = Some(sock);
+        (s, log)
+    }
+
+    /// Start any command line that prints the URI on stdout when ready
+    /// (stderr is ours unless the command says otherwise).
     pub fn spawn(mut c: Command, dir: tempfile::TempDir) -> Server {
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.stdout(Stdio::piped());
         let mut child = c.spawn().expect("spawn nbdkit");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();

@@ -314,3 +314,101 @@ fn a_file_with_no_holes_is_read_as_data() {
     let (done, first) = r.chunk(0);
     assert!(!done && first.data.len() >= 256 << 10, "the punched hole comes first");
 }
+
+/// Whether this kernel can say what of a file is in the page cache
+/// (`cachestat`, Linux 6.5): large reads of cached files are then sent
+/// straight from the page cache.
+fn kernel_has_cachestat(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let range = [0u64, 4096];
+    let mut stat = [0u64; 5];
+    // SAFETY: cachestat reads `range` and fills `stat`, both alive.
+    let r = unsafe { libc::syscall(451, f.as_raw_fd(), range.as_ptr(), stat.as_mut_ptr(), 0) };
+    r == 0
+}
+
+/// A file of `len` bytes of varied data, all allocated.
+fn data_file(len: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("data.img");
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(&p, &data).unwrap();
+    (dir, p, data)
+}
+
+#[test]
+fn large_reads_of_a_cached_file_go_from_the_page_cache_in_every_reply_style() {
+    let (_d, img, data) = data_file(4 << 20);
+    let zero_copy = kernel_has_cachestat(&std::fs::File::open(&img).unwrap());
+    let (srv, log) = Server::start_verbose(&["file", img.to_str().unwrap()]);
+    // Unaligned, with a small read between large ones.
+    let reads: [(u64, u32); 4] = [(123_457, 1 << 20), (5, 4096), (2 << 20, 2 << 20), (0, 65536)];
+    for style in ["simple", "structured", "extended"] {
+        let (mut c, _, _) = match style {
+            "extended" => Raw::open_extended(srv.connect()),
+            s => Raw::open(srv.connect(), s == "structured"),
+        };
+        let want = |r: &Reply| {
+            let (off, len) = reads[r.cookie as usize];
+            assert_eq!(r.error, 0, "{style}");
+            assert!(r.data == data[off as usize..(off + u64::from(len)) as usize], "{style}");
+        };
+        if style == "simple" {
+            // Simple replies do not say their length: one at a time.
+            for (i, &(off, len)) in reads.iter().enumerate() {
+                c.request(CMD_READ, 0, i as u64, off, len, &[]);
+                want(&c.reply(len as usize));
+            }
+        } else {
+            // Pipelined: the replies may come in any order.
+            for (i, &(off, len)) in reads.iter().enumerate() {
+                c.request(CMD_READ, 0, i as u64, off, len, &[]);
+            }
+            for _ in reads {
+                want(&c.reply(0));
+            }
+        }
+    }
+    let err = slurp(&log);
+    let sent = err.matches("(sent from the page cache)").count();
+    // The three large reads of each style, not the 4 KiB one.
+    assert_eq!(sent, if zero_copy { 9 } else { 0 }, "{err}");
+}
+
+#[test]
+fn a_read_of_pages_not_in_the_page_cache_is_a_copy() {
+    use std::os::fd::AsRawFd;
+    let (_d, img, data) = data_file(1 << 20);
+    let f = std::fs::File::open(&img).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: advice on our own descriptor: drop the (clean) cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let zero_copy = kernel_has_cachestat(&f);
+    let (srv, log) = Server::start_verbose(&["file", img.to_str().unwrap()]);
+    let (mut c, _, _) = Raw::open(srv.connect(), true);
+    // The first read finds nothing cached and reads the file (which
+    // caches it); the second is sent from the page cache.
+    for cookie in 1..=2 {
+        let r = c.call(CMD_READ, 0, 0, 1 << 20, &[]);
+        assert_eq!(r.error, 0);
+        assert!(r.data == data, "read {cookie}");
+    }
+    let err = slurp(&log);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("pread count=1048576")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(!lines[0].contains("page cache"), "{err}");
+    assert_eq!(lines[1].contains("(sent from the page cache)"), zero_copy, "{err}");
+}
+
+#[test]
+fn reads_through_a_filter_are_copies() {
+    // A filter may change what it reads: the plugin's page cache is not
+    // sent past it.
+    let (_d, img, data) = data_file(1 << 20);
+    let (srv, log) =
+        Server::start_verbose(&["--filter=offset", "file", img.to_str().unwrap(), "offset=4096"]);
+    let (mut c, _, _) = Raw::open(srv.connect(), true);
+    let r = c.call(CMD_READ, 0, 0, 512 << 10, &[]);
+    assert!(r.data == data[4096..4096 + (512 << 10)]);
+    assert!(!slurp(&log).contains("page cache"));
+}

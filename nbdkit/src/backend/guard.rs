@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::{
     BlockSize, Cache, Caps, Errno, Error, ExtentFlags, Extents, Flags, Fua, Handle, Op, Result,
-    Zero,
+    Zero, ZeroCopySource,
 };
 
 /// Zeroes for emulated WRITE_ZEROES (in .bss: costs nothing until used).
@@ -188,6 +188,14 @@ impl Guard {
         Ok(())
     }
 
+    /// READ straight from a file's page cache, where the layer below says
+    /// it can be (see [`Handle::zero_copy_source`]).
+    pub fn zero_copy_source(&self, offset: u64, len: u64) -> Option<ZeroCopySource> {
+        let src = self.handle.zero_copy_source(offset, len)?;
+        self.trace(|| format!("pread count={len} offset={offset} (sent from the page cache)"));
+        Some(src)
+    }
+
     /// WRITE.
     pub async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         self.trace(|| {
@@ -288,7 +296,7 @@ impl Guard {
     }
 
     /// CACHE, emulated with reads when the handle has no cache of its own.
-    /// An emulated CACHE reads at most [`CACHE_EMULATE_MAX`]: it is only
+    /// An emulated CACHE reads at most `CACHE_EMULATE_MAX` (4 GiB): it is only
     /// advice, and with extended headers one request could otherwise ask
     /// for a read of exabytes.
     pub async fn cache(&self, count: u64, offset: u64, _flags: Flags) -> Result<()> {
@@ -345,6 +353,9 @@ impl Handle for Guard {
         &self, buf: &mut [u8], offset: u64, flags: Flags, holes: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
         Guard::pread_sparse(self, buf, offset, flags, holes).await
+    }
+    fn zero_copy_source(&self, offset: u64, len: u64) -> Option<ZeroCopySource> {
+        Guard::zero_copy_source(self, offset, len)
     }
     async fn pwrite(&self, buf: &[u8], offset: u64, flags: Flags) -> Result<()> {
         Guard::pwrite(self, buf, offset, flags).await

@@ -613,6 +613,17 @@ pub async fn with_default_export_cache<T>(f: impl std::future::Future<Output = T
     DEFAULT_EXPORTS.scope(Default::default(), f).await
 }
 
+/// See [`Handle::zero_copy_source`]: the bytes of a read, as a range of a
+/// file whose pages are in the page cache.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct ZeroCopySource {
+    /// The file.
+    pub file: Arc<std::fs::File>,
+    /// Where the read's first byte is in the file.
+    pub offset: u64,
+}
+
 /// A connection's view of an export. Offsets and counts are already checked
 /// against the size; flags only contain what [`Caps`] allows. A handle
 /// writes `size`, `caps`, `pread` and whatever else its caps offer; see
@@ -684,6 +695,19 @@ pub trait Handle: Send + Sync {
         &self, buf: &mut [u8], offset: u64, flags: Flags, _holes: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
         self.pread(buf, offset, flags).await
+    }
+
+    /// A server-internal hint, not part of the plugin API (it may change or
+    /// go away); the default, None, is always safe.
+    ///
+    /// Where the `len` bytes at `offset` can be read straight from a file
+    /// without blocking: they are exactly the file's bytes at the returned
+    /// offset, and all of them are in the page cache now. The server may
+    /// then send them to a client from the page cache (`sendfile`), with no
+    /// copy of its own. A filter never passes it up (it may change data).
+    #[doc(hidden)]
+    fn zero_copy_source(&self, _offset: u64, _len: u64) -> Option<ZeroCopySource> {
+        None
     }
 
     /// Write all of `buf` at `offset`.

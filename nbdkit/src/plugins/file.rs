@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use super::PluginInfo;
 use crate::backend::{
     Cache, Caps, Errno, Error, ExportEntry, ExtentFlags, Extents, Flags, Fua, Handle, OpenArgs,
-    Plugin, Result, ThreadModel, Zero,
+    Plugin, Result, ThreadModel, Zero, ZeroCopySource,
 };
 use crate::error::{io_message, StartError};
 use crate::params::Params;
@@ -167,7 +167,8 @@ fn servable(t: &std::fs::FileType) -> bool {
 }
 
 struct Disk {
-    file: File,
+    /// Shared with replies sent straight from the page cache.
+    file: Arc<File>,
     /// Where the export starts in the file (non-zero for a tar member).
     base: u64,
     size: u64,
@@ -310,7 +311,7 @@ impl Plugin for FilePlugin {
             // SAFETY: posix_fadvise on our own descriptor.
             unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, self.fadvise) };
             Ok(Arc::new(Disk {
-                file,
+                file: Arc::new(file),
                 base: 0,
                 size,
                 writable,
@@ -356,7 +357,7 @@ fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Hand
     let seekable_holes = meta.as_ref().is_ok_and(|m| m.is_file());
     let maybe_sparse = AtomicBool::new(meta.as_ref().is_ok_and(has_holes));
     Arc::new(Disk {
-        file,
+        file: Arc::new(file),
         base,
         size,
         writable,
@@ -464,6 +465,65 @@ pub(crate) fn seek_extents(
     true
 }
 
+/// Whether every page of `[pos, pos+len)` of `file` is in the page cache
+/// (`cachestat`, Linux 6.5): then sending it cannot block. False when the
+/// kernel cannot tell, and from then on without asking again.
+fn all_cached(file: &File, pos: u64, len: u64) -> bool {
+    /// `cachestat` answered ENOSYS (or a filter refused it).
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// The system call's number (the same on x86_64 and aarch64).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    if len == 0 || UNSUPPORTED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let page = page_size();
+    let first = pos / page;
+    let pages = (pos + len).div_ceil(page) - first;
+    let range = Range { off: first * page, len: pages * page };
+    let mut st = Stat::default();
+    // SAFETY: cachestat reads `range` and fills `st`, both ours and alive.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if matches!(e, Some(libc::ENOSYS) | Some(libc::EPERM)) {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+        }
+        return false;
+    }
+    st.nr_cache >= pages
+}
+
+/// The kernel's page size.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
 impl Disk {
     /// Fill `buf` from position `pos` of the file: what the page cache
     /// holds at once, the rest after yielding (see `never_blocks`).
@@ -522,6 +582,17 @@ impl Disk {
 
 #[async_trait]
 impl Handle for Disk {
+    fn zero_copy_source(&self, offset: u64, len: u64) -> Option<ZeroCopySource> {
+        // Only where nothing else must happen on a read: the page cache is
+        // used as usual, and no holes are to be found.
+        if self.cache != CacheMode::Default || self.maybe_sparse.load(Ordering::Relaxed) {
+            return None;
+        }
+        let pos = self.base + offset;
+        all_cached(&self.file, pos, len)
+            .then(|| ZeroCopySource { file: self.file.clone(), offset: pos })
+    }
+
     async fn size(&self) -> Result<u64> {
         Ok(self.size)
     }

@@ -156,14 +156,28 @@ pub fn decode_reply_header(magic: u32, rest: &[u8]) -> Option<ReplyHeader> {
 /// structured or extended reply this is one OFFSET_DATA chunk with the
 /// DONE flag.
 pub fn fill_read_header(buf: &mut [u8], to: &To) {
+    let data_len = (buf.len() - read_header_len(to.style)) as u64;
+    read_header_for(buf, to, data_len);
+}
+
+/// The header of a successful read reply of `data_len` bytes, on its own:
+/// for data sent separately (from a file's page cache).
+pub fn read_header(to: &To, data_len: u64) -> Vec<u8> {
+    let mut h = vec![0u8; read_header_len(to.style)];
+    read_header_for(&mut h, to, data_len);
+    h
+}
+
+/// Write the header of a read reply of `data_len` bytes at the start of
+/// `out`.
+fn read_header_for(out: &mut [u8], to: &To, data_len: u64) {
     if to.style == Style::Simple {
-        simple_header(buf, to.cookie, 0);
+        simple_header(out, to.cookie, 0);
         return;
     }
     let h = to.style.header_len();
-    let data_len = buf.len() - h - 8;
-    chunk_header(buf, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, to, (data_len + 8) as u64);
-    buf[h..h + 8].copy_from_slice(&to.offset.to_be_bytes());
+    chunk_header(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, to, data_len + 8);
+    out[h..h + 8].copy_from_slice(&to.offset.to_be_bytes());
 }
 
 /// A read reply in several chunks: the data of `data` (which starts at

@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::io::IoSlice;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::pool::Pool;
+use super::sendfile::{self, FileData, Sink};
 use super::{Server, Shutdown, BUDGET_UNIT, CONNECTION_BUDGET, GRACE};
 use crate::backend::shutdown::{in_connection, InConnection};
 use crate::backend::CACHE_CHUNK;
@@ -103,8 +105,13 @@ impl Exports for Opener<'_> {
 }
 
 /// Serve a client until it leaves, breaks the protocol, or shutdown ends it.
-pub async fn serve<R, W>(r: R, w: W, client: Client, server: Arc<Server>, mut shutdown: Shutdown)
-where
+///
+/// `socket` is the connection's socket, when it is one (valid as long as `r`
+/// and `w` are): plain connections send file data from it straight from the
+/// page cache.
+pub async fn serve<R, W>(
+    r: R, w: W, socket: Option<RawFd>, client: Client, server: Arc<Server>, mut shutdown: Shutdown,
+) where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -126,7 +133,7 @@ where
         None => return,
         Some(Step::Done(outcome)) => {
             let export = opener.export.take().expect("the handshake opened it");
-            return transmit(r, w, export, outcome, &server, shutdown).await;
+            return transmit(r, w, socket, export, outcome, &server, shutdown).await;
         }
         Some(Step::StartTls(resume)) => resume,
     };
@@ -158,7 +165,7 @@ where
         handshake(&mut r, &mut w, &mut opener, &mut shutdown, Some(resume)).await
     {
         let export = opener.export.take().expect("the handshake opened it");
-        transmit(r, w, export, outcome, &server, shutdown).await;
+        transmit(r, w, None, export, outcome, &server, shutdown).await;
     }
 }
 
@@ -214,8 +221,8 @@ where
 
 /// The transmission phase, once the handshake has chosen `export`.
 async fn transmit<R, W>(
-    r: BufReader<R>, w: W, export: Guard, outcome: handshake::Outcome, server: &Arc<Server>,
-    shutdown: Shutdown,
+    r: BufReader<R>, w: W, socket: Option<RawFd>, export: Guard, outcome: handshake::Outcome,
+    server: &Arc<Server>, shutdown: Shutdown,
 ) where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -232,8 +239,9 @@ async fn transmit<R, W>(
     ));
     let pool = Arc::new(Pool::new(server.inflight()));
     let (replies, queue) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(w, queue, pool.clone(), server.log.clone()));
+    let writer = tokio::spawn(write_replies(w, socket, queue, pool.clone(), server.log.clone()));
     let conn = Arc::new(Conn {
+        zero_copy: socket.is_some(),
         export,
         neg: outcome.negotiated,
         replies,
@@ -246,6 +254,9 @@ async fn transmit<R, W>(
 
 /// What the request tasks of one connection share.
 struct Conn {
+    /// Large reads of a file's cached pages may go straight from the page
+    /// cache (see [`sendfile`]).
+    zero_copy: bool,
     export: Guard,
     neg: Negotiated,
     /// To the writer task. Unbounded, but every entry holds an in-flight
@@ -264,6 +275,8 @@ type Budget = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 /// A reply on its way to the socket, with what it must hold until sent.
 struct Outgoing {
     buf: Vec<u8>,
+    /// The reply's data, to send after `buf` from a file's page cache.
+    file: Option<FileData>,
     _slot: OwnedSemaphorePermit,
     _budget: Option<Budget>,
 }
@@ -281,18 +294,38 @@ const MAX_BATCH: usize = 64;
 /// whatever is waiting. After a write error it keeps draining the queue, so
 /// that requests release their slots and the connection can wind down.
 async fn write_replies<W>(
-    mut w: W, mut queue: mpsc::UnboundedReceiver<Outgoing>, pool: Arc<Pool>, log: crate::log::Log,
+    mut w: W, socket: Option<RawFd>, mut queue: mpsc::UnboundedReceiver<Outgoing>, pool: Arc<Pool>,
+    log: crate::log::Log,
 ) where
     W: AsyncWrite + Unpin,
 {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_BATCH);
     let mut broken = false;
+    // Made for the first reply that needs it.
+    let mut sink: Option<Sink> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if !broken {
             // (A flush costs nothing on a socket, and pushes out what a TLS
             // stream has buffered.)
             let sent = async {
-                write_all_vectored(&mut w, &batch).await?;
+                // What is in memory goes in one vectored write, up to each
+                // reply whose data follows from a file.
+                let mut from = 0;
+                for (i, out) in batch.iter().enumerate() {
+                    let Some(data) = &out.file else { continue };
+                    write_all_vectored(&mut w, &batch[from..=i]).await?;
+                    w.flush().await?;
+                    from = i + 1;
+                    if sink.is_none() {
+                        let fd = socket.ok_or_else(|| std::io::Error::other("no socket"))?;
+                        sink = Some(Sink::new(fd)?);
+                    }
+                    let s = sink.as_ref().expect("made above");
+                    if !s.send(&mut w, data).await? {
+                        log.error("pread: the file is shorter than it was: zeroes were sent");
+                    }
+                }
+                write_all_vectored(&mut w, &batch[from..]).await?;
                 w.flush().await
             };
             if let Err(e) = sent.await {
@@ -538,6 +571,7 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
     let Incoming { req, payload, invalid, budget } = inc;
     let to = reply_to(&conn.neg, &req);
     let wire_err = |e: &Error| (errno::to_wire(e.errno, req.flags), e.msg.clone());
+    let mut file = None;
     let reply: Vec<u8> = match invalid {
         Some(e) => {
             conn.server.log.debug(&format!("sending error reply: {e}"));
@@ -546,18 +580,34 @@ async fn run_request(conn: &Conn, inc: Incoming, slot: OwnedSemaphorePermit) {
         }
         None => {
             let _serial = conn.server.serial_all().await;
-            execute(conn, &req, &payload).await.unwrap_or_else(|e| {
-                conn.server.log.error(&format!("{}: {}", req.cmd.name(), e));
-                let (n, m) = wire_err(&e);
-                reply::status(&to, Some((n, &m)))
-            })
+            match zero_copy(conn, &req, &to) {
+                Some((header, data)) => {
+                    file = Some(data);
+                    header
+                }
+                None => execute(conn, &req, &payload).await.unwrap_or_else(|e| {
+                    conn.server.log.error(&format!("{}: {}", req.cmd.name(), e));
+                    let (n, m) = wire_err(&e);
+                    reply::status(&to, Some((n, &m)))
+                }),
+            }
         }
     };
     if !payload.is_empty() {
         conn.pool.put(payload);
     }
     // Fails only if the writer is gone, and then the client is too.
-    let _ = conn.replies.send(Outgoing { buf: reply, _slot: slot, _budget: budget });
+    let _ = conn.replies.send(Outgoing { buf: reply, file, _slot: slot, _budget: budget });
+}
+
+/// A READ answered from a file's page cache (see [`sendfile`]): its reply
+/// header, and the data to send after it. None where it goes the usual way.
+fn zero_copy(conn: &Conn, req: &Request, to: &reply::To) -> Option<(Vec<u8>, FileData)> {
+    if !conn.zero_copy || req.cmd != Command::Read || req.len < sendfile::MIN {
+        return None;
+    }
+    let src = conn.export.zero_copy_source(req.offset, req.len)?;
+    Some((reply::read_header(to, req.len), FileData { src, len: req.len }))
 }
 
 /// Where and how the reply to `req` goes.

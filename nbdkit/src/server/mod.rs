@@ -7,9 +7,11 @@
 
 mod connection;
 mod pool;
+mod sendfile;
 pub mod stdio;
 pub mod tls;
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -235,7 +237,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                     _ = shutdown.wait() => break,
                 };
                 match accepted {
-                    Ok((r, w, peer)) => {
+                    Ok((r, w, peer, socket)) => {
                         // Counted under the lock `close_if_idle` takes: a
                         // connection accepted as the server stops is either
                         // counted (and waited for) or dropped here.
@@ -261,7 +263,7 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
                         let done = done_tx.clone();
                         let client = Client { peer, tls: false };
                         tokio::spawn(async move {
-                            connection::serve(r, w, client, server, shutdown).await;
+                            connection::serve(r, w, Some(socket), client, server, shutdown).await;
                             drop(permit);
                             drop(done);
                         });
@@ -285,14 +287,17 @@ pub async fn run(listeners: Vec<Listener>, server: Arc<Server>, shutdown: Shutdo
 type BoxRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
-async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, Peer)> {
+/// Accept a client: its streams, where it comes from, and the socket's
+/// descriptor (valid as long as the streams are).
+async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, Peer, RawFd)> {
     Ok(match l {
         Listener::Tcp(t) => {
             let (s, peer) = t.accept().await?;
             let _ = s.set_nodelay(true);
             big_send_buffer(&s);
+            let fd = s.as_raw_fd();
             let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w), Peer::Tcp(peer))
+            (Box::new(r), Box::new(w), Peer::Tcp(peer), fd)
         }
         Listener::Unix(u) => {
             let (s, _) = u.accept().await?;
@@ -302,8 +307,9 @@ async fn accept(l: &Listener) -> std::io::Result<(BoxRead, BoxWrite, Peer)> {
                 uid: c.uid(),
                 gid: c.gid(),
             });
+            let fd = s.as_raw_fd();
             let (r, w) = s.into_split();
-            (Box::new(r), Box::new(w), Peer::Unix(cred))
+            (Box::new(r), Box::new(w), Peer::Unix(cred), fd)
         }
     })
 }
@@ -324,7 +330,7 @@ const SEND_BUFFER: usize = 4 << 20;
 pub async fn serve_one(
     r: BoxRead, w: BoxWrite, client: Client, server: Arc<Server>, shutdown: Shutdown,
 ) {
-    connection::serve(r, w, client, server, shutdown).await;
+    connection::serve(r, w, None, client, server, shutdown).await;
 }
 
 #[cfg(test)]
@@ -399,7 +405,7 @@ mod tests {
             let (mut c, s) = tokio::io::duplex(1 << 20);
             let (r, w) = tokio::io::split(s);
             let client = Client { peer: Peer::Unknown, tls: false };
-            tokio::spawn(connection::serve(r, w, client, srv.clone(), shutdown.clone()));
+            tokio::spawn(connection::serve(r, w, None, client, srv.clone(), shutdown.clone()));
             clients.push(tokio::spawn(async move {
                 let mut hello = [0u8; 152];
                 c.read_exact(&mut hello).await.unwrap();
