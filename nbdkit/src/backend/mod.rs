@@ -624,6 +624,73 @@ pub struct ZeroCopySource {
     pub offset: u64,
 }
 
+impl ZeroCopySource {
+    /// Whether every page of the `len` bytes from here is in the page
+    /// cache now (`cachestat`, Linux 6.5), so that sending them cannot
+    /// block; None if the kernel will not say for this file (EPERM: a file
+    /// neither ours nor writable by us). Once it has answered ENOSYS, it
+    /// is not asked again.
+    pub fn cached(&self, len: u64) -> Option<bool> {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// `cachestat` answered ENOSYS: this kernel has none.
+        static NO_SYSCALL: AtomicBool = AtomicBool::new(false);
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        /// The system call's number (the same on x86_64 and aarch64).
+        const SYS_CACHESTAT: libc::c_long = 451;
+        if NO_SYSCALL.load(Ordering::Relaxed) {
+            return Some(false);
+        }
+        if len == 0 {
+            return Some(true);
+        }
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as u64,
+            _ => 4096,
+        };
+        let first = self.offset / page;
+        let pages = (self.offset + len).div_ceil(page) - first;
+        let range = Range { off: first * page, len: pages * page };
+        let mut st = Stat::default();
+        // SAFETY: cachestat reads `range` and fills `st`, both ours and
+        // alive for the call.
+        let r = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                self.file.as_raw_fd(),
+                &range as *const Range,
+                &mut st as *mut Stat,
+                0,
+            )
+        };
+        if r == 0 {
+            return Some(st.nr_cache >= pages);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOSYS) => {
+                NO_SYSCALL.store(true, Ordering::Relaxed);
+                Some(false)
+            }
+            Some(libc::EPERM) => None,
+            _ => Some(false),
+        }
+    }
+}
+
 /// A connection's view of an export. Offsets and counts are already checked
 /// against the size; flags only contain what [`Caps`] allows. A handle
 /// writes `size`, `caps`, `pread` and whatever else its caps offer; see

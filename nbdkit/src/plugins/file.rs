@@ -180,6 +180,9 @@ struct Disk {
     /// opened, or a trim or zero has punched some since. Only then do
     /// reads look for holes (two `lseek`s each).
     maybe_sparse: AtomicBool,
+    /// The kernel will not say what of this file is cached (see
+    /// [`ZeroCopySource::cached`]): its reads are all copies.
+    no_cachestat: AtomicBool,
 }
 
 /// An export name in directory mode: one entry of the directory.
@@ -318,6 +321,7 @@ impl Plugin for FilePlugin {
                 cache: self.cache,
                 seekable_holes: meta.is_file(),
                 maybe_sparse: AtomicBool::new(has_holes(&meta)),
+                no_cachestat: AtomicBool::new(false),
             }) as Arc<dyn Handle>)
         })
     }
@@ -364,6 +368,7 @@ fn handle_from(file: File, writable: bool, base: u64, size: u64) -> Arc<dyn Hand
         cache: CacheMode::Default,
         seekable_holes,
         maybe_sparse,
+        no_cachestat: AtomicBool::new(false),
     })
 }
 
@@ -465,65 +470,6 @@ pub(crate) fn seek_extents(
     true
 }
 
-/// Whether every page of `[pos, pos+len)` of `file` is in the page cache
-/// (`cachestat`, Linux 6.5): then sending it cannot block. False when the
-/// kernel cannot tell, and from then on without asking again.
-fn all_cached(file: &File, pos: u64, len: u64) -> bool {
-    /// `cachestat` answered ENOSYS (or a filter refused it).
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    /// The system call's number (the same on x86_64 and aarch64).
-    const SYS_CACHESTAT: libc::c_long = 451;
-    if len == 0 || UNSUPPORTED.load(Ordering::Relaxed) {
-        return false;
-    }
-    let page = page_size();
-    let first = pos / page;
-    let pages = (pos + len).div_ceil(page) - first;
-    let range = Range { off: first * page, len: pages * page };
-    let mut st = Stat::default();
-    // SAFETY: cachestat reads `range` and fills `st`, both ours and alive.
-    let r = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            file.as_raw_fd(),
-            &range as *const Range,
-            &mut st as *mut Stat,
-            0,
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        if matches!(e, Some(libc::ENOSYS) | Some(libc::EPERM)) {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
-        }
-        return false;
-    }
-    st.nr_cache >= pages
-}
-
-/// The kernel's page size.
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as u64,
-        _ => 4096,
-    }
-}
-
 impl Disk {
     /// Fill `buf` from position `pos` of the file: what the page cache
     /// holds at once, the rest after yielding (see `never_blocks`).
@@ -585,12 +531,22 @@ impl Handle for Disk {
     fn zero_copy_source(&self, offset: u64, len: u64) -> Option<ZeroCopySource> {
         // Only where nothing else must happen on a read: the page cache is
         // used as usual, and no holes are to be found.
-        if self.cache != CacheMode::Default || self.maybe_sparse.load(Ordering::Relaxed) {
+        if self.cache != CacheMode::Default
+            || self.maybe_sparse.load(Ordering::Relaxed)
+            || self.no_cachestat.load(Ordering::Relaxed)
+        {
             return None;
         }
-        let pos = self.base + offset;
-        all_cached(&self.file, pos, len)
-            .then(|| ZeroCopySource { file: self.file.clone(), offset: pos })
+        let src = ZeroCopySource { file: self.file.clone(), offset: self.base + offset };
+        match src.cached(len) {
+            Some(true) => Some(src),
+            Some(false) => None,
+            None => {
+                // Not for this file (EPERM: neither ours nor writable).
+                self.no_cachestat.store(true, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     async fn size(&self) -> Result<u64> {

@@ -313,14 +313,22 @@ async fn write_replies<W>(
                 let mut from = 0;
                 for (i, out) in batch.iter().enumerate() {
                     let Some(data) = &out.file else { continue };
+                    // Checked again now, just before the header goes: the
+                    // pages may have left the cache since the request ran.
+                    if sink.is_none() {
+                        sink = socket.and_then(|fd| Sink::new(fd).ok());
+                    }
+                    let sendable = sink.is_some() && data.src.cached(data.len) == Some(true);
+                    if !sendable {
+                        write_all_vectored(&mut w, &batch[from..i]).await?;
+                        w.write_all(&data.copied(&out.buf).await).await?;
+                        from = i + 1;
+                        continue;
+                    }
                     write_all_vectored(&mut w, &batch[from..=i]).await?;
                     w.flush().await?;
                     from = i + 1;
-                    if sink.is_none() {
-                        let fd = socket.ok_or_else(|| std::io::Error::other("no socket"))?;
-                        sink = Some(Sink::new(fd)?);
-                    }
-                    let s = sink.as_ref().expect("made above");
+                    let s = sink.as_ref().expect("checked above");
                     if !s.send(&mut w, data).await? {
                         log.error("pread: the file is shorter than it was: zeroes were sent");
                     }
@@ -331,6 +339,14 @@ async fn write_replies<W>(
             if let Err(e) = sent.await {
                 log.debug(&format!("write reply: {e}"));
                 broken = true;
+                // The client may be waiting for data a header promised
+                // (sendfile failed reading the file): end the connection
+                // rather than leave it hanging.
+                if let Some(fd) = socket {
+                    // SAFETY: shutdown on the connection's own socket,
+                    // alive as long as `w` is.
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                }
             }
         }
         for out in batch.drain(..) {
@@ -607,7 +623,7 @@ fn zero_copy(conn: &Conn, req: &Request, to: &reply::To) -> Option<(Vec<u8>, Fil
         return None;
     }
     let src = conn.export.zero_copy_source(req.offset, req.len)?;
-    Some((reply::read_header(to, req.len), FileData { src, len: req.len }))
+    Some((reply::read_header(to, req.len), FileData { src, len: req.len, to: *to }))
 }
 
 /// Where and how the reply to `req` goes.

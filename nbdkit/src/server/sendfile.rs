@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 
 use crate::backend::ZeroCopySource;
+use crate::protocol::reply;
 
 /// Reads at least this long go from the page cache; shorter ones cost
 /// more in system calls (one `sendfile` each, where a batch of copied
@@ -24,6 +25,36 @@ pub const MIN: u64 = 64 * 1024;
 pub struct FileData {
     pub src: ZeroCopySource,
     pub len: u64,
+    /// The reply's header, should it have to become an error after all.
+    pub to: reply::To,
+}
+
+impl FileData {
+    /// The whole reply the usual way: the data read into memory (off the
+    /// runtime's threads), after `header`; or an EIO reply if it cannot be
+    /// read. For data no longer all in the page cache, or no socket to
+    /// send it to.
+    pub async fn copied(&self, header: &[u8]) -> Vec<u8> {
+        let (file, off, len) = (self.src.file.clone(), self.src.offset, self.len as usize);
+        let mut out = Vec::with_capacity(header.len() + len);
+        out.extend_from_slice(header);
+        out.resize(header.len() + len, 0);
+        let h = header.len();
+        let read = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(&mut out[h..], off).map(|()| out)
+        })
+        .await;
+        match read {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => self.error(&format!("pread: {e}")),
+            Err(e) => self.error(&format!("pread: {e}")),
+        }
+    }
+
+    fn error(&self, msg: &str) -> Vec<u8> {
+        reply::status(&self.to, Some((crate::protocol::consts::EIO, msg)))
+    }
 }
 
 /// A connection's socket, as `sendfile` writes to it: our own descriptor
@@ -81,5 +112,54 @@ impl Sink {
             left -= n as u64;
         }
         Ok(complete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::protocol::reply::{Style, To};
+
+    fn data(file: std::fs::File, offset: u64, len: u64) -> FileData {
+        let to = To { style: Style::Simple, cookie: 7, offset };
+        FileData { src: ZeroCopySource { file: Arc::new(file), offset }, len, to }
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_cannot_be_sent_from_the_cache_is_read_or_fails_with_eio() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, b"0123456789").unwrap();
+        let header = reply::read_header(&To { style: Style::Simple, cookie: 7, offset: 2 }, 5);
+        let out = data(f.try_clone().unwrap(), 2, 5).copied(&header).await;
+        assert_eq!(&out[..header.len()], &header[..]);
+        assert_eq!(&out[header.len()..], b"23456");
+        // Past the end of the file (it shrank): an error reply, no data.
+        let out = data(f, 8, 5).copied(&header).await;
+        assert_eq!(out.len(), 16);
+        assert_eq!(&out[4..8], &crate::protocol::consts::EIO.to_be_bytes());
+    }
+
+    #[test]
+    fn dropped_pages_are_not_cached() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 1 << 20]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let src = ZeroCopySource { file: Arc::new(f), offset: 4096 };
+        let Some(cached) = src.cached(65536) else { return };
+        if cached {
+            src.file.sync_all().unwrap();
+            // SAFETY: advice on our own descriptor.
+            unsafe { libc::posix_fadvise(src.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            // (tmpfs keeps its pages whatever we advise.)
+            if src.cached(65536) == Some(true) {
+                return;
+            }
+        }
+        assert_eq!(src.cached(65536), Some(false));
+        assert_eq!(src.cached(0), Some(true));
     }
 }
