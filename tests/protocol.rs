@@ -1021,11 +1021,13 @@ fn malformed_extended_requests_get_the_specs_errors() {
 
     // A compact header once extended headers are on (here followed by
     // the next one's first bytes): a hang-up too.
+    // (The server may hang up before the last bytes are sent: then they
+    // meet a closed socket.)
     let (mut r, _, _) = Raw::open_extended(srv.connect());
     r.extended = false;
     r.request(CMD_READ, 0, 8, 0, 512, &[]);
-    r.send(&REQUEST_MAGIC.to_be_bytes());
-    assert_eq!(r.s.read(&mut b).unwrap(), 0, "the server should hang up");
+    let _ = r.s.write_all(&REQUEST_MAGIC.to_be_bytes());
+    assert!(matches!(r.s.read(&mut b), Ok(0) | Err(_)), "the server should hang up");
     fresh_client_works(&srv, 8);
 }
 
