@@ -3,11 +3,7 @@ use nbdkit_test::client::ZeroFlags;
 use crate::util::*;
 
 fn start(filters: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
-    let mut b = nbdkit_test::CaptiveDisk::builder("memory");
-    for f in filters {
-        b = b.filter(f);
-    }
-    b.args(args).binary(bin()).start().unwrap_or_else(|e| panic!("{e}"))
+    super::common::start(filters, "memory", args)
 }
 
 #[rstest::rstest]
@@ -164,25 +160,7 @@ fn bad_parameters(#[case] args: &[&str], #[case] msg: &str) {
 #[test]
 fn concurrent_partial_writes_to_one_block_all_land() {
     let disk = start(&["blocksize"], &["1M", "minblock=4096"]);
-    let threads: Vec<_> = (0..8u8)
-        .map(|t| {
-            let mut c = disk.connect().unwrap();
-            std::thread::spawn(move || {
-                for round in 0..20u64 {
-                    let off = (round * 8 + u64::from(t)) * 25;
-                    c.write(off, &[t + 1; 25]).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let mut c = disk.connect().unwrap();
-    let got = c.read(0, 4000).unwrap();
-    for (i, chunk) in got.chunks(25).enumerate() {
-        assert_eq!(chunk, [(i % 8) as u8 + 1; 25], "chunk {i}");
-    }
+    super::common::concurrent_partial_writes_all_land(&disk);
 }
 
 /// An eval plugin of 64K that logs writes (with their flags) and flushes

@@ -11,6 +11,14 @@ pub fn start(filters: &[&str], plugin: &str, args: &[&str]) -> nbdkit_test::Capt
     b.args(args).binary(bin()).start().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A captive disk: `filter` over `plugin[0]` with `plugin[1..]`, then the
+/// filter's `args`.
+pub fn start_one(filter: &str, plugin: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
+    let mut all = plugin[1..].to_vec();
+    all.extend_from_slice(args);
+    start(&[filter], plugin[0], &all)
+}
+
 /// Run `nbdkit -U - ARGS --run 'SCRIPT'` on `nbdkit`: its stdout.
 pub fn run_with(nbdkit: &std::path::Path, args: &str, script: &str) -> String {
     let out = sh(&format!("{} -U - {args} --run '{script}' 2>/dev/null", nbdkit.display()));
@@ -34,4 +42,29 @@ pub fn refuses(args: &[&str], msg: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(msg), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Eight clients at once write 25-byte pieces into the first 4000 bytes,
+/// interleaved: every piece must land (a filter's read-modify-write of a
+/// block must see the others' results).
+pub fn concurrent_partial_writes_all_land(disk: &nbdkit_test::CaptiveDisk) {
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let mut c = disk.connect().unwrap();
+            std::thread::spawn(move || {
+                for round in 0..20u64 {
+                    let off = (round * 8 + u64::from(t)) * 25;
+                    c.write(off, &[t + 1; 25]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = disk.connect().unwrap();
+    let got = c.read(0, 4000).unwrap();
+    for (i, chunk) in got.chunks(25).enumerate() {
+        assert_eq!(chunk, [(i % 8) as u8 + 1; 25], "chunk {i}");
+    }
 }

@@ -246,23 +246,5 @@ fn an_unusable_tmpdir_is_a_start_up_error() {
 #[test]
 fn concurrent_partial_writes_to_one_block_all_land() {
     let disk = start("memory", &["1M", "cow-block-size=4K"]);
-    let threads: Vec<_> = (0..8u8)
-        .map(|t| {
-            let mut c = disk.connect().unwrap();
-            std::thread::spawn(move || {
-                for round in 0..20u64 {
-                    let off = (round * 8 + u64::from(t)) * 25;
-                    c.write(off, &[t + 1; 25]).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let mut c = disk.connect().unwrap();
-    let got = c.read(0, 4000).unwrap();
-    for (i, chunk) in got.chunks(25).enumerate() {
-        assert_eq!(chunk, [(i % 8) as u8 + 1; 25], "chunk {i}");
-    }
+    super::common::concurrent_partial_writes_all_land(&disk);
 }

@@ -5,15 +5,7 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn start(filter: &str, plugin: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
-    nbdkit_test::CaptiveDisk::builder(plugin[0])
-        .args(&plugin[1..])
-        .filter(filter)
-        .args(args)
-        .binary(bin())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
+use super::common::start_one as start;
 
 #[test]
 fn extentlist_serves_the_listed_extents_like_c() {

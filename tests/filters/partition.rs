@@ -50,15 +50,7 @@ fn serves_the_partition(
 
 #[test]
 fn writes_reach_the_right_place_below() {
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    let mut bytes = vec![0u8; 4 << 20];
-    bytes[0x1be + 4] = 0x83;
-    bytes[0x1be + 8..0x1be + 12].copy_from_slice(&2048u32.to_le_bytes());
-    bytes[0x1be + 12..0x1be + 16].copy_from_slice(&2048u32.to_le_bytes());
-    bytes[0x1fe] = 0x55;
-    bytes[0x1ff] = 0xaa;
-    std::fs::write(&img, &bytes).unwrap();
+    let (_dir, img) = one_partition_image();
     let disk = nbdkit_test::CaptiveDisk::builder("file")
         .filter("partition")
         .arg(img.to_str().unwrap())
@@ -172,15 +164,7 @@ fn the_description_names_the_partition() {
     if !have("nbdinfo") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    let mut bytes = vec![0u8; 4 << 20];
-    bytes[0x1be + 4] = 0x83;
-    bytes[0x1be + 8..0x1be + 12].copy_from_slice(&2048u32.to_le_bytes());
-    bytes[0x1be + 12..0x1be + 16].copy_from_slice(&2048u32.to_le_bytes());
-    bytes[0x1fe] = 0x55;
-    bytes[0x1ff] = 0xaa;
-    std::fs::write(&img, &bytes).unwrap();
+    let (_dir, img) = one_partition_image();
     let pread = format!(
         "pread=dd if={} skip=$4 count=$3 iflag=skip_bytes,count_bytes 2>/dev/null",
         img.display()
@@ -199,4 +183,19 @@ fn the_description_names_the_partition() {
     if let Some(c) = c_nbdkit() {
         assert_eq!(ours, run_captive(&c, &args, script));
     }
+}
+
+/// A 4 MiB disk image whose MBR has one Linux partition, of 1 MiB from
+/// sector 2048: its folder and path.
+fn one_partition_image() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let mut bytes = vec![0u8; 4 << 20];
+    bytes[0x1be + 4] = 0x83;
+    bytes[0x1be + 8..0x1be + 12].copy_from_slice(&2048u32.to_le_bytes());
+    bytes[0x1be + 12..0x1be + 16].copy_from_slice(&2048u32.to_le_bytes());
+    bytes[0x1fe] = 0x55;
+    bytes[0x1ff] = 0xaa;
+    std::fs::write(&img, &bytes).unwrap();
+    (dir, img)
 }

@@ -2,15 +2,7 @@
 
 use crate::util::*;
 
-fn start(filter: &str, plugin: &[&str], args: &[&str]) -> nbdkit_test::CaptiveDisk {
-    nbdkit_test::CaptiveDisk::builder(plugin[0])
-        .args(&plugin[1..])
-        .filter(filter)
-        .args(args)
-        .binary(bin())
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
+use super::common::start_one as start;
 
 /// What clients see, ours and C's, for one command line.
 fn compare_with_c(args: &str, cmd: &str) {
