@@ -321,7 +321,7 @@ async fn write_replies<W>(
                     let sendable = sink.is_some() && data.src.cached(data.len) == Some(true);
                     if !sendable {
                         write_all_vectored(&mut w, &batch[from..i]).await?;
-                        w.write_all(&data.copied(&out.buf).await).await?;
+                        w.write_all(&data.copied(&out.buf, &log).await).await?;
                         from = i + 1;
                         continue;
                     }

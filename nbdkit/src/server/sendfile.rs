@@ -34,7 +34,7 @@ impl FileData {
     /// runtime's threads), after `header`; or an EIO reply if it cannot be
     /// read. For data no longer all in the page cache, or no socket to
     /// send it to.
-    pub async fn copied(&self, header: &[u8]) -> Vec<u8> {
+    pub async fn copied(&self, header: &[u8], log: &crate::log::Log) -> Vec<u8> {
         let (file, off, len) = (self.src.file.clone(), self.src.offset, self.len as usize);
         let mut out = Vec::with_capacity(header.len() + len);
         out.extend_from_slice(header);
@@ -45,15 +45,13 @@ impl FileData {
             file.read_exact_at(&mut out[h..], off).map(|()| out)
         })
         .await;
-        match read {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => self.error(&format!("pread: {e}")),
-            Err(e) => self.error(&format!("pread: {e}")),
-        }
-    }
-
-    fn error(&self, msg: &str) -> Vec<u8> {
-        reply::status(&self.to, Some((crate::protocol::consts::EIO, msg)))
+        let msg = match read {
+            Ok(Ok(out)) => return out,
+            Ok(Err(e)) => format!("pread: {e}"),
+            Err(e) => format!("pread: {e}"),
+        };
+        log.error(&msg);
+        reply::status(&self.to, Some((crate::protocol::consts::EIO, &msg)))
     }
 }
 
@@ -132,11 +130,12 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, b"0123456789").unwrap();
         let header = reply::read_header(&To { style: Style::Simple, cookie: 7, offset: 2 }, 5);
-        let out = data(f.try_clone().unwrap(), 2, 5).copied(&header).await;
+        let log = crate::log::Log::default();
+        let out = data(f.try_clone().unwrap(), 2, 5).copied(&header, &log).await;
         assert_eq!(&out[..header.len()], &header[..]);
         assert_eq!(&out[header.len()..], b"23456");
         // Past the end of the file (it shrank): an error reply, no data.
-        let out = data(f, 8, 5).copied(&header).await;
+        let out = data(f, 8, 5).copied(&header, &log).await;
         assert_eq!(out.len(), 16);
         assert_eq!(&out[4..8], &crate::protocol::consts::EIO.to_be_bytes());
     }
